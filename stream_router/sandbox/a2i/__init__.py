@@ -1,0 +1,8 @@
+"""An emulator of the Amazon A2I runtime API (``sagemaker-a2i-runtime``) for the sandbox.
+
+- ``api``: the five operations and their validation, without HTTP;
+- ``server``: the HTTP app, fault injection, the loop scheduler and the S3/EventBridge effects;
+- ``reviewers``: simulated workers (who answers what, and when);
+- ``store``: SQLite persistence, so loops survive a restart;
+- ``launcher``: :class:`A2IEmulator`, the emulator as a managed child process.
+"""

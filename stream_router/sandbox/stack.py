@@ -1,0 +1,189 @@
+"""The whole sandbox in one context manager: moto, the broker and the A2I emulator.
+
+Usage::
+
+    async with Sandbox() as sandbox:
+        sandbox.env()             # AWS_ENDPOINT_URL_*, region, dummy credentials, Kafka address
+        sandbox.broker.bootstrap_servers
+        sandbox.resources.event_queue_url
+
+Start order is moto (and its resources), then the broker (whose s3:// storage lives in moto),
+then the emulator (which writes to moto); stop order is the reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from stream_router.sandbox.a2i.launcher import A2IEmulator
+from stream_router.sandbox.aws import (
+    DUMMY_ACCESS_KEY,
+    DUMMY_SECRET_KEY,
+    AwsResources,
+    MotoServer,
+    provision,
+)
+from stream_router.sandbox.broker import S3Storage, TansuBroker
+from stream_router.sandbox.settings import SandboxSettings
+
+logger = logging.getLogger(__name__)
+
+BrokerStorage = Literal["memory", "s3"]
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """What a client needs to reach a running sandbox (also written to ``sandbox.json``)."""
+
+    bootstrap_servers: str
+    aws_endpoint_url: str
+    a2i_endpoint_url: str
+    region: str
+    output_bucket: str
+    output_prefix: str
+    event_queue_url: str
+    output_queue_url: str
+    flow_definition_arns: dict[str, str]
+    state_dir: str
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point any AWS SDK or CLI, and Kafka clients, here."""
+        return {
+            "STREAM_ROUTER_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "AWS_ENDPOINT_URL_SAGEMAKER_A2I_RUNTIME": self.a2i_endpoint_url,
+            "AWS_ENDPOINT_URL_S3": self.aws_endpoint_url,
+            "AWS_ENDPOINT_URL_SQS": self.aws_endpoint_url,
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": self.aws_endpoint_url,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
+        }
+
+
+class Sandbox:
+    """Broker + moto + A2I emulator on loopback ports, started and stopped together."""
+
+    def __init__(
+        self,
+        settings: SandboxSettings | None = None,
+        *,
+        broker_storage: BrokerStorage = "memory",
+        state_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings or SandboxSettings()
+        self.broker_storage = broker_storage
+        self._own_state_dir = state_dir is None
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="stream-router-sandbox-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.moto = MotoServer(log_dir=self.state_dir)
+        self._broker: TansuBroker | None = None
+        self._a2i: A2IEmulator | None = None
+        self._resources: AwsResources | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def broker(self) -> TansuBroker:
+        if self._broker is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._broker
+
+    @property
+    def a2i(self) -> A2IEmulator:
+        if self._a2i is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._a2i
+
+    @property
+    def resources(self) -> AwsResources:
+        if self._resources is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._resources
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        try:
+            await self.moto.start()
+            self._resources = await provision(self.moto.endpoint_url, self.settings.aws)
+            storage = None
+            if self.broker_storage == "s3":
+                storage = S3Storage(
+                    bucket=self.settings.aws.broker_bucket,
+                    endpoint_url=self.moto.endpoint_url,
+                    region=self.settings.aws.region,
+                )
+            self._broker = TansuBroker(s3_storage=storage, log_dir=self.state_dir)
+            await self._broker.start()
+            if self.settings.topics:
+                await self._broker.create_topics(
+                    self.settings.topics, partitions=self.settings.topic_partitions
+                )
+            self._a2i = A2IEmulator(
+                self.settings,
+                aws_endpoint_url=self.moto.endpoint_url,
+                state_dir=self.state_dir / "a2i",
+            )
+            await self._a2i.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+        logger.info("sandbox ready in %.2f s", self.startup_s)
+
+    async def stop(self) -> None:
+        for component in (self._a2i, self._broker):
+            if component is not None:
+                await component.stop()
+        await self.moto.stop()
+        if self._own_state_dir:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.state_dir)
+
+    def info(self) -> SandboxInfo:
+        resources = self.resources
+        return SandboxInfo(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            aws_endpoint_url=self.moto.endpoint_url,
+            a2i_endpoint_url=self.a2i.endpoint_url,
+            region=resources.region,
+            output_bucket=resources.output_bucket,
+            output_prefix=resources.output_prefix,
+            event_queue_url=resources.event_queue_url,
+            output_queue_url=resources.output_queue_url,
+            flow_definition_arns={
+                fd.name: self.settings.flow_arn(fd.name) for fd in self.settings.flow_definitions
+            },
+            state_dir=str(self.state_dir),
+        )
+
+    def env(self) -> dict[str, str]:
+        return self.info().env()
+
+    def resident_bytes(self) -> int:
+        """Resident memory of the sandbox's processes (broker, moto, emulator)."""
+        processes = [self.moto.process]
+        if self._broker is not None:
+            processes.append(self._broker.process)
+        if self._a2i is not None:
+            processes.append(self._a2i.process)
+        return sum(p.resident_bytes() for p in processes)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
