@@ -119,15 +119,14 @@ class ManagedProcess:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl, no locks taken
         )
         _RUNNING.add(self)
-        self._reader = threading.Thread(
-            target=self._pump, name=f"{self.name}-output", daemon=True
-        )
+        self._reader = threading.Thread(target=self._pump, name=f"{self.name}-output", daemon=True)
         self._reader.start()
         logger.debug("started %s (pid %s): %s", self.name, self._proc.pid, " ".join(self.argv))
 
     def _pump(self) -> None:
         proc = self._proc
-        assert proc is not None and proc.stdout is not None
+        assert proc is not None
+        assert proc.stdout is not None
         log = self.log_path.open("a", encoding="utf-8") if self.log_path else None
         try:
             for line in proc.stdout:
@@ -143,6 +142,7 @@ class ManagedProcess:
         finally:
             if log is not None:
                 log.close()
+            proc.stdout.close()
             proc.wait()
             self._exited.set()
 
@@ -181,8 +181,9 @@ class ManagedProcess:
             try:
                 proc.wait(self.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                logger.warning("%s ignored SIGTERM for %.1f s; killing it", self.name,
-                               self.stop_timeout_s)
+                logger.warning(
+                    "%s ignored SIGTERM for %.1f s; killing it", self.name, self.stop_timeout_s
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -104,8 +104,9 @@ class FlowDefinition(_Section):
     @field_validator("s3_output_path")
     @classmethod
     def _s3_uri(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
-                                              value):
+        if value is not None and not re.match(
+            r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", value
+        ):
             raise ValueError(f"s3_output_path {value!r} is not an s3://bucket/prefix URI")
         return value.rstrip("/") if value else value
 
@@ -194,5 +195,5 @@ class SandboxSettings(_Section):
             return cls()
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+            raise TypeError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
         return cls.model_validate(data)

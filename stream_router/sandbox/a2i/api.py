@@ -90,8 +90,9 @@ def validate_flow_arn(value: object) -> str:
     if not isinstance(value, str):
         raise _constraint(value, member, "Member must be a string")
     if len(value) > 1024:
-        raise _constraint(value[:64] + "...", member,
-                          "Member must have length less than or equal to 1024")
+        raise _constraint(
+            value[:64] + "...", member, "Member must have length less than or equal to 1024"
+        )
     if not re.fullmatch(FLOW_ARN_PATTERN, value):
         raise _constraint(
             value, member, f"Member must satisfy regular expression pattern: {FLOW_ARN_PATTERN}"
@@ -220,8 +221,9 @@ class HumanLoopApi:
         flow_arn = validate_flow_arn(query["FlowDefinitionArn"])
         sort = query.get("SortOrder", "Descending")
         if sort not in SORT_ORDERS:
-            raise _constraint(sort, "sortOrder",
-                              f"Member must satisfy enum value set: [{', '.join(SORT_ORDERS)}]")
+            raise _constraint(
+                sort, "sortOrder", f"Member must satisfy enum value set: [{', '.join(SORT_ORDERS)}]"
+            )
         max_results = self._max_results(query.get("MaxResults"))
         after = query.get("CreationTimeAfter")
         before = query.get("CreationTimeBefore")
@@ -293,8 +295,9 @@ class HumanLoopApi:
             raise ApiError(VALIDATION, "Missing required member: HumanLoopInput.InputContent")
         text = value["InputContent"]
         if not isinstance(text, str):
-            raise _constraint(type(text).__name__, "humanLoopInput.inputContent",
-                              "Member must be a string")
+            raise _constraint(
+                type(text).__name__, "humanLoopInput.inputContent", "Member must be a string"
+            )
         if len(text) > MAX_INPUT_CHARS:
             raise _constraint(
                 f"<{len(text)} characters>",
@@ -317,8 +320,11 @@ class HumanLoopApi:
             raise ApiError(VALIDATION, "DataAttributes.ContentClassifiers must be a list")
         items = value["ContentClassifiers"]
         if len(items) > 256:
-            raise _constraint(len(items), "dataAttributes.contentClassifiers",
-                              "Member must have length less than or equal to 256")
+            raise _constraint(
+                len(items),
+                "dataAttributes.contentClassifiers",
+                "Member must have length less than or equal to 256",
+            )
         for item in items:
             if item not in CONTENT_CLASSIFIERS:
                 raise _constraint(
@@ -338,7 +344,8 @@ class HumanLoopApi:
             raise _constraint(value, "maxResults", "Member must be an integer") from exc
         if not 1 <= number <= 100:
             raise _constraint(
-                value, "maxResults",
+                value,
+                "maxResults",
                 "Member must have value less than or equal to 100 and at least 1",
             )
         return number

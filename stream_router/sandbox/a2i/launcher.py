@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,10 @@ from typing import Any, Self
 
 from stream_router.sandbox.process import ManagedProcess, free_port
 from stream_router.sandbox.settings import Faults, SandboxSettings
+
+
+class SandboxAdminError(RuntimeError):
+    """The emulator refused an admin request (for example fault settings out of range)."""
 
 
 class A2IEmulator:
@@ -100,8 +105,13 @@ class A2IEmulator:
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                detail = exc.read().decode(errors="replace")
+            raise SandboxAdminError(f"{method} {path} answered {exc.code}: {detail}") from exc
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -372,4 +372,3 @@ class Emulator:
             task.cancel()
         self.effects.close()
         self.store.close()
-

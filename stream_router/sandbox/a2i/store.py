@@ -85,8 +85,7 @@ class LoopStore:
 
     def put(self, loop: Loop) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO loops VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO loops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 loop.name,
                 loop.arn,
@@ -148,8 +147,9 @@ class LoopStore:
             clauses.append("created_at <= ?")
             args.append(before)
         if start_key is not None:
-            clauses.append("(created_at, name) < (?, ?)" if descending
-                           else "(created_at, name) > (?, ?)")
+            clauses.append(
+                "(created_at, name) < (?, ?)" if descending else "(created_at, name) > (?, ?)"
+            )
             args.extend(start_key)
         order = "DESC" if descending else "ASC"
         sql = (

@@ -1,0 +1,49 @@
+"""aioboto3 clients with explicit endpoints: the one way the router reaches AWS.
+
+An endpoint left unset falls through to the AWS SDK's own resolution, which honours the
+standard ``AWS_ENDPOINT_URL_<SERVICE>`` variables (``stream-router sandbox env`` prints them).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+
+SERVICES = ("sagemaker-a2i-runtime", "s3", "sqs", "events")
+
+
+@dataclass(frozen=True)
+class AwsEndpoints:
+    """Region, optional per-service endpoint URLs and optional static credentials."""
+
+    region: str
+    endpoint_urls: dict[str, str] = field(default_factory=dict)
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    max_attempts: int = 3
+
+
+class AwsClients:
+    """Factory of aioboto3 clients sharing one session."""
+
+    def __init__(self, endpoints: AwsEndpoints) -> None:
+        self.endpoints = endpoints
+        self._session = aioboto3.Session(
+            aws_access_key_id=endpoints.access_key_id,
+            aws_secret_access_key=endpoints.secret_access_key,
+            region_name=endpoints.region,
+        )
+
+    def client(self, service: str) -> AbstractAsyncContextManager[Any]:
+        """``async with clients.client("s3") as s3: ...``"""
+        if service not in SERVICES:
+            raise ValueError(f"unknown AWS service {service!r}; expected one of {SERVICES}")
+        config = Config(retries={"mode": "standard", "max_attempts": self.endpoints.max_attempts})
+        client: AbstractAsyncContextManager[Any] = self._session.client(
+            service, endpoint_url=self.endpoints.endpoint_urls.get(service), config=config
+        )
+        return client

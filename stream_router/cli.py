@@ -1,0 +1,152 @@
+"""The ``stream-router`` command.
+
+stream-router demo                      the sandbox and a scripted tour of it
+stream-router sandbox up [--config F]   broker, moto and A2I emulator in the foreground
+stream-router sandbox env               shell exports for the running sandbox
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+DEFAULT_INFO_FILE = Path.home() / ".stream-router" / "sandbox.json"
+
+
+def _info_file() -> Path:
+    return Path(os.environ.get("STREAM_ROUTER_SANDBOX_FILE", DEFAULT_INFO_FILE))
+
+
+async def _sandbox_up(args: argparse.Namespace) -> int:
+    from stream_router.sandbox.settings import SandboxSettings  # noqa: PLC0415
+    from stream_router.sandbox.stack import Sandbox  # noqa: PLC0415
+
+    settings = SandboxSettings.from_yaml(args.config)
+    if args.topic:
+        settings = settings.model_copy(update={"topics": [*settings.topics, *args.topic]})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Sandbox(
+        settings, broker_storage=args.broker_storage, state_dir=args.state_dir
+    ) as sandbox:
+        info = sandbox.info()
+        info_file = _info_file()
+        info_file.parent.mkdir(parents=True, exist_ok=True)
+        info_file.write_text(
+            json.dumps({"pid": os.getpid(), **dataclasses.asdict(info)}, indent=2),
+            encoding="utf-8",
+        )
+        print(
+            f"sandbox ready in {sandbox.startup_s:.2f} s "
+            f"({sandbox.resident_bytes() / 1e6:.0f} MB resident)"
+        )
+        print(_exports(info.env()))
+        print(f"# flow definitions: {json.dumps(info.flow_definition_arns)}")
+        print(f"# output bucket: s3://{info.output_bucket}/{info.output_prefix}")
+        print(f"# status events queue: {info.event_queue_url}")
+        print(f"# output.json notifications queue: {info.output_queue_url}")
+        print('# in another shell: eval "$(stream-router sandbox env)"; Ctrl-C stops', flush=True)
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                info_file.unlink()
+    return 0
+
+
+def _exports(env: dict[str, str]) -> str:
+    return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
+
+
+def _sandbox_env(args: argparse.Namespace) -> int:
+    from stream_router.sandbox.stack import SandboxInfo  # noqa: PLC0415
+
+    path = _info_file()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        print(
+            f"no sandbox is running (no {path}); start one with: stream-router sandbox up",
+            file=sys.stderr,
+        )
+        return 1
+    pid = int(data.pop("pid"))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        print(
+            f"the sandbox recorded in {path} (pid {pid}) is gone; start a new one", file=sys.stderr
+        )
+        return 1
+    info = SandboxInfo(**data)
+    if args.format == "json":
+        print(json.dumps({"env": info.env(), **dataclasses.asdict(info)}, indent=2))
+    else:
+        print(_exports(info.env()))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream_router.sandbox.settings import SandboxSettings  # noqa: PLC0415
+    from stream_router.sandbox.tour import run_tour  # noqa: PLC0415
+
+    settings = SandboxSettings.from_yaml(args.config)
+    result = asyncio.run(run_tour(settings, events=args.events, timeout_s=args.timeout))
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-router", description="Human-in-the-loop router for real-time ML."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole thing on the local sandbox")
+    demo.add_argument("--config", type=Path, help="sandbox settings YAML")
+    demo.add_argument("--events", type=int, default=24, help="predictions to produce")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for reviews")
+    demo.set_defaults(handler=_demo)
+
+    sandbox = commands.add_parser("sandbox", help="the local sandbox")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    up = sandbox_commands.add_parser("up", help="run broker, moto and A2I emulator")
+    up.add_argument("--config", type=Path, help="sandbox settings YAML (config/sandbox.yaml)")
+    up.add_argument(
+        "--broker-storage",
+        choices=("memory", "s3"),
+        default="memory",
+        help="s3 keeps broker data in moto across broker restarts",
+    )
+    up.add_argument("--state-dir", type=Path, help="keep emulator state and logs here")
+    up.add_argument("--topic", action="append", default=[], help="create this topic (repeat)")
+    up.set_defaults(handler=lambda a: asyncio.run(_sandbox_up(a)))
+    env = sandbox_commands.add_parser("env", help="print exports for the running sandbox")
+    env.add_argument("--format", choices=("sh", "json"), default="sh")
+    env.set_defaults(handler=_sandbox_env)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

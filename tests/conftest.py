@@ -1,0 +1,1 @@
+pytest_plugins = ["stream_router.sandbox.pytest_plugin"]
