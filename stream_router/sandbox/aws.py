@@ -75,10 +75,17 @@ class MotoServer:
     def process(self) -> ManagedProcess:
         return self._process
 
-    async def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting; :meth:`ready` waits."""
         self._process.start()
+
+    async def ready(self) -> None:
         await self._process.wait_ready_async(self.ready_timeout_s)
         logger.info("moto ready at %s", self.endpoint_url)
+
+    async def start(self) -> None:
+        self.launch()
+        await self.ready()
 
     async def stop(self) -> None:
         await self._process.stop_async()

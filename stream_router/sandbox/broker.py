@@ -64,7 +64,6 @@ class TansuBroker:
         self.port = port or free_port()
         self.s3_storage = s3_storage
         self.ready_timeout_s = ready_timeout_s
-        self.startup_s: float | None = None
         url = f"tcp://127.0.0.1:{self.port}"
         storage = f"s3://{s3_storage.bucket}/" if s3_storage else "memory://tansu/"
         env: dict[str, str] = {}
@@ -102,10 +101,17 @@ class TansuBroker:
     def process(self) -> ManagedProcess:
         return self._process
 
-    async def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting; :meth:`ready` waits."""
         self._process.start()
+
+    async def ready(self) -> None:
         await self._process.wait_ready_async(self.ready_timeout_s)
         logger.info("broker ready at %s", self.bootstrap_servers)
+
+    async def start(self) -> None:
+        self.launch()
+        await self.ready()
 
     async def stop(self) -> None:
         await self._process.stop_async()

@@ -7,8 +7,9 @@ Usage::
         sandbox.broker.bootstrap_servers
         sandbox.resources.event_queue_url
 
-Start order is moto (and its resources), then the broker (whose s3:// storage lives in moto),
-then the emulator (which writes to moto); stop order is the reverse.
+The three processes start at once; the sandbox is ready when moto answers and its resources
+exist, the broker listens (with s3:// storage it starts only once its bucket exists in moto) and
+the emulator listens. Stop order is emulator, broker, moto.
 """
 
 from __future__ import annotations
@@ -109,10 +110,10 @@ class Sandbox:
         return self._resources
 
     async def start(self) -> None:
+        """Launch the three processes at once, then wait for each in dependency order."""
         started = time.monotonic()
         try:
-            await self.moto.start()
-            self._resources = await provision(self.moto.endpoint_url, self.settings.aws)
+            self.moto.launch()
             storage = None
             if self.broker_storage == "s3":
                 storage = S3Storage(
@@ -121,17 +122,25 @@ class Sandbox:
                     region=self.settings.aws.region,
                 )
             self._broker = TansuBroker(s3_storage=storage, log_dir=self.state_dir)
-            await self._broker.start()
-            if self.settings.topics:
-                await self._broker.create_topics(
-                    self.settings.topics, partitions=self.settings.topic_partitions
-                )
+            if storage is None:
+                self._broker.launch()
+            # The emulator needs moto only when a loop ends, by which time moto is ready.
             self._a2i = A2IEmulator(
                 self.settings,
                 aws_endpoint_url=self.moto.endpoint_url,
                 state_dir=self.state_dir / "a2i",
             )
-            await self._a2i.start()
+            self._a2i.launch()
+            await self.moto.ready()
+            self._resources = await provision(self.moto.endpoint_url, self.settings.aws)
+            if storage is not None:
+                self._broker.launch()  # its bucket exists now
+            await self._broker.ready()
+            if self.settings.topics:
+                await self._broker.create_topics(
+                    self.settings.topics, partitions=self.settings.topic_partitions
+                )
+            await self._a2i.ready()
         except BaseException:
             await self.stop()
             raise

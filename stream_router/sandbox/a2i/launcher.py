@@ -77,9 +77,16 @@ class A2IEmulator:
     def flow_arn(self, name: str) -> str:
         return self.settings.flow_arn(name)
 
-    async def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting; :meth:`ready` waits."""
         self._process.start()
+
+    async def ready(self) -> None:
         await self._process.wait_ready_async(self.ready_timeout_s)
+
+    async def start(self) -> None:
+        self.launch()
+        await self.ready()
 
     async def stop(self) -> None:
         await self._process.stop_async()

@@ -1,0 +1,75 @@
+"""Benchmark: sandbox start-up time and resident memory (not a test; prints figures).
+
+    .venv/bin/python tests/bench/bench_sandbox.py [--runs 5]
+
+Measures, per run: the wall time of ``stream-router sandbox up`` from process start to its
+ready line (what a user waits for), the sandbox's own start-up time, and the resident memory
+of every process (the CLI process plus broker, moto and emulator), read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stream_router.sandbox.process import rss_bytes
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.extend(int(x) for x in (task / "children").read_text().split())
+    return found
+
+
+def one_run() -> tuple[float, float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "STREAM_ROUTER_SANDBOX_FILE": str(Path(tmp) / "sandbox.json")}
+        began = time.monotonic()
+        up = subprocess.Popen(
+            [sys.executable, "-m", "stream_router.cli", "sandbox", "up"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        assert up.stdout is not None
+        first = up.stdout.readline()
+        wall = time.monotonic() - began
+        if not first.startswith("sandbox ready in"):
+            raise RuntimeError(f"unexpected output: {first!r}")
+        internal = float(first.split()[3])
+        rss = rss_bytes(up.pid) + sum(rss_bytes(c) for c in children(up.pid))
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=30)
+        up.stdout.close()
+        return wall, internal, rss / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    results = [one_run() for _ in range(args.runs)]
+    walls, internals, rss = zip(*results, strict=True)
+    print(f"runs: {args.runs}")
+    print(
+        f"sandbox up -> ready (wall, incl. Python start): median {statistics.median(walls):.2f} s, "
+        f"max {max(walls):.2f} s"
+    )
+    print(
+        f"sandbox start (broker + moto + resources + emulator): median "
+        f"{statistics.median(internals):.2f} s, max {max(internals):.2f} s"
+    )
+    print(f"resident memory, all sandbox processes: median {statistics.median(rss):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Simulated reviewers: reproducible plans and the answer rule."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream_router.sandbox.a2i.reviewers import (
+    LoopPlan,
+    human_answers,
+    iso_millis,
+    lookup,
+    plan_loop,
+    sample,
+    true_label,
+)
+from stream_router.sandbox.settings import FlowDefinition, Latency, Reviewers
+
+names = st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True)
+
+
+def flow(**reviewers: object) -> FlowDefinition:
+    return FlowDefinition(name="f", task_count=3, reviewers=Reviewers.model_validate(reviewers))
+
+
+@given(name=names, created=st.floats(min_value=0, max_value=4e9), seed=st.integers(0, 10**6))
+def test_same_loop_same_plan(name: str, created: float, seed: int) -> None:
+    fd = flow(seed=seed)
+    content = {"label": "cat", "ground_truth": "dog"}
+    assert plan_loop(fd, name, content, created) == plan_loop(fd, name, content, created)
+
+
+@given(name=names)
+def test_plan_round_trips_through_json(name: str) -> None:
+    plan = plan_loop(flow(), name, {"label": "cat"}, 1_700_000_000.0)
+    assert LoopPlan.from_json(plan.to_json()) == plan
+
+
+def test_ground_truth_wins_over_model_label_without_errors() -> None:
+    fd = flow(error_rate=0.0)
+    for index in range(50):
+        plan = plan_loop(fd, f"loop-{index}", {"label": "cat", "ground_truth": "dog"}, 0.0)
+        assert [a.label for a in plan.answers] == ["dog", "dog", "dog"]
+
+
+def test_model_label_is_the_fallback() -> None:
+    plan = plan_loop(flow(error_rate=0.0), "x", {"label": "bird"}, 0.0)
+    assert {a.label for a in plan.answers} == {"bird"}
+
+
+def test_error_rate_is_respected_roughly() -> None:
+    fd = flow(error_rate=0.3)
+    answers = [
+        a.label
+        for i in range(400)
+        for a in plan_loop(fd, f"l{i}", {"ground_truth": "cat"}, 0.0).answers
+    ]
+    wrong = sum(label != "cat" for label in answers) / len(answers)
+    assert 0.25 < wrong < 0.35
+    assert "cat" not in Counter(label for label in answers if label != "cat")
+
+
+def test_abandoned_loops_expire_at_the_lifetime() -> None:
+    fd = FlowDefinition(
+        name="f", task_availability_lifetime_s=60, reviewers=Reviewers(abandon_rate=1.0)
+    )
+    plan = plan_loop(fd, "x", {"label": "cat"}, 100.0)
+    assert plan.expires
+    assert plan.ends_at == 160.0
+    assert plan.answers == ()
+
+
+def test_pickup_after_the_lifetime_expires() -> None:
+    fd = FlowDefinition(
+        name="f",
+        task_availability_lifetime_s=5,
+        reviewers=Reviewers(pickup=Latency(distribution="fixed", median_s=10)),
+    )
+    assert plan_loop(fd, "x", {}, 0.0).expires
+
+
+def test_timings_are_ordered_and_distinct_workers() -> None:
+    plan = plan_loop(flow(), "x", {"label": "cat"}, 1000.0)
+    assert len({a.worker_id for a in plan.answers}) == 3
+    for answer in plan.answers:
+        assert 1000.0 <= answer.accepted_at <= answer.submitted_at <= plan.ends_at
+    assert plan.ends_at == max(a.submitted_at for a in plan.answers)
+    assert plan.held_at(plan.ends_at)
+    assert not plan.held_at(999.0)
+
+
+@given(st.sampled_from(["fixed", "uniform", "lognormal"]), st.floats(0, 100), st.floats(0, 2))
+def test_samples_are_non_negative_and_clamped(
+    distribution: str, median: float, spread: float
+) -> None:
+    latency = Latency.model_validate(
+        {"distribution": distribution, "median_s": median, "spread": spread, "max_s": 50}
+    )
+    value = sample(latency, random.Random(1))
+    assert 0 <= value <= 50
+
+
+def test_lookup_and_true_label() -> None:
+    assert lookup({"a": {"b": 3}}, "a.b") == 3
+    assert lookup({"a": 1}, "a.b") is None
+    fd = FlowDefinition(name="f", reviewers=Reviewers(ground_truth_path="meta.truth"))
+    assert true_label(fd, {"meta": {"truth": 7}, "label": "x"}) == "7"
+    assert true_label(fd, {"meta": {"truth": True}, "label": "x"}) == "x"
+    assert true_label(fd, {}) is None
+
+
+def test_human_answers_shape() -> None:
+    fd = flow()
+    plan = plan_loop(fd, "x", {"label": "cat"}, 1_700_000_000.0)
+    entries = human_answers(fd, plan, "eu-west-1")
+    assert len(entries) == 3
+    assert entries[0]["answerContent"] == {"label": {"label": plan.answers[0].label}}
+    assert entries[0]["workerMetadata"]["identityData"]["issuer"].startswith(
+        "https://cognito-idp.eu-west-1.amazonaws.com/"
+    )
+    public = FlowDefinition(name="f", reviewers=Reviewers(workforce="public"))
+    assert "workerMetadata" not in human_answers(public, plan_loop(public, "x", {}, 0.0), "r")[0]
+
+
+def test_iso_millis() -> None:
+    assert iso_millis(1_609_181_955.1915) == "2020-12-28T18:59:15.191Z"
