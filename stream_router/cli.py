@@ -106,12 +106,86 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _run(args: argparse.Namespace) -> int:
+    from stream_router.app import run_role  # noqa: PLC0415
+    from stream_router.logs import configure_logging  # noqa: PLC0415
+    from stream_router.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    configure_logging(settings.logging)
+    asyncio.run(run_role(settings, args.role))
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    import yaml  # noqa: PLC0415
+
+    from stream_router.policies.routes import Routes  # noqa: PLC0415
+    from stream_router.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(args.file)
+    routes = Routes(settings.policies)  # loads and validates every policy
+    print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
+    print(f"# valid: {len(routes.routes)} routes, policy version {routes.version}")
+    return 0
+
+
+def _policies_test(args: argparse.Namespace) -> int:
+    from stream_router.backtest import backtest  # noqa: PLC0415
+    from stream_router.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    price = args.price if args.price is not None else settings.review.price_per_review_usd
+    with args.input.open("rb") as lines:
+        report = backtest(settings, lines)
+    print(report.render(price))
+    return 0
+
+
+def _policies_list(args: argparse.Namespace) -> int:
+    from stream_router.errors import PolicyLoadError  # noqa: PLC0415
+    from stream_router.policies.registry import PolicyRegistry  # noqa: PLC0415
+
+    registry = PolicyRegistry()
+    failed = 0
+    for name in registry.types():
+        try:
+            cls = registry.load(name)
+        except PolicyLoadError as exc:
+            failed += 1
+            print(f"{name:<16} (cannot be loaded: {exc})")
+            continue
+        print(f"{name:<16} {cls.summary or cls.__doc__ or ''}".rstrip())
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-router", description="Human-in-the-loop router for real-time ML."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a role until SIGTERM")
+    run.add_argument("--config", type=Path, help="configuration YAML (env overrides it)")
+    run.add_argument("--role", default="ingest", help="ingest (review and all: coming)")
+    run.set_defaults(handler=_run)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate and print the configuration")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=_config_check)
+
+    policies = commands.add_parser("policies", help="policy tools")
+    policy_commands = policies.add_subparsers(dest="policies_command", required=True)
+    test = policy_commands.add_parser("test", help="evaluate policies over a JSONL file")
+    test.add_argument("--config", type=Path, required=True)
+    test.add_argument("--input", type=Path, required=True, help="events, one JSON per line")
+    test.add_argument("--price", type=float, help="USD per review (default: review section)")
+    test.set_defaults(handler=_policies_test)
+    listing = policy_commands.add_parser("list", help="installed policy types")
+    listing.set_defaults(handler=_policies_list)
 
     demo = commands.add_parser("demo", help="run the whole thing on the local sandbox")
     demo.add_argument("--config", type=Path, help="sandbox settings YAML")
@@ -144,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    code: int = args.handler(args)
+    from stream_router.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"stream-router: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -58,7 +58,7 @@ class SandboxInfo:
     def env(self) -> dict[str, str]:
         """Environment variables that point any AWS SDK or CLI, and Kafka clients, here."""
         return {
-            "STREAM_ROUTER_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "AWS_ENDPOINT_URL_SAGEMAKER_A2I_RUNTIME": self.a2i_endpoint_url,
             "AWS_ENDPOINT_URL_S3": self.aws_endpoint_url,
             "AWS_ENDPOINT_URL_SQS": self.aws_endpoint_url,

@@ -60,7 +60,7 @@ def test_sandbox_up_env_and_ctrl_c(tmp_path: Path) -> None:
             "AWS_REGION",
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
-            "STREAM_ROUTER_KAFKA_BOOTSTRAP_SERVERS",
+            "STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS",
         ):
             assert printed.get(key), f"{key} not printed"
         assert any("flow-definition/sandbox-general" in line for line in lines)

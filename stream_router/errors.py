@@ -1,0 +1,48 @@
+"""Errors of stream_router, grouped by what the caller should do.
+
+::
+
+    StreamRouterError                 root: catch this to catch everything of ours
+    ├── ConfigError                   fatal at start-up: fix the configuration (names the field)
+    │   └── PolicyLoadError           a policy type is unknown or its parameters are invalid
+    ├── PoisonEvent                   this event can never be processed: dead-letter it, move on
+    └── UpstreamError                 a dependency failed; retriable unless said otherwise
+                                      (``retry_after_s`` hints when to try again)
+
+Raise with ``from exc`` and put the offending value in the message.
+"""
+
+from __future__ import annotations
+
+
+class StreamRouterError(Exception):
+    """Root of every error stream_router raises on purpose."""
+
+
+class ConfigError(StreamRouterError):
+    """The configuration is invalid; the process must not start."""
+
+
+class PolicyLoadError(ConfigError):
+    """A configured policy cannot be loaded or its parameters are invalid."""
+
+
+class PoisonEvent(StreamRouterError):
+    """An input event that cannot be processed; it goes to the dead-letter topic.
+
+    ``reason_class`` is a short, low-cardinality label for metrics (``not_json``,
+    ``missing_field``, ``bad_type``, ``bad_value``); the message is for people.
+    """
+
+    def __init__(self, reason_class: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_class = reason_class
+
+
+class UpstreamError(StreamRouterError):
+    """A dependency (Kafka, AWS) failed."""
+
+    def __init__(self, message: str, *, retriable: bool = True, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retriable = retriable
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,233 @@
+"""The ingest loop on aiokafka: consume a batch, decide, produce, then commit.
+
+One batch at a time::
+
+    getmany ──► parse (bad → dead letter) ──► Routes.decide ──► produce
+        accepted        → output topic, keyed like the input
+        review          → review-requests topic, keyed by the human loop name
+        malformed       → dead-letter topic, keyed like the input
+    ──► wait for every produce to be acknowledged ──► commit the batch's offsets
+
+Offsets are committed only after the broker acknowledged every record the batch produced, so a
+crash at any point replays the batch (at-least-once). Replays are harmless for reviews: a
+review request's key is the deterministic loop name, and the review path starts each name once.
+Ingest never waits on AWS.
+
+Several instances share the input partitions through the consumer group. ``run`` returns when
+``stop`` is set, after finishing the batch in hand (SIGTERM drains).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from stream_router.envelope import accepted_envelope, dead_letter, review_request
+from stream_router.errors import PoisonEvent
+from stream_router.ingest.parser import EventParser
+from stream_router.metrics import IngestMetrics
+from stream_router.models import Prediction, SourceRef
+from stream_router.naming import loop_name
+from stream_router.policies.routes import Routes
+from stream_router.settings import IngestSettings, KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did (for tests and logs)."""
+
+    consumed: int = 0
+    accepted: int = 0
+    review_requested: int = 0
+    dead_lettered: int = 0
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class Ingest:
+    """Consumes predictions and routes them; see the module docstring."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: IngestSettings,
+        routes: Routes,
+        metrics: IngestMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self.routes = routes
+        self.metrics = metrics
+        self.clock = clock
+        self.parser = EventParser(settings.mapping)
+        self.consumer = AIOKafkaConsumer(
+            *settings.input_topics,
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_poll_records=settings.batch_max_records,
+            **kafka.consumer_options(),
+        )
+        self.producer = AIOKafkaProducer(acks="all", linger_ms=5, **kafka.client_options())
+        self.batches = 0
+        self.last_progress_s: float | None = None
+        self._next_offsets: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        self.routes.start()
+        await self.producer.start()
+        try:
+            await self.consumer.start()
+        except BaseException:
+            await self.producer.stop()
+            raise
+        logger.info(
+            "ingest consuming %s as group %s",
+            ", ".join(self.settings.input_topics),
+            self.settings.group_id,
+        )
+
+    async def stop(self) -> None:
+        """Leave the group and flush; offsets of finished batches are already committed."""
+        try:
+            await self.consumer.stop()
+        finally:
+            await self.producer.stop()
+            self.routes.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Handle batches until ``stop`` is set; the batch in hand is always finished."""
+        timeout_ms = int(self.settings.fetch_wait_s * 1000)
+        while not stop.is_set():
+            batch = await self.consumer.getmany(
+                timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
+            )
+            self.last_progress_s = self.clock()
+            if batch:
+                await self.handle(batch)
+
+    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
+        """Decide, produce and commit one batch."""
+        started = time.perf_counter()
+        now = self.clock()
+        outcome = BatchOutcome()
+        predictions: list[Prediction] = []
+        dead: list[tuple[ConsumerRecord, SourceRef, PoisonEvent]] = []
+        consumed: Counter[tuple[str, ...]] = Counter()
+        for tp, records in batch.items():
+            consumed[(tp.topic,)] += len(records)
+            outcome.committed[tp] = records[-1].offset + 1
+            for record in records:
+                source = SourceRef(
+                    record.topic, record.partition, record.offset, record.key, record.timestamp
+                )
+                try:
+                    predictions.append(self.parser.parse(record.value, source))
+                except PoisonEvent as poison:
+                    dead.append((record, source, poison))
+        outcome.consumed = sum(consumed.values())
+
+        decisions = self.routes.decide(predictions)
+        sends = await self._produce(predictions, decisions, dead, now, outcome)
+        await asyncio.gather(*sends)
+        acknowledged = self.clock()
+        await self._commit(outcome.committed)
+
+        self._record_metrics(predictions, decisions, dead, consumed, acknowledged)
+        self.metrics.batch_duration.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(outcome.consumed)
+        self.batches += 1
+        return outcome
+
+    async def _produce(
+        self,
+        predictions: Sequence[Prediction],
+        decisions: Sequence[Any],
+        dead: Sequence[tuple[ConsumerRecord, SourceRef, PoisonEvent]],
+        now: float,
+        outcome: BatchOutcome,
+    ) -> list[asyncio.Future[Any]]:
+        send = self.producer.send
+        settings = self.settings
+        version = self.routes.version
+        sends: list[asyncio.Future[Any]] = []
+        for prediction, decision in zip(predictions, decisions, strict=True):
+            if decision.review:
+                name = loop_name(prediction.event_id, version)
+                value = review_request(prediction, decision, version, name, now)
+                sends.append(await send(settings.review_requests_topic, value, key=name.encode()))
+                outcome.review_requested += 1
+            else:
+                value = accepted_envelope(prediction, decision, version, now)
+                sends.append(await send(settings.output_topic, value, key=prediction.source.key))
+                outcome.accepted += 1
+        for record, source, poison in dead:
+            value = dead_letter(record.value, source, poison.reason_class, str(poison), now)
+            headers = [("x-stream-router-reason-class", poison.reason_class.encode())]
+            sends.append(
+                await send(settings.dead_letter_topic, value, key=record.key, headers=headers)
+            )
+            outcome.dead_lettered += 1
+            logger.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                source.topic,
+                source.partition,
+                source.offset,
+                poison.reason_class,
+            )
+        return sends
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        owned = self.consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not mine:
+            return
+        try:
+            await self.consumer.commit(mine)
+            self._next_offsets.update(mine)
+        except CommitFailedError:
+            # The group rebalanced while the batch was in hand: the new owner replays it.
+            logger.warning("commit failed after a rebalance; the batch will be replayed")
+
+    def _record_metrics(
+        self,
+        predictions: Sequence[Prediction],
+        decisions: Sequence[Any],
+        dead: Sequence[tuple[ConsumerRecord, SourceRef, PoisonEvent]],
+        consumed: Counter[tuple[str, ...]],
+        acknowledged: float,
+    ) -> None:
+        metrics = self.metrics
+        metrics.count(metrics.consumed, consumed)
+        accepted: Counter[tuple[str, ...]] = Counter()
+        reviewed: Counter[tuple[str, ...]] = Counter()
+        for decision in decisions:
+            if decision.review:
+                reviewed[(decision.route, decision.policy)] += 1
+            else:
+                accepted[(decision.policy,)] += 1
+        metrics.count(metrics.accepted, accepted)
+        metrics.count(metrics.review_requested, reviewed)
+        metrics.count(metrics.dead_lettered, Counter((p.reason_class,) for _, _, p in dead))
+        metrics.count(metrics.shadow_hits, self.routes.drain_shadow_hits())
+        observe = metrics.decision_latency.observe
+        for prediction in predictions:
+            if prediction.timestamp_s is not None:
+                observe(max(0.0, acknowledged - prediction.timestamp_s))
+        for tp, next_offset in self._next_offsets.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - next_offset)
+                )

@@ -1,0 +1,188 @@
+"""From Kafka record to :class:`~stream_router.models.Prediction`, by the configured mapping.
+
+Anything wrong with an event raises :class:`~stream_router.errors.PoisonEvent` with a
+low-cardinality ``reason_class`` (``not_json``, ``not_object``, ``missing_field``, ``bad_type``,
+``bad_value``) and a message naming the field and value; the ingest loop dead-letters it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from stream_router.errors import PoisonEvent
+from stream_router.models import Prediction, SourceRef
+from stream_router.settings import EventMapping
+
+_MISSING = object()
+
+
+class _Path:
+    """A dotted path, split once; ``get`` walks nested objects."""
+
+    __slots__ = ("first", "parts", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.parts = tuple(text.split("."))
+        self.first = self.parts[0] if len(self.parts) == 1 else None
+
+    def get(self, event: Mapping[str, Any]) -> Any:
+        if self.first is not None:
+            return event.get(self.first, _MISSING)
+        node: Any = event
+        for part in self.parts:
+            if not isinstance(node, Mapping):
+                return _MISSING
+            node = node.get(part, _MISSING)
+            if node is _MISSING:
+                return _MISSING
+        return node
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class EventParser:
+    """Parses raw record values into predictions; one per ingest process."""
+
+    def __init__(self, mapping: EventMapping) -> None:
+        self.mapping = mapping
+        self._id = _Path(mapping.event_id) if mapping.event_id else None
+        self._label = _Path(mapping.label)
+        self._confidence = _Path(mapping.confidence)
+        self._scores = _Path(mapping.scores) if mapping.scores else None
+        self._classes = tuple(mapping.classes)
+        self._model = _Path(mapping.model_name) if mapping.model_name else None
+        self._version = _Path(mapping.model_version) if mapping.model_version else None
+        self._timestamp = _Path(mapping.timestamp) if mapping.timestamp else None
+
+    def parse(self, value: bytes | None, source: SourceRef) -> Prediction:
+        if value is None:
+            raise PoisonEvent("not_json", "the record has no value (tombstone)")
+        try:
+            event = json.loads(value)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PoisonEvent("not_json", f"the value is not JSON: {exc}") from exc
+        if not isinstance(event, dict):
+            raise PoisonEvent(
+                "not_object", f"the event must be a JSON object, not {type(event).__name__}"
+            )
+        return self.from_event(event, source)
+
+    def from_event(self, event: dict[str, Any], source: SourceRef) -> Prediction:
+        event_id, derived = self._event_id(event, source)
+        label = self._required(event, self._label)
+        if isinstance(label, bool) or not isinstance(label, str | int):
+            raise PoisonEvent(
+                "bad_type", f"{self._label.text} must be a string or integer, got {_short(label)}"
+            )
+        confidence = self._required(event, self._confidence)
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+            raise PoisonEvent(
+                "bad_type", f"{self._confidence.text} must be a number, got {_short(confidence)}"
+            )
+        confidence = float(confidence)
+        if not (0.0 <= confidence <= 1.0):  # also refuses NaN
+            raise PoisonEvent(
+                "bad_value", f"{self._confidence.text} must be within [0, 1], got {confidence}"
+            )
+        return Prediction(
+            event_id=event_id,
+            label=str(label),
+            confidence=confidence,
+            scores=self._read_scores(event),
+            model_name=self._optional_str(event, self._model),
+            model_version=self._optional_str(event, self._version),
+            timestamp_s=self._read_timestamp(event),
+            event=event,
+            source=source,
+            id_derived=derived,
+        )
+
+    def _event_id(self, event: Mapping[str, Any], source: SourceRef) -> tuple[str, bool]:
+        if self._id is None:
+            return source.derived_id(), True
+        value = self._id.get(event)
+        if value is _MISSING or value is None or value == "":
+            return source.derived_id(), True
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise PoisonEvent(
+                "bad_type", f"{self._id.text} must be a string or integer, got {_short(value)}"
+            )
+        return str(value), False
+
+    @staticmethod
+    def _required(event: Mapping[str, Any], path: _Path) -> Any:
+        value = path.get(event)
+        if value is _MISSING or value is None:
+            raise PoisonEvent("missing_field", f"required field {path.text} is missing")
+        return value
+
+    @staticmethod
+    def _optional_str(event: Mapping[str, Any], path: _Path | None) -> str | None:
+        if path is None:
+            return None
+        value = path.get(event)
+        if value is _MISSING or value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise PoisonEvent("bad_type", f"{path.text} must be a string, got {_short(value)}")
+        return str(value)
+
+    def _read_scores(self, event: Mapping[str, Any]) -> dict[str, float] | None:
+        if self._scores is None:
+            return None
+        raw = self._scores.get(event)
+        if raw is _MISSING or raw is None:
+            return None
+        name = self._scores.text
+        if isinstance(raw, dict):
+            items = list(raw.items())
+        elif isinstance(raw, list):
+            if self._classes and len(raw) != len(self._classes):
+                raise PoisonEvent(
+                    "bad_value",
+                    f"{name} has {len(raw)} scores but {len(self._classes)} classes are configured",
+                )
+            names = self._classes or tuple(str(i) for i in range(len(raw)))
+            items = list(zip(names, raw, strict=True))
+        else:
+            raise PoisonEvent(
+                "bad_type", f"{name} must be an object or a list, got {type(raw).__name__}"
+            )
+        scores: dict[str, float] = {}
+        for cls, score in items:
+            if isinstance(score, bool) or not isinstance(score, int | float):
+                raise PoisonEvent("bad_type", f"{name}.{cls} must be a number, got {_short(score)}")
+            if not math.isfinite(score):
+                raise PoisonEvent("bad_value", f"{name}.{cls} must be finite, got {score}")
+            scores[str(cls)] = float(score)
+        return scores
+
+    def _read_timestamp(self, event: Mapping[str, Any]) -> float | None:
+        if self._timestamp is None:
+            return None
+        raw = self._timestamp.get(event)
+        if raw is _MISSING or raw is None:
+            return None
+        name = self._timestamp.text
+        unit = self.mapping.timestamp_unit
+        if unit == "iso8601":
+            if not isinstance(raw, str):
+                raise PoisonEvent("bad_type", f"{name} must be an ISO 8601 string")
+            try:
+                moment = datetime.fromisoformat(raw)
+            except ValueError as exc:
+                raise PoisonEvent("bad_value", f"{name} is not ISO 8601: {_short(raw)}") from exc
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)  # naive times are taken as UTC
+            return moment.timestamp()
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            raise PoisonEvent("bad_type", f"{name} must be a finite number, got {_short(raw)}")
+        return float(raw) / 1000.0 if unit == "ms" else float(raw)

@@ -1,0 +1,46 @@
+"""The domain's data: predictions as policies see them, and where each came from.
+
+Plain frozen dataclasses (with slots): created once per event on the hot path, never mutated.
+Wire formats (envelopes, review requests) are built from these in ``envelope.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Kafka coordinates of an input record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int | None = None
+
+    def derived_id(self) -> str:
+        """An event id for events that carry none: unique per record."""
+        return f"{self.topic}-{self.partition}-{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A model's prediction, with its fields taken from the event by the configured mapping.
+
+    ``scores`` maps class name to score when the event has class scores. ``event`` is the whole
+    parsed event, for field rules and for the output envelope.
+    """
+
+    event_id: str
+    label: str
+    confidence: float
+    scores: Mapping[str, float] | None
+    model_name: str | None
+    model_version: str | None
+    timestamp_s: float | None
+    event: Mapping[str, Any]
+    source: SourceRef
+    id_derived: bool = False

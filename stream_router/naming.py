@@ -1,0 +1,34 @@
+"""Human loop names: deterministic, so a redelivered request cannot start a second paid review.
+
+A2I's rule for names: 1-63 characters matching ``^[a-z0-9](-*[a-z0-9])*$``. The name is made of
+a readable prefix of the event id (for operators) and a hash of the event identity and policy
+version (for uniqueness)::
+
+    evt-0042-1f3a9c0b2d4e6f8a1b3c5d7e9f0a
+
+The same event under the same policy version always gets the same name; a new policy version
+gives new names (a re-evaluation is a new review).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_LENGTH = 63
+NAME_RE = re.compile(r"^[a-z0-9](-*[a-z0-9])*$")
+_HASH_CHARS = 28
+_PREFIX_CHARS = MAX_LENGTH - _HASH_CHARS - 1
+_NOT_ALLOWED = re.compile(r"[^a-z0-9]+")
+
+
+def loop_name(event_id: str, policy_version: str, namespace: str = "") -> str:
+    """The human loop name for an event; ``namespace`` separates deployments sharing an account."""
+    digest = hashlib.sha256(f"{namespace}\x1f{event_id}\x1f{policy_version}".encode()).hexdigest()
+    prefix = _NOT_ALLOWED.sub("-", event_id.lower()).strip("-")[:_PREFIX_CHARS].strip("-")
+    tail = digest[:_HASH_CHARS]
+    return f"{prefix}-{tail}" if prefix else tail
+
+
+def is_valid_loop_name(name: str) -> bool:
+    return 1 <= len(name) <= MAX_LENGTH and NAME_RE.match(name) is not None

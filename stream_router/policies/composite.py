@@ -1,0 +1,121 @@
+"""Composite policies: ``all``, ``any`` and ``not`` over child policies.
+
+::
+
+    {type: all, policies: [{type: field, field: model_name, op: eq, value: fraud-v2},
+                           {type: confidence, below: 0.9}]}
+
+``all`` reviews when every child says review; ``any`` when at least one does; ``not`` inverts
+its one child. Children are evaluated over the whole batch (no short-circuit per event), which
+keeps batch-oriented children fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+from pydantic import Field
+
+from stream_router.errors import PolicyLoadError
+from stream_router.models import Prediction
+from stream_router.policies.base import Builder, Policy, PolicyParams, Verdict
+
+
+class CompositeParams(PolicyParams):
+    policies: list[dict[str, Any]] = Field(min_length=1, description="Child policy specs.")
+
+
+class NotParams(PolicyParams):
+    policy: dict[str, Any] = Field(description="The policy to invert.")
+
+
+class _Composite(Policy[CompositeParams]):
+    params_model = CompositeParams
+
+    def __init__(self, name: str, params: CompositeParams, members: Sequence[Policy[Any]]) -> None:
+        super().__init__(name, params)
+        self.members = tuple(members)
+
+    @classmethod
+    def create(cls, name: str, params: Mapping[str, Any], build: Builder, path: str) -> Self:
+        validated = cls.params_model.model_validate(dict(params))
+        members = [
+            build(spec, f"{path}.policies.{index}") for index, spec in enumerate(validated.policies)
+        ]
+        return cls(name, validated, members)
+
+    def children(self) -> Sequence[Policy[Any]]:
+        return self.members
+
+    def start(self) -> None:
+        for member in self.members:
+            member.start()
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+
+class AllPolicy(_Composite):
+    """Review when every child policy says review."""
+
+    summary = "review when all child policies say review"
+
+    def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
+        columns = [member.evaluate(batch) for member in self.members]
+        out: list[Verdict] = []
+        for row in zip(*columns, strict=True):
+            refusing = next((v for v in row if not v.review), None)
+            if refusing is None:
+                out.append(Verdict(True, " and ".join(v.reason for v in row)))
+            else:
+                out.append(Verdict(False, refusing.reason))
+        return out
+
+
+class AnyPolicy(_Composite):
+    """Review when at least one child policy says review."""
+
+    summary = "review when any child policy says review"
+
+    def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
+        columns = [member.evaluate(batch) for member in self.members]
+        out: list[Verdict] = []
+        for row in zip(*columns, strict=True):
+            first = next((v for v in row if v.review), None)
+            if first is None:
+                out.append(Verdict(False, "; ".join(v.reason for v in row)))
+            else:
+                out.append(first)
+        return out
+
+
+class NotPolicy(Policy[NotParams]):
+    """Review exactly when the child policy does not."""
+
+    params_model = NotParams
+    summary = "invert one child policy"
+
+    def __init__(self, name: str, params: NotParams, member: Policy[Any]) -> None:
+        super().__init__(name, params)
+        self.member = member
+
+    @classmethod
+    def create(cls, name: str, params: Mapping[str, Any], build: Builder, path: str) -> Self:
+        validated = cls.params_model.model_validate(dict(params))
+        if not isinstance(validated.policy, Mapping):
+            raise PolicyLoadError(f"{path}.policy: must be a policy spec")
+        return cls(name, validated, build(validated.policy, f"{path}.policy"))
+
+    def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
+        return [Verdict(not v.review, f"not ({v.reason})") for v in self.member.evaluate(batch)]
+
+    def children(self) -> Sequence[Policy[Any]]:
+        return (self.member,)
+
+    def start(self) -> None:
+        self.member.start()
+
+    def close(self) -> None:
+        self.member.close()

@@ -1,0 +1,126 @@
+"""Routes: first-match evaluation of the configured policies into one decision per prediction.
+
+Each route has a policy and a review flow (for A2I, a flow definition). Routes are tried in
+order; the first whose policy says review takes the prediction. A prediction no route claims is
+accepted. A route in shadow mode is evaluated and counted but never claims anything, and so is
+any policy marked ``shadow`` inside a route.
+
+Every :class:`Decision` carries the route, the policy, the policy version and a readable reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stream_router.models import Prediction
+from stream_router.policies.base import Policy
+from stream_router.policies.registry import PolicyRegistry
+from stream_router.policies.shadow import ShadowPolicy
+from stream_router.settings import PoliciesSettings
+
+ACCEPT_POLICY = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to one prediction."""
+
+    review: bool
+    route: str | None
+    review_flow: str | None
+    policy: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    review_flow: str
+    policy: Policy[Any]
+    shadow: bool
+
+
+class Routes:
+    """The configured routes, built and validated at start-up (before any event is read)."""
+
+    def __init__(self, settings: PoliciesSettings, registry: PolicyRegistry | None = None) -> None:
+        registry = registry or PolicyRegistry()
+        self.version = settings.version
+        self.routes = tuple(
+            Route(
+                name=route.name,
+                review_flow=route.review_flow,
+                policy=registry.build(route.policy, f"policies.routes.{index}.policy"),
+                shadow=route.shadow,
+            )
+            for index, route in enumerate(settings.routes)
+        )
+        self._shadows = [
+            (route.name, shadow) for route in self.routes for shadow in _shadows(route.policy)
+        ]
+        self.shadow_route_hits: Counter[tuple[str, ...]] = Counter()
+
+    def start(self) -> None:
+        for route in self.routes:
+            route.policy.start()
+
+    def close(self) -> None:
+        for route in self.routes:
+            route.policy.close()
+
+    def decide(self, batch: Sequence[Prediction]) -> list[Decision]:
+        """One decision per prediction, in order."""
+        decisions: list[Decision | None] = [None] * len(batch)
+        accept_reasons: list[list[str]] = [[] for _ in batch]
+        pending = list(range(len(batch)))
+        for route in self.routes:
+            if not pending:
+                break
+            subset = batch if len(pending) == len(batch) else [batch[i] for i in pending]
+            verdicts = route.policy.evaluate(subset)
+            still: list[int] = []
+            for index, verdict in zip(pending, verdicts, strict=True):
+                if not verdict.review:
+                    accept_reasons[index].append(verdict.reason)
+                    still.append(index)
+                elif route.shadow:
+                    self.shadow_route_hits[(route.name, route.policy.name)] += 1
+                    accept_reasons[index].append(
+                        f"shadow route {route.name} would review: {verdict.reason}"
+                    )
+                    still.append(index)
+                else:
+                    decisions[index] = Decision(
+                        True, route.name, route.review_flow, route.policy.name, verdict.reason
+                    )
+            pending = still
+        for index in pending:
+            reasons = accept_reasons[index]
+            decisions[index] = Decision(
+                False,
+                None,
+                None,
+                ACCEPT_POLICY,
+                "; ".join(reasons) if reasons else "no review route configured",
+            )
+        return [d for d in decisions if d is not None]
+
+    def drain_shadow_hits(self) -> Counter[tuple[str, ...]]:
+        """Shadow hits since the last call, as {(route, policy): count}; resets them."""
+        hits = self.shadow_route_hits
+        self.shadow_route_hits = Counter()
+        for route_name, shadow in self._shadows:
+            for policy_name, count in shadow.hits.items():
+                hits[(route_name, policy_name)] += count
+            shadow.hits.clear()
+        return hits
+
+
+def _shadows(policy: Policy[Any]) -> list[ShadowPolicy]:
+    found = [policy] if isinstance(policy, ShadowPolicy) else []
+    for child in policy.children():
+        found.extend(_shadows(child))
+    return found

@@ -1,0 +1,321 @@
+"""Configuration: one section per component, from a YAML file with environment overrides.
+
+    kafka     brokers and security (SSL, SASL PLAIN/SCRAM)
+    ingest    topics, consumer group, batching, where fields live in events
+    policies  the routes and their policies (see ``policies/``)
+    review    review path settings (price per review; the review role's options)
+    aws       region, endpoints, credentials
+    watchers  completion watchers' queues (review role)
+    metrics   the Prometheus endpoint
+    logging   level and format
+
+Precedence: ``STREAM_ROUTER_<SECTION>__<FIELD>`` environment variables, then the YAML file, then
+the defaults. Unknown keys are refused with their path; secrets are ``SecretStr`` and print
+masked. Each component receives only its own section.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stream_router.errors import ConfigError
+
+ENV_PREFIX = "STREAM_ROUTER_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    """How to reach the Kafka cluster."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of brokers."
+    )
+    client_id: str = Field("stream-router", description="Client id sent to the brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Transport security."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify brokers (SSL).")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of the client key.")
+    ssl_check_hostname: bool = Field(True, description="Verify broker host names (SSL).")
+    session_timeout_s: float = Field(
+        45.0, gt=0, description="Consumer group session timeout; short values join faster."
+    )
+    heartbeat_interval_s: float = Field(
+        3.0, gt=0, description="Consumer heartbeat interval; below a third of the session."
+    )
+    request_timeout_s: float = Field(40.0, gt=0, description="Client request timeout.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
+                )
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be at most a third "
+                f"of session_timeout_s ({self.session_timeout_s})"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments common to aiokafka producers, consumers and admin clients."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": int(self.request_timeout_s * 1000),
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+            context.check_hostname = self.ssl_check_hostname
+            if self.ssl_certfile and self.ssl_keyfile:
+                context.load_cert_chain(
+                    str(self.ssl_certfile),
+                    str(self.ssl_keyfile),
+                    self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+                )
+            options["ssl_context"] = context
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
+
+    def consumer_options(self) -> dict[str, Any]:
+        return {
+            **self.client_options(),
+            "session_timeout_ms": int(self.session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(self.heartbeat_interval_s * 1000),
+        }
+
+
+class EventMapping(Section):
+    """Where a prediction's fields live in the input event (dotted paths into the JSON)."""
+
+    event_id: str | None = Field(
+        "event_id",
+        description="Path of the event id; events without one get topic-partition-offset.",
+    )
+    label: str = Field("label", description="Path of the predicted label (string or integer).")
+    confidence: str = Field("confidence", description="Path of the confidence, 0 to 1.")
+    scores: str | None = Field(
+        "scores",
+        description="Path of the class scores: an object {class: score} or a list aligned "
+        "with `classes`; optional in events.",
+    )
+    classes: list[str] = Field(
+        default_factory=list, description="Class names for list-form scores, in order."
+    )
+    model_name: str | None = Field("model", description="Path of the model name; optional.")
+    model_version: str | None = Field(
+        "model_version", description="Path of the model version; optional."
+    )
+    timestamp: str | None = Field("timestamp", description="Path of the prediction time; optional.")
+    timestamp_unit: Literal["s", "ms", "iso8601"] = Field(
+        "s", description="Unit of the timestamp: epoch seconds, epoch milliseconds or ISO 8601."
+    )
+
+
+class IngestSettings(Section):
+    """The hot path: consume predictions, apply policies, route."""
+
+    input_topics: list[str] = Field(
+        default_factory=lambda: ["predictions"], min_length=1, description="Topics to consume."
+    )
+    output_topic: str = Field(
+        "predictions-routed", description="Accepted (and, later, reviewed) results."
+    )
+    review_requests_topic: str = Field(
+        "stream-router-review-requests", description="Internal topic of review requests."
+    )
+    dead_letter_topic: str = Field(
+        "predictions-dead-letter", description="Malformed events, with the reason."
+    )
+    group_id: str = Field("stream-router-ingest", description="Consumer group of ingest.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new group starts reading."
+    )
+    batch_max_records: int = Field(
+        1000, ge=1, le=100_000, description="Most records handled in one batch."
+    )
+    fetch_wait_s: float = Field(
+        0.2, ge=0, description="Longest wait for records before handling a smaller batch."
+    )
+    mapping: EventMapping = Field(EventMapping(), description="Where fields live in events.")
+
+
+class RouteSettings(Section):
+    """A review route: the first route whose policy says review takes the prediction."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
+        description="Route name (lowercase, digits, - and _; at most 40 chars).",
+    )
+    review_flow: str = Field(
+        description="Where this route's reviews go; for A2I the flow definition ARN."
+    )
+    policy: dict[str, Any] = Field(description="The policy spec: {type: ..., params...}.")
+    shadow: bool = Field(
+        False, description="Evaluate and count, but never send anything to review."
+    )
+
+
+class PoliciesSettings(Section):
+    """The routes, evaluated in order; a prediction no route claims is accepted."""
+
+    version: str = Field(
+        "1",
+        pattern=r"^[A-Za-z0-9._-]{1,32}$",
+        description="Policy/config version; part of every decision and of human loop names.",
+    )
+    routes: list[RouteSettings] = Field(default_factory=list, description="Review routes.")
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> PoliciesSettings:
+        names = [route.name for route in self.routes]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"route names must be unique; repeated: {repeated}")
+        return self
+
+
+class ReviewSettings(Section):
+    """Review path settings."""
+
+    price_per_review_usd: float = Field(
+        0.08, ge=0, description="Price of one human review, for cost estimates."
+    )
+
+
+class AwsSettings(Section):
+    """How to reach AWS; unset endpoints use the SDK's resolution (AWS_ENDPOINT_URL_*)."""
+
+    region: str = Field("us-east-1", description="AWS Region.")
+    a2i_endpoint_url: str | None = Field(None, description="A2I runtime endpoint override.")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint override.")
+    sqs_endpoint_url: str | None = Field(None, description="SQS endpoint override.")
+    access_key_id: SecretStr | None = Field(
+        None, description="Static access key id (else the SDK's credential chain)."
+    )
+    secret_access_key: SecretStr | None = Field(None, description="Static secret access key.")
+
+
+class WatchersSettings(Section):
+    """Completion watchers of the review role."""
+
+    event_queue_url: str | None = Field(
+        None, description="SQS queue receiving A2I status events from EventBridge."
+    )
+    output_queue_url: str | None = Field(
+        None, description="SQS queue receiving S3 notifications for output.json."
+    )
+    reconcile_interval_s: float = Field(
+        60.0, gt=0, description="How often the reconciler sweeps ListHumanLoops."
+    )
+
+
+class MetricsSettings(Section):
+    """The Prometheus endpoint."""
+
+    enabled: bool = Field(True, description="Serve /metrics.")
+    host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in a container).")
+    port: int = Field(9108, ge=0, le=65535, description="Port of /metrics (0: any free port).")
+
+
+class LoggingSettings(Section):
+    """Logs are for operators: never payloads or secrets."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level.")
+    format: Literal["text", "json"] = Field("text", description="text, or one JSON per line.")
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = Field(KafkaSettings(), description="Kafka connection.")
+    ingest: IngestSettings = Field(IngestSettings(), description="Ingest path.")
+    policies: PoliciesSettings = Field(PoliciesSettings(), description="Routes and policies.")
+    review: ReviewSettings = Field(ReviewSettings(), description="Review path.")
+    aws: AwsSettings = Field(AwsSettings(), description="AWS access.")
+    watchers: WatchersSettings = Field(WatchersSettings(), description="Completion watchers.")
+    metrics: MetricsSettings = Field(MetricsSettings(), description="Prometheus endpoint.")
+    logging: LoggingSettings = Field(LoggingSettings(), description="Logging.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, so it overrides what the YAML file (passed as init data) says.
+        return (env_settings, init_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as JSON-able data, secrets shown as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read YAML (if given) plus environment; a problem raises ConfigError naming the field."""
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, path)) from exc
+
+
+def describe_validation_error(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {location}: {error['msg']}")
+    return "\n".join(lines)
