@@ -4,14 +4,15 @@ The result envelope is the contract with downstream consumers; its JSON Schema i
 ``stream_router/schemas/envelope-v1.schema.json`` (tests validate every produced record
 against it). Records are keyed like the input so consumers can compact and dedupe by key.
 
-Building these is on the hot path: plain dicts and ``json.dumps``, no model validation.
+Building these is on the hot path: plain dicts and ``orjson.dumps``, no model validation.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
+
+import orjson
 
 from stream_router.models import Prediction, SourceRef
 from stream_router.policies.routes import Decision
@@ -76,7 +77,7 @@ def accepted_envelope(
         "decided_s": decided_s,
         "reviewed_s": None,
     }
-    return json.dumps(record, separators=(",", ":")).encode()
+    return orjson.dumps(record)
 
 
 def review_request(
@@ -91,7 +92,7 @@ def review_request(
     record["loop_name"] = loop_name
     record["review_flow"] = decision.review_flow
     record["requested_s"] = requested_s
-    return json.dumps(record, separators=(",", ":")).encode()
+    return orjson.dumps(record)
 
 
 def dead_letter(
@@ -111,4 +112,4 @@ def dead_letter(
         "value_encoding": encoding,
         "failed_s": failed_s,
     }
-    return json.dumps(record, separators=(",", ":")).encode()
+    return orjson.dumps(record)

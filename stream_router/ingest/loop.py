@@ -27,7 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError
 
 from stream_router.envelope import accepted_envelope, dead_letter, review_request
@@ -53,6 +59,23 @@ class BatchOutcome:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tracks ownership of partitions for readiness, and forgets lag of revoked ones."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.ingest._next_offsets.pop(tp, None)
+        self.ingest.assigned.clear()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        logger.info("assigned %d partitions", len(assigned))
+        if assigned:
+            self.ingest.assigned.set()
+
+
 class Ingest:
     """Consumes predictions and routes them; see the module docstring."""
 
@@ -72,7 +95,6 @@ class Ingest:
         self.clock = clock
         self.parser = EventParser(settings.mapping)
         self.consumer = AIOKafkaConsumer(
-            *settings.input_topics,
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
@@ -83,11 +105,14 @@ class Ingest:
         self.batches = 0
         self.last_progress_s: float | None = None
         self._next_offsets: dict[TopicPartition, int] = {}
+        #: Set while this instance owns partitions (after a rebalance assigned some).
+        self.assigned = asyncio.Event()
 
     async def start(self) -> None:
         self.routes.start()
         await self.producer.start()
         try:
+            self.consumer.subscribe(self.settings.input_topics, listener=_Listener(self))
             await self.consumer.start()
         except BaseException:
             await self.producer.stop()

@@ -1,5 +1,8 @@
 """From Kafka record to :class:`~stream_router.models.Prediction`, by the configured mapping.
 
+Events are parsed as strict JSON (RFC 8259, with orjson): ``NaN`` and ``Infinity`` are not JSON
+and make an event malformed, so everything ingest writes is strict JSON too.
+
 Anything wrong with an event raises :class:`~stream_router.errors.PoisonEvent` with a
 low-cardinality ``reason_class`` (``not_json``, ``not_object``, ``missing_field``, ``bad_type``,
 ``bad_value``) and a message naming the field and value; the ingest loop dead-letters it.
@@ -7,11 +10,12 @@ low-cardinality ``reason_class`` (``not_json``, ``not_object``, ``missing_field`
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from stream_router.errors import PoisonEvent
 from stream_router.models import Prediction, SourceRef
@@ -66,9 +70,9 @@ class EventParser:
         if value is None:
             raise PoisonEvent("not_json", "the record has no value (tombstone)")
         try:
-            event = json.loads(value)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PoisonEvent("not_json", f"the value is not JSON: {exc}") from exc
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise PoisonEvent("not_json", f"the value is not JSON (RFC 8259): {exc}") from exc
         if not isinstance(event, dict):
             raise PoisonEvent(
                 "not_object", f"the event must be a JSON object, not {type(event).__name__}"

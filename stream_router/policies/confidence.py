@@ -26,13 +26,14 @@ is always reviewed, with a reason saying so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Self
+from itertools import pairwise
+from typing import Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from stream_router.models import Prediction
 from stream_router.policies.base import EventPolicy, PolicyParams, Verdict
-from stream_router.policies.fields import show_number, show_value
+from stream_router.policies.fields import NumberDisplay, as_float, show_value
 
 
 class ConfidenceRange(PolicyParams):
@@ -77,25 +78,25 @@ class _Thresholds(PolicyParams):
 
     @field_validator("ranges")
     @classmethod
-    def _no_overlap(cls, ranges: list[ConfidenceRange] | None) -> list[ConfidenceRange] | None:
+    def _no_overlap(
+        cls, ranges: list[ConfidenceRange] | None, info: ValidationInfo
+    ) -> list[ConfidenceRange] | None:
+        """Runs only when ranges are given; ``below`` is validated first (declared before)."""
         if ranges is None:
             return None
+        below = info.data.get("below")
+        if below is not None:
+            raise ValueError(
+                f"set either 'below' ({below!r}) or 'ranges', not both; "
+                f"'below: b' is the range {{min: 0, max: b}}"
+            )
         ordered = sorted(ranges, key=lambda r: r.min)
-        for first, second in zip(ordered, ordered[1:], strict=False):
+        for first, second in pairwise(ordered):
             if second.min < first.max:
                 raise ValueError(
                     f"ranges {first.text()} and {second.text()} overlap; merge them into one"
                 )
         return ranges
-
-    @model_validator(mode="after")
-    def _not_both(self) -> Self:
-        if self.below is not None and self.ranges is not None:
-            raise ValueError(
-                f"set either 'below' ({self.below!r}) or 'ranges', not both; "
-                f"'below: b' is the range {{min: 0, max: b}}"
-            )
-        return self
 
 
 class ConfidenceRule(_Thresholds):
@@ -138,29 +139,54 @@ class _Band:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    below: float | None
-    below_text: str
-    bands: tuple[_Band, ...]
-    bands_text: str
-    bounds: tuple[float, ...]
+class _Below:
+    """Compiled ``below``: the verdict for a confidence known to be in [0, 1]."""
+
+    __slots__ = ("below", "display", "text")
+
+    def __init__(self, below: float) -> None:
+        self.below = below
+        self.text = repr(below)
+        self.display = NumberDisplay(below)
+
+    def verdict(self, confidence: float, label: str) -> Verdict:
+        shown = self.display.show(confidence)
+        if confidence < self.below:
+            return Verdict(True, f"confidence {shown} < {self.text} (label {label})")
+        return Verdict(False, f"confidence {shown} >= {self.text} (label {label})")
 
 
-def _compile(rule: _Thresholds) -> _Rule:
+class _Bands:
+    """Compiled ``ranges``: the verdict for a confidence known to be in [0, 1]."""
+
+    __slots__ = ("bands", "display", "text")
+
+    def __init__(self, ranges: list[ConfidenceRange]) -> None:
+        ordered = sorted(ranges, key=lambda r: r.min)
+        self.bands = tuple(_Band(r.min, r.max, r.max == 1.0, r.text()) for r in ordered)
+        self.text = ", ".join(band.text for band in self.bands)
+        self.display = NumberDisplay(*(bound for r in ordered for bound in (r.min, r.max)))
+
+    def verdict(self, confidence: float, label: str) -> Verdict:
+        for band in self.bands:
+            if band.low <= confidence and (
+                confidence < band.high or (band.closed and confidence == band.high)
+            ):
+                shown = self.display.show(confidence)
+                return Verdict(True, f"confidence {shown} in {band.text} (label {label})")
+        shown = self.display.show(confidence)
+        return Verdict(False, f"confidence {shown} outside {self.text} (label {label})")
+
+
+_Rule = _Below | _Bands
+
+
+def _compile(rule: _Thresholds) -> _Rule | None:
     if rule.below is not None:
-        return _Rule(rule.below, repr(rule.below), (), "", (rule.below,))
-    ranges = sorted(rule.ranges or (), key=lambda r: r.min)
-    bands = tuple(_Band(r.min, r.max, r.max == 1.0, r.text()) for r in ranges)
-    bounds = tuple(bound for r in ranges for bound in (r.min, r.max))
-    return _Rule(None, "", bands, ", ".join(b.text for b in bands), bounds)
-
-
-def _as_number(value: Any) -> float | None:
-    """A non-float confidence as a float (ints), or None when it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+        return _Below(rule.below)
+    if rule.ranges is not None:
+        return _Bands(rule.ranges)
+    return None
 
 
 class ConfidencePolicy(EventPolicy[ConfidenceParams]):
@@ -171,38 +197,22 @@ class ConfidencePolicy(EventPolicy[ConfidenceParams]):
 
     def __init__(self, name: str, params: ConfidenceParams) -> None:
         super().__init__(name, params)
-        has_global = params.below is not None or params.ranges is not None
-        self._default: _Rule | None = _compile(params) if has_global else None
-        self._per_label: dict[str, _Rule] = {
-            label: _compile(rule) for label, rule in params.per_label.items()
-        }
+        self._default = _compile(params)
+        self._per_label: dict[str, _Rule] = {}
+        for label, rule in params.per_label.items():
+            compiled = _compile(rule)
+            if compiled is not None:  # always: a per-label rule has below or ranges
+                self._per_label[label] = compiled
 
     def check(self, prediction: Prediction) -> Verdict:
         label = prediction.label
         confidence = prediction.confidence
         if confidence.__class__ is not float:
-            number = _as_number(confidence)
-            if number is None:
-                return Verdict(
-                    True, f"confidence {show_value(confidence)} is not a number (label {label})"
-                )
-            confidence = number
+            confidence = as_float(confidence)
         if not 0.0 <= confidence <= 1.0:
-            return Verdict(True, f"confidence {confidence!r} is outside [0, 1] (label {label})")
+            shown = show_value(prediction.confidence)
+            return Verdict(True, f"confidence {shown} is not in [0, 1] (label {label})")
         rule = self._per_label.get(label, self._default)
         if rule is None:
             return Verdict(False, f"no confidence rule for label {label}")
-        below = rule.below
-        if below is not None:
-            shown = show_number(confidence, below)
-            if confidence < below:
-                return Verdict(True, f"confidence {shown} < {rule.below_text} (label {label})")
-            return Verdict(False, f"confidence {shown} >= {rule.below_text} (label {label})")
-        for band in rule.bands:
-            if band.low <= confidence and (
-                confidence < band.high or (band.closed and confidence == band.high)
-            ):
-                shown = show_number(confidence, band.low, band.high)
-                return Verdict(True, f"confidence {shown} in {band.text} (label {label})")
-        shown = show_number(confidence, *rule.bounds)
-        return Verdict(False, f"confidence {shown} outside {rule.bands_text} (label {label})")
+        return rule.verdict(confidence, label)

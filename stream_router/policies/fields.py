@@ -32,13 +32,22 @@ Parse a name once with :class:`FieldRef` (in the policy's ``__init__``) and call
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from math import inf, nan
 from operator import attrgetter
 from typing import Any, Final, final
 
 from stream_router.models import Prediction
 
-__all__ = ["MAPPED_FIELDS", "MISSING", "FieldRef", "resolve", "show_number", "show_value"]
+__all__ = [
+    "MAPPED_FIELDS",
+    "MISSING",
+    "FieldRef",
+    "NumberDisplay",
+    "as_float",
+    "resolve",
+    "show_value",
+]
 
 
 @final
@@ -151,34 +160,90 @@ def _many_steps(steps: tuple[str, ...]) -> Callable[[Prediction], Any]:
     return get
 
 
+def as_float(value: Any) -> float:
+    """A number as a float; NaN for anything else (booleans, strings, None, MISSING, ...).
+
+    For values read from events, where a number is expected: NaN then fails every range check.
+    """
+    if value.__class__ is float:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range
+            return inf if value > 0 else -inf
+    return nan
+
+
 _MAX_SHOWN_CHARS: Final = 40
+_MAX_SHOWN_DEPTH: Final = 3
+_CONSTANTS: Final = ((None, "null"), (True, "true"), (False, "false"), (MISSING, "missing"))
 
 
 def show_value(value: Any) -> str:
-    """A value as a reason shows it: ``repr``-like, cut to about 40 characters."""
-    if value is MISSING:
-        return "missing"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        if len(value) > _MAX_SHOWN_CHARS:
-            return repr(value[: _MAX_SHOWN_CHARS - 3]) + "..."
-        return repr(value)
-    text = repr(value)
+    """A value as reasons show it, cut to about 40 characters.
+
+    YAML-like, as configurations are written: ``null``, ``true``, ``'text'``, ``[1, 'a']``;
+    numbers in full (``repr``); :data:`MISSING` as ``missing``.
+    """
+    kind = value.__class__
+    text = repr(value) if kind is int or kind is float else _shown(value)  # numbers: fast path
     if len(text) > _MAX_SHOWN_CHARS:
         return text[: _MAX_SHOWN_CHARS - 3] + "..."
     return text
 
 
-def show_number(value: float, *bounds: float) -> str:
-    """``value`` with 4 significant digits, or in full when that would look equal to a bound.
+def _shown(value: Any, depth: int = 0) -> str:
+    for constant, name in _CONSTANTS:
+        if value is constant:
+            return name
+    if isinstance(value, str):
+        # Cut long strings before repr, which copies them whole.
+        return repr(value[: _MAX_SHOWN_CHARS + 1])
+    if isinstance(value, list | tuple | Mapping):
+        if depth >= _MAX_SHOWN_DEPTH:
+            return "{...}" if isinstance(value, Mapping) else "[...]"
+        return _container(value, depth + 1)
+    return repr(value)
 
-    Bounds come from the configuration and are shown with ``repr`` (as written); a computed
-    value such as a confidence is rounded for reading unless rounding would make it look equal
-    to a bound it differs from (``0.6999999999999999 < 0.7``, never ``0.7 < 0.7``).
+
+def _container(value: list[Any] | tuple[Any, ...] | Mapping[Any, Any], depth: int) -> str:
+    if isinstance(value, Mapping):
+        pairs = (f"{_shown(k, depth)}: {_shown(v, depth)}" for k, v in value.items())
+        return "{" + _joined(pairs) + "}"
+    return "[" + _joined(_shown(item, depth) for item in value) + "]"
+
+
+def _joined(parts: Iterable[str]) -> str:
+    """Parts joined by commas, stopping (lazily) once past the length shown."""
+    taken: list[str] = []
+    length = 0
+    for part in parts:
+        taken.append(part)
+        length += len(part) + 2
+        if length > _MAX_SHOWN_CHARS:
+            taken.append("...")
+            break
+    return ", ".join(taken)
+
+
+class NumberDisplay:
+    """Shows computed values next to configured bounds, without ever blurring the comparison.
+
+    Bounds come from the configuration and reasons show them with ``repr`` (as written). A
+    computed value such as a confidence is shown with 4 significant digits, unless rounding
+    would make it look equal to a bound: then it is shown in full (``0.6999999999999999 < 0.7``,
+    never ``0.7 < 0.7``; ``0.90625 >= 0.90625``, never ``0.9062 >= 0.90625``). Rounding is
+    monotonic, so a value shown rounded keeps its side of every bound.
+
+    Build one per set of bounds in a policy's ``__init__``; :meth:`show` formats once per call.
     """
-    text = f"{value:.4g}"
-    for bound in bounds:
-        if value != bound and text == f"{bound:.4g}":
-            return repr(value)
-    return text
+
+    __slots__ = ("_rounded_bounds",)
+
+    def __init__(self, *bounds: float) -> None:
+        self._rounded_bounds = frozenset(f"{bound:.4g}" for bound in bounds)
+
+    def show(self, value: float) -> str:
+        text = f"{value:.4g}"
+        return repr(value) if text in self._rounded_bounds else text

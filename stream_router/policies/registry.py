@@ -32,7 +32,10 @@ RESERVED_KEYS = ("type", "name", "shadow")
 class PolicyRegistry:
     """Maps policy type names to classes and builds policy trees from specs."""
 
-    def __init__(self, group: str = GROUP) -> None:
+    def __init__(
+        self, group: str = GROUP, extra: Mapping[str, type[Policy[Any]]] | None = None
+    ) -> None:
+        """``extra`` registers classes directly (for embedding and tests), beside entry points."""
         self.group = group
         self._entry_points: dict[str, EntryPoint] = {}
         for entry_point in entry_points(group=group):
@@ -45,10 +48,10 @@ class PolicyRegistry:
                 )
                 continue
             self._entry_points[entry_point.name] = entry_point
-        self._loaded: dict[str, type[Policy[Any]]] = {}
+        self._loaded: dict[str, type[Policy[Any]]] = dict(extra or {})
 
     def types(self) -> list[str]:
-        return sorted(self._entry_points)
+        return sorted({*self._entry_points, *self._loaded})
 
     def load(self, type_name: str, path: str = "policy") -> type[Policy[Any]]:
         """The class registered as ``type_name``; imports it on first use."""
@@ -90,7 +93,7 @@ class PolicyRegistry:
             policy: Policy[Any] = cls.create(name, params, self.build, path)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{path}.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                f"{'.'.join([path, *(str(p) for p in error['loc'])])}: {error['msg']}"
                 for error in exc.errors()
             )
             raise PolicyLoadError(f"invalid parameters for {type_name!r}: {problems}") from exc

@@ -1,0 +1,262 @@
+"""Benchmark: the ingest path against a plain aiokafka loop, on the same broker and events.
+
+    .venv/bin/python tests/bench/bench_ingest.py [--events 100000] [--rounds 2]
+
+Throughput: N events (about 300 bytes of JSON each) wait in a 4-partition topic. Each round
+runs, one after the other on fresh consumer groups:
+
+- plain: getmany → orjson.loads (the JSON library ingest uses) → produce the value → wait for
+  acks → commit;
+- ingest: the real ingest path (parse with the mapping, three policies, envelopes, produce to
+  output/review-requests, acks, commit, metrics).
+
+Both are timed from their first record to the commit of the last one (group joins excluded) and
+print msg/s and the ratio ingest / plain.
+
+Latency: a producer paces events at a fixed rate into a fresh topic while ingest runs; the
+decision latency of each event is its output record's create time minus the event timestamp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+import uuid
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from stream_router.app import build_ingest
+from stream_router.sandbox.broker import TansuBroker
+from stream_router.settings import Settings
+
+PARTITIONS = 4
+LABELS = ["cat", "dog", "bird", "fish", "other"]
+
+
+def make_event(i: int, rng: random.Random, ts: float | None = None) -> bytes:
+    scores = [rng.random() for _ in LABELS]
+    total = sum(scores)
+    probs = {label: round(s / total, 4) for label, s in zip(LABELS, scores, strict=True)}
+    label = max(probs, key=probs.__getitem__)
+    event = {
+        "event_id": f"evt-{i:09d}",
+        "model": "image-classifier",
+        "model_version": "2026.11.3",
+        "label": label,
+        "confidence": max(0.5, min(0.999, rng.gauss(0.85, 0.12))),
+        "scores": probs,
+        "timestamp": ts if ts is not None else time.time(),
+        "request": {"tenant": f"t{i % 17}", "region": "eu-west-1"},
+    }
+    return json.dumps(event).encode()
+
+
+def settings_for(bootstrap: str, topic: str, tag: str) -> Settings:
+    return Settings(
+        kafka={"bootstrap_servers": bootstrap, "session_timeout_s": 6, "heartbeat_interval_s": 1},
+        ingest={
+            "input_topics": [topic],
+            "output_topic": f"bench-out-{tag}",
+            "review_requests_topic": f"bench-rr-{tag}",
+            "dead_letter_topic": f"bench-dlq-{tag}",
+            "group_id": f"bench-ingest-{tag}",
+            "fetch_wait_s": 0.05,
+            "batch_max_records": 1000,
+        },
+        policies={
+            "version": "bench",
+            "routes": [
+                {
+                    "name": "uncertain",
+                    "review_flow": "fd-general",
+                    "policy": {
+                        "type": "any",
+                        "policies": [
+                            {"type": "confidence", "below": 0.6},
+                            {"type": "margin", "min_margin": 0.02},
+                        ],
+                    },
+                },
+                {
+                    "name": "audit",
+                    "review_flow": "fd-audit",
+                    "policy": {"type": "sample", "percent": 1},
+                },
+            ],
+        },
+        metrics={"enabled": False},
+    )  # type: ignore[arg-type]
+
+
+async def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
+    await producer.start()
+    began = time.perf_counter()
+    try:
+        futures = [
+            await producer.send(topic, v, key=f"k{i}".encode()) for i, v in enumerate(values)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(values) / (time.perf_counter() - began)
+
+
+async def plain_loop(bootstrap: str, topic: str, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-plain-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=1000,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    out = f"bench-plain-out-{uuid.uuid4().hex[:6]}"
+    await producer.start()
+    await consumer.start()
+    seen = 0
+    began: float | None = None
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=50, max_records=1000)
+            if not batch:
+                continue
+            if began is None:
+                began = time.perf_counter()
+            futures = []
+            offsets = {}
+            for tp, records in batch.items():
+                for record in records:
+                    orjson.loads(record.value)
+                    futures.append(await producer.send(out, record.value, key=record.key))
+                offsets[tp] = records[-1].offset + 1
+                seen += len(records)
+            await asyncio.gather(*futures)
+            await consumer.commit(offsets)
+        assert began is not None
+        return total / (time.perf_counter() - began)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def ingest_path(bootstrap: str, topic: str, total: int) -> float:
+    tag = uuid.uuid4().hex[:8]
+    ingest = build_ingest(settings_for(bootstrap, topic, tag), CollectorRegistry())
+    await ingest.start()
+    seen = 0
+    began: float | None = None
+    try:
+        while seen < total:
+            batch = await ingest.consumer.getmany(timeout_ms=50, max_records=1000)
+            if not batch:
+                continue
+            if began is None:
+                began = time.perf_counter()
+            outcome = await ingest.handle(batch)
+            seen += outcome.consumed
+        assert began is not None
+        return total / (time.perf_counter() - began)
+    finally:
+        await ingest.stop()
+
+
+async def latency(bootstrap: str, broker: TansuBroker, rate: float, seconds: float) -> list[float]:
+    tag = uuid.uuid4().hex[:8]
+    topic = f"bench-lat-{tag}"
+    await broker.create_topics([topic], partitions=PARTITIONS)
+    settings = settings_for(bootstrap, topic, tag)
+    ingest = build_ingest(settings, CollectorRegistry())
+    await ingest.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(ingest.run(stop))
+    await ingest.assigned.wait()  # the group has formed: pace events from now on
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    rng = random.Random(3)
+    count = int(rate * seconds)
+    began = time.perf_counter()
+    for i in range(count):
+        due = began + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await producer.send(topic, make_event(i, rng, ts=time.time()), key=f"k{i}".encode())
+    await producer.flush()
+    await producer.stop()
+    outputs = [settings.ingest.output_topic, settings.ingest.review_requests_topic]
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    partitions = [TopicPartition(t, p) for t in outputs for p in range(PARTITIONS)]
+    reader.assign(partitions)
+    await reader.seek_to_beginning(*partitions)
+    latencies: list[float] = []
+    deadline = time.monotonic() + 60
+    while len(latencies) < count and time.monotonic() < deadline:
+        batch = await reader.getmany(timeout_ms=200)
+        for records in batch.values():
+            for record in records:
+                event_ts = json.loads(record.value)["prediction"]["timestamp_s"]
+                latencies.append(record.timestamp / 1000 - event_ts)
+    await reader.stop()
+    stop.set()
+    await running
+    await ingest.stop()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(events: int, rounds: int, rate: float) -> None:
+    async with TansuBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        topic = f"bench-in-{uuid.uuid4().hex[:6]}"
+        await broker.create_topics([topic], partitions=PARTITIONS)
+        rng = random.Random(1)
+        values = [make_event(i, rng) for i in range(events)]
+        size = statistics.mean(len(v) for v in values)
+        produced = await produce_all(bootstrap, topic, values)
+        print(f"events: {events} x {size:.0f} bytes in {PARTITIONS} partitions "
+              f"(produced at {produced:,.0f} msg/s)")  # fmt: skip
+        results: dict[str, list[float]] = {"plain": [], "ingest": []}
+        for round_no in range(1, rounds + 1):
+            plain = await plain_loop(bootstrap, topic, events)
+            ours = await ingest_path(bootstrap, topic, events)
+            results["plain"].append(plain)
+            results["ingest"].append(ours)
+            print(f"round {round_no}: plain {plain:,.0f} msg/s, ingest {ours:,.0f} msg/s, "
+                  f"ratio {ours / plain:.2f}")  # fmt: skip
+        plain_m = statistics.median(results["plain"])
+        ours_m = statistics.median(results["ingest"])
+        print(f"median: plain {plain_m:,.0f} msg/s, ingest {ours_m:,.0f} msg/s, "
+              f"ratio {ours_m / plain_m:.2f} (target >= 0.80)")  # fmt: skip
+        lat = await latency(bootstrap, broker, rate, 10.0)
+        if lat:
+            print(f"decision latency at {rate:,.0f} msg/s over {len(lat)} events: "
+                  f"p50 {percentile(lat, 0.5) * 1000:.1f} ms, "
+                  f"p99 {percentile(lat, 0.99) * 1000:.1f} ms")  # fmt: skip
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=2000.0, help="paced msg/s for latency")
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.rounds, args.rate))
+
+
+if __name__ == "__main__":
+    cli()
