@@ -1,18 +1,17 @@
 """The domain's data: predictions as policies see them, and where each came from.
 
-Plain frozen dataclasses (with slots): created once per event on the hot path, never mutated.
-Wire formats (envelopes, review requests) are built from these in ``envelope.py``.
+NamedTuples: created once per event on the hot path (they construct several times faster than
+frozen dataclasses) and never mutated. Wire formats (envelopes, review requests) are built from
+these in ``envelope.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRef:
+class SourceRef(NamedTuple):
     """Kafka coordinates of an input record."""
 
     topic: str
@@ -26,8 +25,7 @@ class SourceRef:
         return f"{self.topic}-{self.partition}-{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(NamedTuple):
     """A model's prediction, with its fields taken from the event by the configured mapping.
 
     ``scores`` maps class name to score when the event has class scores. ``event`` is the whole

@@ -60,6 +60,13 @@ class KafkaSettings(Section):
         3.0, gt=0, description="Consumer heartbeat interval; below a third of the session."
     )
     request_timeout_s: float = Field(40.0, gt=0, description="Client request timeout.")
+    producer_batch_max_bytes: int = Field(
+        262_144,
+        ge=1024,
+        le=8_388_608,
+        description="Largest record batch the producer sends; keep under the brokers' "
+        "message.max.bytes.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSettings:
@@ -166,6 +173,13 @@ class IngestSettings(Section):
     )
     batch_max_records: int = Field(
         1000, ge=1, le=100_000, description="Most records handled in one batch."
+    )
+    max_in_flight_batches: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Batches produced but not yet acknowledged while the next one is decided "
+        "(0: wait for each batch's acknowledgements before the next).",
     )
     fetch_wait_s: float = Field(
         0.2, ge=0, description="Longest wait for records before handling a smaller batch."

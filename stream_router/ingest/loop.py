@@ -9,7 +9,8 @@ One batch at a time::
     ──► wait for every produce to be acknowledged ──► commit the batch's offsets
 
 Offsets are committed only after the broker acknowledged every record the batch produced, so a
-crash at any point replays the batch (at-least-once). Replays are harmless for reviews: a
+crash at any point replays the batch (at-least-once). Deciding the next batch overlaps the
+acknowledgements of the previous ones (``max_in_flight_batches``); commits stay in batch order. Replays are harmless for reviews: a
 review request's key is the deterministic loop name, and the review path starts each name once.
 Ingest never waits on AWS.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +40,11 @@ from aiokafka.errors import CommitFailedError
 from stream_router.envelope import accepted_envelope, dead_letter, review_request
 from stream_router.errors import PoisonEvent
 from stream_router.ingest.parser import EventParser
+from stream_router.ingest.writer import BatchWriter
 from stream_router.metrics import IngestMetrics
 from stream_router.models import Prediction, SourceRef
 from stream_router.naming import loop_name
-from stream_router.policies.routes import Routes
+from stream_router.policies.routes import Decision, Routes
 from stream_router.settings import IngestSettings, KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,16 @@ class BatchOutcome:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+@dataclass
+class _InFlight:
+    """A produced batch waiting for its acknowledgements before its offsets are committed."""
+
+    outcome: BatchOutcome
+    acks: list[asyncio.Future[Any]]
+    predictions: list[Prediction]
+    started: float
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Tracks ownership of partitions for readiness, and forgets lag of revoked ones."""
 
@@ -66,6 +78,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.ingest = ingest
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Commit what is acknowledged while the partitions are still ours.
+        await self.ingest.drain()
         for tp in revoked:
             self.ingest._next_offsets.pop(tp, None)
         self.ingest.assigned.clear()
@@ -101,12 +115,24 @@ class Ingest:
             max_poll_records=settings.batch_max_records,
             **kafka.consumer_options(),
         )
-        self.producer = AIOKafkaProducer(acks="all", linger_ms=5, **kafka.client_options())
+        self.producer = AIOKafkaProducer(
+            acks="all",
+            max_batch_size=kafka.producer_batch_max_bytes,
+            **kafka.client_options(),
+        )
+        self.writer = BatchWriter(self.producer)
+        self._output_topics = [
+            settings.output_topic,
+            settings.review_requests_topic,
+            settings.dead_letter_topic,
+        ]
         self.batches = 0
         self.last_progress_s: float | None = None
         self._next_offsets: dict[TopicPartition, int] = {}
         #: Set while this instance owns partitions (after a rebalance assigned some).
         self.assigned = asyncio.Event()
+        self._in_flight: deque[_InFlight] = deque()
+        self._settling = asyncio.Lock()
 
     async def start(self) -> None:
         self.routes.start()
@@ -132,24 +158,40 @@ class Ingest:
             self.routes.close()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Handle batches until ``stop`` is set; the batch in hand is always finished."""
+        """Handle batches until ``stop`` is set; batches in hand are finished and committed."""
         timeout_ms = int(self.settings.fetch_wait_s * 1000)
-        while not stop.is_set():
-            batch = await self.consumer.getmany(
-                timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
-            )
-            self.last_progress_s = self.clock()
-            if batch:
-                await self.handle(batch)
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
+                )
+                self.last_progress_s = self.clock()
+                if batch:
+                    await self.submit(batch)
+                else:
+                    await self.settle(block=False)
+        finally:
+            await self.drain()
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
-        """Decide, produce and commit one batch."""
+        """Decide, produce and commit one batch, and wait until it is committed."""
+        outcome = await self.submit(batch)
+        await self.drain()
+        return outcome
+
+    async def submit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
+        """Decide and produce one batch; its commit follows once the broker acknowledged it.
+
+        Up to ``max_in_flight_batches`` batches wait for acknowledgements at once, so deciding
+        the next batch overlaps the broker's work on the previous ones. Commits stay in order.
+        """
         started = time.perf_counter()
         now = self.clock()
         outcome = BatchOutcome()
         predictions: list[Prediction] = []
         dead: list[tuple[ConsumerRecord, SourceRef, PoisonEvent]] = []
         consumed: Counter[tuple[str, ...]] = Counter()
+        parse = self.parser.parse
         for tp, records in batch.items():
             consumed[(tp.topic,)] += len(records)
             outcome.committed[tp] = records[-1].offset + 1
@@ -158,51 +200,68 @@ class Ingest:
                     record.topic, record.partition, record.offset, record.key, record.timestamp
                 )
                 try:
-                    predictions.append(self.parser.parse(record.value, source))
+                    predictions.append(parse(record.value, source))
                 except PoisonEvent as poison:
                     dead.append((record, source, poison))
         outcome.consumed = sum(consumed.values())
 
         decisions = self.routes.decide(predictions)
-        sends = await self._produce(predictions, decisions, dead, now, outcome)
-        await asyncio.gather(*sends)
-        acknowledged = self.clock()
-        await self._commit(outcome.committed)
-
-        self._record_metrics(predictions, decisions, dead, consumed, acknowledged)
-        self.metrics.batch_duration.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(outcome.consumed)
-        self.batches += 1
+        acks = await self._produce(predictions, decisions, dead, now, outcome)
+        self._in_flight.append(_InFlight(outcome, acks, predictions, started))
+        self._record_decisions(decisions, dead, consumed)
+        await self.settle(block=len(self._in_flight) > self.settings.max_in_flight_batches)
         return outcome
+
+    async def settle(self, *, block: bool) -> None:
+        """Commit the oldest batches whose produces are all acknowledged.
+
+        With ``block`` it waits for the oldest batch, so at most ``max_in_flight_batches`` stay.
+        """
+        async with self._settling:  # the rebalance listener settles too
+            while self._in_flight:
+                oldest = self._in_flight[0]
+                if not block and not all(ack.done() for ack in oldest.acks):
+                    return
+                await asyncio.gather(*oldest.acks)  # a failed produce raises: nothing committed
+                acknowledged = self.clock()
+                await self._commit(oldest.outcome.committed)
+                self._in_flight.popleft()
+                self._record_completion(oldest, acknowledged)
+                block = False
+
+    async def drain(self) -> None:
+        """Wait for every batch in flight and commit it."""
+        while self._in_flight:
+            await self.settle(block=True)
 
     async def _produce(
         self,
         predictions: Sequence[Prediction],
-        decisions: Sequence[Any],
+        decisions: Sequence[Decision],
         dead: Sequence[tuple[ConsumerRecord, SourceRef, PoisonEvent]],
         now: float,
         outcome: BatchOutcome,
     ) -> list[asyncio.Future[Any]]:
-        send = self.producer.send
         settings = self.settings
         version = self.routes.version
-        sends: list[asyncio.Future[Any]] = []
+        writer = self.writer
+        await writer.prepare(self._output_topics)
+        add = writer.add
+        output, requests = settings.output_topic, settings.review_requests_topic
         for prediction, decision in zip(predictions, decisions, strict=True):
             if decision.review:
                 name = loop_name(prediction.event_id, version)
                 value = review_request(prediction, decision, version, name, now)
-                sends.append(await send(settings.review_requests_topic, value, key=name.encode()))
+                await add(requests, name.encode(), value)
                 outcome.review_requested += 1
             else:
                 value = accepted_envelope(prediction, decision, version, now)
-                sends.append(await send(settings.output_topic, value, key=prediction.source.key))
+                await add(output, prediction.source.key, value)
                 outcome.accepted += 1
         for record, source, poison in dead:
             value = dead_letter(record.value, source, poison.reason_class, str(poison), now)
             headers = [("x-stream-router-reason-class", poison.reason_class.encode())]
-            sends.append(
-                await send(settings.dead_letter_topic, value, key=record.key, headers=headers)
-            )
+            await add(settings.dead_letter_topic, record.key, value, headers)
             outcome.dead_lettered += 1
             logger.warning(
                 "dead-lettered %s[%d]@%d: %s",
@@ -211,7 +270,7 @@ class Ingest:
                 source.offset,
                 poison.reason_class,
             )
-        return sends
+        return await writer.flush()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         owned = self.consumer.assignment()
@@ -225,13 +284,11 @@ class Ingest:
             # The group rebalanced while the batch was in hand: the new owner replays it.
             logger.warning("commit failed after a rebalance; the batch will be replayed")
 
-    def _record_metrics(
+    def _record_decisions(
         self,
-        predictions: Sequence[Prediction],
-        decisions: Sequence[Any],
+        decisions: Sequence[Decision],
         dead: Sequence[tuple[ConsumerRecord, SourceRef, PoisonEvent]],
         consumed: Counter[tuple[str, ...]],
-        acknowledged: float,
     ) -> None:
         metrics = self.metrics
         metrics.count(metrics.consumed, consumed)
@@ -239,15 +296,18 @@ class Ingest:
         reviewed: Counter[tuple[str, ...]] = Counter()
         for decision in decisions:
             if decision.review:
-                reviewed[(decision.route, decision.policy)] += 1
+                reviewed[(decision.route or "", decision.policy)] += 1
             else:
                 accepted[(decision.policy,)] += 1
         metrics.count(metrics.accepted, accepted)
         metrics.count(metrics.review_requested, reviewed)
         metrics.count(metrics.dead_lettered, Counter((p.reason_class,) for _, _, p in dead))
         metrics.count(metrics.shadow_hits, self.routes.drain_shadow_hits())
+
+    def _record_completion(self, done: _InFlight, acknowledged: float) -> None:
+        metrics = self.metrics
         observe = metrics.decision_latency.observe
-        for prediction in predictions:
+        for prediction in done.predictions:
             if prediction.timestamp_s is not None:
                 observe(max(0.0, acknowledged - prediction.timestamp_s))
         for tp, next_offset in self._next_offsets.items():
@@ -256,3 +316,6 @@ class Ingest:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                     max(0, highwater - next_offset)
                 )
+        metrics.batch_duration.observe(time.perf_counter() - done.started)
+        metrics.batch_size.observe(done.outcome.consumed)
+        self.batches += 1

@@ -65,6 +65,7 @@ class EventParser:
         self._model = _Path(mapping.model_name) if mapping.model_name else None
         self._version = _Path(mapping.model_version) if mapping.model_version else None
         self._timestamp = _Path(mapping.timestamp) if mapping.timestamp else None
+        self._seconds = mapping.timestamp_unit == "s"
 
     def parse(self, value: bytes | None, source: SourceRef) -> Prediction:
         if value is None:
@@ -81,38 +82,51 @@ class EventParser:
 
     def from_event(self, event: dict[str, Any], source: SourceRef) -> Prediction:
         event_id, derived = self._event_id(event, source)
-        label = self._required(event, self._label)
-        if isinstance(label, bool) or not isinstance(label, str | int):
-            raise PoisonEvent(
-                "bad_type", f"{self._label.text} must be a string or integer, got {_short(label)}"
-            )
-        confidence = self._required(event, self._confidence)
-        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
-            raise PoisonEvent(
-                "bad_type", f"{self._confidence.text} must be a number, got {_short(confidence)}"
-            )
-        confidence = float(confidence)
+        label = self._label.get(event)
+        if label.__class__ is not str:  # fast path: most labels are strings
+            if label is _MISSING or label is None:
+                raise PoisonEvent("missing_field", f"required field {self._label.text} is missing")
+            if isinstance(label, bool) or not isinstance(label, int):
+                raise PoisonEvent(
+                    "bad_type",
+                    f"{self._label.text} must be a string or integer, got {_short(label)}",
+                )
+            label = str(label)
+        confidence = self._confidence.get(event)
+        if confidence.__class__ is not float:
+            if confidence is _MISSING or confidence is None:
+                raise PoisonEvent(
+                    "missing_field", f"required field {self._confidence.text} is missing"
+                )
+            if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+                raise PoisonEvent(
+                    "bad_type",
+                    f"{self._confidence.text} must be a number, got {_short(confidence)}",
+                )
+            confidence = float(confidence)
         if not (0.0 <= confidence <= 1.0):  # also refuses NaN
             raise PoisonEvent(
                 "bad_value", f"{self._confidence.text} must be within [0, 1], got {confidence}"
             )
         return Prediction(
-            event_id=event_id,
-            label=str(label),
-            confidence=confidence,
-            scores=self._read_scores(event),
-            model_name=self._optional_str(event, self._model),
-            model_version=self._optional_str(event, self._version),
-            timestamp_s=self._read_timestamp(event),
-            event=event,
-            source=source,
-            id_derived=derived,
+            event_id,
+            label,
+            confidence,
+            self._read_scores(event) if self._scores is not None else None,
+            self._optional_str(event, self._model),
+            self._optional_str(event, self._version),
+            self._read_timestamp(event) if self._timestamp is not None else None,
+            event,
+            source,
+            derived,
         )
 
     def _event_id(self, event: Mapping[str, Any], source: SourceRef) -> tuple[str, bool]:
         if self._id is None:
             return source.derived_id(), True
         value = self._id.get(event)
+        if value.__class__ is str and value:
+            return value, False
         if value is _MISSING or value is None or value == "":
             return source.derived_id(), True
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -122,29 +136,34 @@ class EventParser:
         return str(value), False
 
     @staticmethod
-    def _required(event: Mapping[str, Any], path: _Path) -> Any:
-        value = path.get(event)
-        if value is _MISSING or value is None:
-            raise PoisonEvent("missing_field", f"required field {path.text} is missing")
-        return value
-
-    @staticmethod
     def _optional_str(event: Mapping[str, Any], path: _Path | None) -> str | None:
         if path is None:
             return None
         value = path.get(event)
+        if value.__class__ is str:
+            return value
         if value is _MISSING or value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise PoisonEvent("bad_type", f"{path.text} must be a string, got {_short(value)}")
         return str(value)
 
-    def _read_scores(self, event: Mapping[str, Any]) -> dict[str, float] | None:
-        if self._scores is None:
-            return None
+    def _read_scores(self, event: Mapping[str, Any]) -> Mapping[str, float] | None:
+        assert self._scores is not None
         raw = self._scores.get(event)
         if raw is _MISSING or raw is None:
             return None
+        if raw.__class__ is dict:
+            # Fast path: JSON object keys are strings; all-float values need no copy.
+            for score in raw.values():
+                if score.__class__ is not float or not math.isfinite(score):
+                    break
+            else:
+                return raw
+        return self._checked_scores(raw)
+
+    def _checked_scores(self, raw: Any) -> dict[str, float]:
+        assert self._scores is not None
         name = self._scores.text
         if isinstance(raw, dict):
             items = list(raw.items())
@@ -170,9 +189,10 @@ class EventParser:
         return scores
 
     def _read_timestamp(self, event: Mapping[str, Any]) -> float | None:
-        if self._timestamp is None:
-            return None
+        assert self._timestamp is not None
         raw = self._timestamp.get(event)
+        if raw.__class__ is float and self._seconds:
+            return raw
         if raw is _MISSING or raw is None:
             return None
         name = self._timestamp.text

@@ -64,13 +64,17 @@ class AllPolicy(_Composite):
 
     def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
         columns = [member.evaluate(batch) for member in self.members]
+        if len(columns) == 1:
+            return columns[0]
         out: list[Verdict] = []
+        append = out.append
         for row in zip(*columns, strict=True):
-            refusing = next((v for v in row if not v.review), None)
-            if refusing is None:
-                out.append(Verdict(True, " and ".join(v.reason for v in row)))
+            for verdict in row:
+                if not verdict.review:
+                    append(verdict)
+                    break
             else:
-                out.append(Verdict(False, refusing.reason))
+                append(Verdict(True, " and ".join([v.reason for v in row])))
         return out
 
 
@@ -81,13 +85,17 @@ class AnyPolicy(_Composite):
 
     def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
         columns = [member.evaluate(batch) for member in self.members]
+        if len(columns) == 1:
+            return columns[0]
         out: list[Verdict] = []
+        append = out.append
         for row in zip(*columns, strict=True):
-            first = next((v for v in row if v.review), None)
-            if first is None:
-                out.append(Verdict(False, "; ".join(v.reason for v in row)))
+            for verdict in row:
+                if verdict.review:
+                    append(verdict)
+                    break
             else:
-                out.append(first)
+                append(Verdict(False, "; ".join([v.reason for v in row])))
         return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_router.models import Prediction
 from stream_router.policies.base import Policy
@@ -24,8 +24,7 @@ from stream_router.settings import PoliciesSettings
 ACCEPT_POLICY = "default"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What happens to one prediction."""
 
     review: bool
@@ -73,40 +72,34 @@ class Routes:
 
     def decide(self, batch: Sequence[Prediction]) -> list[Decision]:
         """One decision per prediction, in order."""
-        decisions: list[Decision | None] = [None] * len(batch)
-        accept_reasons: list[list[str]] = [[] for _ in batch]
-        pending = list(range(len(batch)))
+        size = len(batch)
+        decisions: list[Decision | None] = [None] * size
+        reasons: list[str] = [""] * size  # accept reasons gathered along the routes
+        pending: Sequence[int] = range(size)
         for route in self.routes:
             if not pending:
                 break
-            subset = batch if len(pending) == len(batch) else [batch[i] for i in pending]
+            subset = batch if len(pending) == size else [batch[i] for i in pending]
             verdicts = route.policy.evaluate(subset)
             still: list[int] = []
-            for index, verdict in zip(pending, verdicts, strict=True):
-                if not verdict.review:
-                    accept_reasons[index].append(verdict.reason)
-                    still.append(index)
-                elif route.shadow:
-                    self.shadow_route_hits[(route.name, route.policy.name)] += 1
-                    accept_reasons[index].append(
-                        f"shadow route {route.name} would review: {verdict.reason}"
-                    )
-                    still.append(index)
-                else:
+            for index, (review, reason) in zip(pending, verdicts, strict=True):
+                if review and not route.shadow:
                     decisions[index] = Decision(
-                        True, route.name, route.review_flow, route.policy.name, verdict.reason
+                        True, route.name, route.review_flow, route.policy.name, reason
                     )
+                    continue
+                if review:
+                    self.shadow_route_hits[(route.name, route.policy.name)] += 1
+                    reason = f"shadow route {route.name} would review: {reason}"
+                previous = reasons[index]
+                reasons[index] = f"{previous}; {reason}" if previous else reason
+                still.append(index)
             pending = still
         for index in pending:
-            reasons = accept_reasons[index]
             decisions[index] = Decision(
-                False,
-                None,
-                None,
-                ACCEPT_POLICY,
-                "; ".join(reasons) if reasons else "no review route configured",
+                False, None, None, ACCEPT_POLICY, reasons[index] or "no review route configured"
             )
-        return [d for d in decisions if d is not None]
+        return decisions  # type: ignore[return-value]  # every slot is filled above
 
     def drain_shadow_hits(self) -> Counter[tuple[str, ...]]:
         """Shadow hits since the last call, as {(route, policy): count}; resets them."""

@@ -108,7 +108,19 @@ async def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
     return len(values) / (time.perf_counter() - began)
 
 
-async def plain_loop(bootstrap: str, topic: str, total: int) -> float:
+class Rate(float):
+    """msg/s, with the process CPU seconds per record spent in the same interval."""
+
+    cpu_us: float = 0.0
+
+
+def rate(total: int, began_wall: float, began_cpu: float) -> Rate:
+    result = Rate(total / (time.perf_counter() - began_wall))
+    result.cpu_us = (time.process_time() - began_cpu) / total * 1e6
+    return result
+
+
+async def plain_loop(bootstrap: str, topic: str, total: int) -> Rate:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -125,13 +137,14 @@ async def plain_loop(bootstrap: str, topic: str, total: int) -> float:
     await consumer.start()
     seen = 0
     began: float | None = None
+    began_cpu = 0.0
     try:
         while seen < total:
             batch = await consumer.getmany(timeout_ms=50, max_records=1000)
             if not batch:
                 continue
             if began is None:
-                began = time.perf_counter()
+                began, began_cpu = time.perf_counter(), time.process_time()
             futures = []
             offsets = {}
             for tp, records in batch.items():
@@ -143,29 +156,31 @@ async def plain_loop(bootstrap: str, topic: str, total: int) -> float:
             await asyncio.gather(*futures)
             await consumer.commit(offsets)
         assert began is not None
-        return total / (time.perf_counter() - began)
+        return rate(total, began, began_cpu)
     finally:
         await consumer.stop()
         await producer.stop()
 
 
-async def ingest_path(bootstrap: str, topic: str, total: int) -> float:
+async def ingest_path(bootstrap: str, topic: str, total: int) -> Rate:
     tag = uuid.uuid4().hex[:8]
     ingest = build_ingest(settings_for(bootstrap, topic, tag), CollectorRegistry())
     await ingest.start()
     seen = 0
     began: float | None = None
+    began_cpu = 0.0
     try:
         while seen < total:
             batch = await ingest.consumer.getmany(timeout_ms=50, max_records=1000)
             if not batch:
                 continue
             if began is None:
-                began = time.perf_counter()
-            outcome = await ingest.handle(batch)
+                began, began_cpu = time.perf_counter(), time.process_time()
+            outcome = await ingest.submit(batch)
             seen += outcome.consumed
+        await ingest.drain()
         assert began is not None
-        return total / (time.perf_counter() - began)
+        return rate(total, began, began_cpu)
     finally:
         await ingest.stop()
 
@@ -231,17 +246,24 @@ async def main(events: int, rounds: int, rate: float) -> None:
         print(f"events: {events} x {size:.0f} bytes in {PARTITIONS} partitions "
               f"(produced at {produced:,.0f} msg/s)")  # fmt: skip
         results: dict[str, list[float]] = {"plain": [], "ingest": []}
+        cpu: dict[str, list[float]] = {"plain": [], "ingest": []}
         for round_no in range(1, rounds + 1):
             plain = await plain_loop(bootstrap, topic, events)
             ours = await ingest_path(bootstrap, topic, events)
             results["plain"].append(plain)
             results["ingest"].append(ours)
-            print(f"round {round_no}: plain {plain:,.0f} msg/s, ingest {ours:,.0f} msg/s, "
+            print(f"round {round_no}: plain {plain:,.0f} msg/s ({plain.cpu_us:.0f} us CPU/msg), "
+                  f"ingest {ours:,.0f} msg/s ({ours.cpu_us:.0f} us CPU/msg), "
                   f"ratio {ours / plain:.2f}")  # fmt: skip
+            cpu["plain"].append(plain.cpu_us)
+            cpu["ingest"].append(ours.cpu_us)
         plain_m = statistics.median(results["plain"])
         ours_m = statistics.median(results["ingest"])
         print(f"median: plain {plain_m:,.0f} msg/s, ingest {ours_m:,.0f} msg/s, "
               f"ratio {ours_m / plain_m:.2f} (target >= 0.80)")  # fmt: skip
+        plain_c, ours_c = statistics.median(cpu["plain"]), statistics.median(cpu["ingest"])
+        print(f"median CPU per message: plain {plain_c:.1f} us, ingest {ours_c:.1f} us "
+              f"(CPU-bound ratio {plain_c / ours_c:.2f})")  # fmt: skip
         lat = await latency(bootstrap, broker, rate, 10.0)
         if lat:
             print(f"decision latency at {rate:,.0f} msg/s over {len(lat)} events: "
