@@ -10,8 +10,9 @@ One batch at a time::
 
 Offsets are committed only after the broker acknowledged every record the batch produced, so a
 crash at any point replays the batch (at-least-once). Deciding the next batch overlaps the
-acknowledgements of the previous ones (``max_in_flight_batches``); commits stay in batch order. Replays are harmless for reviews: a
-review request's key is the deterministic loop name, and the review path starts each name once.
+acknowledgements of the previous ones (``max_in_flight_batches``); commits stay in batch order.
+Replays are harmless for reviews: a review request's key is the deterministic loop name, and the
+review path starts each name once.
 Ingest never waits on AWS.
 
 Several instances share the input partitions through the consumer group. ``run`` returns when
@@ -252,16 +253,16 @@ class Ingest:
             if decision.review:
                 name = loop_name(prediction.event_id, version)
                 value = review_request(prediction, decision, version, name, now)
-                await add(requests, name.encode(), value)
+                add(requests, name.encode(), value)
                 outcome.review_requested += 1
             else:
                 value = accepted_envelope(prediction, decision, version, now)
-                await add(output, prediction.source.key, value)
+                add(output, prediction.source.key, value)
                 outcome.accepted += 1
         for record, source, poison in dead:
             value = dead_letter(record.value, source, poison.reason_class, str(poison), now)
             headers = [("x-stream-router-reason-class", poison.reason_class.encode())]
-            await add(settings.dead_letter_topic, record.key, value, headers)
+            add(settings.dead_letter_topic, record.key, value, headers)
             outcome.dead_lettered += 1
             logger.warning(
                 "dead-lettered %s[%d]@%d: %s",
@@ -306,10 +307,11 @@ class Ingest:
 
     def _record_completion(self, done: _InFlight, acknowledged: float) -> None:
         metrics = self.metrics
-        observe = metrics.decision_latency.observe
-        for prediction in done.predictions:
-            if prediction.timestamp_s is not None:
-                observe(max(0.0, acknowledged - prediction.timestamp_s))
+        metrics.decision_latency.observe_many(
+            max(0.0, acknowledged - p.timestamp_s)
+            for p in done.predictions
+            if p.timestamp_s is not None
+        )
         for tp, next_offset in self._next_offsets.items():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:

@@ -1,4 +1,4 @@
-"""Batched produce: records appended to per-partition batches, sent once per ingest batch.
+"""Batched produce: records appended to per-partition batches, submitted once per ingest batch.
 
 Producing one record at a time through ``AIOKafkaProducer.send`` costs a coroutine, a future and
 an accumulator call per record. Ingest instead fills one ``BatchBuilder`` per (topic, partition)
@@ -24,8 +24,8 @@ class BatchWriter:
         self.producer = producer
         self.partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
-        self._builders: dict[tuple[str, int], Any] = {}
-        self._pending: list[asyncio.Future[Any]] = []
+        self._open: dict[tuple[str, int], Any] = {}
+        self._full: list[tuple[str, int, Any]] = []
 
     async def prepare(self, topics: list[str]) -> None:
         """Look up (and cache) the partitions of the topics this batch writes to."""
@@ -33,33 +33,32 @@ class BatchWriter:
             if topic not in self._partitions:
                 self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
 
-    async def add(
+    def add(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
     ) -> None:
+        """Append a record to its partition's batch (``prepare`` must have seen the topic)."""
         partitions = self._partitions[topic]
         partition = self.partitioner(key, partitions, partitions)
         slot = (topic, partition)
-        builder = self._builders.get(slot)
+        builder = self._open.get(slot)
         if builder is None:
-            builder = self._builders[slot] = self.producer.create_batch()
+            builder = self._open[slot] = self.producer.create_batch()
         if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
-            # Full: submit it and start another (a record larger than a batch still fits alone).
-            self._pending.append(
-                await self.producer.send_batch(builder, topic, partition=partition)
-            )
-            builder = self._builders[slot] = self.producer.create_batch()
+            # Full: keep it for flush and start another (a lone record always fits).
+            self._full.append((topic, partition, builder))
+            builder = self._open[slot] = self.producer.create_batch()
             if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
 
     async def flush(self) -> list[asyncio.Future[Any]]:
-        """Submit every open batch; the returned futures resolve when the broker acknowledged."""
-        for (topic, partition), builder in self._builders.items():
-            self._pending.append(
-                await self.producer.send_batch(builder, topic, partition=partition)
-            )
-        self._builders.clear()
-        pending, self._pending = self._pending, []
-        return pending
+        """Submit every batch, in append order per partition; the futures resolve on ack."""
+        batches = [*self._full, *((t, p, b) for (t, p), b in self._open.items())]
+        self._full = []
+        self._open = {}
+        send = self.producer.send_batch
+        return [
+            await send(builder, topic, partition=partition) for topic, partition, builder in batches
+        ]
 
     def forget_partitions(self) -> None:
         """Re-read partition counts on the next batch (after a metadata change)."""

@@ -82,17 +82,17 @@ class Routes:
             subset = batch if len(pending) == size else [batch[i] for i in pending]
             verdicts = route.policy.evaluate(subset)
             still: list[int] = []
-            for index, (review, reason) in zip(pending, verdicts, strict=True):
+            for index, (review, why) in zip(pending, verdicts, strict=True):
                 if review and not route.shadow:
                     decisions[index] = Decision(
-                        True, route.name, route.review_flow, route.policy.name, reason
+                        True, route.name, route.review_flow, route.policy.name, why
                     )
                     continue
                 if review:
                     self.shadow_route_hits[(route.name, route.policy.name)] += 1
-                    reason = f"shadow route {route.name} would review: {reason}"
+                    why = f"shadow route {route.name} would review: {why}"  # noqa: PLW2901
                 previous = reasons[index]
-                reasons[index] = f"{previous}; {reason}" if previous else reason
+                reasons[index] = f"{previous}; {why}" if previous else why
                 still.append(index)
             pending = still
         for index in pending:

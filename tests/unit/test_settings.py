@@ -1,0 +1,102 @@
+"""Router settings: YAML plus environment, unknown keys refused by path, secrets masked."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from stream_router.errors import ConfigError
+from stream_router.settings import KafkaSettings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads() -> None:
+    settings = load_settings(REPO / "config" / "router.yaml")
+    assert [route.name for route in settings.policies.routes] == [
+        "experts",
+        "general",
+        "audit",
+        "entropy-trial",
+    ]
+
+
+def test_no_file_gives_defaults() -> None:
+    settings = load_settings(None)
+    assert settings.ingest.input_topics == ["predictions"]
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "kafka: {bootstrap_servers: 'file:9092'}\ningest: {group_id: g}\n")
+    monkeypatch.setenv("STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS", "env:9092")
+    settings = load_settings(path)
+    assert settings.kafka.bootstrap_servers == "env:9092"
+    assert settings.ingest.group_id == "g"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kafka: {bootstrap_serverz: x}", "kafka.bootstrap_serverz: Extra inputs"),
+        ("ingest: {mapping: {lable: x}}", "ingest.mapping.lable: Extra inputs"),
+        ("nonsense: 1", "nonsense: Extra inputs"),
+        ("ingest: {batch_max_records: 0}", "ingest.batch_max_records"),
+        ("policies: {routes: [{name: Bad Name, review_flow: x, policy: {}}]}", "routes.0.name"),
+        ("kafka: {security_protocol: SASL_SSL}", "sasl_mechanism, sasl_username, sasl_password"),
+        ("kafka: {session_timeout_s: 3, heartbeat_interval_s: 2}", "a third of"),
+        ("- a list", "top level must be a mapping"),
+        ("kafka: [unclosed", "not valid YAML"),
+    ],
+)
+def test_bad_configuration_names_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert expected in str(caught.value)
+
+
+def test_secrets_are_masked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kafka: {security_protocol: SASL_SSL, sasl_mechanism: SCRAM-SHA-512, "
+        "sasl_username: router, sasl_password: hunter2}\n"
+        "aws: {secret_access_key: s3cr3t}\n",
+    )
+    settings = load_settings(path)
+    shown = str(settings.masked()) + repr(settings)
+    assert "hunter2" not in shown
+    assert "s3cr3t" not in shown
+    assert settings.masked()["kafka"]["sasl_password"] == "**********"
+
+
+def test_sasl_options_reach_the_client() -> None:
+    kafka = KafkaSettings.model_validate(
+        {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-256",
+            "sasl_username": "router",
+            "sasl_password": "pw",
+            "session_timeout_s": 6,
+            "heartbeat_interval_s": 1,
+        }
+    )
+    options = kafka.consumer_options()
+    assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert options["sasl_plain_username"] == "router"
+    assert options["sasl_plain_password"] == "pw"
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    assert options["session_timeout_ms"] == 6000
+    assert options["heartbeat_interval_ms"] == 1000
+
+
+def test_plaintext_has_no_security_options() -> None:
+    options = KafkaSettings().client_options()
+    assert "ssl_context" not in options
+    assert "sasl_mechanism" not in options
