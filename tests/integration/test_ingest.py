@@ -278,3 +278,52 @@ async def test_killed_ingest_loses_nothing_after_restart(sandbox: Sandbox, tmp_p
     total = len(reader.records[f"out-{tag}"]) + len(reader.records[f"rr-{tag}"])
     # At-least-once: records of batches in hand at the kill may appear twice, never zero times.
     assert total >= count
+
+
+async def test_two_instances_share_the_partitions(sandbox: Sandbox) -> None:
+    tag = uuid.uuid4().hex[:8]
+    data = settings_data(sandbox.broker.bootstrap_servers, tag)
+    data["ingest"]["batch_max_records"] = 50
+    outputs = await create_topics(sandbox, data)
+    settings = Settings(**data)
+    count = 1200
+    events = [
+        json_record({"event_id": f"e{i}", "label": "cat", "confidence": (i % 10) / 10}, f"k{i}")
+        for i in range(count)
+    ]
+    instances = [build_ingest(settings, CollectorRegistry()) for _ in range(2)]
+    await asyncio.gather(*(instance.start() for instance in instances))
+    stop = asyncio.Event()
+    runs = [asyncio.create_task(instance.run(stop)) for instance in instances]
+    try:
+        # Both members in the group, each owning partitions, before any event is produced.
+        await asyncio.wait_for(
+            asyncio.gather(*(instance.assigned.wait() for instance in instances)), 60
+        )
+        owned = [instance.consumer.assignment() for instance in instances]
+        assert owned[0]
+        assert owned[1]
+        assert not owned[0] & owned[1]
+        assert len(owned[0] | owned[1]) == PARTITIONS
+        await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", events)
+        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+            await reader.until(
+                lambda r: len(r.records[f"out-{tag}"]) + len(r.records[f"rr-{tag}"]) >= count, 60
+            )
+        stop.set()
+        await asyncio.gather(*runs)
+    finally:
+        stop.set()
+        for instance in instances:
+            await instance.stop()
+    ids = [e["event_id"] for t in (f"out-{tag}", f"rr-{tag}") for e in reader.values(t)]
+    assert sorted(ids) == sorted(f"e{i}" for i in range(count))  # each once: no rebalance mid-run
+    handled = [
+        instance.metrics.registry.get_sample_value(
+            "stream_router_ingest_consumed_total", {"topic": f"in-{tag}"}
+        )
+        or 0
+        for instance in instances
+    ]
+    assert all(part > 0 for part in handled), handled
+    assert sum(handled) == count
