@@ -7,7 +7,11 @@
     │   └── PolicyLoadError           a policy type is unknown or its parameters are invalid
     ├── PoisonEvent                   this event can never be processed: dead-letter it, move on
     └── UpstreamError                 a dependency failed; retriable unless said otherwise
-                                      (``retry_after_s`` hints when to try again)
+        │                             (``retry_after_s`` hints when to try again)
+        ├── ReviewThrottled           the review backend asks us to slow down: retry later
+        ├── ReviewCapacityExceeded    too many reviews open: pause starting until some end
+        ├── ReviewRejected            the backend refuses this request for good: dead-letter
+        └── ReviewNameConflict        the name belongs to another review: never retry blindly
 
 Raise with ``from exc`` and put the offending value in the message.
 """
@@ -46,3 +50,25 @@ class UpstreamError(StreamRouterError):
         super().__init__(message)
         self.retriable = retriable
         self.retry_after_s = retry_after_s
+
+
+class ReviewThrottled(UpstreamError):
+    """The review backend throttled us (or failed transiently); retry after a pause."""
+
+
+class ReviewCapacityExceeded(UpstreamError):
+    """The backend's quota of open reviews is reached; start again once reviews end."""
+
+
+class ReviewRejected(UpstreamError):
+    """The backend refused the request as invalid; retrying cannot help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=False)
+
+
+class ReviewNameConflict(UpstreamError):
+    """A review with this name exists with another input or flow."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=False)

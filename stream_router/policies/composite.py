@@ -13,7 +13,7 @@ keeps batch-oriented children fast.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import Field
 
@@ -31,7 +31,13 @@ class NotParams(PolicyParams):
 
 
 class _Composite(Policy[CompositeParams]):
+    """Children evaluated over the whole batch; per event, the first ``settles`` verdict wins."""
+
     params_model = CompositeParams
+    #: The verdict (review or not) that settles an event at once when a child gives it.
+    settles: ClassVar[bool]
+    #: How the children's reasons are joined when none settles the event.
+    joiner: ClassVar[str]
 
     def __init__(self, name: str, params: CompositeParams, members: Sequence[Policy[Any]]) -> None:
         super().__init__(name, params)
@@ -44,6 +50,22 @@ class _Composite(Policy[CompositeParams]):
             build(spec, f"{path}.policies.{index}") for index, spec in enumerate(validated.policies)
         ]
         return cls(name, validated, members)
+
+    def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
+        columns = [member.evaluate(batch) for member in self.members]
+        if len(columns) == 1:
+            return columns[0]
+        settles, joiner = self.settles, self.joiner
+        out: list[Verdict] = []
+        append = out.append
+        for row in zip(*columns, strict=True):
+            for verdict in row:
+                if verdict.review == settles:
+                    append(verdict)
+                    break
+            else:
+                append(Verdict(not settles, joiner.join([v.reason for v in row])))
+        return out
 
     def children(self) -> Sequence[Policy[Any]]:
         return self.members
@@ -61,42 +83,16 @@ class AllPolicy(_Composite):
     """Review when every child policy says review."""
 
     summary = "review when all child policies say review"
-
-    def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
-        columns = [member.evaluate(batch) for member in self.members]
-        if len(columns) == 1:
-            return columns[0]
-        out: list[Verdict] = []
-        append = out.append
-        for row in zip(*columns, strict=True):
-            for verdict in row:
-                if not verdict.review:
-                    append(verdict)
-                    break
-            else:
-                append(Verdict(True, " and ".join([v.reason for v in row])))
-        return out
+    settles = False
+    joiner = " and "
 
 
 class AnyPolicy(_Composite):
     """Review when at least one child policy says review."""
 
     summary = "review when any child policy says review"
-
-    def evaluate(self, batch: Sequence[Prediction]) -> list[Verdict]:
-        columns = [member.evaluate(batch) for member in self.members]
-        if len(columns) == 1:
-            return columns[0]
-        out: list[Verdict] = []
-        append = out.append
-        for row in zip(*columns, strict=True):
-            for verdict in row:
-                if verdict.review:
-                    append(verdict)
-                    break
-            else:
-                append(Verdict(False, "; ".join([v.reason for v in row])))
-        return out
+    settles = True
+    joiner = "; "
 
 
 class NotPolicy(Policy[NotParams]):

@@ -66,3 +66,10 @@ def test_only_named_types_are_imported(plugin_on_path: None) -> None:
     registry = PolicyRegistry()
     registry.build({"type": "confidence", "below": 0.5}, "p")
     assert "example_policy" not in sys.modules  # loaded lazily, only when a config names it
+
+
+def test_readme_shows_the_tested_plugin_example() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    source = (PLUGIN_DIR / "example_policy" / "__init__.py").read_text()
+    example = source[source.index("from __future__") :]
+    assert f"```python\n{example}```" in readme
