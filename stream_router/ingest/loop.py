@@ -22,6 +22,7 @@ Several instances share the input partitions through the consumer group. ``run``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -81,9 +82,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Commit what is acknowledged while the partitions are still ours.
         await self.ingest.drain()
-        for tp in revoked:
-            self.ingest._next_offsets.pop(tp, None)
-        self.ingest.assigned.clear()
+        self.ingest.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         logger.info("assigned %d partitions", len(assigned))
@@ -134,6 +133,14 @@ class Ingest:
         self.assigned = asyncio.Event()
         self._in_flight: deque[_InFlight] = deque()
         self._settling = asyncio.Lock()
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Partitions are no longer ours: stop reporting their lag."""
+        for tp in partitions:
+            if self._next_offsets.pop(tp, None) is not None:
+                with contextlib.suppress(KeyError):  # no lag reported yet
+                    self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        self.assigned.clear()
 
     async def start(self) -> None:
         self.routes.start()
