@@ -222,11 +222,78 @@ class PoliciesSettings(Section):
         return self
 
 
+class RouteBudget(Section):
+    """How many reviews a route may start; unset limits are unlimited."""
+
+    per_hour: int | None = Field(None, ge=0, description="Reviews per UTC clock hour.")
+    per_day: int | None = Field(None, ge=0, description="Reviews per UTC day.")
+
+
 class ReviewSettings(Section):
-    """Review path settings."""
+    """The review path: starting reviews, their limits, and what happens when they end."""
 
     price_per_review_usd: float = Field(
         0.08, ge=0, description="Price of one human review, for cost estimates."
+    )
+    app_id: str = Field(
+        "stream-router-review",
+        description="Consumer group and table prefix of the review application.",
+    )
+    loop_events_topic: str = Field(
+        "stream-router-loop-events", description="Internal topic of watchers' loop events."
+    )
+    topic_partitions: int = Field(
+        4, ge=1, description="Partitions of review-requests and loop-events (must match)."
+    )
+    rate_per_s: float = Field(
+        1.0,
+        gt=0,
+        description="StartHumanLoop calls per second from this instance (split the account "
+        "quota across instances).",
+    )
+    burst: int = Field(5, ge=1, description="Calls allowed at once above the steady rate.")
+    max_in_flight: int = Field(
+        1000, ge=1, description="Reviews open at once from this instance; starting waits above."
+    )
+    budgets: dict[str, RouteBudget] = Field(
+        default_factory=dict,
+        description="Budgets by route name; the key '*' applies to routes not listed.",
+    )
+    budget_fallback: Literal["hold", "accept-unreviewed", "dead-letter"] = Field(
+        "hold",
+        description="When a budget is spent: hold (stop consuming review requests, Kafka keeps "
+        "them), accept-unreviewed (publish the model's decision), or dead-letter.",
+    )
+    projection: list[str] = Field(
+        default_factory=list,
+        description="Event fields (dotted paths) reviewers may see; empty: the whole event.",
+    )
+    content_classifiers: list[
+        Literal["FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"]
+    ] = Field(default_factory=list, description="A2I content classifiers of every review.")
+    answer_path: str = Field(
+        "label.label",
+        description="Dotted path of the label in a worker's answer (crowd-classifier: "
+        "<element name>.label).",
+    )
+    review_deadline_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="After this long an open review is checked with DescribeHumanLoop.",
+    )
+    on_failure: Literal["escalate", "accept-unreviewed", "dead-letter"] = Field(
+        "accept-unreviewed",
+        description="What a Failed, Expired or Stopped-without-output review becomes.",
+    )
+    escalation_flows: dict[str, str] = Field(
+        default_factory=dict,
+        description="With on_failure escalate: route name -> review flow of the next attempt.",
+    )
+    max_attempts: int = Field(
+        2, ge=1, le=5, description="Reviews per event at most, escalations included."
+    )
+    delete_finished: bool = Field(
+        False, description="Delete reviews from the backend once their result is published."
     )
 
 
