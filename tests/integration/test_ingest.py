@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,12 +19,12 @@ from stream_router.app import build_ingest
 from stream_router.naming import loop_name
 from stream_router.sandbox.stack import Sandbox
 from stream_router.settings import Settings
+from tests.envelope_schema import envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((REPO / "stream_router/schemas/envelope-v1.schema.json").read_text())
 PARTITIONS = 3
 
 
@@ -175,7 +173,7 @@ async def test_mixed_events_end_exactly_where_expected(sandbox: Sandbox) -> None
         source = envelope["source"]
         assert envelope["event_id"] == f"{source['topic']}-{source['partition']}-{source['offset']}"
     for record, envelope in zip(reader.records[f"out-{tag}"], accepted, strict=True):
-        jsonschema.validate(envelope, SCHEMA)
+        envelope_validator().validate(envelope)
         assert envelope["decision"] == "accepted"
         assert envelope["policy_version"] == "v1"
         assert record.key == envelope["key"].encode()  # keyed like the input
