@@ -10,6 +10,7 @@ Building these is on the hot path: plain dicts and ``orjson.dumps``, no model va
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -110,6 +111,23 @@ def dead_letter(
         "key_encoding": key_encoding,
         "value": text,
         "value_encoding": encoding,
+        "failed_s": failed_s,
+    }
+    return orjson.dumps(record)
+
+
+def review_dead_letter(
+    request: Mapping[str, Any], reason_class: str, reason: str, failed_s: float
+) -> bytes:
+    """A review request the review path gives up on, whole, with why."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "reason_class": reason_class,
+        "reason": reason,
+        "source": request.get("source"),
+        "key": request.get("key"),
+        "key_encoding": request.get("key_encoding", "utf-8"),
+        "review_request": request,
         "failed_s": failed_s,
     }
     return orjson.dumps(record)

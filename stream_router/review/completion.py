@@ -1,0 +1,119 @@
+"""What a loop event means for its review: publish a result, escalate, dead-letter, or wait.
+
+Given a :class:`~stream_router.review.events.LoopEvent` and the review's ledger entry,
+:meth:`Completer.complete` decides:
+
+- Completed, an S3 output notification, or Stopped with output → fetch the answers, consolidate
+  them and publish a ``reviewed`` envelope;
+- still InProgress or Stopping (the reconciler asked) → wait;
+- Failed (Expired included) or Stopped without output → the configured ``on_failure``:
+  ``escalate`` starts the event again on the route's escalation flow while attempts remain
+  (then falls back to accept-unreviewed), ``accept-unreviewed`` publishes the model's decision
+  marked unreviewed, ``dead-letter`` sends the request to the dead-letter topic.
+
+Deduplication is the caller's: an event for a review with no ledger entry has been handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from stream_router.envelope import review_dead_letter
+from stream_router.review.backend import ReviewBackend, ReviewState, ReviewStatus
+from stream_router.review.consolidate import consolidate
+from stream_router.review.events import LoopEvent
+from stream_router.review.ledger import LedgerEntry
+from stream_router.review.outcome import UnreviewedCode, reviewed_envelope, unreviewed_envelope
+from stream_router.settings import ReviewSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Action(StrEnum):
+    PUBLISH = "publish"  #: ``record`` goes to the output topic; the review is closed
+    DEAD_LETTER = "dead-letter"  #: ``record`` goes to the dead-letter topic; closed
+    ESCALATE = "escalate"  #: start again on ``next_flow``; this attempt is closed
+    WAIT = "wait"  #: the review is still open
+
+
+@dataclass(frozen=True)
+class Completion:
+    action: Action
+    outcome: str  #: for metrics: reviewed, unreviewed, dead-lettered, escalated, open
+    record: bytes | None = None
+    next_flow: str | None = None
+
+
+class Completer:
+    def __init__(
+        self,
+        backend: ReviewBackend,
+        settings: ReviewSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.clock = clock
+
+    async def complete(self, event: LoopEvent, entry: LedgerEntry) -> Completion:
+        status = event.status
+        now = self.clock()
+        if status in (ReviewStatus.IN_PROGRESS, ReviewStatus.STOPPING):
+            return Completion(Action.WAIT, "open")
+        if (
+            status is None
+            or status is ReviewStatus.COMPLETED
+            or (status is ReviewStatus.STOPPED and event.output_uri)
+        ):
+            if not event.output_uri:
+                return await self._failed(entry, status, "NoOutput", "the review has no output")
+            state = ReviewState(
+                entry.name,
+                status or ReviewStatus.COMPLETED,
+                entry.flow,
+                output_uri=event.output_uri,
+            )
+            result = await self.backend.fetch_result(state)
+            consolidation = consolidate(result, self.settings.answer_path)
+            record = reviewed_envelope(
+                entry.request,
+                consolidation,
+                observed_s=now,
+                started_s=entry.started_s,
+                status=state.status,
+            )
+            return Completion(Action.PUBLISH, "reviewed", record)
+        return await self._failed(
+            entry,
+            status,
+            event.failure_code or UnreviewedCode.NO_OUTPUT.value,
+            event.failure_reason or f"the review ended {status.value} without output",
+        )
+
+    async def _failed(
+        self, entry: LedgerEntry, status: ReviewStatus | None, code: str, reason: str
+    ) -> Completion:
+        settings = self.settings
+        if settings.on_failure == "escalate":
+            next_flow = settings.escalation_flows.get(entry.route)
+            if next_flow and entry.attempt < settings.max_attempts:
+                logger.info("review %s %s (%s): escalating", entry.name, status, code)
+                return Completion(Action.ESCALATE, "escalated", next_flow=next_flow)
+        if settings.on_failure == "dead-letter":
+            record = review_dead_letter(entry.request, code, reason, self.clock())
+            return Completion(Action.DEAD_LETTER, "dead-lettered", record)
+        record = unreviewed_envelope(
+            entry.request,
+            failure_code=code,
+            reason=reason,
+            status=status,
+            ended_s=self.clock(),
+            loop_name=entry.name,
+            review_flow=entry.flow,
+        )
+        return Completion(Action.PUBLISH, "unreviewed", record)
