@@ -41,11 +41,3 @@ class LedgerEntry:
             deadline_s=float(data["deadline_s"]),
             request=dict(data["request"]),
         )
-
-
-def attempt_name(first_name: str, attempt: int) -> str:
-    """The review name of an escalation attempt: ``<first>-a2``, within A2I's 63 characters."""
-    if attempt <= 1:
-        return first_name
-    suffix = f"-a{attempt}"
-    return first_name[: 63 - len(suffix)].rstrip("-") + suffix

@@ -8,12 +8,13 @@ import orjson
 
 from stream_router.envelope import review_request
 from stream_router.models import Prediction, SourceRef
+from stream_router.naming import attempt_name, first_name_of, is_valid_loop_name, loop_name
 from stream_router.policies.routes import Decision
 from stream_router.review.backend import ReviewStatus
 from stream_router.review.completion import Action, Completer
 from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.fake import FakeReviewBackend
-from stream_router.review.ledger import LedgerEntry, attempt_name
+from stream_router.review.ledger import LedgerEntry
 from stream_router.settings import ReviewSettings
 from tests.envelope_schema import envelope_validator
 
@@ -121,11 +122,11 @@ async def test_dead_letter_on_failure() -> None:
     assert record["review_request"]["event_id"] == "e1"
 
 
-def test_attempt_names_stay_valid() -> None:
-    from stream_router.naming import is_valid_loop_name  # noqa: PLC0415
-
-    long = "x" * 63
-    assert attempt_name(long, 1) == long
-    assert attempt_name(long, 2).endswith("-a2")
-    assert len(attempt_name(long, 2)) == 63
-    assert is_valid_loop_name(attempt_name("abc-" + "y" * 59, 3))
+def test_attempt_names_stay_valid_and_map_back() -> None:
+    first = loop_name("x" * 200, "v1")
+    assert len(first) == 60
+    for attempt in range(1, 10):
+        name = attempt_name(first, attempt)
+        assert is_valid_loop_name(name)
+        assert first_name_of(name) == first
+    assert first_name_of("plain-name-a2") == "plain-name-a2"  # not one of our names
