@@ -22,7 +22,7 @@ NAME_RE = re.compile(r"^[a-z0-9](-*[a-z0-9])*$")
 _HASH_CHARS = 28
 _ATTEMPT_SUFFIX = 3  # "-a2" ... "-a9": room kept so escalation names stay within 63
 _PREFIX_CHARS = MAX_LENGTH - _ATTEMPT_SUFFIX - _HASH_CHARS - 1
-_ATTEMPT_RE = re.compile(r"^(.*[0-9a-f]{%d})-a([2-9])$" % _HASH_CHARS)
+_ATTEMPT_RE = re.compile(rf"^(.*[0-9a-f]{{{_HASH_CHARS}}})-a([2-9])$")
 _NOT_ALLOWED = re.compile(r"[^a-z0-9]+")
 
 
