@@ -1,6 +1,9 @@
 """Running a role: build everything from settings, validate, serve metrics, run until SIGTERM.
 
-``ingest`` is available; ``review`` and ``all`` arrive with the review path.
+- ``ingest``: the hot path on aiokafka (``run_role``, asyncio);
+- ``review``: the review application on faust (``run_review_role``, faust's worker);
+- ``all``: both in one process, ingest as a task of the faust worker (small installs).
+
 Policies are built (and so validated) before the first event is consumed.
 """
 
@@ -38,11 +41,35 @@ def serve_metrics(settings: MetricsSettings, registry: CollectorRegistry) -> obj
     return server
 
 
-async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = None) -> None:
-    if role not in ROLES:
+def run_review_role(settings: Settings, role: str) -> None:
+    """Run ``review`` or ``all`` in the foreground (blocking) until SIGTERM/SIGINT."""
+    from stream_router.metrics import ReviewMetrics  # noqa: PLC0415
+    from stream_router.review.app import ReviewService, run_worker  # noqa: PLC0415
+
+    if role not in ("review", "all"):
         raise ConfigError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    registry = CollectorRegistry()
+    service = ReviewService(settings, ReviewMetrics(registry))
+    extra = []
+    if role == "all":
+        Routes(settings.policies)  # fail now on a bad policy, before the worker starts
+
+        async def run_ingest() -> None:
+            ingest = build_ingest(settings, registry)  # aiokafka wants the running loop
+            await ingest.start()
+            try:
+                await ingest.run(service.stopping)
+            finally:
+                await ingest.stop()
+
+        extra.append(run_ingest)
+    serve_metrics(settings.metrics, registry)
+    run_worker(service, extra_tasks=extra)
+
+
+async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = None) -> None:
     if role != "ingest":
-        raise ConfigError(f"role {role!r} is not available yet; run --role ingest")
+        raise ConfigError(f"role {role!r} runs with run_review_role; expected ingest here")
     registry = CollectorRegistry()
     ingest = build_ingest(settings, registry)
     stop = stop or asyncio.Event()

@@ -107,13 +107,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stream_router.app import run_role  # noqa: PLC0415
+    from stream_router.app import ROLES, run_review_role, run_role  # noqa: PLC0415
+    from stream_router.errors import ConfigError  # noqa: PLC0415
     from stream_router.logs import configure_logging  # noqa: PLC0415
     from stream_router.settings import load_settings  # noqa: PLC0415
 
+    if args.role not in ROLES:
+        raise ConfigError(f"unknown role {args.role!r}; expected one of {', '.join(ROLES)}")
     settings = load_settings(args.config)
     configure_logging(settings.logging)
-    asyncio.run(run_role(settings, args.role))
+    if args.role == "ingest":
+        asyncio.run(run_role(settings, args.role))
+    else:
+        run_review_role(settings, args.role)
     return 0
 
 
@@ -168,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a role until SIGTERM")
     run.add_argument("--config", type=Path, help="configuration YAML (env overrides it)")
-    run.add_argument("--role", default="ingest", help="ingest (review and all: coming)")
+    run.add_argument("--role", default="ingest", help="ingest, review, or all (both)")
     run.set_defaults(handler=_run)
 
     config = commands.add_parser("config", help="configuration tools")

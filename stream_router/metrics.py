@@ -139,3 +139,97 @@ class IngestMetrics:
         """Add aggregated counts: {label values: n}."""
         for labels, amount in counts.items():
             counter.labels(*labels).inc(amount)
+
+
+REVIEW_BUCKETS_S = (
+    1.0,
+    5.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    14400.0,
+    86400.0,
+)
+
+
+class ReviewMetrics:
+    """The review path's metrics.
+
+    - ``stream_router_review_start_outcomes_total{route,outcome}``: started, already-started,
+      over-budget, oversize, rejected, conflict
+    - ``stream_router_review_start_throttled_total``: 429/5xx answers to starts
+    - ``stream_router_review_capacity_waits_total``: starts paused by the open-reviews quota
+    - ``stream_router_review_loops_in_flight``: reviews open (started, not yet published)
+    - ``stream_router_review_budget_remaining{route,window}``: reviews left this hour/day
+    - ``stream_router_review_outcomes_total{outcome,status,route}``: reviewed, unreviewed,
+      dead-lettered, escalated, by the review's final status
+    - ``stream_router_review_loops_failed_total{code}``: failure codes (Expired, ...)
+    - ``stream_router_review_time_in_review_seconds``: review start to published result
+    - ``stream_router_review_watcher_events_total{watcher}``: loop events forwarded
+    - ``stream_router_review_watcher_last_poll_timestamp_seconds{watcher}``: stall detection
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.start_outcomes = PromCounter(
+            "stream_router_review_start_outcomes",
+            "What happened to review requests at start.",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.start_throttled = PromCounter(
+            "stream_router_review_start_throttled",
+            "Throttling or transient errors met while starting reviews.",
+            registry=registry,
+        )
+        self.capacity_waits = PromCounter(
+            "stream_router_review_capacity_waits",
+            "Starts paused because the backend's quota of open reviews was reached.",
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "stream_router_review_loops_in_flight",
+            "Reviews started and not yet published.",
+            registry=registry,
+        )
+        self.budget_remaining = Gauge(
+            "stream_router_review_budget_remaining",
+            "Reviews the route may still start in the current window.",
+            ["route", "window"],
+            registry=registry,
+        )
+        self.outcomes = PromCounter(
+            "stream_router_review_outcomes",
+            "Finished reviews by outcome and final status.",
+            ["outcome", "status", "route"],
+            registry=registry,
+        )
+        self.failed = PromCounter(
+            "stream_router_review_loops_failed",
+            "Reviews that ended Failed, by failure code.",
+            ["code"],
+            registry=registry,
+        )
+        self.time_in_review = Histogram(
+            "stream_router_review_time_in_review_seconds",
+            "From the review's start to its published result.",
+            buckets=REVIEW_BUCKETS_S,
+            registry=registry,
+        )
+        self.watcher_events = PromCounter(
+            "stream_router_review_watcher_events",
+            "Loop events forwarded by each watcher.",
+            ["watcher"],
+            registry=registry,
+        )
+        self.watcher_last_poll = Gauge(
+            "stream_router_review_watcher_last_poll_timestamp_seconds",
+            "When each watcher last completed a poll (epoch seconds).",
+            ["watcher"],
+            registry=registry,
+        )

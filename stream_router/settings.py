@@ -295,6 +295,13 @@ class ReviewSettings(Section):
     delete_finished: bool = Field(
         False, description="Delete reviews from the backend once their result is published."
     )
+    concurrency: int = Field(
+        8, ge=1, le=256, description="Review requests handled at once (starts in flight)."
+    )
+    data_dir: Path = Field(
+        Path(".stream-router/review-data"),
+        description="Local state of the review application (its tables live in Kafka).",
+    )
 
 
 class AwsSettings(Section):
@@ -308,20 +315,52 @@ class AwsSettings(Section):
         None, description="Static access key id (else the SDK's credential chain)."
     )
     secret_access_key: SecretStr | None = Field(None, description="Static secret access key.")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="SDK attempts per call (botocore standard retry mode)."
+    )
+
+    def endpoint_urls(self) -> dict[str, str]:
+        urls = {
+            "sagemaker-a2i-runtime": self.a2i_endpoint_url,
+            "s3": self.s3_endpoint_url,
+            "sqs": self.sqs_endpoint_url,
+        }
+        return {service: url for service, url in urls.items() if url}
+
+
+WatcherName = Literal["eventbridge", "s3-output", "reconciler"]
+WATCHERS: tuple[WatcherName, ...] = ("eventbridge", "s3-output", "reconciler")
 
 
 class WatchersSettings(Section):
-    """Completion watchers of the review role."""
+    """Completion watchers of the review role; any one of them finishes every review."""
 
+    enabled: list[WatcherName] = Field(
+        default_factory=lambda: list(WATCHERS), description="Which watchers run."
+    )
     event_queue_url: str | None = Field(
         None, description="SQS queue receiving A2I status events from EventBridge."
     )
     output_queue_url: str | None = Field(
         None, description="SQS queue receiving S3 notifications for output.json."
     )
+    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait.")
     reconcile_interval_s: float = Field(
-        60.0, gt=0, description="How often the reconciler sweeps ListHumanLoops."
+        60.0, gt=0, description="How often the reconciler checks open reviews."
     )
+    reconcile_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="The reconciler describes a review the backend no longer lists as open "
+        "once it is this old (events and notifications usually come first).",
+    )
+
+    def check_for_review(self) -> None:
+        """The review role needs the queues of its enabled SQS watchers."""
+        if "eventbridge" in self.enabled and not self.event_queue_url:
+            raise ConfigError("watchers.event_queue_url: the eventbridge watcher needs it")
+        if "s3-output" in self.enabled and not self.output_queue_url:
+            raise ConfigError("watchers.output_queue_url: the s3-output watcher needs it")
 
 
 class MetricsSettings(Section):

@@ -1,0 +1,421 @@
+"""The review application on faust-streaming: agents, the ledger table, watchers, reconciler.
+
+The only module that imports faust. It wires the pure parts of ``review/`` together::
+
+    review-requests ──► on_requests:  dedupe (ledger) → Starter → ledger entry
+    watchers (SQS: EventBridge, S3 output) and the reconciler ──► loop-events
+    loop-events ──► on_loop_events:   ledger → Completer → output / dead-letter / escalation
+
+Everything about one review is keyed by its first name (``naming.first_name_of``): requests,
+loop events and ledger entries of every attempt share a partition, so one worker owns them.
+Finished reviews stay in the ledger as closed entries, so a late or repeated loop event
+publishes nothing new.
+
+Budgets and the rate limiter are per process: give each review instance its share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+import orjson
+
+from stream_router.aws.a2i import A2IReviewBackend
+from stream_router.aws.clients import AwsClients, AwsEndpoints
+from stream_router.envelope import review_dead_letter
+from stream_router.errors import ReviewCapacityExceeded, ReviewThrottled
+from stream_router.metrics import ReviewMetrics
+from stream_router.naming import attempt_name, first_name_of
+from stream_router.review.backend import ReviewBackend, ReviewStatus
+from stream_router.review.budget import Budget, BudgetLimits
+from stream_router.review.completion import Action, Completer
+from stream_router.review.events import EventSource, LoopEvent
+from stream_router.review.ledger import LedgerEntry
+from stream_router.review.limiter import RateLimiter
+from stream_router.review.outcome import UnreviewedCode, unreviewed_envelope
+from stream_router.review.starter import StartDecision, Starter, StartResult
+from stream_router.settings import KafkaSettings, Settings
+from stream_router.watchers.sqs import EventBridgeSqsWatcher, S3OutputSqsWatcher, SqsWatcher
+
+logger = logging.getLogger(__name__)
+
+CAPACITY_RETRY_S = 5.0
+
+
+def faust_app(settings: Settings) -> faust.App:
+    kafka, review = settings.kafka, settings.review
+    return faust.App(
+        review.app_id,
+        broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(kafka),
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_request_timeout=kafka.request_timeout_s,
+        store="memory://",
+        datadir=str(review.data_dir),
+        topic_partitions=review.topic_partitions,
+        topic_replication_factor=1,
+        producer_acks=-1,
+        web_enabled=False,
+        autodiscover=False,
+    )
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    options = kafka.client_options()
+    context = options.get("ssl_context")
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=options["sasl_plain_password"],
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class ReviewService:
+    """The review path of one process; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ReviewMetrics,
+        *,
+        backend: ReviewBackend | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        settings.watchers.check_for_review()
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        review = settings.review
+        self.clients = AwsClients(
+            AwsEndpoints(
+                region=settings.aws.region,
+                endpoint_urls=settings.aws.endpoint_urls(),
+                access_key_id=_secret(settings.aws.access_key_id),
+                secret_access_key=_secret(settings.aws.secret_access_key),
+                max_attempts=settings.aws.max_attempts,
+            )
+        )
+        self.backend: Any = backend or A2IReviewBackend(
+            self.clients, content_classifiers=review.content_classifiers
+        )
+        self.budget = Budget(
+            {
+                route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
+                for route, b in review.budgets.items()
+            }
+        )
+        self.limiter = RateLimiter(review.rate_per_s, review.burst)
+        self.starter = Starter(
+            self.backend, self.limiter, self.budget, projection=list(review.projection)
+        )
+        self.completer = Completer(self.backend, review, clock=clock)
+        self.in_flight = 0
+        self._capacity = asyncio.Condition()
+        self._stop = asyncio.Event()
+        self._opened = asyncio.Event()
+
+        self.app = app = faust_app(settings)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+               "value_serializer": "raw"}  # fmt: skip
+        self.requests = app.topic(settings.ingest.review_requests_topic, **raw)
+        self.loop_events = app.topic(review.loop_events_topic, **raw)
+        self.output = app.topic(settings.ingest.output_topic, **raw)
+        self.dead_letter = app.topic(settings.ingest.dead_letter_topic, **raw)
+        self.ledger = app.Table(
+            "ledger",
+            default=None,
+            partitions=review.topic_partitions,
+            key_type=str,
+            value_type=dict,
+        )
+        app.agent(self.requests, name="review-requests", concurrency=review.concurrency)(
+            self._on_requests
+        )
+        app.agent(self.loop_events, name="loop-events")(self._on_loop_events)
+        app.task(self._open_backend)
+        if "reconciler" in settings.watchers.enabled:
+            app.timer(settings.watchers.reconcile_interval_s)(self._reconcile)
+        for watcher in self._watchers():
+            app.task(self._watch_task(watcher))
+        app.on_before_shutdown.connect(self._close_backend)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _open_backend(self) -> None:
+        opener = getattr(self.backend, "open", None)
+        if opener is not None:
+            await opener()
+        self._opened.set()
+
+    async def _close_backend(self, *_: Any, **__: Any) -> None:
+        self._stop.set()  # watchers and an embedded ingest finish what they hold
+        closer = getattr(self.backend, "close", None)
+        if closer is not None:
+            await closer()
+
+    # -- review requests ---------------------------------------------------------------------
+
+    async def _on_requests(self, stream: Any) -> None:
+        await self._opened.wait()
+        async for event in stream.events():
+            request = orjson.loads(event.value)
+            name = str(request["loop_name"])
+            if self.ledger.get(name) is not None:
+                continue  # redelivered: started (or finished) already
+            await self._start(request, name, 1, str(request["review_flow"]))
+
+    async def _start(self, request: Mapping[str, Any], first: str, attempt: int, flow: str) -> None:
+        review = self.settings.review
+        name = attempt_name(first, attempt)
+        route = str(request["route"])
+        while True:
+            async with self._capacity:
+                await self._capacity.wait_for(lambda: self.in_flight < review.max_in_flight)
+            try:
+                result = await self.starter.start(request, name=name, flow=flow, attempt=attempt)
+            except ReviewCapacityExceeded:
+                self.metrics.capacity_waits.inc()
+                logger.warning("open-reviews quota reached; pausing starts")
+                await self._wait_for_capacity()
+                continue
+            except ReviewThrottled:
+                self.metrics.start_throttled.inc()
+                continue  # the limiter is paused already; try again
+            break
+        self.metrics.start_throttled.inc(result.throttled)
+        self.metrics.start_outcomes.labels(route, result.decision.value).inc()
+        now = self.clock()
+        remaining = self.budget.remaining(route, now)
+        for window, left in remaining.items():
+            if left is not None:
+                self.metrics.budget_remaining.labels(route, window).set(left)
+        if result.decision in (StartDecision.STARTED, StartDecision.ALREADY_STARTED):
+            entry = LedgerEntry(
+                name=name,
+                first_name=first,
+                route=route,
+                flow=flow,
+                attempt=attempt,
+                started_s=now,
+                deadline_s=now + review.review_deadline_s,
+                request=request,
+            )
+            self.ledger[first] = entry.to_dict()
+            self.in_flight += 1
+            self.metrics.in_flight.set(self.in_flight)
+            return
+        await self._not_started(request, first, result)
+
+    async def _not_started(
+        self, request: Mapping[str, Any], first: str, result: StartResult
+    ) -> None:
+        review = self.settings.review
+        if result.decision is StartDecision.OVER_BUDGET and review.budget_fallback == "hold":
+            route = str(request["route"])
+            until = self.budget.available_at_s(route, self.clock())
+            if until is not None:
+                logger.info("budget of %s spent: holding review requests", route)
+                await asyncio.sleep(max(0.0, until - self.clock()))
+                await self._start(request, first, result.attempt, result.flow)
+                return
+        reason = result.reason or result.decision.value
+        code = {
+            StartDecision.OVER_BUDGET: UnreviewedCode.BUDGET_EXHAUSTED.value,
+            StartDecision.OVERSIZE: UnreviewedCode.INPUT_TOO_LARGE.value,
+        }.get(result.decision, result.decision.value)
+        accept = (
+            result.decision is StartDecision.OVER_BUDGET
+            and review.budget_fallback == "accept-unreviewed"
+        ) or result.decision is StartDecision.OVERSIZE
+        if accept:
+            record = unreviewed_envelope(
+                request, failure_code=code, reason=reason, loop_name=result.name,
+                review_flow=result.flow,
+            )  # fmt: skip
+            await self._send(self.output, request, record)
+            outcome = "unreviewed"
+        else:
+            record = review_dead_letter(request, code, reason, self.clock())
+            await self._send(self.dead_letter, request, record)
+            outcome = "dead-lettered"
+        self.metrics.outcomes.labels(outcome, "none", str(request["route"])).inc()
+        self.ledger[first] = {"closed": True, "outcome": outcome, "closed_s": self.clock()}
+
+    async def _wait_for_capacity(self) -> None:
+        async with self._capacity:
+            before = self.in_flight
+            try:
+                await asyncio.wait_for(
+                    self._capacity.wait_for(lambda: self.in_flight < before), CAPACITY_RETRY_S
+                )
+            except TimeoutError:
+                logger.debug("no review ended within %.0f s; trying again", CAPACITY_RETRY_S)
+
+    # -- loop events -------------------------------------------------------------------------
+
+    async def _on_loop_events(self, stream: Any) -> None:
+        await self._opened.wait()
+        async for event in stream.events():
+            loop_event = LoopEvent.from_json(event.value)
+            first = first_name_of(loop_event.name)
+            data = self.ledger.get(first)
+            if data is None or data.get("closed"):
+                continue  # unknown or handled already: nothing new to publish
+            entry = LedgerEntry.from_dict(data)
+            if entry.name != loop_event.name:
+                continue  # about an earlier attempt
+            completion = await self.completer.complete(loop_event, entry)
+            if completion.action is Action.WAIT:
+                continue
+            status = loop_event.status.value if loop_event.status else "Completed"
+            if completion.action is Action.PUBLISH and completion.record is not None:
+                await self._send(self.output, entry.request, completion.record)
+            elif completion.action is Action.DEAD_LETTER and completion.record is not None:
+                await self._send(self.dead_letter, entry.request, completion.record)
+            if loop_event.status is ReviewStatus.FAILED:
+                self.metrics.failed.labels(loop_event.failure_code or "unknown").inc()
+            self.metrics.outcomes.labels(completion.outcome, status, entry.route).inc()
+            self.metrics.time_in_review.observe(max(0.0, self.clock() - entry.started_s))
+            self.ledger[first] = {"closed": True, "outcome": completion.outcome,
+                                  "closed_s": self.clock(), "name": entry.name}  # fmt: skip
+            await self._released()
+            if completion.action is Action.ESCALATE and completion.next_flow:
+                await self._start(entry.request, first, entry.attempt + 1, completion.next_flow)
+            elif self.settings.review.delete_finished:
+                delete = getattr(self.backend, "delete", None)
+                if delete is not None:
+                    await delete(entry.name)
+
+    async def _released(self) -> None:
+        async with self._capacity:
+            self.in_flight = max(0, self.in_flight - 1)
+            self.metrics.in_flight.set(self.in_flight)
+            self._capacity.notify_all()
+
+    async def _send(self, topic: Any, request: Mapping[str, Any], value: bytes) -> None:
+        key = request.get("key")
+        if isinstance(key, str) and request.get("key_encoding") == "base64":
+            key_bytes: bytes | None = base64.b64decode(key)
+        else:
+            key_bytes = key.encode() if isinstance(key, str) else None
+        delivered = await topic.send(key=key_bytes, value=value)
+        await delivered
+
+    # -- watchers and reconciler -------------------------------------------------------------
+
+    async def emit(self, event: LoopEvent) -> None:
+        """Forward a loop event, keyed by the review's first name (waits for the ack)."""
+        key = first_name_of(event.name).encode()
+        delivered = await self.loop_events.send(key=key, value=event.to_json())
+        await delivered
+        self.metrics.watcher_events.labels(event.source.value).inc()
+
+    def _watchers(self) -> list[SqsWatcher]:
+        watchers_settings = self.settings.watchers
+        watchers: list[SqsWatcher] = []
+        if "eventbridge" in watchers_settings.enabled and watchers_settings.event_queue_url:
+            watchers.append(
+                EventBridgeSqsWatcher(
+                    self.clients,
+                    watchers_settings.event_queue_url,
+                    self.emit,
+                    wait_time_s=watchers_settings.wait_time_s,
+                    on_poll=lambda _: self.metrics.watcher_last_poll.labels("eventbridge").set(
+                        self.clock()
+                    ),
+                )
+            )
+        if "s3-output" in watchers_settings.enabled and watchers_settings.output_queue_url:
+            watchers.append(
+                S3OutputSqsWatcher(
+                    self.clients,
+                    watchers_settings.output_queue_url,
+                    self.emit,
+                    wait_time_s=watchers_settings.wait_time_s,
+                    on_poll=lambda _: self.metrics.watcher_last_poll.labels("s3-output").set(
+                        self.clock()
+                    ),
+                )
+            )
+        return watchers
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the worker begins to shut down."""
+        return self._stop
+
+    def _watch_task(self, watcher: SqsWatcher) -> Any:
+        async def watch() -> None:
+            await self._opened.wait()
+            await watcher.run(self._stop)
+
+        watch.__name__ = f"watch_{watcher.kind}"
+        return watch
+
+    async def _reconcile(self) -> None:
+        """Describe open reviews that are overdue or no longer listed as open; report ends."""
+        await self._opened.wait()
+        now = self.clock()
+        grace = self.settings.watchers.reconcile_grace_s
+        entries = [
+            LedgerEntry.from_dict(data)
+            for data in list(self.ledger.values())
+            if data is not None and not data.get("closed")
+        ]
+        if not entries:
+            self.metrics.watcher_last_poll.labels("reconciler").set(now)
+            return
+        open_names: set[str] = set()
+        for flow in {entry.flow for entry in entries}:
+            async for state in self.backend.pending(flow):
+                open_names.add(state.name)
+        for entry in entries:
+            overdue = now >= entry.deadline_s
+            vanished = entry.name not in open_names and now - entry.started_s >= grace
+            if not (overdue or vanished):
+                continue
+            state = await self.backend.describe(entry.name)
+            if state is None or not state.status.terminal:
+                continue
+            await self.emit(
+                LoopEvent(
+                    state.name,
+                    EventSource.RECONCILER,
+                    state.status,
+                    state.output_uri,
+                    state.flow,
+                    state.failure_code,
+                    state.failure_reason,
+                    now,
+                )
+            )
+        self.metrics.watcher_last_poll.labels("reconciler").set(now)
+
+
+def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) -> None:
+    """Run the faust worker in the foreground until SIGTERM/SIGINT (blocking)."""
+    for task in extra_tasks or []:
+        service.app.task(task)
+    worker = faust.Worker(
+        service.app,
+        loglevel=service.settings.logging.level.lower(),
+        quiet=True,
+        override_logging=False,
+    )
+    worker.execute_from_commandline()
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -1,0 +1,220 @@
+"""End to end on the sandbox: ingest and review in one process, simulated reviewers, real wire.
+
+Every event must end as exactly one record (accepted, reviewed, unreviewed or dead-lettered),
+counted by event id; reviewed answers must be what the simulated reviewers wrote; no review may
+be started twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from tests.envelope_schema import envelope_validator
+from tests.integration.kafka_helpers import TopicReader, json_record, produce
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2
+LABELS = ["cat", "dog", "bird", "other"]
+
+
+def config(info: SandboxInfo, tag: str, tmp: Path, **review: Any) -> dict[str, Any]:
+    return {
+        "kafka": {
+            "bootstrap_servers": info.bootstrap_servers,
+            "session_timeout_s": 6,
+            "heartbeat_interval_s": 1,
+        },
+        "ingest": {
+            "input_topics": [f"in-{tag}"],
+            "output_topic": f"out-{tag}",
+            "review_requests_topic": f"rr-{tag}",
+            "dead_letter_topic": f"dlq-{tag}",
+            "group_id": f"ingest-{tag}",
+            "fetch_wait_s": 0.05,
+        },
+        "policies": {
+            "version": "e2e",
+            "routes": [
+                {
+                    "name": "general",
+                    "review_flow": info.flow_definition_arns["fast"],
+                    "policy": {"type": "confidence", "below": 0.7},
+                }
+            ],
+        },
+        "review": {
+            "app_id": f"review-{tag}",
+            "loop_events_topic": f"le-{tag}",
+            "topic_partitions": PARTITIONS,
+            "rate_per_s": 20,
+            "burst": 5,
+            "data_dir": str(tmp / "review-data"),
+            **review,
+        },
+        "watchers": {
+            "event_queue_url": info.event_queue_url,
+            "output_queue_url": info.output_queue_url,
+            "wait_time_s": 1,
+            "reconcile_interval_s": 2,
+            "reconcile_grace_s": 5,
+        },
+        "aws": {"region": info.region},
+        "metrics": {"enabled": False},
+        "logging": {"level": "WARNING"},
+    }
+
+
+def events(count: int) -> tuple[list[tuple[bytes | None, bytes | None]], dict[str, str]]:
+    """Predictions with a ground truth; every third one unsure. Returns records, expected fate."""
+    records: list[tuple[bytes | None, bytes | None]] = []
+    fate: dict[str, str] = {}
+    for i in range(count):
+        event_id = f"e{i}"
+        unsure = i % 3 == 0
+        event = {
+            "event_id": event_id,
+            "label": LABELS[i % 4],
+            "ground_truth": LABELS[(i + (1 if i % 2 else 0)) % 4],
+            "confidence": 0.5 if unsure else 0.95,
+        }
+        records.append(json_record(event, f"k{i}"))
+        fate[event_id] = "review" if unsure else "accepted"
+    records.append((b"k-bad", b"{broken"))
+    return records, fate
+
+
+async def create_topics(sandbox: Sandbox, tag: str) -> dict[str, int]:
+    names = [f"in-{tag}", f"out-{tag}", f"rr-{tag}", f"dlq-{tag}", f"le-{tag}"]
+    await sandbox.broker.create_topics(names, partitions=PARTITIONS)
+    return {f"out-{tag}": PARTITIONS, f"dlq-{tag}": PARTITIONS, f"rr-{tag}": PARTITIONS}
+
+
+def start_router(path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream_router.cli", "run", "--role", "all", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+        cwd=path.parent,
+    )
+
+
+async def stop_router(process: subprocess.Popen[bytes]) -> str:
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, errors = await asyncio.to_thread(process.communicate, timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    return errors.decode(errors="replace")
+
+
+def emulator_loops(info: SandboxInfo, names: set[str]) -> Counter[str]:
+    client = boto3.client(
+        "sagemaker-a2i-runtime",
+        endpoint_url=info.a2i_endpoint_url,
+        region_name=info.region,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+    )
+    found: Counter[str] = Counter()
+    paginator = client.get_paginator("list_human_loops")
+    for page in paginator.paginate(FlowDefinitionArn=info.flow_definition_arns["fast"]):
+        for summary in page["HumanLoopSummaries"]:
+            if summary["HumanLoopName"] in names:
+                found[summary["HumanLoopName"]] += 1
+    client.close()
+    return found
+
+
+def read_output(info: SandboxInfo, uri: str) -> dict[str, Any]:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=info.aws_endpoint_url,
+        region_name=info.region,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+    )
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    document: dict[str, Any] = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    s3.close()
+    return document
+
+
+async def test_every_event_ends_exactly_once(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    outputs = await create_topics(sandbox, tag)
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config(sandbox_info, tag, tmp_path)))
+    records, fate = events(45)
+    await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
+
+    router = start_router(path, sandbox_env)
+    try:
+        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+
+            def finished(r: TopicReader) -> bool:
+                done = {e["event_id"] for e in r.values(f"out-{tag}")}
+                return done >= set(fate) and len(r.records[f"dlq-{tag}"]) >= 1
+
+            await reader.until(finished, 120)
+            await reader.poll()
+    finally:
+        errors = await stop_router(router)
+    assert router.returncode == 0, errors[-3000:]
+
+    results = reader.values(f"out-{tag}")
+    by_id = Counter(e["event_id"] for e in results)
+    assert set(by_id) == set(fate)
+    assert max(by_id.values()) == 1, [k for k, v in by_id.items() if v > 1]
+    decisions = {e["event_id"]: e["decision"] for e in results}
+    for event_id, expected in fate.items():
+        assert decisions[event_id] == ("accepted" if expected == "accepted" else "reviewed")
+    assert len(reader.values(f"dlq-{tag}")) == 1
+
+    reviewed = [e for e in results if e["decision"] == "reviewed"]
+    for envelope in results:
+        envelope_validator().validate(envelope)
+    names = {e["review"]["loop_name"] for e in reviewed}
+    loops = emulator_loops(sandbox_info, names)
+    assert set(loops) == names
+    assert max(loops.values()) == 1  # one human loop per reviewed event, never two
+    requests = reader.values(f"rr-{tag}")
+    assert {r["loop_name"] for r in requests} == names
+
+    # The answers published are the simulated reviewers' answers, read back from S3.
+    a2i = boto3.client(
+        "sagemaker-a2i-runtime",
+        endpoint_url=sandbox_info.a2i_endpoint_url,
+        region_name=sandbox_info.region,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+    )
+    for envelope in reviewed:
+        review = envelope["review"]
+        uri = a2i.describe_human_loop(HumanLoopName=review["loop_name"])["HumanLoopOutput"][
+            "OutputS3Uri"
+        ]
+        output = read_output(sandbox_info, uri)
+        given = [a["answerContent"]["label"]["label"] for a in output["humanAnswers"]]
+        assert [a["answer"] for a in review["answers"]] == given
+        assert review["label"] == given[0]  # one worker on the fast flow
+        assert output["inputContent"]["_identity"]["event_id"] == envelope["event_id"]
+    a2i.close()
