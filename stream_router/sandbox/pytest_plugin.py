@@ -30,6 +30,7 @@ import pytest_asyncio
 
 from stream_router.sandbox.a2i.launcher import A2IEmulator
 from stream_router.sandbox.settings import (
+    Faults,
     FlowDefinition,
     Latency,
     Reviewers,
@@ -95,9 +96,7 @@ def sandbox_env(sandbox_info: SandboxInfo, monkeypatch: pytest.MonkeyPatch) -> d
 async def a2i_faults(sandbox: Sandbox) -> AsyncIterator[A2IEmulator]:
     """The shared emulator, for tests that inject faults; faults are cleared afterwards."""
     yield sandbox.a2i
-    await sandbox.a2i.set_faults(
-        quota_rps=None, max_active_loops=None, internal_error_rate=0.0, extra_latency_s=0.0
-    )
+    await sandbox.a2i.set_faults(**Faults().model_dump())
 
 
 EmulatorFactory = Callable[..., Awaitable[A2IEmulator]]
