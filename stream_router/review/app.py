@@ -29,7 +29,7 @@ import orjson
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
 from stream_router.envelope import review_dead_letter
-from stream_router.errors import ReviewCapacityExceeded, ReviewThrottled
+from stream_router.errors import ReviewCapacityExceeded, ReviewThrottled, UpstreamError
 from stream_router.metrics import ReviewMetrics
 from stream_router.naming import attempt_name, first_name_of
 from stream_router.review.backend import ReviewBackend, ReviewStatus
@@ -110,12 +110,11 @@ class ReviewService:
         self.backend: Any = backend or A2IReviewBackend(
             self.clients, content_classifiers=review.content_classifiers
         )
-        self.budget = Budget(
-            {
-                route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
-                for route, b in review.budgets.items()
-            }
-        )
+        limits = {
+            route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
+            for route, b in review.budgets.items()
+        }
+        self.budget = Budget(limits, default=limits.pop("*", BudgetLimits()))
         self.limiter = RateLimiter(review.rate_per_s, review.burst)
         self.starter = Starter(
             self.backend, self.limiter, self.budget, projection=list(review.projection)
@@ -215,6 +214,8 @@ class ReviewService:
             self.ledger[first] = entry.to_dict()
             self.in_flight += 1
             self.metrics.in_flight.set(self.in_flight)
+            if result.decision is StartDecision.ALREADY_STARTED:
+                await self._report_if_finished(name)
             return
         await self._not_started(request, first, result)
 
@@ -252,6 +253,23 @@ class ReviewService:
             outcome = "dead-lettered"
         self.metrics.outcomes.labels(outcome, "none", str(request["route"])).inc()
         self.ledger[first] = {"closed": True, "outcome": outcome, "closed_s": self.clock()}
+
+    async def _report_if_finished(self, name: str) -> None:
+        """A review found already started may have ended long ago, its events long gone."""
+        state = await self.backend.describe(name)
+        if state is not None and state.status.terminal:
+            await self.emit(
+                LoopEvent(
+                    state.name,
+                    EventSource.RECONCILER,
+                    state.status,
+                    state.output_uri,
+                    state.flow,
+                    state.failure_code,
+                    state.failure_reason,
+                    self.clock(),
+                )
+            )
 
     async def _wait_for_capacity(self) -> None:
         async with self._capacity:
@@ -367,6 +385,12 @@ class ReviewService:
     async def _reconcile(self) -> None:
         """Describe open reviews that are overdue or no longer listed as open; report ends."""
         await self._opened.wait()
+        try:
+            await self._reconcile_once()
+        except UpstreamError as exc:  # the backend is unwell: the next sweep tries again
+            logger.warning("reconciler sweep failed: %s", exc)
+
+    async def _reconcile_once(self) -> None:
         now = self.clock()
         grace = self.settings.watchers.reconcile_grace_s
         entries = [
@@ -386,21 +410,7 @@ class ReviewService:
             vanished = entry.name not in open_names and now - entry.started_s >= grace
             if not (overdue or vanished):
                 continue
-            state = await self.backend.describe(entry.name)
-            if state is None or not state.status.terminal:
-                continue
-            await self.emit(
-                LoopEvent(
-                    state.name,
-                    EventSource.RECONCILER,
-                    state.status,
-                    state.output_uri,
-                    state.flow,
-                    state.failure_code,
-                    state.failure_reason,
-                    now,
-                )
-            )
+            await self._report_if_finished(entry.name)
         self.metrics.watcher_last_poll.labels("reconciler").set(now)
 
 

@@ -77,16 +77,20 @@ def window_start(now_s: float, length_s: int) -> int:
 class Budget:
     """Spend counters per route against each route's :class:`BudgetLimits`.
 
-    Routes missing from ``limits`` are unlimited (their spending is still counted). Not
-    thread-safe; pure (no I/O, time comes in as ``now_s``, epoch seconds).
+    Routes missing from ``limits`` get ``default`` (unlimited unless given); spending is counted
+    either way. Not thread-safe; pure (no I/O, time comes in as ``now_s``, epoch seconds).
     """
 
-    def __init__(self, limits: Mapping[str, BudgetLimits]) -> None:
+    def __init__(
+        self, limits: Mapping[str, BudgetLimits], default: BudgetLimits = UNLIMITED
+    ) -> None:
+        """``default`` applies to routes missing from ``limits`` (unlimited unless given)."""
         self._limits = dict(limits)
+        self._default = default
         self._spent: dict[str, _Spent] = {}
 
     def limits(self, route: str) -> BudgetLimits:
-        return self._limits.get(route, UNLIMITED)
+        return self._limits.get(route, self._default)
 
     def try_spend(self, route: str, now_s: float) -> bool:
         """Count one review for ``route`` if both windows have room; False leaves it unchanged."""

@@ -32,7 +32,13 @@ PARTITIONS = 2
 LABELS = ["cat", "dog", "bird", "other"]
 
 
-def config(info: SandboxInfo, tag: str, tmp: Path, **review: Any) -> dict[str, Any]:
+def config(
+    info: SandboxInfo,
+    tag: str,
+    tmp: Path,
+    watchers: tuple[str, ...] = ("eventbridge", "s3-output", "reconciler"),
+    **review: Any,
+) -> dict[str, Any]:
     return {
         "kafka": {
             "bootstrap_servers": info.bootstrap_servers,
@@ -67,6 +73,7 @@ def config(info: SandboxInfo, tag: str, tmp: Path, **review: Any) -> dict[str, A
             **review,
         },
         "watchers": {
+            "enabled": list(watchers),
             "event_queue_url": info.event_queue_url,
             "output_queue_url": info.output_queue_url,
             "wait_time_s": 1,
@@ -79,12 +86,17 @@ def config(info: SandboxInfo, tag: str, tmp: Path, **review: Any) -> dict[str, A
     }
 
 
-def events(count: int) -> tuple[list[tuple[bytes | None, bytes | None]], dict[str, str]]:
-    """Predictions with a ground truth; every third one unsure. Returns records, expected fate."""
+def events(
+    count: int, tag: str
+) -> tuple[list[tuple[bytes | None, bytes | None]], dict[str, str]]:
+    """Predictions with a ground truth; every third one unsure. Returns records, expected fate.
+
+    Event ids carry the test's tag: loop names must not repeat across tests on one emulator.
+    """
     records: list[tuple[bytes | None, bytes | None]] = []
     fate: dict[str, str] = {}
     for i in range(count):
-        event_id = f"e{i}"
+        event_id = f"{tag}-e{i}"
         unsure = i % 3 == 0
         event = {
             "event_id": event_id,
@@ -156,48 +168,75 @@ def read_output(info: SandboxInfo, uri: str) -> dict[str, Any]:
     return document
 
 
-async def test_every_event_ends_exactly_once(
-    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
-) -> None:
+async def run_until_done(
+    sandbox: Sandbox,
+    env: dict[str, str],
+    tmp_path: Path,
+    count: int,
+    *,
+    watchers: tuple[str, ...] = ("eventbridge", "s3-output", "reconciler"),
+    timeout_s: float = 120,
+    **review: Any,
+) -> tuple[TopicReader, dict[str, str], str]:
+    """Run ingest+review on ``count`` events until each has a result; returns what was read."""
     tag = uuid.uuid4().hex[:8]
+    info = sandbox.info()
     outputs = await create_topics(sandbox, tag)
     path = tmp_path / "router.yaml"
-    path.write_text(yaml.safe_dump(config(sandbox_info, tag, tmp_path)))
-    records, fate = events(45)
+    path.write_text(yaml.safe_dump(config(info, tag, tmp_path, watchers, **review)))
+    records, fate = events(count, tag)
     await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
-
-    router = start_router(path, sandbox_env)
+    router = start_router(path, env)
     try:
         async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
 
             def finished(r: TopicReader) -> bool:
                 done = {e["event_id"] for e in r.values(f"out-{tag}")}
+                done |= {e["review_request"]["event_id"] for e in r.values(f"dlq-{tag}")
+                         if "review_request" in e}  # fmt: skip
                 return done >= set(fate) and len(r.records[f"dlq-{tag}"]) >= 1
 
-            await reader.until(finished, 120)
+            await reader.until(finished, timeout_s)
             await reader.poll()
     finally:
         errors = await stop_router(router)
     assert router.returncode == 0, errors[-3000:]
+    return reader, fate, tag
 
+
+def check_exactly_once(
+    reader: TopicReader, fate: dict[str, str], tag: str, info: SandboxInfo
+) -> list[dict[str, Any]]:
+    """Each event has one result; reviewed ones have one human loop each. Returns results."""
     results = reader.values(f"out-{tag}")
-    by_id = Counter(e["event_id"] for e in results)
+    dead = [e["review_request"]["event_id"] for e in reader.values(f"dlq-{tag}")
+            if "review_request" in e]  # fmt: skip
+    by_id = Counter([e["event_id"] for e in results] + dead)
     assert set(by_id) == set(fate)
     assert max(by_id.values()) == 1, [k for k, v in by_id.items() if v > 1]
-    decisions = {e["event_id"]: e["decision"] for e in results}
-    for event_id, expected in fate.items():
-        assert decisions[event_id] == ("accepted" if expected == "accepted" else "reviewed")
-    assert len(reader.values(f"dlq-{tag}")) == 1
-
-    reviewed = [e for e in results if e["decision"] == "reviewed"]
     for envelope in results:
         envelope_validator().validate(envelope)
+        expected = fate[envelope["event_id"]]
+        assert (envelope["decision"] == "accepted") == (expected == "accepted")
+    reviewed = [e for e in results if e["decision"] == "reviewed"]
     names = {e["review"]["loop_name"] for e in reviewed}
-    loops = emulator_loops(sandbox_info, names)
+    loops = emulator_loops(info, names)
     assert set(loops) == names
-    assert max(loops.values()) == 1  # one human loop per reviewed event, never two
-    requests = reader.values(f"rr-{tag}")
-    assert {r["loop_name"] for r in requests} == names
+    assert not loops or max(loops.values()) == 1  # one human loop per reviewed event
+    return results
+
+
+async def test_every_event_ends_exactly_once(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    reader, fate, tag = await run_until_done(sandbox, sandbox_env, tmp_path, 45)
+    results = check_exactly_once(reader, fate, tag, sandbox_info)
+    assert len([e for e in reader.values(f"dlq-{tag}") if "reason_class" in e]) == 1
+    reviewed = [e for e in results if e["decision"] == "reviewed"]
+    assert len(reviewed) == sum(1 for f in fate.values() if f == "review")
+    assert {r["loop_name"] for r in reader.values(f"rr-{tag}")} == {
+        e["review"]["loop_name"] for e in reviewed
+    }
 
     # The answers published are the simulated reviewers' answers, read back from S3.
     a2i = boto3.client(
@@ -218,3 +257,67 @@ async def test_every_event_ends_exactly_once(
         assert review["label"] == given[0]  # one worker on the fast flow
         assert output["inputContent"]["_identity"]["event_id"] == envelope["event_id"]
     a2i.close()
+
+
+@pytest.mark.parametrize("watcher", ["eventbridge", "s3-output", "reconciler"])
+async def test_each_watcher_alone_finishes_every_review(
+    sandbox: Sandbox,
+    sandbox_info: SandboxInfo,
+    sandbox_env: dict[str, str],
+    tmp_path: Path,
+    watcher: str,
+) -> None:
+    reader, fate, tag = await run_until_done(
+        sandbox, sandbox_env, tmp_path, 15, watchers=(watcher,)
+    )
+    results = check_exactly_once(reader, fate, tag, sandbox_info)
+    assert sum(e["decision"] == "reviewed" for e in results) == 5
+
+
+async def test_throttling_and_server_errors_slow_but_lose_nothing(
+    sandbox: Sandbox,
+    sandbox_info: SandboxInfo,
+    sandbox_env: dict[str, str],
+    tmp_path: Path,
+    a2i_faults: Any,
+) -> None:
+    await a2i_faults.set_faults(quota_rps=2, quota_burst=1, internal_error_rate=0.2)
+    reader, fate, tag = await run_until_done(sandbox, sandbox_env, tmp_path, 30)
+    results = check_exactly_once(reader, fate, tag, sandbox_info)
+    assert sum(e["decision"] == "reviewed" for e in results) == 10
+    stats = await a2i_faults.stats()
+    starts = stats["requests"]["StartHumanLoop"]
+    assert starts.get("ThrottlingException", 0) + starts.get("InternalServerException", 0) > 0
+
+
+@pytest.mark.parametrize(
+    ("fallback", "outcome"),
+    [("accept-unreviewed", "unreviewed"), ("dead-letter", "dead-lettered")],
+)
+async def test_budget_fallbacks(
+    sandbox: Sandbox,
+    sandbox_info: SandboxInfo,
+    sandbox_env: dict[str, str],
+    tmp_path: Path,
+    fallback: str,
+    outcome: str,
+) -> None:
+    reader, fate, tag = await run_until_done(
+        sandbox,
+        sandbox_env,
+        tmp_path,
+        30,
+        budgets={"general": {"per_day": 4}},
+        budget_fallback=fallback,
+    )
+    results = check_exactly_once(reader, fate, tag, sandbox_info)
+    reviewed = [e for e in results if e["decision"] == "reviewed"]
+    assert len(reviewed) == 4
+    if outcome == "unreviewed":
+        unreviewed = [e for e in results if e["decision"] == "unreviewed"]
+        assert len(unreviewed) == 6
+        assert {e["review"]["failure_code"] for e in unreviewed} == {"BudgetExhausted"}
+    else:
+        dead = [e for e in reader.values(f"dlq-{tag}") if "review_request" in e]
+        assert len(dead) == 6
+        assert {e["reason_class"] for e in dead} == {"BudgetExhausted"}

@@ -178,3 +178,10 @@ def test_restore_continues_exactly_where_the_snapshot_left(
     for now in moments[cut:]:
         assert straight.try_spend("r", now) == restarted.try_spend("r", now)
         assert straight.remaining("r", now) == restarted.remaining("r", now)
+
+
+def test_default_limits_apply_to_unlisted_routes() -> None:
+    budget = Budget({"vip": BudgetLimits(per_hour=5)}, default=BudgetLimits(per_hour=1))
+    assert budget.try_spend("other", 0.0)
+    assert not budget.try_spend("other", 1.0)
+    assert budget.try_spend("vip", 1.0)
