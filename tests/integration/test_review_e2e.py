@@ -86,9 +86,7 @@ def config(
     }
 
 
-def events(
-    count: int, tag: str
-) -> tuple[list[tuple[bytes | None, bytes | None]], dict[str, str]]:
+def events(count: int, tag: str) -> tuple[list[tuple[bytes | None, bytes | None]], dict[str, str]]:
     """Predictions with a ground truth; every third one unsure. Returns records, expected fate.
 
     Event ids carry the test's tag: loop names must not repeat across tests on one emulator.
