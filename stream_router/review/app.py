@@ -124,6 +124,7 @@ class ReviewService:
         self._capacity = asyncio.Condition()
         self._stop = asyncio.Event()
         self._opened = asyncio.Event()
+        self._locks: dict[str, asyncio.Lock] = {}
 
         self.app = app = faust_app(settings)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
@@ -142,7 +143,9 @@ class ReviewService:
         app.agent(self.requests, name="review-requests", concurrency=review.concurrency)(
             self._on_requests
         )
-        app.agent(self.loop_events, name="loop-events")(self._on_loop_events)
+        app.agent(self.loop_events, name="loop-events", concurrency=review.concurrency)(
+            self._on_loop_events
+        )
         app.task(self._open_backend)
         if "reconciler" in settings.watchers.enabled:
             app.timer(settings.watchers.reconcile_interval_s)(self._reconcile)
@@ -288,33 +291,43 @@ class ReviewService:
         async for event in stream.events():
             loop_event = LoopEvent.from_json(event.value)
             first = first_name_of(loop_event.name)
-            data = self.ledger.get(first)
-            if data is None or data.get("closed"):
-                continue  # unknown or handled already: nothing new to publish
-            entry = LedgerEntry.from_dict(data)
-            if entry.name != loop_event.name:
-                continue  # about an earlier attempt
-            completion = await self.completer.complete(loop_event, entry)
-            if completion.action is Action.WAIT:
-                continue
-            status = loop_event.status.value if loop_event.status else "Completed"
-            if completion.action is Action.PUBLISH and completion.record is not None:
-                await self._send(self.output, entry.request, completion.record)
-            elif completion.action is Action.DEAD_LETTER and completion.record is not None:
-                await self._send(self.dead_letter, entry.request, completion.record)
-            if loop_event.status is ReviewStatus.FAILED:
-                self.metrics.failed.labels(loop_event.failure_code or "unknown").inc()
-            self.metrics.outcomes.labels(completion.outcome, status, entry.route).inc()
-            self.metrics.time_in_review.observe(max(0.0, self.clock() - entry.started_s))
-            self.ledger[first] = {"closed": True, "outcome": completion.outcome,
-                                  "closed_s": self.clock(), "name": entry.name}  # fmt: skip
-            await self._released()
-            if completion.action is Action.ESCALATE and completion.next_flow:
-                await self._start(entry.request, first, entry.attempt + 1, completion.next_flow)
-            elif self.settings.review.delete_finished:
-                delete = getattr(self.backend, "delete", None)
-                if delete is not None:
-                    await delete(entry.name)
+            # Several actors take loop events at once; one review's events go one at a time.
+            lock = self._locks.setdefault(first, asyncio.Lock())
+            try:
+                async with lock:
+                    await self._handle_loop_event(first, loop_event)
+            finally:
+                if not lock.locked() and self._locks.get(first) is lock:
+                    del self._locks[first]
+
+    async def _handle_loop_event(self, first: str, loop_event: LoopEvent) -> None:
+        data = self.ledger.get(first)
+        if data is None or data.get("closed"):
+            return  # unknown or handled already: nothing new to publish
+        entry = LedgerEntry.from_dict(data)
+        if entry.name != loop_event.name:
+            return  # about an earlier attempt
+        completion = await self.completer.complete(loop_event, entry)
+        if completion.action is Action.WAIT:
+            return
+        status = loop_event.status.value if loop_event.status else "Completed"
+        if completion.action is Action.PUBLISH and completion.record is not None:
+            await self._send(self.output, entry.request, completion.record)
+        elif completion.action is Action.DEAD_LETTER and completion.record is not None:
+            await self._send(self.dead_letter, entry.request, completion.record)
+        if loop_event.status is ReviewStatus.FAILED:
+            self.metrics.failed.labels(loop_event.failure_code or "unknown").inc()
+        self.metrics.outcomes.labels(completion.outcome, status, entry.route).inc()
+        self.metrics.time_in_review.observe(max(0.0, self.clock() - entry.started_s))
+        self.ledger[first] = {"closed": True, "outcome": completion.outcome,
+                              "closed_s": self.clock(), "name": entry.name}  # fmt: skip
+        await self._released()
+        if completion.action is Action.ESCALATE and completion.next_flow:
+            await self._start(entry.request, first, entry.attempt + 1, completion.next_flow)
+        elif self.settings.review.delete_finished:
+            delete = getattr(self.backend, "delete", None)
+            if delete is not None:
+                await delete(entry.name)
 
     async def _released(self) -> None:
         async with self._capacity:

@@ -3,7 +3,8 @@
     .venv/bin/python tests/bench/bench_review.py [--requests 300] [--rate 10]
 
 On the sandbox, N review requests wait in the review-requests topic; ``stream-router run --role
-review`` starts them at the configured rate (burst 1, so the steady rate is what is measured)
+review`` starts them at the configured rate (burst 2: the first two are immediate, then the
+steady rate)
 against an emulator whose quota is twice that rate. Simulated reviewers answer one second after
 a loop starts.
 
@@ -99,7 +100,7 @@ async def main(count: int, rate: float) -> None:
                 "ingest": {"review_requests_topic": topics["rr"], "output_topic": topics["out"],
                            "dead_letter_topic": f"bench-dlq-{tag}"},
                 "review": {"app_id": f"bench-{tag}", "loop_events_topic": topics["le"],
-                           "topic_partitions": PARTITIONS, "rate_per_s": rate, "burst": 1,
+                           "topic_partitions": PARTITIONS, "rate_per_s": rate, "burst": 2,
                            "concurrency": 16, "data_dir": str(Path(tmp) / "data")},
                 "watchers": {"enabled": ["eventbridge"], "event_queue_url": info.event_queue_url,
                              "wait_time_s": 1},
