@@ -137,8 +137,7 @@ class ReviewService:
             "ledger",
             default=None,
             partitions=review.topic_partitions,
-            key_type=str,
-            value_type=dict,
+            key_type=str,  # values are JSON objects (the app's default value serializer)
         )
         app.agent(self.requests, name="review-requests", concurrency=review.concurrency)(
             self._on_requests

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from stream_router.sandbox.stack import Sandbox
 from stream_router.settings import Settings
 from tests.envelope_schema import envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
+from tests.integration.router_process import router
 
 pytestmark = pytest.mark.integration
 
@@ -221,18 +219,11 @@ async def committed_offsets(bootstrap: str, data: dict[str, Any]) -> dict[int, i
         await consumer.stop()
 
 
-def ingest_process(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "stream_router.cli", "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 async def test_killed_ingest_loses_nothing_after_restart(sandbox: Sandbox, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     data = settings_data(sandbox.broker.bootstrap_servers, tag)
     data["ingest"]["batch_max_records"] = 100
+    data["logging"] = {"level": "INFO"}
     outputs = await create_topics(sandbox, data)
     config = tmp_path / "ingest.yaml"
     config.write_text(yaml.safe_dump(data))
@@ -250,28 +241,23 @@ async def test_killed_ingest_loses_nothing_after_restart(sandbox: Sandbox, tmp_p
         }
 
     async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
-        first = ingest_process(config)
+        first = router(config, "ingest")
+        first.start()
         try:
             await reader.until(lambda r: len(seen(r)) >= 400, 60)
         finally:
             first.kill()
-            first.wait()
-            if first.stderr:
-                first.stderr.close()
         at_kill = len(seen(reader))
         assert at_kill < count, "the first process finished everything before the kill"
 
-        second = ingest_process(config)
+        second = router(config, "ingest")
+        second.start()
         try:
+            await second.wait_ready_async(60)  # it owns the partitions: SIGTERM is handled now
             await reader.until(lambda r: seen(r) == expected, 90)
-            second.send_signal(signal.SIGTERM)
-            _, errors = await asyncio.to_thread(second.communicate, timeout=30)
-            assert second.returncode == 0, errors.decode()[-2000:]
         finally:
-            second.kill()
-            second.wait()
-            if second.stderr:
-                second.stderr.close()
+            code = await second.stop_async()
+        assert code == 0, second.output_tail()
     assert reader.values(f"dlq-{tag}") == []
     total = len(reader.records[f"out-{tag}"]) + len(reader.records[f"rr-{tag}"])
     # At-least-once: records of batches in hand at the kill may appear twice, never zero times.
