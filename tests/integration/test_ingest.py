@@ -222,12 +222,14 @@ async def committed_offsets(bootstrap: str, data: dict[str, Any]) -> dict[int, i
 async def test_killed_ingest_loses_nothing_after_restart(sandbox: Sandbox, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     data = settings_data(sandbox.broker.bootstrap_servers, tag)
-    data["ingest"]["batch_max_records"] = 100
+    # Small batches, each committed before the next: slow enough to be killed mid-stream.
+    data["ingest"]["batch_max_records"] = 10
+    data["ingest"]["max_in_flight_batches"] = 0
     data["logging"] = {"level": "INFO"}
     outputs = await create_topics(sandbox, data)
     config = tmp_path / "ingest.yaml"
     config.write_text(yaml.safe_dump(data))
-    count = 4000
+    count = 8000
     events = [
         json_record({"event_id": f"e{i}", "label": "cat", "confidence": (i % 100) / 100}, f"k{i}")
         for i in range(count)
