@@ -23,12 +23,11 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import boto3
 
-from stream_router.sandbox.process import ManagedProcess, free_port
+from stream_router.sandbox.process import ManagedProcess, ProcessService, free_port
 from stream_router.sandbox.settings import SandboxAws
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ def client(service: str, endpoint_url: str, region: str) -> Any:
     )
 
 
-class MotoServer:
+class MotoServer(ProcessService):
     """moto in server mode on a free loopback port."""
 
     def __init__(
@@ -60,7 +59,7 @@ class MotoServer:
     ) -> None:
         self.port = port or free_port()
         self.ready_timeout_s = ready_timeout_s
-        self._process = ManagedProcess(
+        self.process = ManagedProcess(
             "moto",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             ready_pattern=r"Running on http://",
@@ -70,37 +69,6 @@ class MotoServer:
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
-    def launch(self) -> None:
-        """Start the process without waiting; :meth:`ready` waits."""
-        self._process.start()
-
-    async def ready(self) -> None:
-        await self._process.wait_ready_async(self.ready_timeout_s)
-        logger.info("moto ready at %s", self.endpoint_url)
-
-    async def start(self) -> None:
-        self.launch()
-        await self.ready()
-
-    async def stop(self) -> None:
-        await self._process.stop_async()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 @dataclass(frozen=True)

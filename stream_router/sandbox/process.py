@@ -31,6 +31,8 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +223,58 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+class Lifecycle:
+    """``start()``/``stop()``, usable as ``async with``."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class ProcessService(Lifecycle):
+    """A sandbox server run as one :class:`ManagedProcess` (set ``process`` in ``__init__``).
+
+    ``launch()`` starts the process without waiting and ``ready()`` waits for it, so several
+    services can start at once; ``start()`` does both.
+    """
+
+    process: ManagedProcess
+    ready_timeout_s: float = 30.0
+
+    def launch(self) -> None:
+        self.process.start()
+
+    async def ready(self) -> None:
+        await self.process.wait_ready_async(self.ready_timeout_s)
+        logger.info("%s ready", self.process.name)
+
+    async def start(self) -> None:
+        self.launch()
+        await self.ready()
+
+    async def stop(self) -> None:
+        await self.process.stop_async()
+
+    async def restart(self) -> None:
+        """Stop and start again (same port, same storage or state)."""
+        await self.stop()
+        await self.start()
 
 
 @atexit.register

@@ -21,8 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from stream_router.sandbox.a2i.launcher import A2IEmulator
 from stream_router.sandbox.aws import (
@@ -33,6 +32,7 @@ from stream_router.sandbox.aws import (
     provision,
 )
 from stream_router.sandbox.broker import S3Storage, TansuBroker
+from stream_router.sandbox.process import Lifecycle
 from stream_router.sandbox.settings import SandboxSettings
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class SandboxInfo:
         }
 
 
-class Sandbox:
+class Sandbox(Lifecycle):
     """Broker + moto + A2I emulator on loopback ports, started and stopped together."""
 
     def __init__(
@@ -184,15 +184,3 @@ class Sandbox:
         if self._a2i is not None:
             processes.append(self._a2i.process)
         return sum(p.resident_bytes() for p in processes)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

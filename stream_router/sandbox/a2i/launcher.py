@@ -17,10 +17,9 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from stream_router.sandbox.process import ManagedProcess, free_port
+from stream_router.sandbox.process import ManagedProcess, ProcessService, free_port
 from stream_router.sandbox.settings import Faults, SandboxSettings
 
 
@@ -28,7 +27,7 @@ class SandboxAdminError(RuntimeError):
     """The emulator refused an admin request (for example fault settings out of range)."""
 
 
-class A2IEmulator:
+class A2IEmulator(ProcessService):
     """The emulator process on a loopback port, with its state in ``state_dir``."""
 
     def __init__(
@@ -47,7 +46,7 @@ class A2IEmulator:
         self.ready_timeout_s = ready_timeout_s
         settings_file = self.state_dir / "a2i-settings.json"
         settings_file.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
-        self._process = ManagedProcess(
+        self.process = ManagedProcess(
             "a2i-emulator",
             [
                 sys.executable,
@@ -70,30 +69,8 @@ class A2IEmulator:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
     def flow_arn(self, name: str) -> str:
         return self.settings.flow_arn(name)
-
-    def launch(self) -> None:
-        """Start the process without waiting; :meth:`ready` waits."""
-        self._process.start()
-
-    async def ready(self) -> None:
-        await self._process.wait_ready_async(self.ready_timeout_s)
-
-    async def start(self) -> None:
-        self.launch()
-        await self.ready()
-
-    async def stop(self) -> None:
-        await self._process.stop_async()
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
 
     async def set_faults(self, **changes: Any) -> Faults:
         """Change fault injection while the emulator runs; returns the faults now in force."""
@@ -119,15 +96,3 @@ class A2IEmulator:
             with exc:
                 detail = exc.read().decode(errors="replace")
             raise SandboxAdminError(f"{method} {path} answered {exc.code}: {detail}") from exc
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
