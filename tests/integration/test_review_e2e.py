@@ -13,10 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
+from stream_router.sandbox.aws import client as sandbox_client
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.envelope_schema import envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
@@ -111,31 +111,19 @@ async def create_topics(sandbox: Sandbox, tag: str) -> dict[str, int]:
 
 
 def emulator_loops(info: SandboxInfo, names: set[str]) -> Counter[str]:
-    client = boto3.client(
-        "sagemaker-a2i-runtime",
-        endpoint_url=info.a2i_endpoint_url,
-        region_name=info.region,
-        aws_access_key_id="sandbox",
-        aws_secret_access_key="sandbox",
-    )
+    a2i = sandbox_client("sagemaker-a2i-runtime", info.a2i_endpoint_url, info.region)
     found: Counter[str] = Counter()
-    paginator = client.get_paginator("list_human_loops")
+    paginator = a2i.get_paginator("list_human_loops")
     for page in paginator.paginate(FlowDefinitionArn=info.flow_definition_arns["fast"]):
         for summary in page["HumanLoopSummaries"]:
             if summary["HumanLoopName"] in names:
                 found[summary["HumanLoopName"]] += 1
-    client.close()
+    a2i.close()
     return found
 
 
 def read_output(info: SandboxInfo, uri: str) -> dict[str, Any]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=info.aws_endpoint_url,
-        region_name=info.region,
-        aws_access_key_id="sandbox",
-        aws_secret_access_key="sandbox",
-    )
+    s3 = sandbox_client("s3", info.aws_endpoint_url, info.region)
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     document: dict[str, Any] = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     s3.close()
@@ -215,12 +203,8 @@ async def test_every_event_ends_exactly_once(
     }
 
     # The answers published are the simulated reviewers' answers, read back from S3.
-    a2i = boto3.client(
-        "sagemaker-a2i-runtime",
-        endpoint_url=sandbox_info.a2i_endpoint_url,
-        region_name=sandbox_info.region,
-        aws_access_key_id="sandbox",
-        aws_secret_access_key="sandbox",
+    a2i = sandbox_client(
+        "sagemaker-a2i-runtime", sandbox_info.a2i_endpoint_url, sandbox_info.region
     )
     for envelope in reviewed:
         review = envelope["review"]
