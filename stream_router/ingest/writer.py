@@ -28,10 +28,13 @@ class BatchWriter:
         self._full: list[tuple[str, int, Any]] = []
 
     async def prepare(self, topics: list[str]) -> None:
-        """Look up (and cache) the partitions of the topics this batch writes to."""
+        """Look up the partitions of the topics this batch writes to.
+
+        Read for every batch from the client's metadata (no request unless it is missing or
+        stale), so added partitions are used from the next batch on.
+        """
         for topic in topics:
-            if topic not in self._partitions:
-                self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+            self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
 
     def add(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
@@ -59,7 +62,3 @@ class BatchWriter:
         return [
             await send(builder, topic, partition=partition) for topic, partition, builder in batches
         ]
-
-    def forget_partitions(self) -> None:
-        """Re-read partition counts on the next batch (after a metadata change)."""
-        self._partitions.clear()

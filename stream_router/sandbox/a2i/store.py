@@ -159,9 +159,6 @@ class LoopStore:
         args.append(limit)
         return [_to_loop(row) for row in self._db.execute(sql, args)]
 
-    def all(self) -> list[Loop]:
-        return [_to_loop(row) for row in self._db.execute("SELECT * FROM loops ORDER BY name")]
-
 
 def _to_loop(row: sqlite3.Row) -> Loop:
     return Loop(
