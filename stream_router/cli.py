@@ -1,6 +1,8 @@
 """The ``stream-router`` command.
 
-stream-router demo                      the sandbox and a scripted tour of it
+stream-router demo [--duration S] [--rate N] [--config F]
+                                        the router on the sandbox with a synthetic model
+stream-router tail TOPIC                print a topic's records as JSON lines
 stream-router sandbox up [--config F]   broker, moto and A2I emulator in the foreground
 stream-router sandbox env               shell exports for the running sandbox
 """
@@ -98,12 +100,44 @@ def _sandbox_env(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stream_router.sandbox.settings import SandboxSettings  # noqa: PLC0415
-    from stream_router.sandbox.tour import run_tour  # noqa: PLC0415
+    from stream_router.demo.runner import DemoOptions, run_demo  # noqa: PLC0415
+    from stream_router.demo.settings import load_demo_settings  # noqa: PLC0415
 
-    settings = SandboxSettings.from_yaml(args.config)
-    result = asyncio.run(run_tour(settings, events=args.events, timeout_s=args.timeout))
-    return 0 if result.ok else 1
+    settings = load_demo_settings(args.config).with_overrides(
+        duration_s=args.duration,
+        rate_per_s=args.rate,
+        seed=args.seed,
+        drain_timeout_s=args.drain_timeout,
+    )
+    options = DemoOptions(
+        state_dir=args.state_dir,
+        keep_running=args.keep_running,
+        summary_json=args.summary_json,
+        live=False if args.plain else None,
+    )
+    try:
+        return asyncio.run(run_demo(settings, options))
+    except KeyboardInterrupt:
+        print(
+            "stream-router demo: interrupted; the sandbox and the router were stopped",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from stream_router.demo.tracker import tail_main  # noqa: PLC0415
+
+    bootstrap = args.bootstrap_servers or os.environ.get("STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        print(
+            "stream-router tail: give --bootstrap-servers HOST:PORT "
+            "(or set STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS)",
+            file=sys.stderr,
+        )
+        return 2
+    code: int = tail_main(bootstrap, args.topic, args.decision, args.follow)
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -193,11 +227,30 @@ def build_parser() -> argparse.ArgumentParser:
     listing = policy_commands.add_parser("list", help="installed policy types")
     listing.set_defaults(handler=_policies_list)
 
-    demo = commands.add_parser("demo", help="run the whole thing on the local sandbox")
-    demo.add_argument("--config", type=Path, help="sandbox settings YAML")
-    demo.add_argument("--events", type=int, default=24, help="predictions to produce")
-    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for reviews")
+    demo = commands.add_parser(
+        "demo", help="the router on the local sandbox with a synthetic model, watched live"
+    )
+    demo.add_argument("--config", type=Path, help="demo settings YAML (see config/demo.yaml)")
+    demo.add_argument("--duration", type=float, help="seconds of producing (default 30)")
+    demo.add_argument("--rate", type=float, help="predictions per second (default 10)")
+    demo.add_argument("--seed", type=int, help="seed of the synthetic model (default 7)")
+    demo.add_argument(
+        "--drain-timeout", type=float, help="seconds to wait for outcomes after producing"
+    )
+    demo.add_argument("--state-dir", type=Path, help="keep configs and the router log here")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="keep sandbox and router up until Ctrl-C"
+    )
+    demo.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+    demo.add_argument("--plain", action="store_true", help="periodic lines, even on a terminal")
     demo.set_defaults(handler=_demo)
+
+    tail = commands.add_parser("tail", help="print a topic's records as JSON lines")
+    tail.add_argument("topic")
+    tail.add_argument("--bootstrap-servers", help="default: STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS")
+    tail.add_argument("--decision", help="only envelopes with this decision (e.g. reviewed)")
+    tail.add_argument("--follow", action="store_true", help="keep waiting for new records")
+    tail.set_defaults(handler=_tail)
 
     sandbox = commands.add_parser("sandbox", help="the local sandbox")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)

@@ -1,0 +1,102 @@
+"""The router as the demo runs it: its configuration for this sandbox, and its child process.
+
+The demo writes a router YAML that joins the ``router`` section of the demo settings with what
+only the running sandbox knows (broker address, queue URLs, region), a metrics port picked free
+on loopback, and a review data directory in the demo's work directory. Flow names in
+``review_flow`` and ``escalation_flows`` become the sandbox's ARNs. The router then runs as
+``python -m stream_router.cli run --role all --config <that file>`` with the sandbox's
+environment; it is ready once ingest owns its partitions (an INFO line of its log).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stream_router.demo.settings import DemoSettings
+from stream_router.sandbox.process import ManagedProcess
+from stream_router.sandbox.stack import SandboxInfo
+from stream_router.settings import Settings, load_settings
+
+READY = r"assigned \d+ partitions"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _arn(flow: str, arns: dict[str, str]) -> str:
+    return arns.get(flow, flow)
+
+
+def router_config(
+    demo: DemoSettings, info: SandboxInfo, *, metrics_port: int, data_dir: Path
+) -> dict[str, Any]:
+    """The router's configuration (as YAML data) for this demo run on this sandbox."""
+    config = _merge(
+        {"review": {"topic_partitions": demo.producer.topic_partitions}, "logging": {}},
+        demo.router,
+    )
+    config = _merge(
+        config,
+        {
+            "kafka": {"bootstrap_servers": info.bootstrap_servers},
+            "watchers": {
+                "event_queue_url": info.event_queue_url,
+                "output_queue_url": info.output_queue_url,
+            },
+            "aws": {"region": info.region},
+            "metrics": {"enabled": True, "host": "127.0.0.1", "port": metrics_port},
+            "review": {"data_dir": str(data_dir)},
+        },
+    )
+    config["logging"]["level"] = "INFO"  # the ready line is an INFO line
+    arns = info.flow_definition_arns
+    for route in config.get("policies", {}).get("routes", []):
+        if isinstance(route, dict) and isinstance(route.get("review_flow"), str):
+            route["review_flow"] = _arn(route["review_flow"], arns)
+    flows = config.get("review", {}).get("escalation_flows", {})
+    for route_name, flow in list(flows.items()):
+        flows[route_name] = _arn(flow, arns)
+    return config
+
+
+def write_router_config(config: dict[str, Any], path: Path) -> Settings:
+    """Write the YAML and load it back as the router will (validating it)."""
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return load_settings(path)
+
+
+def topics(settings: Settings) -> list[str]:
+    """Every topic the demo creates before the router starts."""
+    ingest = settings.ingest
+    return [
+        *ingest.input_topics,
+        ingest.output_topic,
+        ingest.review_requests_topic,
+        ingest.dead_letter_topic,
+        settings.review.loop_events_topic,
+    ]
+
+
+def router_process(config_path: Path, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """``stream-router run --role all`` as a child process that logs to ``log_path``."""
+    return ManagedProcess(
+        "router",
+        [sys.executable, "-m", "stream_router.cli", "run", "--role=all", f"--config={config_path}"],
+        ready_pattern=READY,
+        env=env,
+        log_path=log_path,
+        stop_timeout_s=60,
+    )

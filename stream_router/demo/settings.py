@@ -1,0 +1,219 @@
+"""What the demo runs: the synthetic producer, the sandbox it stands on, and the router's config.
+
+``config/demo.yaml`` spells out these defaults with comments; ``stream-router demo --config F``
+reads such a file (every key optional). Three sections:
+
+- ``producer``: rate, duration, label mix, how often the model is right, the confidence of right
+  and wrong predictions, and how many malformed events to slip in;
+- ``sandbox``: the sandbox's settings (flow definitions, simulated reviewers, faults);
+- ``router``: router configuration sections (as in ``config/router.yaml``) laid over what the demo
+  fills in itself: the broker address, the watchers' queue URLs, the metrics port and the review
+  data directory. A ``review_flow`` or escalation flow may name a sandbox flow definition instead
+  of giving its ARN.
+
+The simulated reviewers answer from the event's ground truth, so the router's ``review.projection``
+must include ``ground_truth`` here; a real deployment would never show reviewers the answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stream_router.errors import ConfigError
+from stream_router.sandbox.settings import (
+    FlowDefinition,
+    Latency,
+    Reviewers,
+    SandboxSettings,
+)
+from stream_router.settings import describe_validation_error
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Beta(_Section):
+    """A Beta(alpha, beta) distribution on [0, 1], for confidences."""
+
+    alpha: float = Field(gt=0, description="Alpha of the Beta distribution.")
+    beta: float = Field(gt=0, description="Beta of the Beta distribution.")
+
+
+class ProducerSettings(_Section):
+    """The synthetic model: what it predicts, how sure it is, and how often it is wrong."""
+
+    rate_per_s: float = Field(10.0, gt=0, le=5000, description="Predictions produced per second.")
+    duration_s: float = Field(30.0, gt=0, description="How long to produce, in seconds.")
+    topic_partitions: int = Field(2, ge=1, description="Partitions of every demo topic.")
+    label_mix: dict[str, float] = Field(
+        default_factory=lambda: {"cat": 0.4, "dog": 0.35, "bird": 0.15, "other": 0.1},
+        description="Relative frequency of each true label (the ground truth).",
+    )
+    model_accuracy: float = Field(
+        0.85, ge=0, le=1, description="Probability that the model's label is the true one."
+    )
+    confidence_right: Beta = Field(
+        Beta(alpha=8.0, beta=2.0), description="Confidence of predictions the model gets right."
+    )
+    confidence_wrong: Beta = Field(
+        Beta(alpha=3.0, beta=3.0), description="Confidence of predictions the model gets wrong."
+    )
+    model_name: str = Field("pets-v1", description="The model name every prediction carries.")
+    malformed: int = Field(
+        3, ge=0, description="Malformed events slipped in (not JSON, missing or bad confidence)."
+    )
+    seed: int = Field(7, description="Seed of the generator; the same seed gives the same events.")
+
+    @field_validator("label_mix")
+    @classmethod
+    def _mix(cls, value: dict[str, float]) -> dict[str, float]:
+        if len(value) < 2 or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("label_mix needs two or more labels with weights >= 0, not all 0")
+        return value
+
+
+def demo_sandbox() -> SandboxSettings:
+    """Two flows whose simulated people answer the event's ground truth within seconds."""
+    paths = {"ground_truth_path": "event.ground_truth", "model_label_path": "prediction.label"}
+    return SandboxSettings(
+        flow_definitions=[
+            FlowDefinition(
+                name="demo-general",
+                task_availability_lifetime_s=6.0,
+                reviewers=Reviewers(
+                    pickup=Latency(median_s=1.0, spread=0.5, max_s=8.0),
+                    work=Latency(median_s=1.5, spread=0.4, max_s=6.0),
+                    abandon_rate=0.04,
+                    error_rate=0.05,
+                    **paths,
+                ),
+            ),
+            FlowDefinition(
+                name="demo-experts",
+                task_count=3,
+                reviewers=Reviewers(
+                    pickup=Latency(median_s=1.0, spread=0.4, max_s=4.0),
+                    work=Latency(median_s=2.0, spread=0.3, max_s=6.0),
+                    error_rate=0.02,
+                    **paths,
+                ),
+            ),
+        ],
+        stop_settle_s=0.3,
+    )
+
+
+def demo_router() -> dict[str, Any]:
+    """The router's sections for the demo (see ``config/demo.yaml`` for the commented form)."""
+    return {
+        "kafka": {"session_timeout_s": 6, "heartbeat_interval_s": 1},
+        "ingest": {
+            "input_topics": ["predictions"],
+            "output_topic": "predictions-routed",
+            "review_requests_topic": "review-requests",
+            "dead_letter_topic": "predictions-dead-letter",
+            "group_id": "demo-ingest",
+            "fetch_wait_s": 0.05,
+        },
+        "policies": {
+            "version": "demo-1",
+            "routes": [
+                {
+                    "name": "experts",
+                    "review_flow": "demo-experts",
+                    "policy": {
+                        "type": "all",
+                        "policies": [
+                            {"type": "field", "field": "label", "op": "eq", "value": "bird"},
+                            {"type": "confidence", "below": 0.85},
+                        ],
+                    },
+                },
+                {
+                    "name": "general",
+                    "review_flow": "demo-general",
+                    "policy": {"type": "confidence", "below": 0.7},
+                },
+                {
+                    "name": "audit",
+                    "review_flow": "demo-general",
+                    "policy": {"type": "sample", "percent": 2, "salt": "demo"},
+                },
+            ],
+        },
+        "review": {
+            "app_id": "demo-review",
+            "loop_events_topic": "loop-events",
+            "rate_per_s": 20,
+            "burst": 10,
+            "budgets": {"experts": {"per_hour": 12}, "*": {"per_hour": 1000}},
+            "budget_fallback": "accept-unreviewed",
+            "projection": ["event_id", "label", "confidence", "model", "ground_truth"],
+            "on_failure": "escalate",
+            "escalation_flows": {"general": "demo-experts", "audit": "demo-experts"},
+            "max_attempts": 2,
+        },
+        "watchers": {
+            "enabled": ["eventbridge", "s3-output", "reconciler"],
+            "wait_time_s": 1,
+            "reconcile_interval_s": 5,
+            "reconcile_grace_s": 10,
+        },
+        "logging": {"level": "INFO"},
+    }
+
+
+class DemoSettings(_Section):
+    """Everything ``stream-router demo`` runs."""
+
+    producer: ProducerSettings = Field(ProducerSettings(), description="The synthetic model.")
+    sandbox: SandboxSettings = Field(
+        default_factory=demo_sandbox, description="Flow definitions, simulated reviewers, faults."
+    )
+    router: dict[str, Any] = Field(
+        default_factory=demo_router,
+        description="Router configuration sections laid over what the demo fills in.",
+    )
+    drain_timeout_s: float = Field(
+        45.0, gt=0, description="After producing, how long to wait for every event's outcome."
+    )
+    router_ready_timeout_s: float = Field(
+        90.0, gt=0, description="How long the router may take to start consuming."
+    )
+
+    def with_overrides(
+        self, *, drain_timeout_s: float | None = None, **producer: float | int | None
+    ) -> DemoSettings:
+        """These settings with command-line values (None: keep) applied and validated."""
+        try:
+            given = {key: value for key, value in producer.items() if value is not None}
+            data = self.model_dump()
+            data["producer"].update(given)
+            if drain_timeout_s is not None:
+                data["drain_timeout_s"] = drain_timeout_s
+            return DemoSettings.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, None)) from exc
+
+
+def load_demo_settings(path: Path | None) -> DemoSettings:
+    """Read a demo YAML (None: the defaults); a problem raises ConfigError naming the field."""
+    if path is None:
+        return DemoSettings()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read demo configuration {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (producer, sandbox, router)")
+    try:
+        return DemoSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, path)) from exc
