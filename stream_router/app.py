@@ -1,10 +1,14 @@
-"""Running a role: build everything from settings, validate, serve metrics, run until SIGTERM.
+"""Running a role: build everything from settings, validate, serve HTTP, run until SIGTERM.
 
 - ``ingest``: the hot path on aiokafka (``run_role``, asyncio);
 - ``review``: the review application on faust (``run_review_role``, faust's worker);
 - ``all``: both in one process, ingest as a task of the faust worker (small installs).
 
-Policies are built (and so validated) before the first event is consumed.
+Policies are built (and so validated) before the first event is consumed. Every role serves
+``/metrics``, ``/healthz`` and ``/readyz`` (see ``stream_router.health``) from its own event
+loop. SIGTERM drains: ingest stops fetching, finishes, produces and commits the batch in hand
+(under ``all`` before the faust worker stops). A background task that dies is reported by
+``/readyz`` and takes the process down with exit code 1, so the orchestrator restarts it.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from contextlib import suppress
+from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from stream_router.errors import ConfigError
+from stream_router.health import Health, HealthServer, TaskDied, ingest_check
 from stream_router.ingest.loop import Ingest
 from stream_router.metrics import IngestMetrics
 from stream_router.policies.routes import Routes
@@ -25,6 +30,8 @@ from stream_router.settings import MetricsSettings, Settings
 logger = logging.getLogger(__name__)
 
 ROLES = ("ingest", "review", "all")
+EXIT_TASK_DIED = 1
+DRAIN_TIMEOUT_S = 60.0
 
 
 def build_ingest(settings: Settings, registry: CollectorRegistry) -> Ingest:
@@ -33,12 +40,91 @@ def build_ingest(settings: Settings, registry: CollectorRegistry) -> Ingest:
     return Ingest(settings.kafka, settings.ingest, routes, IngestMetrics(registry))
 
 
-def serve_metrics(settings: MetricsSettings, registry: CollectorRegistry) -> object | None:
+async def serve(
+    settings: MetricsSettings, registry: CollectorRegistry, health: Health
+) -> HealthServer | None:
+    """Start the HTTP endpoints on the running loop (none when metrics are disabled)."""
     if not settings.enabled:
         return None
-    server, _thread = start_http_server(settings.port, addr=settings.host, registry=registry)
-    logger.info("metrics on http://%s:%d/metrics", settings.host, server.server_port)
+    server = HealthServer(health, registry, settings.host, settings.port)
+    await server.start()
     return server
+
+
+async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = None) -> None:
+    if role != "ingest":
+        raise ConfigError(f"role {role!r} runs with run_review_role; expected ingest here")
+    registry = CollectorRegistry()
+    ingest = build_ingest(settings, registry)
+    health = Health()
+    health.add_check("ingest", ingest_check(ingest, settings.metrics.stall_after_s))
+    stop = stop or asyncio.Event()
+
+    def on_signal() -> None:
+        health.stopping = True
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    server = await serve(settings.metrics, registry, health)
+    try:
+        await ingest.start()
+        try:
+            await health.supervise("ingest", ingest.run(stop))
+            logger.info("stopping: the batch in hand is finished and committed")
+        finally:
+            await ingest.stop()
+    except TaskDied:
+        raise SystemExit(EXIT_TASK_DIED) from None
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+class EmbeddedIngest:
+    """Ingest as a task of the faust worker (role ``all``), drained before the worker stops.
+
+    faust cancels its tasks once its shutdown signal has been handled, so ``drain`` is
+    connected to that signal: it stops fetching and waits until the batch in hand is
+    produced and committed and the ingest has left the group.
+    """
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry, health: Health) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.health = health
+        self.ingest: Ingest | None = None
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        health.add_check("ingest", self._check)
+
+    def _check(self) -> str | None:
+        if self.ingest is None:
+            return "not started"
+        return ingest_check(self.ingest, self.settings.metrics.stall_after_s)()
+
+    async def run(self) -> None:
+        try:
+            self.ingest = ingest = build_ingest(self.settings, self.registry)  # on the loop
+            await ingest.start()
+            try:
+                await self.health.supervise("ingest", ingest.run(self._stop))
+                logger.info("stopping: the batch in hand is finished and committed")
+            finally:
+                await ingest.stop()
+        finally:
+            self._done.set()
+
+    async def drain(self, *_: Any, **__: Any) -> None:
+        self.health.stopping = True
+        self._stop.set()
+        if self.ingest is None:
+            return  # never started: nothing in hand
+        try:
+            await asyncio.wait_for(self._done.wait(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("ingest did not drain within %.0f s; stopping anyway", DRAIN_TIMEOUT_S)
 
 
 def run_review_role(settings: Settings, role: str) -> None:
@@ -50,39 +136,16 @@ def run_review_role(settings: Settings, role: str) -> None:
         raise ConfigError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     registry = CollectorRegistry()
     service = ReviewService(settings, ReviewMetrics(registry))
+    health = Health()
+    app = service.app
+    health.add_check("worker", lambda: "stopping" if app.should_stop else None)
+    health.add_check("review", getattr(service, "readiness_problem", lambda: None))  # TEMP
     extra = []
     if role == "all":
         Routes(settings.policies)  # fail now on a bad policy, before the worker starts
-
-        async def run_ingest() -> None:
-            ingest = build_ingest(settings, registry)  # aiokafka wants the running loop
-            await ingest.start()
-            try:
-                await ingest.run(service.stopping)
-            finally:
-                await ingest.stop()
-
-        extra.append(run_ingest)
-    serve_metrics(settings.metrics, registry)
+        embedded = EmbeddedIngest(settings, registry, health)
+        app.on_before_shutdown.connect(embedded.drain)
+        extra.append(embedded.run)
+    # The worker runs this loop: the endpoints answer from it from start-up to exit.
+    app.loop.run_until_complete(serve(settings.metrics, registry, health))
     run_worker(service, extra_tasks=extra)
-
-
-async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = None) -> None:
-    if role != "ingest":
-        raise ConfigError(f"role {role!r} runs with run_review_role; expected ingest here")
-    registry = CollectorRegistry()
-    ingest = build_ingest(settings, registry)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = serve_metrics(settings.metrics, registry)
-    await ingest.start()
-    try:
-        await ingest.run(stop)
-        logger.info("stopping: the batch in hand is finished and committed")
-    finally:
-        await ingest.stop()
-        if server is not None:
-            with suppress(Exception):
-                server.shutdown()  # type: ignore[attr-defined]

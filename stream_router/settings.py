@@ -366,9 +366,16 @@ class WatchersSettings(Section):
 class MetricsSettings(Section):
     """The Prometheus endpoint."""
 
-    enabled: bool = Field(True, description="Serve /metrics.")
+    enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz.")
     host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in a container).")
-    port: int = Field(9108, ge=0, le=65535, description="Port of /metrics (0: any free port).")
+    port: int = Field(
+        9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: any free port)."
+    )
+    stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="/readyz reports not ready when ingest completed no fetch for this long.",
+    )
 
 
 class LoggingSettings(Section):

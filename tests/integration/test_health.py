@@ -1,0 +1,250 @@
+"""Health endpoints, dead tasks, SIGTERM drain and JSON logs of real router processes.
+
+Each test runs ``stream-router run`` as a child process against the sandbox and talks to it
+over HTTP and Kafka. The broker is paused with SIGSTOP (and always resumed) to make
+"no partitions yet" and "progress stalled" real; a buggy policy plugin kills the ingest task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_router.sandbox.process import ManagedProcess, free_port
+from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from tests.integration import test_ingest, test_review_e2e
+from tests.integration.kafka_helpers import TopicReader, json_record, produce
+from tests.integration.router_process import router
+
+pytestmark = pytest.mark.integration
+
+CRASH_PLUGIN = Path(__file__).resolve().parents[1] / "fixtures" / "crash_plugin"
+Reply = tuple[int, Any]
+
+
+@contextmanager
+def paused(process: ManagedProcess) -> Iterator[None]:
+    """SIGSTOP a sandbox server; SIGCONT it on the way out, whatever happens."""
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> Reply | None:
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as reply:
+            body = await reply.text()
+            return reply.status, json.loads(body) if url.endswith("z") else body
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def poll(
+    url: str, want: Callable[[Reply], bool], timeout_s: float, process: ManagedProcess
+) -> Reply:
+    """GET ``url`` until ``want(reply)``; fail with the last reply and the process's output."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: Reply | None = None
+    async with aiohttp.ClientSession() as http:
+        while loop.time() < deadline:
+            assert process.running(), f"router exited; output:\n{process.output_tail()}"
+            reply = await get(http, url)
+            if reply is not None:
+                last = reply
+                if want(reply):
+                    return reply
+            await asyncio.sleep(0.1)  # polling interval, not synchronisation: the deadline is
+    raise AssertionError(f"{url}: no wanted reply in {timeout_s} s; last {last}\n"
+                         f"{process.output_tail()}")  # fmt: skip
+
+
+def ingest_config(sandbox: Sandbox, tag: str, port: int, **ingest: Any) -> dict[str, Any]:
+    data = test_ingest.settings_data(sandbox.broker.bootstrap_servers, tag)
+    data["ingest"].update(ingest)
+    data["metrics"] = {"enabled": True, "port": port, "stall_after_s": 2}
+    data["logging"] = {"level": "INFO"}
+    return data
+
+
+async def test_ingest_readiness_follows_partitions_and_progress(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    # Each batch committed before the next: the loop is waiting on the broker most of the time.
+    data = ingest_config(sandbox, tag, port, batch_max_records=10, max_in_flight_batches=0)
+    data["kafka"]["request_timeout_s"] = 60
+    outputs = await test_ingest.create_topics(sandbox, data)
+    config = tmp_path / "ingest.yaml"
+    config.write_text(yaml.safe_dump(data))
+    base = f"http://127.0.0.1:{port}"
+    process = router(config, "ingest")
+    try:
+        with paused(sandbox.broker.process):  # no group can form: nothing is assigned
+            process.start()
+            assert (await poll(f"{base}/healthz", lambda r: True, 30, process)) == (
+                200,
+                {"status": "alive"},
+            )
+            status, body = await poll(f"{base}/readyz", lambda r: True, 5, process)
+            assert status == 503
+            assert body["problems"] == ["ingest: no input partitions assigned"]
+        await poll(f"{base}/readyz", lambda r: r[0] == 200, 60, process)
+
+        count = 20000
+        records = [json_record({"event_id": f"e{i}", "label": "cat", "confidence": 0.95})
+                   for i in range(count)]  # fmt: skip
+        await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
+        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+            await reader.until(lambda r: len(r.records[f"out-{tag}"]) >= 200, 60)
+        with paused(sandbox.broker.process):  # a batch in hand waits for acknowledgements
+            status, body = await poll(f"{base}/readyz", lambda r: r[0] == 503, 30, process)
+            assert body["problems"][0].startswith("ingest: no fetch completed for"), body
+            healthz = await poll(f"{base}/healthz", lambda r: True, 5, process)
+            assert healthz[0] == 200  # the loop itself is alive
+        await poll(f"{base}/readyz", lambda r: r[0] == 200, 60, process)
+
+        _, metrics = await poll(f"{base}/metrics", lambda r: r[0] == 200, 5, process)
+        for family in ("stream_router_ingest_consumed_total", "stream_router_ingest_batch_size",
+                       "stream_router_ingest_consumer_lag"):  # fmt: skip
+            assert f"\n{family}" in metrics, family
+    finally:
+        code = await process.stop_async()
+    assert code == 0, process.output_tail()
+
+
+def crash_config(sandbox: Sandbox, tag: str, tmp: Path, role: str) -> dict[str, Any]:
+    info = sandbox.info()
+    if role == "ingest":
+        data = ingest_config(sandbox, tag, free_port())
+    else:
+        data = test_review_e2e.config(info, tag, tmp)
+        data["metrics"] = {"enabled": True, "port": free_port()}
+    data["policies"] = {
+        "version": "crash",
+        "routes": [
+            {
+                "name": "buggy",
+                "review_flow": info.flow_definition_arns["fast"],
+                "policy": {"type": "crash_on_label", "label": "boom"},
+            }
+        ],
+    }
+    return data
+
+
+@pytest.mark.parametrize("role", ["ingest", "all"])
+async def test_a_dead_ingest_task_takes_the_process_down(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, role: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    data = crash_config(sandbox, tag, tmp_path, role)
+    if role == "ingest":
+        await test_ingest.create_topics(sandbox, data)
+    else:
+        await test_review_e2e.create_topics(sandbox, tag)
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = {
+        **sandbox_env,
+        "PYTHONPATH": os.pathsep.join([str(CRASH_PLUGIN), *(p for p in sys.path if p)]),
+    }
+    process = router(config, role, env)
+    process.start()
+    try:
+        await process.wait_ready_async(60)
+        base = f"http://127.0.0.1:{data['metrics']['port']}"
+        if role == "ingest":
+            await poll(f"{base}/readyz", lambda r: r[0] == 200, 30, process)
+        events = [json_record({"event_id": "fine", "label": "cat", "confidence": 0.9}),
+                  json_record({"event_id": "bad", "label": "boom", "confidence": 0.9})]  # fmt: skip
+        await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", events)
+        code = await wait_exit(process, 60)
+    finally:
+        await process.stop_async()
+    assert code == 1, process.output_tail()
+    assert "background task ingest died" in process.output_tail()
+
+
+async def wait_exit(process: ManagedProcess, timeout_s: float) -> int | None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while process.running():
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{process.name} still running after {timeout_s} s:\n{process.output_tail()}"
+        )
+        await asyncio.sleep(0.1)  # polling a child's exit, bounded by the deadline
+    return await process.stop_async()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        return {
+            p: (await consumer.committed(TopicPartition(topic, p))) or 0
+            for p in range(test_review_e2e.PARTITIONS)
+        }
+    finally:
+        await consumer.stop()
+
+
+async def test_sigterm_drains_the_embedded_ingest(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Under ``all``, SIGTERM mid-stream: what was produced is exactly what was committed."""
+    tag = uuid.uuid4().hex[:8]
+    info: SandboxInfo = sandbox.info()
+    data = test_review_e2e.config(info, tag, tmp_path)
+    data["ingest"].update(batch_max_records=10, max_in_flight_batches=0)
+    outputs = await test_review_e2e.create_topics(sandbox, tag)
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(data))
+    count = 20000
+    records = [json_record({"event_id": f"{tag}-{i}", "label": "cat", "confidence": 0.95})
+               for i in range(count)]  # fmt: skip
+    await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
+    process = router(config, "all", sandbox_env)
+    process.start()
+    async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+        try:
+            await process.wait_ready_async(60)
+            await reader.until(lambda r: len(r.records[f"out-{tag}"]) >= 300, 60)
+        finally:
+            code = await process.stop_async()  # SIGTERM while events flow
+        assert code == 0, process.output_tail()
+        committed = await committed_offsets(
+            sandbox.broker.bootstrap_servers, f"ingest-{tag}", f"in-{tag}"
+        )
+        total = sum(committed.values())
+        assert 0 < total < count, (total, "the stream should be cut mid-way")
+        await reader.until(lambda r: len(r.records[f"out-{tag}"]) >= total, 30)
+        await reader.poll()  # nothing beyond the commit may have been produced
+    produced: dict[int, list[int]] = {}
+    for envelope in reader.values(f"out-{tag}"):
+        source = envelope["source"]
+        produced.setdefault(source["partition"], []).append(source["offset"])
+    for partition in range(test_review_e2e.PARTITIONS):
+        offsets = sorted(produced.get(partition, []))
+        assert offsets == list(range(committed.get(partition, 0))), (
+            f"partition {partition}: produced {len(offsets)} records, committed "
+            f"{committed.get(partition, 0)}; a batch in hand was lost or left to replay"
+        )
+    log = config.with_suffix(".all.log").read_text(encoding="utf-8")  # the router's whole output
+    assert "stopping: the batch in hand is finished and committed" in log  # not cancelled

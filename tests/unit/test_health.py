@@ -1,0 +1,146 @@
+"""Readiness checks, supervised tasks, and the HTTP endpoints on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from prometheus_client import CollectorRegistry, Counter
+
+from stream_router.health import Health, HealthServer, TaskDied, ingest_check
+
+
+@dataclass
+class FakeProgress:
+    assigned: asyncio.Event = field(default_factory=asyncio.Event)
+    last_progress_s: float | None = None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ingest_check_follows_assignment_and_progress() -> None:
+    progress, clock = FakeProgress(), Clock()
+    check = ingest_check(progress, stall_after_s=30, clock=clock)
+    assert check() == "no input partitions assigned"
+    progress.assigned.set()
+    assert check() == "no fetch completed yet"
+    progress.last_progress_s = clock.now
+    assert check() is None
+    clock.now += 30
+    assert check() is None  # at the threshold: still fine
+    clock.now += 1
+    assert check() == "no fetch completed for 31 s (stall threshold 30 s)"
+    progress.last_progress_s = clock.now
+    assert check() is None
+    progress.assigned.clear()  # revoked
+    assert check() == "no input partitions assigned"
+
+
+def test_problems_list_dead_tasks_first_and_survive_a_broken_check() -> None:
+    health = Health()
+    assert health.problems() == []
+
+    def broken() -> str | None:
+        raise KeyError("gone")
+
+    health.add_check("review", lambda: "watcher eventbridge stalled")
+    health.add_check("odd", broken)
+    health.task_died("ingest", "RuntimeError: boom")
+    assert health.problems() == [
+        "task ingest died: RuntimeError: boom",
+        "review: watcher eventbridge stalled",
+        "odd: check failed: KeyError: 'gone'",
+    ]
+    with pytest.raises(ValueError, match="exists already"):
+        health.add_check("review", lambda: None)
+
+
+async def test_supervise_records_a_death_and_raises_task_died() -> None:
+    health = Health()
+
+    async def crash() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("policy bug")
+
+    with pytest.raises(TaskDied, match="ingest") as raised:
+        await health.supervise("ingest", crash())
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert health.problems() == ["task ingest died: RuntimeError: policy bug"]
+
+
+async def test_supervise_a_task_that_returns_early_is_dead_unless_stopping() -> None:
+    async def done() -> int:
+        return 7
+
+    health = Health()
+    with pytest.raises(TaskDied, match="ended before shutdown"):
+        await health.supervise("watcher", done())
+    assert health.problems() == ["task watcher died: ended before shutdown"]
+
+    stopping = Health()
+    stopping.stopping = True
+    assert await stopping.supervise("watcher", done()) == 7
+    assert stopping.problems() == ["stopping"]
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[tuple[Health, CollectorRegistry, str]]:
+    health, registry = Health(), CollectorRegistry()
+    server = HealthServer(health, registry, "127.0.0.1", 0)
+    await server.start()
+    assert server.port != 0
+    try:
+        yield health, registry, f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.stop()
+
+
+async def test_endpoints_over_http(served: tuple[Health, CollectorRegistry, str]) -> None:
+    health, registry, base = served
+    Counter("stream_router_test_things", "Things.", registry=registry).inc(3)
+    progress = FakeProgress()
+    health.add_check("ingest", ingest_check(progress, stall_after_s=60))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as reply:
+            assert (reply.status, await reply.json()) == (200, {"status": "alive"})
+        async with http.get(f"{base}/readyz") as reply:
+            assert reply.status == 503
+            assert await reply.json() == {
+                "status": "not ready",
+                "problems": ["ingest: no input partitions assigned"],
+            }
+        progress.assigned.set()
+        progress.last_progress_s = time.time()
+        async with http.get(f"{base}/readyz") as reply:
+            assert (reply.status, await reply.json()) == (200, {"status": "ready"})
+        health.task_died("ingest", "RuntimeError: boom")
+        async with http.get(f"{base}/readyz") as reply:
+            assert reply.status == 503
+            body = await reply.json()
+            assert body["problems"][0] == "task ingest died: RuntimeError: boom"
+        async with http.get(f"{base}/metrics") as reply:
+            assert reply.status == 200
+            assert reply.headers["Content-Type"].startswith("text/plain")
+            assert "stream_router_test_things_total 3.0" in await reply.text()
+        async with http.get(f"{base}/nothing") as reply:
+            assert reply.status == 404
+
+
+async def test_a_taken_port_is_an_error_that_names_the_setting(
+    served: tuple[Health, CollectorRegistry, str],
+) -> None:
+    _, registry, base = served
+    port = int(base.rsplit(":", 1)[1])
+    with pytest.raises(OSError, match=r"metrics\.port"):
+        await HealthServer(Health(), registry, "127.0.0.1", port).start()
