@@ -80,6 +80,7 @@ class Health:
             name,
             reason,
             exc_info=exc,
+            extra={"task": name},
         )
 
     def problems(self) -> list[str]:

@@ -248,3 +248,103 @@ async def test_sigterm_drains_the_embedded_ingest(
         )
     log = config.with_suffix(".all.log").read_text(encoding="utf-8")  # the router's whole output
     assert "stopping: the batch in hand is finished and committed" in log  # not cancelled
+
+
+async def test_all_role_serves_the_endpoints_from_start_up(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    data = test_review_e2e.config(sandbox.info(), tag, tmp_path)
+    port = free_port()
+    data["metrics"] = {"enabled": True, "port": port}
+    await test_review_e2e.create_topics(sandbox, tag)
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(data))
+    base = f"http://127.0.0.1:{port}"
+    process = router(config, "all", sandbox_env)
+    try:
+        with paused(sandbox.broker.process):  # the worker cannot start: nothing is consumed
+            process.start()
+            assert (await poll(f"{base}/healthz", lambda r: True, 30, process))[0] == 200
+            status, body = await poll(f"{base}/readyz", lambda r: True, 5, process)
+            assert status == 503
+            assert "ingest: not started" in body["problems"], body
+        status, body = await poll(f"{base}/readyz", lambda r: r[0] == 200, 60, process)
+        assert body == {"status": "ready"}
+        _, metrics = await poll(f"{base}/metrics", lambda r: r[0] == 200, 5, process)
+        for family in ("stream_router_ingest_consumed_total",
+                       "stream_router_review_loops_in_flight"):  # fmt: skip
+            assert f"\n# TYPE {family.removesuffix('_total')}" in metrics, family
+    finally:
+        code = await process.stop_async()
+    assert code == 0, process.output_tail()
+
+
+async def test_json_logs_are_json_and_hold_no_secret_or_payload(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Role ``all`` with JSON logs, secrets in its settings, and reviews flowing through A2I."""
+    tag = uuid.uuid4().hex[:8]
+    info = sandbox.info()
+    secrets = {
+        "sasl": f"sasl-pw-{uuid.uuid4().hex}",
+        "key": f"key-pw-{uuid.uuid4().hex}",
+        "aws": f"aws-secret-{uuid.uuid4().hex}",
+    }
+    marker = f"PAYLOAD-{uuid.uuid4().hex}"
+    data = test_review_e2e.config(info, tag, tmp_path)
+    data["logging"] = {"level": "INFO", "format": "json"}
+    data["kafka"]["sasl_password"] = secrets["sasl"]  # present in settings, unused on PLAINTEXT
+    data["kafka"]["ssl_key_password"] = secrets["key"]
+    data["aws"].update(access_key_id="sandbox", secret_access_key=secrets["aws"])  # used
+    outputs = await test_review_e2e.create_topics(sandbox, tag)
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(data))
+    records = [
+        json_record(
+            {
+                "event_id": f"{tag}-{i}",
+                "label": "cat",
+                "note": marker,
+                "confidence": 0.5 if i % 2 else 0.95,
+            },
+            f"k{i}",
+        )
+        for i in range(10)
+    ]
+    records.append((b"k-bad", f"{{broken {marker}".encode()))  # a dead letter
+    await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    argv = [sys.executable, "-m", "stream_router.cli", "run", "--role", "all",
+            "--config", str(config)]  # fmt: skip
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        child = await asyncio.create_subprocess_exec(
+            *argv, stdout=out, stderr=err, env={**os.environ, **sandbox_env}
+        )
+        try:
+            async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+                await reader.until(
+                    lambda r: sum(e["decision"] == "reviewed" for e in r.values(f"out-{tag}")) >= 5,
+                    120,
+                )
+        finally:
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(child.wait(), 60)
+    assert code == 0, stderr_path.read_text(encoding="utf-8")[-3000:]
+    lines = stderr_path.read_text(encoding="utf-8").splitlines()
+    entries = []
+    for number, text in enumerate(lines, 1):
+        try:
+            entries.append(json.loads(text))
+        except json.JSONDecodeError:
+            pytest.fail(f"stderr line {number} is not JSON: {text[:300]!r}")
+    loggers = {entry["logger"].split(".")[0] for entry in entries}
+    assert {"stream_router", "faust"} <= loggers, loggers  # the libraries' lines are JSON too
+    assert any(e.get("message", "").startswith("assigned") for e in entries)
+    everything = stderr_path.read_text(encoding="utf-8") + stdout_path.read_text(
+        encoding="utf-8", errors="replace"
+    )
+    for name, secret in secrets.items():
+        assert secret not in everything, f"the {name} secret is in the output"
+    assert marker not in everything, "an event payload is in the output"
