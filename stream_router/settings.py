@@ -298,6 +298,12 @@ class ReviewSettings(Section):
     concurrency: int = Field(
         8, ge=1, le=256, description="Review requests handled at once (starts in flight)."
     )
+    stall_after_s: float = Field(
+        300.0,
+        gt=0,
+        description="Readiness reports the review role stalled when an agent holds one event "
+        "this long (deliberate waits excluded) or a watcher makes no progress for this long.",
+    )
     data_dir: Path = Field(
         Path(".stream-router/review-data"),
         description="Local state of the review application (its tables live in Kafka).",

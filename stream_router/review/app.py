@@ -12,15 +12,25 @@ Finished reviews stay in the ledger as closed entries, so a late or repeated loo
 publishes nothing new.
 
 Budgets and the rate limiter are per process: give each review instance its share.
+
+Every agent and task runs under a :class:`~stream_router.review.supervision.Supervisor`: an
+exception no typed disposition handles is logged, reported by :meth:`ReviewService.
+readiness_problem` and stops the worker, and :func:`run_worker` exits with
+:data:`EXIT_DIED` so the orchestrator restarts the process (faust's supervisor never sees it, so
+it never restarts an agent in place). Malformed records on the internal topics (review-requests,
+loop-events) are such exceptions: only stream_router writes them, so one that does not parse is
+a bug or a version skew that must be seen, not dead-lettered out of sight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -40,12 +50,14 @@ from stream_router.review.ledger import LedgerEntry
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.outcome import UnreviewedCode, unreviewed_envelope
 from stream_router.review.starter import StartDecision, Starter, StartResult
+from stream_router.review.supervision import Supervisor
 from stream_router.settings import KafkaSettings, Settings
 from stream_router.watchers.sqs import EventBridgeSqsWatcher, S3OutputSqsWatcher, SqsWatcher
 
 logger = logging.getLogger(__name__)
 
 CAPACITY_RETRY_S = 5.0
+EXIT_DIED = 1  #: exit code when an agent or task died
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -92,6 +104,7 @@ class ReviewService:
         *,
         backend: ReviewBackend | None = None,
         clock: Any = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         settings.watchers.check_for_review()
         self.settings = settings
@@ -125,6 +138,7 @@ class ReviewService:
         self._stop = asyncio.Event()
         self._opened = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
+        self.supervisor = Supervisor(review.stall_after_s, monotonic=monotonic)
 
         self.app = app = faust_app(settings)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
@@ -140,17 +154,70 @@ class ReviewService:
             key_type=str,  # values are JSON objects (the app's default value serializer)
         )
         app.agent(self.requests, name="review-requests", concurrency=review.concurrency)(
-            self._on_requests
+            self._agent("review-requests", self._on_requests)
         )
         app.agent(self.loop_events, name="loop-events", concurrency=review.concurrency)(
-            self._on_loop_events
+            self._agent("loop-events", self._on_loop_events)
         )
-        app.task(self._open_backend)
+        self.task("open-backend", self._open_backend, required=False)
         if "reconciler" in settings.watchers.enabled:
-            app.timer(settings.watchers.reconcile_interval_s)(self._reconcile)
+            self.supervisor.heartbeat("reconciler", settings.watchers.reconcile_interval_s)
+            self.task("reconciler", self._reconcile_loop)
         for watcher in self._watchers():
-            app.task(self._watch_task(watcher))
+            self.supervisor.heartbeat(watcher.kind, float(settings.watchers.wait_time_s))
+            self.task(watcher.kind, self._watch_task(watcher))
         app.on_before_shutdown.connect(self._close_backend)
+
+    # -- supervision and readiness -----------------------------------------------------------
+
+    def _agent(self, name: str, body: Callable[[Any], Awaitable[None]]) -> Any:
+        self.supervisor.require(name)
+
+        async def actor(stream: Any) -> None:
+            await self.supervisor.run(name, body(stream))
+
+        actor.__name__ = actor.__qualname__ = name.replace("-", "_")
+        return actor
+
+    def task(
+        self, name: str, body: Callable[[], Awaitable[None]], *, required: bool = True
+    ) -> None:
+        """Run ``body`` as a task of the worker, supervised (its death stops the process)."""
+        if required:
+            self.supervisor.require(name)
+
+        async def supervised() -> None:
+            await self.supervisor.run(name, body())
+
+        supervised.__name__ = supervised.__qualname__ = name.replace("-", "_")
+        self.app.task(supervised)
+
+    def readiness_problem(self) -> str | None:
+        """None when the review role is ready, else a short reason (no payloads).
+
+        Ready means: no agent or task died, the worker is not stopping, it has started and
+        opened the review backend, it is not rebalancing or recovering its tables, it owns
+        review partitions, every agent, watcher and the reconciler runs, and none is stalled
+        (see ``stream_router.review.supervision`` for what stalled means).
+        """
+        supervisor = self.supervisor
+        if supervisor.deaths:
+            return supervisor.problem()
+        app = self.app
+        checks: list[tuple[Callable[[], object], str]] = [
+            (self._stop.is_set, "stopping"),
+            (
+                lambda: not self._opened.is_set(),
+                "starting: worker not started or review backend not open yet",
+            ),
+            (lambda: app.rebalancing, "rebalancing partitions"),
+            (lambda: app.in_recovery, "recovering tables from their changelogs"),
+            (lambda: not app.assignor.assigned_actives(), "no review partitions assigned"),
+        ]
+        for failing, reason in checks:
+            if failing():
+                return reason
+        return supervisor.problem()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -171,11 +238,12 @@ class ReviewService:
     async def _on_requests(self, stream: Any) -> None:
         await self._opened.wait()
         async for event in stream.events():
-            request = orjson.loads(event.value)
-            name = str(request["loop_name"])
-            if self.ledger.get(name) is not None:
-                continue  # redelivered: started (or finished) already
-            await self._start(request, name, 1, str(request["review_flow"]))
+            with self.supervisor.handling("review-requests"):
+                request = orjson.loads(event.value)
+                name = str(request["loop_name"])
+                if self.ledger.get(name) is not None:
+                    continue  # redelivered: started (or finished) already
+                await self._start(request, name, 1, str(request["review_flow"]))
 
     async def _start(self, request: Mapping[str, Any], first: str, attempt: int, flow: str) -> None:
         review = self.settings.review
@@ -183,7 +251,8 @@ class ReviewService:
         route = str(request["route"])
         while True:
             async with self._capacity:
-                await self._capacity.wait_for(lambda: self.in_flight < review.max_in_flight)
+                with self.supervisor.waiting():
+                    await self._capacity.wait_for(lambda: self.in_flight < review.max_in_flight)
             try:
                 result = await self.starter.start(request, name=name, flow=flow, attempt=attempt)
             except ReviewCapacityExceeded:
@@ -230,7 +299,8 @@ class ReviewService:
             until = self.budget.available_at_s(route, self.clock())
             if until is not None:
                 logger.info("budget of %s spent: holding review requests", route)
-                await asyncio.sleep(max(0.0, until - self.clock()))
+                with self.supervisor.waiting():
+                    await asyncio.sleep(max(0.0, until - self.clock()))
                 await self._start(request, first, result.attempt, result.flow)
                 return
         reason = result.reason or result.decision.value
@@ -277,9 +347,10 @@ class ReviewService:
         async with self._capacity:
             before = self.in_flight
             try:
-                await asyncio.wait_for(
-                    self._capacity.wait_for(lambda: self.in_flight < before), CAPACITY_RETRY_S
-                )
+                with self.supervisor.waiting():
+                    await asyncio.wait_for(
+                        self._capacity.wait_for(lambda: self.in_flight < before), CAPACITY_RETRY_S
+                    )
             except TimeoutError:
                 logger.debug("no review ended within %.0f s; trying again", CAPACITY_RETRY_S)
 
@@ -293,8 +364,9 @@ class ReviewService:
             # Several actors take loop events at once; one review's events go one at a time.
             lock = self._locks.setdefault(first, asyncio.Lock())
             try:
-                async with lock:
-                    await self._handle_loop_event(first, loop_event)
+                with self.supervisor.handling("loop-events"):
+                    async with lock:
+                        await self._handle_loop_event(first, loop_event)
             finally:
                 if not lock.locked() and self._locks.get(first) is lock:
                     del self._locks[first]
@@ -362,9 +434,7 @@ class ReviewService:
                     watchers_settings.event_queue_url,
                     self.emit,
                     wait_time_s=watchers_settings.wait_time_s,
-                    on_poll=lambda _: self.metrics.watcher_last_poll.labels("eventbridge").set(
-                        self.clock()
-                    ),
+                    on_poll=lambda _: self._polled("eventbridge"),
                 )
             )
         if "s3-output" in watchers_settings.enabled and watchers_settings.output_queue_url:
@@ -374,33 +444,44 @@ class ReviewService:
                     watchers_settings.output_queue_url,
                     self.emit,
                     wait_time_s=watchers_settings.wait_time_s,
-                    on_poll=lambda _: self.metrics.watcher_last_poll.labels("s3-output").set(
-                        self.clock()
-                    ),
+                    on_poll=lambda _: self._polled("s3-output"),
                 )
             )
         return watchers
+
+    def _polled(self, watcher: str) -> None:
+        self.metrics.watcher_last_poll.labels(watcher).set(self.clock())
+        self.supervisor.beat(watcher)
 
     @property
     def stopping(self) -> asyncio.Event:
         """Set when the worker begins to shut down."""
         return self._stop
 
-    def _watch_task(self, watcher: SqsWatcher) -> Any:
+    def _watch_task(self, watcher: SqsWatcher) -> Callable[[], Awaitable[None]]:
         async def watch() -> None:
             await self._opened.wait()
             await watcher.run(self._stop)
 
-        watch.__name__ = f"watch_{watcher.kind}"
         return watch
+
+    async def _reconcile_loop(self) -> None:
+        """A sweep every ``reconcile_interval_s`` until shutdown."""
+        interval = self.settings.watchers.reconcile_interval_s
+        await self._opened.wait()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if not self._stop.is_set():
+                await self._reconcile()
 
     async def _reconcile(self) -> None:
         """Describe open reviews that are overdue or no longer listed as open; report ends."""
-        await self._opened.wait()
         try:
             await self._reconcile_once()
         except UpstreamError as exc:  # the backend is unwell: the next sweep tries again
             logger.warning("reconciler sweep failed: %s", exc)
+        self.supervisor.beat("reconciler")
 
     async def _reconcile_once(self) -> None:
         now = self.clock()
@@ -428,15 +509,23 @@ class ReviewService:
 
 def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) -> None:
     """Run the faust worker in the foreground until SIGTERM/SIGINT (blocking)."""
-    for task in extra_tasks or []:
-        service.app.task(task)
+    for index, task in enumerate(extra_tasks or []):
+        service.task(getattr(task, "__qualname__", f"extra-task-{index}"), task)
     worker = faust.Worker(
         service.app,
         loglevel=service.settings.logging.level.lower(),
         quiet=True,
         override_logging=False,
     )
-    worker.execute_from_commandline()
+    # A death stops the worker as SIGTERM would (drain, flush, leave the group) ...
+    service.supervisor.on_death = lambda: worker._schedule_shutdown(signal.SIGTERM)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if service.supervisor.deaths and not exc.code:
+            # ... and the process exits non-zero, so the orchestrator restarts it.
+            raise SystemExit(EXIT_DIED) from None
+        raise
 
 
 def _secret(value: Any) -> str | None:

@@ -7,7 +7,10 @@ be started twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -329,3 +332,32 @@ async def test_killed_router_restarts_without_duplicate_loops_or_lost_results(
     loops = emulator_loops(sandbox_info, names)
     assert set(loops) == names
     assert max(loops.values()) == 1  # the restart started no second loop for any event
+
+
+async def test_an_unexpected_failure_takes_the_review_process_down_non_zero(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A record no disposition covers (a review request that is not JSON) ends the process."""
+    tag = uuid.uuid4().hex[:8]
+    await create_topics(sandbox, tag)
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config(sandbox_info, tag, tmp_path)))
+    await produce(sandbox.broker.bootstrap_servers, f"rr-{tag}", [(b"k", b"{broken")])
+    argv = ["-m", "stream_router.cli", "run", "--role", "review", "--config", str(path)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *argv,
+        env={**os.environ, **sandbox_env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 1, text[-3000:]
+    assert "review-requests died (JSONDecodeError)" in text
+    assert "{broken" not in text  # the record itself is never logged

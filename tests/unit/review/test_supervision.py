@@ -1,0 +1,143 @@
+"""Supervision of the review role: deaths end the process, readiness names what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stream_router.metrics import ReviewMetrics
+from stream_router.review.app import ReviewService
+from stream_router.review.fake import FakeReviewBackend
+from stream_router.review.supervision import Supervisor
+from stream_router.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_exception_is_recorded_logged_and_stops_the_process_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = Supervisor(60)
+    stops: list[str] = []
+    supervisor.on_death = lambda: stops.append("stop")
+    supervisor.require("loop-events")
+
+    async def broken() -> None:
+        raise KeyError("route")
+
+    await supervisor.run("loop-events", broken())
+    await supervisor.run("reconciler", broken())
+    assert stops == ["stop"]
+    assert supervisor.deaths == {"loop-events": "KeyError", "reconciler": "KeyError"}
+    assert supervisor.problem() == "loop-events died (KeyError); the process is stopping"
+    critical = [r for r in caplog.records if r.levelname == "CRITICAL"]
+    assert len(critical) == 2
+    assert critical[0].exc_info is not None
+
+
+async def test_cancellation_is_not_a_death() -> None:
+    supervisor = Supervisor(60)
+    supervisor.require("review-requests")
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(supervisor.run("review-requests", forever()))
+    await started.wait()
+    assert supervisor.problem() is None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert supervisor.deaths == {}
+    assert supervisor.problem() == "review-requests is not running"
+
+
+def test_an_event_held_too_long_is_a_stall_but_a_deliberate_wait_is_not() -> None:
+    clock = Clock()
+    supervisor = Supervisor(60, monotonic=clock)
+    with supervisor.handling("review-requests"):
+        clock.now += 30
+        with supervisor.waiting():  # e.g. a budget hold of an hour
+            clock.now += 3600
+            assert supervisor.problem() is None
+        clock.now += 59
+        assert supervisor.problem() is None
+        clock.now += 2
+        assert supervisor.problem() == (
+            "review-requests: one event in hand for 61 s (stall threshold 60 s)"
+        )
+    assert supervisor.problem() is None  # idle is fine
+
+
+async def test_a_heartbeat_component_stalls_when_silent_beyond_its_period() -> None:
+    clock = Clock()
+    supervisor = Supervisor(60, monotonic=clock)
+    supervisor.heartbeat("reconciler", 30)
+    started = asyncio.Event()
+
+    async def sweeps() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    clock.now += 1000  # long before it starts: silence counts from the start
+    task = asyncio.create_task(supervisor.run("reconciler", sweeps()))
+    await started.wait()
+    clock.now += 90
+    assert supervisor.problem() is None
+    supervisor.beat("reconciler")
+    clock.now += 91
+    assert supervisor.problem() == "reconciler: no progress for 91 s (allowed 90 s)"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def service(tmp_path: Path) -> ReviewService:
+    settings = Settings.model_validate(
+        {
+            "watchers": {"enabled": ["reconciler"]},
+            "review": {"data_dir": str(tmp_path)},
+        }
+    )
+    return ReviewService(settings, ReviewMetrics(CollectorRegistry()), backend=FakeReviewBackend())
+
+
+async def records(*values: bytes) -> AsyncIterator[Any]:
+    for value in values:
+        yield SimpleNamespace(value=value)
+
+
+async def test_review_service_readiness_and_a_malformed_request_takes_it_down(
+    tmp_path: Path,
+) -> None:
+    review = service(tmp_path)
+    stops: list[str] = []
+    review.supervisor.on_death = lambda: stops.append("stop")
+    assert review.readiness_problem() == (
+        "starting: worker not started or review backend not open yet"
+    )
+    await review._open_backend()
+    assert review.readiness_problem() == "no review partitions assigned"
+
+    agent = review.app.agents["review-requests"]
+    stream = SimpleNamespace(events=lambda: records(b"{broken"))
+    await agent.fun(stream)  # the actor faust runs: it must not raise into faust's supervisor
+
+    assert stops == ["stop"]
+    assert review.readiness_problem() == (
+        "review-requests died (JSONDecodeError); the process is stopping"
+    )
