@@ -115,14 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
         summary_json=args.summary_json,
         live=False if args.plain else None,
     )
-    try:
-        return asyncio.run(run_demo(settings, options))
-    except KeyboardInterrupt:
-        print(
-            "stream-router demo: interrupted; the sandbox and the router were stopped",
-            file=sys.stderr,
-        )
-        return 130
+    return asyncio.run(run_demo(settings, options))
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -54,9 +54,28 @@ class DemoOptions:
 
 
 async def run_demo(settings: DemoSettings, options: DemoOptions, out: TextIO = sys.stdout) -> int:
-    """Run the demo (see the module docstring); returns the exit status."""
-    started = time.monotonic()
+    """Run the demo (see the module docstring); returns the exit status (130: interrupted).
+
+    SIGINT and SIGTERM cancel the run; the router and the sandbox are stopped on the way out.
+    """
     console = Console(out, live=options.live)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await _demo(settings, options, console)
+    except asyncio.CancelledError:
+        console.say("interrupted: the router and the sandbox were stopped")
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _demo(settings: DemoSettings, options: DemoOptions, console: Console) -> int:
+    started = time.monotonic()
     workdir = options.state_dir or Path(tempfile.mkdtemp(prefix="stream-router-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     ok = False
@@ -106,6 +125,7 @@ async def run_demo(settings: DemoSettings, options: DemoOptions, out: TextIO = s
                 _report(summary, console, options)
                 if options.keep_running:
                     await _keep_running(console, info)
+                    ok = summary.ok
             finally:
                 code = await process.stop_async()
                 if code not in (0, None):
@@ -246,16 +266,10 @@ def _report(summary: Summary, console: Console, options: DemoOptions) -> None:
 
 
 async def _keep_running(console: Console, info: SandboxInfo) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    """Wait until SIGINT/SIGTERM (which cancel the run; here that is the normal end)."""
     console.say("\nthe sandbox and the router keep running; in another shell:")
     for key, value in info.env().items():
         console.say(f"  export {key}={shlex.quote(value)}")
     console.say("Ctrl-C stops everything")
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
