@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -39,18 +40,23 @@ import orjson
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
 from stream_router.envelope import review_dead_letter
-from stream_router.errors import ReviewCapacityExceeded, ReviewThrottled, UpstreamError
+from stream_router.errors import (
+    ReviewCapacityExceeded,
+    ReviewRejected,
+    ReviewThrottled,
+    UpstreamError,
+)
 from stream_router.metrics import ReviewMetrics
 from stream_router.naming import attempt_name, first_name_of
 from stream_router.review.backend import ReviewBackend, ReviewStatus
 from stream_router.review.budget import Budget, BudgetLimits
-from stream_router.review.completion import Action, Completer
+from stream_router.review.completion import Action, Completer, Completion
 from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.ledger import LedgerEntry
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.outcome import UnreviewedCode, unreviewed_envelope
 from stream_router.review.starter import StartDecision, Starter, StartResult
-from stream_router.review.supervision import Supervisor
+from stream_router.review.supervision import Supervisor, retry_upstream
 from stream_router.settings import KafkaSettings, Settings
 from stream_router.watchers.sqs import EventBridgeSqsWatcher, S3OutputSqsWatcher, SqsWatcher
 
@@ -58,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 CAPACITY_RETRY_S = 5.0
 EXIT_DIED = 1  #: exit code when an agent or task died
+OUTPUT_UNREADABLE = "OutputUnreadable"  #: dead-letter reason: the review's output cannot be read
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -241,9 +248,14 @@ class ReviewService:
             with self.supervisor.handling("review-requests"):
                 request = orjson.loads(event.value)
                 name = str(request["loop_name"])
-                if self.ledger.get(name) is not None:
-                    continue  # redelivered: started (or finished) already
-                await self._start(request, name, 1, str(request["review_flow"]))
+                await retry_upstream(
+                    f"review request {name}", functools.partial(self._request, request, name)
+                )
+
+    async def _request(self, request: Mapping[str, Any], name: str) -> None:
+        if self.ledger.get(name) is not None:
+            return  # redelivered: started (or finished) already
+        await self._start(request, name, 1, str(request["review_flow"]))
 
     async def _start(self, request: Mapping[str, Any], first: str, attempt: int, flow: str) -> None:
         review = self.settings.review
@@ -366,7 +378,10 @@ class ReviewService:
             try:
                 with self.supervisor.handling("loop-events"):
                     async with lock:
-                        await self._handle_loop_event(first, loop_event)
+                        await retry_upstream(
+                            f"loop event of {loop_event.name}",
+                            functools.partial(self._handle_loop_event, first, loop_event),
+                        )
             finally:
                 if not lock.locked() and self._locks.get(first) is lock:
                     del self._locks[first]
@@ -378,7 +393,11 @@ class ReviewService:
         entry = LedgerEntry.from_dict(data)
         if entry.name != loop_event.name:
             return  # about an earlier attempt
-        completion = await self.completer.complete(loop_event, entry)
+        try:
+            completion = await self.completer.complete(loop_event, entry)
+        except ReviewRejected as exc:  # its output is missing or unreadable: nothing to publish
+            record = review_dead_letter(entry.request, OUTPUT_UNREADABLE, str(exc), self.clock())
+            completion = Completion(Action.DEAD_LETTER, "dead-lettered", record)
         if completion.action is Action.WAIT:
             return
         status = loop_event.status.value if loop_event.status else "Completed"

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream_router.errors import ReviewRejected, ReviewThrottled
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.app import ReviewService
 from stream_router.review.fake import FakeReviewBackend
-from stream_router.review.supervision import Supervisor
+from stream_router.review.supervision import Supervisor, retry_upstream
 from stream_router.settings import Settings
 
 
@@ -141,3 +142,35 @@ async def test_review_service_readiness_and_a_malformed_request_takes_it_down(
     assert review.readiness_problem() == (
         "review-requests died (JSONDecodeError); the process is stopping"
     )
+
+
+async def test_retriable_upstream_errors_retry_the_same_event_with_growing_pauses() -> None:
+    pauses: list[float] = []
+    failures = [ReviewThrottled("slow down", retry_after_s=7.0), ReviewThrottled("5xx"), None]
+    calls = 0
+
+    async def handle() -> None:
+        nonlocal calls
+        calls += 1
+        failure = failures.pop(0)
+        if failure is not None:
+            raise failure
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    retries = await retry_upstream("loop event", handle, base_s=1.0, sleep=sleep)
+    assert (retries, calls) == (2, 3)
+    assert pauses[0] == 7.0  # the backend's hint wins over a shorter jittered pause
+    assert 1.0 <= pauses[1] <= 2.0
+
+
+async def test_a_non_retriable_upstream_error_is_not_retried() -> None:
+    async def handle() -> None:
+        raise ReviewRejected("ValidationException")
+
+    async def sleep(seconds: float) -> None:
+        raise AssertionError("no pause expected")
+
+    with pytest.raises(ReviewRejected):
+        await retry_upstream("review request", handle, sleep=sleep)
