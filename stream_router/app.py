@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -57,7 +58,7 @@ async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = N
     registry = CollectorRegistry()
     ingest = build_ingest(settings, registry)
     health = Health()
-    health.add_check("ingest", ingest_check(ingest, settings.metrics.stall_after_s))
+    health.add_check("ingest", ingest_check(ingest, settings.ingest.stall_after_s))
     stop = stop or asyncio.Event()
 
     def on_signal() -> None:
@@ -85,6 +86,8 @@ async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = N
 class EmbeddedIngest:
     """Ingest as a task of the faust worker (role ``all``), drained before the worker stops.
 
+    The review service supervises ``run`` like its own tasks (its death stops the process).
+
     faust cancels its tasks once its shutdown signal has been handled, so ``drain`` is
     connected to that signal: it stops fetching and waits until the batch in hand is
     produced and committed and the ingest has left the group.
@@ -102,14 +105,14 @@ class EmbeddedIngest:
     def _check(self) -> str | None:
         if self.ingest is None:
             return "not started"
-        return ingest_check(self.ingest, self.settings.metrics.stall_after_s)()
+        return ingest_check(self.ingest, self.settings.ingest.stall_after_s)()
 
     async def run(self) -> None:
         try:
             self.ingest = ingest = build_ingest(self.settings, self.registry)  # on the loop
             await ingest.start()
             try:
-                await self.health.supervise("ingest", ingest.run(self._stop))
+                await ingest.run(self._stop)
                 logger.info("stopping: the batch in hand is finished and committed")
             finally:
                 await ingest.stop()
@@ -138,14 +141,21 @@ def run_review_role(settings: Settings, role: str) -> None:
     service = ReviewService(settings, ReviewMetrics(registry))
     health = Health()
     app = service.app
+    # The review service supervises its agents and tasks, and the extra tasks given to the
+    # worker: a death is in its readiness problem, and the worker then exits non-zero.
     health.add_check("worker", lambda: "stopping" if app.should_stop else None)
-    health.add_check("review", getattr(service, "readiness_problem", lambda: None))  # TEMP
-    extra = []
+    health.add_check("review", service.readiness_problem)
+    extra: list[Callable[[], Awaitable[None]]] = []
     if role == "all":
         Routes(settings.policies)  # fail now on a bad policy, before the worker starts
         embedded = EmbeddedIngest(settings, registry, health)
         app.on_before_shutdown.connect(embedded.drain)
-        extra.append(embedded.run)
+
+        async def ingest() -> None:
+            await embedded.run()
+
+        ingest.__qualname__ = "ingest"  # the name its supervisor reports
+        extra.append(ingest)
     # The worker runs this loop: the endpoints answer from it from start-up to exit.
     app.loop.run_until_complete(serve(settings.metrics, registry, health))
     run_worker(service, extra_tasks=extra)

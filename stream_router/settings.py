@@ -181,6 +181,12 @@ class IngestSettings(Section):
         description="Batches produced but not yet acknowledged while the next one is decided "
         "(0: wait for each batch's acknowledgements before the next).",
     )
+    stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="Readiness reports ingest stalled when it completed no fetch for this long "
+        "(a fetch completes even when empty; a batch waiting for the broker does not).",
+    )
     fetch_wait_s: float = Field(
         0.2, ge=0, description="Longest wait for records before handling a smaller batch."
     )
@@ -376,11 +382,6 @@ class MetricsSettings(Section):
     host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in a container).")
     port: int = Field(
         9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: any free port)."
-    )
-    stall_after_s: float = Field(
-        60.0,
-        gt=0,
-        description="/readyz reports not ready when ingest completed no fetch for this long.",
     )
 
 
