@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from pydantic import SecretStr
@@ -61,10 +63,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=_jsonable)
 
 
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("stream_router").critical(
+        "uncaught %s; exiting", kind.__name__, exc_info=(kind, exc, tb)
+    )
+
+
 def configure_logging(settings: LoggingSettings) -> None:
     handler = logging.StreamHandler()
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
+        sys.excepthook = _log_uncaught  # a crash's traceback becomes one JSON line too
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

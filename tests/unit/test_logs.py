@@ -20,7 +20,9 @@ def restore_root() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     quiet = {name: logging.getLogger(name).level for name in ("aiokafka", "botocore")}
+    hook = sys.excepthook
     yield
+    sys.excepthook = hook
     root.handlers[:] = handlers
     root.setLevel(level)
     for name, old in quiet.items():
@@ -89,3 +91,17 @@ def test_configure_json_sends_library_loggers_through_the_formatter(
         ("aiokafka.consumer", "heartbeat failed"),
     ]
     assert lines[0]["app_id"] == "review"
+
+
+def test_an_uncaught_exception_is_one_json_line(restore_root: None) -> None:
+    configure_logging(LoggingSettings(format="json"))
+    stream = io.StringIO()
+    logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    try:
+        raise ConnectionError("broker 127.0.0.1:9092 unreachable")
+    except ConnectionError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    (entry,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert entry["level"] == "CRITICAL"
+    assert entry["exc_type"] == "ConnectionError"
+    assert "unreachable" in entry["exc_info"]
