@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -144,3 +146,29 @@ async def test_a_taken_port_is_an_error_that_names_the_setting(
     port = int(base.rsplit(":", 1)[1])
     with pytest.raises(OSError, match=r"metrics\.port"):
         await HealthServer(Health(), registry, "127.0.0.1", port).start()
+
+
+def test_healthz_is_answered_by_the_loop_so_a_wedged_loop_gives_no_answer() -> None:
+    """Unlike a server on its own thread, /healthz goes silent while the loop is blocked."""
+    loop = asyncio.new_event_loop()
+    server = HealthServer(Health(), CollectorRegistry(), "127.0.0.1", 0)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    release = threading.Event()
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            assert reply.status == 200
+        loop.call_soon_threadsafe(release.wait, 30)  # wedge the loop (a blocking call)
+        with pytest.raises(TimeoutError):
+            urllib.request.urlopen(url, timeout=0.5)
+        release.set()
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        release.set()
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
