@@ -11,7 +11,10 @@ loop events and ledger entries of every attempt share a partition, so one worker
 Finished reviews stay in the ledger as closed entries, so a late or repeated loop event
 publishes nothing new.
 
-Budgets and the rate limiter are per process: give each review instance its share.
+The rate limiter is per process: give each review instance its share of the account's quota.
+Budgets are kept per review-requests partition in the ``budgets`` table, each partition
+spending its share of the route's limits, so a restart or a rebalance keeps the counts and
+several instances never spend more than the limits together (see ``review/shares.py``).
 
 Every agent and task runs under a :class:`~stream_router.review.supervision.Supervisor`: an
 exception no typed disposition handles is logged, reported by :meth:`ReviewService.
@@ -55,6 +58,7 @@ from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.ledger import LedgerEntry
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.outcome import UnreviewedCode, unreviewed_envelope
+from stream_router.review.shares import PartitionBudgets
 from stream_router.review.starter import StartDecision, Starter, StartResult
 from stream_router.review.supervision import Supervisor, retry_upstream
 from stream_router.settings import KafkaSettings, Settings
@@ -134,10 +138,9 @@ class ReviewService:
             route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
             for route, b in review.budgets.items()
         }
-        self.budget = Budget(limits, default=limits.pop("*", BudgetLimits()))
         self.limiter = RateLimiter(review.rate_per_s, review.burst)
         self.starter = Starter(
-            self.backend, self.limiter, self.budget, projection=list(review.projection)
+            self.backend, self.limiter, Budget({}), projection=list(review.projection)
         )
         self.completer = Completer(self.backend, review, clock=clock)
         self.in_flight = 0
@@ -160,6 +163,20 @@ class ReviewService:
             partitions=review.topic_partitions,
             key_type=str,  # values are JSON objects (the app's default value serializer)
         )
+        budget_table = app.Table(
+            "budgets", default=None, partitions=review.topic_partitions, key_type=str
+        )
+        self.budgets = PartitionBudgets(
+            limits, limits.pop("*", BudgetLimits()), review.topic_partitions, budget_table
+        )
+        for route in self.budgets.low_limits():
+            logger.warning(
+                "the budget of route %s is below review.topic_partitions (%d): partitions "
+                "whose share is zero always apply the fallback",
+                route,
+                review.topic_partitions,
+            )
+        app.on_partitions_assigned.connect(self._reassigned)
         app.agent(self.requests, name="review-requests", concurrency=review.concurrency)(
             self._agent("review-requests", self._on_requests)
         )
@@ -249,24 +266,34 @@ class ReviewService:
                 request = orjson.loads(event.value)
                 name = str(request["loop_name"])
                 await retry_upstream(
-                    f"review request {name}", functools.partial(self._request, request, name)
+                    f"review request {name}",
+                    functools.partial(self._request, request, name, event.message.partition),
                 )
 
-    async def _request(self, request: Mapping[str, Any], name: str) -> None:
+    async def _request(self, request: Mapping[str, Any], name: str, partition: int) -> None:
         if self.ledger.get(name) is not None:
             return  # redelivered: started (or finished) already
-        await self._start(request, name, 1, str(request["review_flow"]))
+        await self._start(request, name, 1, str(request["review_flow"]), partition)
 
-    async def _start(self, request: Mapping[str, Any], first: str, attempt: int, flow: str) -> None:
+    async def _reassigned(self, *_: Any, **__: Any) -> None:
+        self.budgets.forget()  # counters of partitions now owned come from the table
+
+    async def _start(
+        self, request: Mapping[str, Any], first: str, attempt: int, flow: str, partition: int
+    ) -> None:
+        """Start a review; ``partition`` (of the event in hand) decides whose budget pays."""
         review = self.settings.review
         name = attempt_name(first, attempt)
         route = str(request["route"])
+        budget = self.budgets.budget(partition)
         while True:
             async with self._capacity:
                 with self.supervisor.waiting():
                     await self._capacity.wait_for(lambda: self.in_flight < review.max_in_flight)
             try:
-                result = await self.starter.start(request, name=name, flow=flow, attempt=attempt)
+                result = await self.starter.start(
+                    request, name=name, flow=flow, attempt=attempt, budget=budget
+                )
             except ReviewCapacityExceeded:
                 self.metrics.capacity_waits.inc()
                 logger.warning("open-reviews quota reached; pausing starts")
@@ -275,12 +302,15 @@ class ReviewService:
             except ReviewThrottled:
                 self.metrics.start_throttled.inc()
                 continue  # the limiter is paused already; try again
+            finally:
+                self.budgets.save(partition)
             break
         self.metrics.start_throttled.inc(result.throttled)
         self.metrics.start_outcomes.labels(route, result.decision.value).inc()
         now = self.clock()
-        remaining = self.budget.remaining(route, now)
-        for window, left in remaining.items():
+        owned = [tp.partition for tp in self.app.assignor.assigned_actives()
+                 if tp.topic == self.requests.get_topic_name()]  # fmt: skip
+        for window, left in self.budgets.remaining(route, now, owned or [partition]).items():
             if left is not None:
                 self.metrics.budget_remaining.labels(route, window).set(left)
         if result.decision in (StartDecision.STARTED, StartDecision.ALREADY_STARTED):
@@ -300,20 +330,20 @@ class ReviewService:
             if result.decision is StartDecision.ALREADY_STARTED:
                 await self._report_if_finished(name)
             return
-        await self._not_started(request, first, result)
+        await self._not_started(request, first, result, partition)
 
     async def _not_started(
-        self, request: Mapping[str, Any], first: str, result: StartResult
+        self, request: Mapping[str, Any], first: str, result: StartResult, partition: int
     ) -> None:
         review = self.settings.review
         if result.decision is StartDecision.OVER_BUDGET and review.budget_fallback == "hold":
             route = str(request["route"])
-            until = self.budget.available_at_s(route, self.clock())
+            until = self.budgets.budget(partition).available_at_s(route, self.clock())
             if until is not None:
                 logger.info("budget of %s spent: holding review requests", route)
                 with self.supervisor.waiting():
                     await asyncio.sleep(max(0.0, until - self.clock()))
-                await self._start(request, first, result.attempt, result.flow)
+                await self._start(request, first, result.attempt, result.flow, partition)
                 return
         reason = result.reason or result.decision.value
         code = {
@@ -380,13 +410,18 @@ class ReviewService:
                     async with lock:
                         await retry_upstream(
                             f"loop event of {loop_event.name}",
-                            functools.partial(self._handle_loop_event, first, loop_event),
+                            functools.partial(
+                                self._handle_loop_event,
+                                first,
+                                loop_event,
+                                event.message.partition,
+                            ),
                         )
             finally:
                 if not lock.locked() and self._locks.get(first) is lock:
                     del self._locks[first]
 
-    async def _handle_loop_event(self, first: str, loop_event: LoopEvent) -> None:
+    async def _handle_loop_event(self, first: str, loop_event: LoopEvent, partition: int) -> None:
         data = self.ledger.get(first)
         if data is None or data.get("closed"):
             return  # unknown or handled already: nothing new to publish
@@ -413,7 +448,9 @@ class ReviewService:
                               "closed_s": self.clock(), "name": entry.name}  # fmt: skip
         await self._released()
         if completion.action is Action.ESCALATE and completion.next_flow:
-            await self._start(entry.request, first, entry.attempt + 1, completion.next_flow)
+            await self._start(
+                entry.request, first, entry.attempt + 1, completion.next_flow, partition
+            )
         elif self.settings.review.delete_finished:
             delete = getattr(self.backend, "delete", None)
             if delete is not None:

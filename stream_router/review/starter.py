@@ -91,8 +91,16 @@ class Starter:
         self.rng = rng or random.Random()
 
     async def start(
-        self, request: Mapping[str, Any], *, name: str, flow: str, attempt: int = 1
+        self,
+        request: Mapping[str, Any],
+        *,
+        name: str,
+        flow: str,
+        attempt: int = 1,
+        budget: Budget | None = None,
     ) -> StartResult:
+        """Start one review; ``budget`` (default: the starter's) pays for it."""
+        budget = self.budget if budget is None else budget
         content = input_content(request, self.projection, attempt)
         size = content_size(content)
         if size > MAX_INPUT_CHARS:
@@ -105,7 +113,7 @@ class Starter:
             )
         route = str(request["route"])
         spent_at = self.clock()
-        if not self.budget.try_spend(route, spent_at):
+        if not budget.try_spend(route, spent_at):
             # A redelivered request must not be refused for a budget its first delivery spent.
             existing = await self.backend.describe(name)
             if existing is not None and existing.flow == flow:
@@ -116,7 +124,7 @@ class Starter:
                 flow,
                 attempt,
                 reason=f"the review budget of route {route} is spent "
-                f"(left: {self.budget.remaining(route, spent_at)})",
+                f"(left: {budget.remaining(route, spent_at)})",
             )
         throttled = 0
         try:
@@ -136,7 +144,7 @@ class Starter:
                     continue
                 break
         except (ReviewRejected, ReviewNameConflict) as exc:
-            self.budget.refund(route, spent_at)
+            budget.refund(route, spent_at)
             decision = (
                 StartDecision.REJECTED
                 if isinstance(exc, ReviewRejected)
@@ -144,10 +152,10 @@ class Starter:
             )
             return StartResult(decision, name, flow, attempt, reason=str(exc), throttled=throttled)
         except (ReviewCapacityExceeded, ReviewThrottled):
-            self.budget.refund(route, spent_at)
+            budget.refund(route, spent_at)
             raise
         if outcome.already_started:
-            self.budget.refund(route, spent_at)
+            budget.refund(route, spent_at)
             return StartResult(
                 StartDecision.ALREADY_STARTED, name, flow, attempt, outcome.backend_id,
                 throttled=throttled,
