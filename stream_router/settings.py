@@ -159,7 +159,7 @@ class IngestSettings(Section):
         default_factory=lambda: ["predictions"], min_length=1, description="Topics to consume."
     )
     output_topic: str = Field(
-        "predictions-routed", description="Accepted (and, later, reviewed) results."
+        "predictions-routed", description="Results: accepted, reviewed and unreviewed envelopes."
     )
     review_requests_topic: str = Field(
         "stream-router-review-requests", description="Internal topic of review requests."
