@@ -1,0 +1,126 @@
+"""Budgets over the wire: counts survive a restart of the router; ``hold`` keeps requests.
+
+Each test runs ``stream-router run --role all`` on the sandbox as a child process, stops it with
+SIGTERM, starts it again on the same configuration (same consumer groups and tables) and reads
+every outcome back from the topics.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream_router.review.budget import BudgetLimits
+from stream_router.review.shares import share
+from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from tests.integration.kafka_helpers import TopicReader, produce
+from tests.integration.router_process import router
+from tests.integration.test_review_e2e import (
+    PARTITIONS,
+    config,
+    create_topics,
+    emulator_loops,
+    events,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def outcomes(reader: TopicReader, tag: str) -> dict[str, list[str]]:
+    """Event id -> every decision published for it (dead letters of requests included)."""
+    found: dict[str, list[str]] = {}
+    for envelope in reader.values(f"out-{tag}"):
+        found.setdefault(envelope["event_id"], []).append(envelope["decision"])
+    for record in reader.values(f"dlq-{tag}"):
+        if "review_request" in record:
+            found.setdefault(record["review_request"]["event_id"], []).append("dead-lettered")
+    return found
+
+
+def requests_by_partition(reader: TopicReader, tag: str) -> dict[int, set[str]]:
+    """Loop names of the review requests ingest wrote, by review-requests partition."""
+    names: dict[int, set[str]] = {p: set() for p in range(PARTITIONS)}
+    for record in reader.records[f"rr-{tag}"]:
+        names[record.partition].add(record.key.decode())
+    return names
+
+
+async def run_phase(
+    path: Path,
+    env: dict[str, str],
+    reader: TopicReader,
+    tag: str,
+    wanted: set[str],
+    timeout_s: float = 120,
+) -> None:
+    """Start the router, wait until every wanted event has an outcome, stop it with SIGTERM."""
+    process = router(path, "all", env)
+    process.start()
+    try:
+        await process.wait_ready_async(60)
+        await reader.until(lambda r: set(outcomes(r, tag)) >= wanted, timeout_s)
+    finally:
+        code = await process.stop_async()
+    assert code == 0, process.output_tail()
+
+
+async def test_budget_counts_survive_a_restart(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Reviews spent before a SIGTERM still count after the restart: the route never spends
+    more than its daily budget, and each partition spends exactly its share."""
+    per_day = 6  # shares of 3 on each of the two partitions
+    tag = uuid.uuid4().hex[:8]
+    outputs = await create_topics(sandbox, tag)
+    path = tmp_path / "router.yaml"
+    settings = config(
+        sandbox_info,
+        tag,
+        tmp_path,
+        budgets={"general": {"per_day": per_day}},
+        budget_fallback="accept-unreviewed",
+    )
+    path.write_text(yaml.safe_dump(settings))
+    first_records, first_fate = events(12, tag)  # 4 review requests
+    second_records, second_fate = events(90, f"{tag}x")  # 30 more
+    bootstrap = sandbox.broker.bootstrap_servers
+
+    async with TopicReader(bootstrap, outputs) as reader:
+        await produce(bootstrap, f"in-{tag}", first_records)
+        await run_phase(path, sandbox_env, reader, tag, set(first_fate))
+        await reader.poll()
+        spent_first = Counter(d for ds in outcomes(reader, tag).values() for d in ds)["reviewed"]
+        first_requests = requests_by_partition(reader, tag)
+
+        await produce(bootstrap, f"in-{tag}", second_records)
+        await run_phase(path, sandbox_env, reader, tag, set(first_fate) | set(second_fate))
+        await reader.poll()
+
+    assert spent_first >= 1, "the first run started no review: nothing to carry over"
+    found = outcomes(reader, tag)
+    assert set(found) == set(first_fate) | set(second_fate)
+    assert all(len(decisions) == 1 for decisions in found.values()), found
+    requests = requests_by_partition(reader, tag)
+    shares = [share(BudgetLimits(per_day=per_day), p, PARTITIONS).per_day or 0
+              for p in range(PARTITIONS)]  # fmt: skip
+    assert sum(shares) == per_day
+    later = {p: requests[p] - first_requests[p] for p in requests}
+    # Without the carried-over counts, the second run alone could spend every whole share.
+    assert all(len(later[p]) >= shares[p] for p in later), {p: len(n) for p, n in later.items()}
+
+    results = reader.values(f"out-{tag}")
+    reviewed = [e for e in results if e["decision"] == "reviewed"]
+    unreviewed = [e for e in results if e["decision"] == "unreviewed"]
+    assert len(reviewed) == per_day
+    assert len(unreviewed) == sum(len(n) for n in requests.values()) - per_day
+    assert {e["review"]["failure_code"] for e in unreviewed} == {"BudgetExhausted"}
+    reviewed_names = {e["review"]["loop_name"] for e in reviewed}
+    for partition, names in requests.items():
+        assert len(reviewed_names & names) == shares[partition]
+    loops = emulator_loops(sandbox_info, set().union(*requests.values()))
+    assert set(loops) == reviewed_names  # the budget's count of paid reviews, no more
+    assert max(loops.values()) == 1
