@@ -342,8 +342,12 @@ class ReviewService:
             if until is not None:
                 logger.info("budget of %s spent: holding review requests", route)
                 with self.supervisor.waiting():
-                    await asyncio.sleep(max(0.0, until - self.clock()))
-                await self._start(request, first, result.attempt, result.flow, partition)
+                    stopping = await self._hold(until)
+                if not stopping:
+                    await self._start(request, first, result.attempt, result.flow, partition)
+                elif result.attempt == 1:  # hand it back: acking it unstarted would lose it
+                    await self._send_keyed(self.requests, first.encode(), orjson.dumps(request))
+                    logger.info("stopping: held review request %s handed back to Kafka", first)
                 return
         reason = result.reason or result.decision.value
         code = {
@@ -354,6 +358,11 @@ class ReviewService:
             result.decision is StartDecision.OVER_BUDGET
             and review.budget_fallback == "accept-unreviewed"
         ) or result.decision is StartDecision.OVERSIZE
+        if result.decision is StartDecision.OVERSIZE:
+            # As large as the event is, Kafka would refuse the envelope (and crash this agent):
+            # the envelope leaves the event out; its ``source`` locates it in the input topic.
+            request = {**request, "event": {}}
+            reason += "; the event is left out of this envelope (see source)"
         if accept:
             record = unreviewed_envelope(
                 request, failure_code=code, reason=reason, loop_name=result.name,
@@ -367,6 +376,19 @@ class ReviewService:
             outcome = "dead-lettered"
         self.metrics.outcomes.labels(outcome, "none", str(request["route"])).inc()
         self.ledger[first] = {"closed": True, "outcome": outcome, "closed_s": self.clock()}
+
+    async def _hold(self, until_s: float) -> bool:
+        """Wait until ``until_s`` (epoch seconds); True if the worker began stopping first.
+
+        faust sets ``should_stop`` before it waits for the events in hand, so a hold must end
+        then or the worker never stops; the stop event of the service follows later.
+        """
+        while (left := until_s - self.clock()) > 0:
+            if self.app.should_stop or self._stop.is_set():
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(left, 1.0))
+        return False
 
     async def _report_if_finished(self, name: str) -> None:
         """A review found already started may have ended long ago, its events long gone."""
@@ -468,7 +490,10 @@ class ReviewService:
             key_bytes: bytes | None = base64.b64decode(key)
         else:
             key_bytes = key.encode() if isinstance(key, str) else None
-        delivered = await topic.send(key=key_bytes, value=value)
+        await self._send_keyed(topic, key_bytes, value)
+
+    async def _send_keyed(self, topic: Any, key: bytes | None, value: bytes) -> None:
+        delivered = await topic.send(key=key, value=value)
         await delivered
 
     # -- watchers and reconciler -------------------------------------------------------------

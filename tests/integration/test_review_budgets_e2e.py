@@ -7,15 +7,18 @@ every outcome back from the topics.
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.shares import share
+from stream_router.sandbox.process import free_port
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce
 from tests.integration.router_process import router
@@ -124,3 +127,76 @@ async def test_budget_counts_survive_a_restart(
     loops = emulator_loops(sandbox_info, set().union(*requests.values()))
     assert set(loops) == reviewed_names  # the budget's count of paid reviews, no more
     assert max(loops.values()) == 1
+
+
+def scrape(port: int, name: str, **labels: str) -> float:
+    """The value of one sample on the router's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_hold_keeps_requests_until_the_budget_allows_them(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With ``hold``, requests over budget get no outcome, are not lost across a SIGTERM, and
+    are all reviewed (each once) after a restart with a raised budget."""
+    tag = uuid.uuid4().hex[:8]
+    outputs = await create_topics(sandbox, tag)
+    path = tmp_path / "router.yaml"
+    port = free_port()
+    settings = config(
+        sandbox_info, tag, tmp_path, budgets={"general": {"per_day": 2}}, budget_fallback="hold"
+    )
+    settings["metrics"] = {"enabled": True, "port": port}
+    path.write_text(yaml.safe_dump(settings))
+    records, fate = events(18, tag)  # 6 review requests, budget for 2 (one per partition)
+    bootstrap = sandbox.broker.bootstrap_servers
+    await produce(bootstrap, f"in-{tag}", records)
+    accepted = {e for e, f in fate.items() if f == "accepted"}
+
+    async with TopicReader(bootstrap, outputs) as reader:
+        process = router(path, "all", sandbox_env)
+        process.start()
+        try:
+            await process.wait_ready_async(60)
+            await reader.until(lambda r: len(r.records[f"rr-{tag}"]) == 6, 60)
+            requests = requests_by_partition(reader, tag)
+            may_start = sum(min(1, len(n)) for n in requests.values())
+            held = 6 - may_start
+
+            def settled(r: TopicReader) -> bool:
+                over = scrape(port, "stream_router_review_start_outcomes_total",
+                              route="general", outcome="over-budget")  # fmt: skip
+                reviewed = [d for d in outcomes(r, tag).values() if d == ["reviewed"]]
+                return over >= held and len(reviewed) >= may_start
+
+            await reader.until(settled, 90)
+            await reader.until(lambda r: set(outcomes(r, tag)) >= accepted, 30)
+            await reader.poll()
+            found = outcomes(reader, tag)
+            # Held requests have no outcome: not unreviewed, not dead-lettered.
+            assert Counter(d for ds in found.values() for d in ds) == Counter(
+                {"accepted": len(accepted), "reviewed": may_start}
+            )
+        finally:
+            code = await process.stop_async()
+        assert code == 0, process.output_tail()  # a holding worker still stops cleanly
+
+        settings["review"]["budgets"] = {"general": {"per_day": 100}}
+        path.write_text(yaml.safe_dump(settings))
+        await run_phase(path, sandbox_env, reader, tag, set(fate))
+        await reader.poll()
+
+    found = outcomes(reader, tag)
+    assert all(len(d) == 1 for d in found.values()), found
+    review = {e for e, f in fate.items() if f == "review"}
+    assert {e for e, d in found.items() if d == ["reviewed"]} == review
+    names = set().union(*requests_by_partition(reader, tag).values())
+    loops = emulator_loops(sandbox_info, names)
+    assert set(loops) == names
+    assert max(loops.values()) == 1  # a handed-back request started no second review
