@@ -156,6 +156,8 @@ REVIEW_BUCKETS_S = (
     86400.0,
 )
 
+WATCHER_LAG_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
 
 class ReviewMetrics:
     """The review path's metrics.
@@ -172,6 +174,8 @@ class ReviewMetrics:
     - ``stream_router_review_time_in_review_seconds``: review start to published result
     - ``stream_router_review_watcher_events_total{watcher}``: loop events forwarded
     - ``stream_router_review_watcher_last_poll_timestamp_seconds{watcher}``: stall detection
+    - ``stream_router_review_watcher_event_lag_seconds{watcher}``: the event's own time (status
+      change, object creation, a review's end) to its forwarding onto loop-events
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -233,3 +237,19 @@ class ReviewMetrics:
             ["watcher"],
             registry=registry,
         )
+        self.watcher_event_lag = Histogram(
+            "stream_router_review_watcher_event_lag_seconds",
+            "From a loop event's own timestamp to its forwarding onto loop-events, by watcher.",
+            ["watcher"],
+            buckets=WATCHER_LAG_BUCKETS_S,
+            registry=registry,
+        )
+
+    def watcher_forwarded(self, watcher: str, event_time_s: float | None, now_s: float) -> None:
+        """Count a forwarded loop event; observe its lag when the event carries its own time.
+
+        A negative lag (clocks apart) counts as 0.
+        """
+        self.watcher_events.labels(watcher).inc()
+        if event_time_s is not None:
+            self.watcher_event_lag.labels(watcher).observe(max(0.0, now_s - event_time_s))

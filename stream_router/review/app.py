@@ -404,6 +404,7 @@ class ReviewService:
                     state.failure_code,
                     state.failure_reason,
                     self.clock(),
+                    state.ended_at_s,
                 )
             )
 
@@ -503,7 +504,7 @@ class ReviewService:
         key = first_name_of(event.name).encode()
         delivered = await self.loop_events.send(key=key, value=event.to_json())
         await delivered
-        self.metrics.watcher_events.labels(event.source.value).inc()
+        self.metrics.watcher_forwarded(event.source.value, event.event_time_s, self.clock())
 
     def _watchers(self) -> list[SqsWatcher]:
         watchers_settings = self.settings.watchers

@@ -54,6 +54,7 @@ class ReviewState:
     failure_code: str | None = None  #: for A2I: ValidationError, Expired, InternalError
     failure_reason: str | None = None
     output_uri: str | None = None  #: where the result is, once there is one
+    ended_at_s: float | None = None  #: when it ended, if the backend says (A2I does not)
 
 
 @dataclass(frozen=True)

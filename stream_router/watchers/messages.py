@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from stream_router.review.backend import ReviewStatus
-from stream_router.review.events import EventSource, LoopEvent
+from stream_router.review.events import EventSource, LoopEvent, epoch_s
 
 DETAIL_TYPE = "SageMaker A2I HumanLoop Status Change"
 S3_TEST_EVENT = "s3:TestEvent"
@@ -75,6 +75,7 @@ def eventbridge_event(message: dict[str, Any], *, observed_at_s: float = 0.0) ->
         failure_code=_text(detail, "failureCode"),
         failure_reason=_text(detail, "failureReason"),
         observed_at_s=observed_at_s,
+        event_time_s=epoch_s(message.get("time")),
     )
 
 
@@ -118,6 +119,7 @@ def s3_output_events(message: dict[str, Any], *, observed_at_s: float = 0.0) -> 
                 status=None,
                 output_uri=f"s3://{bucket_name}/{key}",
                 observed_at_s=observed_at_s,
+                event_time_s=epoch_s(record.get("eventTime")),
             )
         )
     return events

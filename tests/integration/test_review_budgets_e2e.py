@@ -32,6 +32,8 @@ from tests.integration.test_review_e2e import (
 
 pytestmark = pytest.mark.integration
 
+LAG = "stream_router_review_watcher_event_lag_seconds"
+
 
 def outcomes(reader: TopicReader, tag: str) -> dict[str, list[str]]:
     """Event id -> every decision published for it (dead letters of requests included)."""
@@ -176,6 +178,15 @@ async def test_hold_keeps_requests_until_the_budget_allows_them(
                 return over >= held and len(reviewed) >= may_start
 
             await reader.until(settled, 90)
+
+            def lag_observed(_: TopicReader) -> bool:  # each event's own time to forwarding
+                return all(
+                    scrape(port, f"{LAG}_count", watcher=w) >= may_start
+                    and scrape(port, f"{LAG}_sum", watcher=w) > 0
+                    for w in ("eventbridge", "s3-output")
+                )
+
+            await reader.until(lag_observed, 30)
             await reader.until(lambda r: set(outcomes(r, tag)) >= accepted, 30)
             await reader.poll()
             found = outcomes(reader, tag)

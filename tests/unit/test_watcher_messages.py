@@ -87,6 +87,7 @@ def test_completed_event() -> None:
         failure_code=None,
         failure_reason=None,
         observed_at_s=123.5,
+        event_time_s=1573753765.0,  # the event's "time", 2019-11-14T17:49:25Z
     )
 
 
@@ -182,6 +183,7 @@ def test_output_notification() -> None:
             status=None,
             output_uri=f"s3://bucket/{key}",
             observed_at_s=9.0,
+            event_time_s=1573753765.123,  # the record's eventTime
         )
     ]
 
