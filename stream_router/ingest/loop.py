@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter, deque
@@ -51,6 +52,9 @@ from stream_router.settings import IngestSettings, KafkaSettings
 
 logger = logging.getLogger(__name__)
 
+#: A record that could not be parsed, where it came from and why.
+_Dead = tuple[ConsumerRecord, SourceRef, PoisonEvent]
+
 
 @dataclass
 class BatchOutcome:
@@ -69,7 +73,8 @@ class _InFlight:
 
     outcome: BatchOutcome
     acks: list[asyncio.Future[Any]]
-    predictions: list[Prediction]
+    #: Event timestamps of the batch's predictions (the events themselves are not kept).
+    timestamps: list[float]
     started: float
 
 
@@ -192,12 +197,36 @@ class Ingest:
 
         Up to ``max_in_flight_batches`` batches wait for acknowledgements at once, so deciding
         the next batch overlaps the broker's work on the previous ones. Commits stay in order.
+
+        Parsing, deciding and encoding a batch allocate thousands of containers that reference
+        counting frees; the cyclic garbage collector is paused for that synchronous stretch (no
+        await inside) and runs once after it, instead of a dozen times in the middle of it
+        (measured: about a sixth of ingest's CPU per event).
         """
         started = time.perf_counter()
+        await self.writer.prepare(self._output_topics)
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            outcome, decisions, dead, consumed, timestamps = self._decide(batch)
+        finally:
+            if collecting:
+                gc.enable()
+        acks = await self.writer.flush()
+        self._in_flight.append(_InFlight(outcome, acks, timestamps, started))
+        self._record_decisions(decisions, dead, consumed)
+        await self.settle(block=len(self._in_flight) > self.settings.max_in_flight_batches)
+        return outcome
+
+    def _decide(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> tuple[BatchOutcome, list[Decision], list[_Dead], Counter[tuple[str, ...]], list[float]]:
+        """Parse, decide and append the batch's records to the writer (no I/O)."""
         now = self.clock()
         outcome = BatchOutcome()
         predictions: list[Prediction] = []
-        dead: list[tuple[ConsumerRecord, SourceRef, PoisonEvent]] = []
+        dead: list[_Dead] = []
         consumed: Counter[tuple[str, ...]] = Counter()
         parse = self.parser.parse
         for tp, records in batch.items():
@@ -212,13 +241,10 @@ class Ingest:
                 except PoisonEvent as poison:
                     dead.append((record, source, poison))
         outcome.consumed = sum(consumed.values())
-
         decisions = self.routes.decide(predictions)
-        acks = await self._produce(predictions, decisions, dead, now, outcome)
-        self._in_flight.append(_InFlight(outcome, acks, predictions, started))
-        self._record_decisions(decisions, dead, consumed)
-        await self.settle(block=len(self._in_flight) > self.settings.max_in_flight_batches)
-        return outcome
+        self._write(predictions, decisions, dead, now, outcome)
+        timestamps = [p.timestamp_s for p in predictions if p.timestamp_s is not None]
+        return outcome, decisions, dead, consumed, timestamps
 
     async def settle(self, *, block: bool) -> None:
         """Commit the oldest batches whose produces are all acknowledged.
@@ -242,19 +268,17 @@ class Ingest:
         while self._in_flight:
             await self.settle(block=True)
 
-    async def _produce(
+    def _write(
         self,
         predictions: Sequence[Prediction],
         decisions: Sequence[Decision],
-        dead: Sequence[tuple[ConsumerRecord, SourceRef, PoisonEvent]],
+        dead: Sequence[_Dead],
         now: float,
         outcome: BatchOutcome,
-    ) -> list[asyncio.Future[Any]]:
+    ) -> None:
         settings = self.settings
         version = self.routes.version
-        writer = self.writer
-        await writer.prepare(self._output_topics)
-        add = writer.add
+        add = self.writer.add
         output, requests = settings.output_topic, settings.review_requests_topic
         for prediction, decision in zip(predictions, decisions, strict=True):
             if decision.review:
@@ -278,7 +302,6 @@ class Ingest:
                 source.offset,
                 poison.reason_class,
             )
-        return await writer.flush()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         owned = self.consumer.assignment()
@@ -295,7 +318,7 @@ class Ingest:
     def _record_decisions(
         self,
         decisions: Sequence[Decision],
-        dead: Sequence[tuple[ConsumerRecord, SourceRef, PoisonEvent]],
+        dead: Sequence[_Dead],
         consumed: Counter[tuple[str, ...]],
     ) -> None:
         metrics = self.metrics
@@ -315,9 +338,7 @@ class Ingest:
     def _record_completion(self, done: _InFlight, acknowledged: float) -> None:
         metrics = self.metrics
         metrics.decision_latency.observe_many(
-            max(0.0, acknowledged - p.timestamp_s)
-            for p in done.predictions
-            if p.timestamp_s is not None
+            [max(0.0, acknowledged - timestamp) for timestamp in done.timestamps]
         )
         for tp, next_offset in self._next_offsets.items():
             highwater = self.consumer.highwater(tp)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from math import inf
 from typing import Any
 
 import orjson
@@ -66,6 +67,23 @@ class EventParser:
         self._version = _Path(mapping.model_version) if mapping.model_version else None
         self._timestamp = _Path(mapping.timestamp) if mapping.timestamp else None
         self._seconds = mapping.timestamp_unit == "s"
+        self._flat = self._flat_keys()
+
+    def _flat_keys(self) -> tuple[str, str, str, str | None, str | None, str | None] | None:
+        """Top-level keys of (id, label, confidence, scores, model, version) when every path
+        is one key and timestamps are float seconds (or unmapped): then :meth:`from_event`
+        tries a fast path first."""
+        if self._id is None or self._id.first is None:
+            return None
+        if self._timestamp is not None and (self._timestamp.first is None or not self._seconds):
+            return None
+        optional = (self._scores, self._model, self._version)
+        if any(path is not None and path.first is None for path in optional):
+            return None
+        if self._label.first is None or self._confidence.first is None:
+            return None
+        scores, model, version = (None if path is None else path.first for path in optional)
+        return self._id.first, self._label.first, self._confidence.first, scores, model, version
 
     def parse(self, value: bytes | None, source: SourceRef) -> Prediction:
         if value is None:
@@ -81,6 +99,10 @@ class EventParser:
         return self.from_event(event, source)
 
     def from_event(self, event: dict[str, Any], source: SourceRef) -> Prediction:
+        if self._flat is not None:
+            fast = self._from_flat_event(event, source, self._flat)
+            if fast is not None:
+                return fast
         event_id, derived = self._event_id(event, source)
         label = self._label.get(event)
         if label.__class__ is not str:  # fast path: most labels are strings
@@ -119,6 +141,51 @@ class EventParser:
             event,
             source,
             derived,
+        )
+
+    def _from_flat_event(
+        self,
+        event: dict[str, Any],
+        source: SourceRef,
+        keys: tuple[str, str, str, str | None, str | None, str | None],
+    ) -> Prediction | None:
+        """The prediction of a well-formed event with one-key paths, or None to take the
+        general path (which gives the same result, or the PoisonEvent with its reason)."""
+        id_key, label_key, confidence_key, scores_key, model_key, version_key = keys
+        get = event.get
+        event_id = get(id_key)
+        label = get(label_key)
+        confidence = get(confidence_key)
+        if (
+            event_id.__class__ is not str
+            or not event_id
+            or label.__class__ is not str
+            or confidence.__class__ is not float
+            or not 0.0 <= confidence <= 1.0
+        ):
+            return None
+        scores = None
+        if scores_key is not None:
+            scores = get(scores_key)
+            if scores is not None:
+                if scores.__class__ is not dict:
+                    return None
+                for score in scores.values():
+                    if score.__class__ is not float or not -inf < score < inf:
+                        return None
+        model = None if model_key is None else get(model_key)
+        version = None if version_key is None else get(version_key)
+        if (model is not None and model.__class__ is not str) or (
+            version is not None and version.__class__ is not str
+        ):
+            return None
+        timestamp = None
+        if self._timestamp is not None:
+            timestamp = get(self._timestamp.text)
+            if timestamp is not None and timestamp.__class__ is not float:
+                return None
+        return Prediction(
+            event_id, label, confidence, scores, model, version, timestamp, event, source, False
         )
 
     def _event_id(self, event: Mapping[str, Any], source: SourceRef) -> tuple[str, bool]:

@@ -134,3 +134,77 @@ def test_non_finite_scores_from_other_sources_are_refused() -> None:
     with pytest.raises(PoisonEvent, match="finite") as caught:
         parser.from_event({"label": "a", "confidence": 0.5, "scores": {"a": math.inf}}, SOURCE)
     assert caught.value.reason_class == "bad_value"
+
+
+_FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.lists(st.floats(min_value=0, max_value=1), max_size=3),
+    st.dictionaries(
+        st.text(max_size=3), st.one_of(st.floats(), st.integers(), st.text()), max_size=3
+    ),
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["event_id", "label", "confidence", "scores", "model", "model_version", "timestamp"]
+        ),
+        _FIELD_VALUES,
+    )
+)
+def test_fast_path_gives_what_the_general_path_gives(event: dict[str, object]) -> None:
+    fast = EventParser(EventMapping())
+    general = EventParser(EventMapping())
+    general._flat = None  # the general path only
+    assert fast._flat is not None
+
+    def outcome(parser: EventParser) -> object:
+        try:
+            return parser.from_event(dict(event), SOURCE)
+        except PoisonEvent as poison:
+            return (poison.reason_class, str(poison))
+
+    assert repr(outcome(fast)) == repr(outcome(general))
+
+
+def test_fast_path_is_off_for_nested_paths_and_other_units() -> None:
+    assert EventParser(EventMapping(label="out.label"))._flat is None
+    assert EventParser(EventMapping(timestamp_unit="ms"))._flat is None
+    assert EventParser(EventMapping(event_id=None))._flat is None
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "event_id": st.text(min_size=1, max_size=4),
+            "label": st.text(max_size=4),
+            "confidence": st.floats(min_value=0, max_value=1),
+        },
+        optional={
+            "scores": st.one_of(
+                st.none(), st.dictionaries(st.text(max_size=3), st.floats(), max_size=3)
+            ),
+            "model": st.one_of(st.none(), st.text(max_size=3)),
+            "model_version": st.one_of(st.none(), st.text(max_size=3)),
+            "timestamp": st.one_of(st.none(), st.floats(allow_nan=False)),
+        },
+    )
+)
+def test_fast_path_on_well_formed_events(event: dict[str, object]) -> None:
+    fast = EventParser(EventMapping())
+    general = EventParser(EventMapping())
+    general._flat = None
+    try:
+        expected: object = general.from_event(dict(event), SOURCE)
+    except PoisonEvent as poison:
+        expected = poison.reason_class
+    try:
+        got: object = fast.from_event(dict(event), SOURCE)
+    except PoisonEvent as poison:
+        got = poison.reason_class
+    assert repr(got) == repr(expected)
