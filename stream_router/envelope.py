@@ -42,14 +42,27 @@ def _source(source: SourceRef) -> dict[str, Any]:
 
 
 def _common(prediction: Prediction, decision: Decision, policy_version: str) -> dict[str, Any]:
-    key, key_encoding = encode_bytes(prediction.source.key)
+    source = prediction.source
+    raw_key = source.key
+    if raw_key is None:
+        key, key_encoding = None, "utf-8"
+    else:
+        try:
+            key, key_encoding = raw_key.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            key, key_encoding = base64.b64encode(raw_key).decode("ascii"), "base64"
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": prediction.event_id,
         "event_id_derived": prediction.id_derived,
         "key": key,
         "key_encoding": key_encoding,
-        "source": _source(prediction.source),
+        "source": {
+            "topic": source.topic,
+            "partition": source.partition,
+            "offset": source.offset,
+            "timestamp_ms": source.timestamp_ms,
+        },
         "prediction": {
             "label": prediction.label,
             "confidence": prediction.confidence,
