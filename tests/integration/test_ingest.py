@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,7 @@ async def test_mixed_events_end_exactly_where_expected(sandbox: Sandbox) -> None
             )
             stop.set()
             await running
+            assert gc.isenabled()  # ingest pauses the collector only within a batch
             await reader.poll()  # nothing more may arrive
     finally:
         stop.set()
