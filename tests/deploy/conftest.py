@@ -36,14 +36,9 @@ def require_tool(name: str) -> str:
 
 
 def kubectl() -> str:
-    """kubectl from PATH (the machine image's), else the one scripts/test put in the tools venv."""
-    found = shutil.which("kubectl") or str(TOOLS_VENV / "bin" / "kubectl")
-    if not os.access(found, os.X_OK):
-        pytest.fail(
-            "kubectl (for `kubectl kustomize`) is not installed; run scripts/test, which "
-            "installs it (scripts/_deploy_tools.sh)"
-        )
-    return found
+    """kubectl for `kubectl kustomize`: the one scripts/test put in the tools venv when the
+    machine's could not render, else the machine image's."""
+    return require_tool("kubectl")
 
 
 def render(kustomization: Path) -> list[dict[str, Any]]:
