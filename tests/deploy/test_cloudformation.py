@@ -1,0 +1,334 @@
+"""The AWS resources (``deploy/aws/``): cfn-lint on the template as written and as packaged,
+the packaging step, and the properties that matter checked on the parsed template: least
+privilege, no public access, encrypted queues with dead-letter queues, the rule's flow
+definition, and Outputs that name real settings fields.
+
+Not done: deploying into moto's CloudFormation. The stack's core (the HumanTaskUi, KMS key
+policies, IAM conditions) is not something moto enforces, so a green deploy there would prove
+little; cfn-lint's resource schemas are the check here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import cfn_yaml
+
+from stream_router.review.content import input_content
+from stream_router.settings import ReviewSettings, Settings
+from tests.deploy.conftest import DEPLOY, REPO
+
+AWS_DIR = DEPLOY / "aws"
+TEMPLATE = AWS_DIR / "stream-router.yaml"
+PACKAGER = AWS_DIR / "package.py"
+TASK_HTML = REPO / "config" / "review-task.liquid.html"
+CFN_LINT = Path(sys.executable).with_name("cfn-lint")
+FLOW_ARN = (
+    "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
+    ":flow-definition/${FlowDefinitionName}"
+)
+
+
+def load(path: Path) -> dict[str, Any]:
+    template: dict[str, Any] = cfn_yaml.load(str(path))
+    return template
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cfn") / "stream-router.packaged.yaml"
+    result = subprocess.run(
+        [sys.executable, str(PACKAGER), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load(TEMPLATE)
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: res["Properties"]
+        for name, res in template["Resources"].items()
+        if res["Type"] == kind
+    }
+
+
+def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    found = document["Statement"]
+    return found if isinstance(found, list) else [found]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("which", ["source", "packaged"])
+def test_cfn_lint_reports_nothing(which: str, packaged: Path) -> None:
+    path = TEMPLATE if which == "source" else packaged
+    result = subprocess.run(
+        [str(CFN_LINT), "--format", "parseable", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    # cfn-lint exits 0 only without errors, warnings and informational findings.
+    assert result.returncode == 0, f"cfn-lint on {path}:\n{result.stdout}{result.stderr}"
+
+
+def test_packaged_template_embeds_the_task_template_exactly(packaged: Path) -> None:
+    (ui,) = resources(load(packaged), "AWS::SageMaker::HumanTaskUi").values()
+    assert ui["UiTemplate"]["Content"] == TASK_HTML.read_text(encoding="utf-8")
+    # The source carries only the marker, so deploying it unpackaged is visibly wrong.
+    (marker,) = resources(load(TEMPLATE), "AWS::SageMaker::HumanTaskUi").values()
+    assert marker["UiTemplate"]["Content"] == "@review-task.liquid.html@"
+
+
+def test_packaging_refuses_a_packaged_template_and_an_oversized_task(
+    packaged: Path, tmp_path: Path
+) -> None:
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(PACKAGER),
+            "--template",
+            str(packaged),
+            "--output",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 2
+    assert "already packaged" in again.stderr
+    big = tmp_path / "big.html"
+    big.write_text("<p>x</p>" * 20_000, encoding="utf-8")
+    oversized = subprocess.run(
+        [sys.executable, str(PACKAGER), "--task", str(big), "--output", str(tmp_path / "y")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert oversized.returncode == 2
+    assert "at most 128000" in oversized.stderr
+    assert not (tmp_path / "y").exists()
+
+
+def test_router_role_is_least_privilege(template: dict[str, Any]) -> None:
+    role = template["Resources"]["RouterRole"]["Properties"]
+    found = [s for p in role["Policies"] for s in statements(p["PolicyDocument"])]
+    assert all(s["Effect"] == "Allow" for s in found)
+    by_sid = {s["Sid"]: s for s in found}
+    for statement in found:
+        actions = as_list(statement["Action"])
+        assert all("*" not in action for action in actions), statement["Sid"]
+    # IAM gives no choice for ListHumanLoops (no resource-level permission): the only
+    # statement on "*" holds that one action and nothing else.
+    star = [s for s in found if "*" in as_list(s["Resource"])]
+    assert [(s["Sid"], as_list(s["Action"])) for s in star] == [
+        ("ListLoops", ["sagemaker:ListHumanLoops"])
+    ]
+    granted = {a for s in found for a in as_list(s["Action"])}
+    assert granted == {
+        "sagemaker:StartHumanLoop",
+        "sagemaker:DescribeHumanLoop",
+        "sagemaker:StopHumanLoop",
+        "sagemaker:DeleteHumanLoop",
+        "sagemaker:ListHumanLoops",
+        "s3:GetObject",
+        "kms:Decrypt",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
+    assert by_sid["StartLoopsOnThisFlow"]["Resource"] == {"Fn::Sub": FLOW_ARN}
+    assert by_sid["ReadOutput"]["Resource"] == {"Fn::Sub": "${OutputBucket.Arn}/${OutputPrefix}/*"}
+    assert by_sid["ReceiveFromWatcherQueues"]["Resource"] == [
+        {"Fn::GetAtt": ["EventQueue", "Arn"]},
+        {"Fn::GetAtt": ["OutputQueue", "Arn"]},
+    ]
+
+
+def test_flow_definition_role_trusts_sagemaker_of_this_account_only(
+    template: dict[str, Any],
+) -> None:
+    role = template["Resources"]["FlowDefinitionRole"]["Properties"]
+    (trust,) = statements(role["AssumeRolePolicyDocument"])
+    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    granted = [s for p in role["Policies"] for s in statements(p["PolicyDocument"])]
+    assert all("*" not in as_list(s["Resource"]) for s in granted)
+
+
+def test_buckets_are_private_encrypted_and_tls_only(template: dict[str, Any]) -> None:
+    buckets = resources(template, "AWS::S3::Bucket")
+    assert set(buckets) == {"OutputBucket", "AccessLogBucket"}
+    for name, bucket in buckets.items():
+        block = bucket["PublicAccessBlockConfiguration"]
+        assert block == dict.fromkeys(
+            ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"),
+            True,
+        ), name
+        assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}, name
+        assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    (sse,) = buckets["OutputBucket"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]},
+    }
+    policies = {
+        p["Bucket"]["Ref"]: p for p in resources(template, "AWS::S3::BucketPolicy").values()
+    }
+    assert set(policies) == set(buckets)
+    for name, policy in policies.items():
+        denies = [s for s in statements(policy["PolicyDocument"]) if s["Effect"] == "Deny"]
+        assert any(
+            s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and s["Action"] == "s3:*"
+            for s in denies
+        ), name
+        allows = [s for s in statements(policy["PolicyDocument"]) if s["Effect"] == "Allow"]
+        assert all(s["Principal"] != "*" for s in allows), name
+
+
+def test_every_queue_is_encrypted_and_has_a_dead_letter_queue(template: dict[str, Any]) -> None:
+    queues = resources(template, "AWS::SQS::Queue")
+    assert all(q["KmsMasterKeyId"] == {"Ref": "Key"} for q in queues.values())
+    dead = {n for n, q in queues.items() if "RedrivePolicy" not in q}
+    live = set(queues) - dead
+    assert live == {"EventQueue", "OutputQueue"}
+    targets = {queues[n]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0] for n in live}
+    assert targets == dead
+    assert len(dead) == len(live)
+
+
+def test_queue_policies_admit_only_the_rule_and_the_bucket(template: dict[str, Any]) -> None:
+    policies = {
+        p["Queues"][0]["Ref"]: p for p in resources(template, "AWS::SQS::QueuePolicy").values()
+    }
+    (event,) = statements(policies["EventQueue"]["PolicyDocument"])
+    assert event["Principal"] == {"Service": "events.amazonaws.com"}
+    assert event["Action"] == "sqs:SendMessage"
+    assert event["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StatusRule", "Arn"]}}
+    }
+    (output,) = statements(policies["OutputQueue"]["PolicyDocument"])
+    assert output["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert output["Action"] == "sqs:SendMessage"
+    assert output["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    bucket_name = template["Resources"]["OutputBucket"]["Properties"]["BucketName"]["Fn::Sub"]
+    assert output["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+        "Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{bucket_name}"
+    }
+
+
+def test_output_notification_targets_the_queue_after_its_policy(template: dict[str, Any]) -> None:
+    bucket = template["Resources"]["OutputBucket"]
+    assert bucket["DependsOn"] == "OutputQueuePolicy"
+    (notify,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notify["Event"] == "s3:ObjectCreated:*"
+    assert notify["Queue"] == {"Fn::GetAtt": ["OutputQueue", "Arn"]}
+    rules = {r["Name"]: r["Value"] for r in notify["Filter"]["S3Key"]["Rules"]}
+    assert rules == {"prefix": {"Fn::Sub": "${OutputPrefix}/"}, "suffix": "output.json"}
+
+
+def test_status_rule_matches_this_flow_definition(template: dict[str, Any]) -> None:
+    rule = template["Resources"]["StatusRule"]["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker A2I HumanLoop Status Change"],
+        "detail": {"flowDefinitionArn": [{"Fn::Sub": FLOW_ARN}]},
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["EventQueue", "Arn"]}
+    assert template["Outputs"]["FlowDefinitionArn"]["Value"] == {"Fn::Sub": FLOW_ARN}
+
+
+def settings_paths(model: type[Any], prefix: str = "") -> Iterator[str]:
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        yield path
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            yield from settings_paths(annotation, f"{path}.")
+        args = getattr(annotation, "__args__", ())
+        if args and isinstance(args[0], type) and hasattr(args[0], "model_fields"):
+            yield from settings_paths(args[0], f"{path}[].")
+
+
+def test_outputs_name_real_settings_fields(template: dict[str, Any]) -> None:
+    known = set(settings_paths(Settings))
+    named = {
+        name: out["Description"].removeprefix("Settings: ").split(", ")
+        for name, out in template["Outputs"].items()
+        if out["Description"].startswith("Settings: ")
+    }
+    assert named == {
+        "FlowDefinitionArn": ["policies.routes[].review_flow", "review.escalation_flows"],
+        "EventQueueUrl": ["watchers.event_queue_url"],
+        "OutputQueueUrl": ["watchers.output_queue_url"],
+        "Region": ["aws.region"],
+    }
+    for paths in named.values():
+        assert set(paths) <= known, set(paths) - known
+    readme = (AWS_DIR / "README.md").read_text(encoding="utf-8")
+    for name, paths in named.items():
+        assert name in readme
+        assert all(p in readme for p in paths)
+
+
+def test_flow_definition_input_output_is_complete_json(template: dict[str, Any]) -> None:
+    text, variables = template["Outputs"]["FlowDefinitionInput"]["Value"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", text))
+    filled = json.loads(re.sub(r"\$\{[^}]+\}", "1", text))
+    assert set(filled) == {"FlowDefinitionName", "RoleArn", "HumanLoopConfig", "OutputConfig"}
+    assert "HumanLoopActivationConfig" not in filled
+    assert set(filled["OutputConfig"]) == {"S3OutputPath", "KmsKeyId"}
+    assert names <= set(variables) | set(template["Parameters"]) | {"OutputBucket"}
+
+
+def test_task_template_shows_only_what_the_starter_sends_and_yields_the_answer_path() -> None:
+    # The Liquid and markup, without the explanatory comment at the top.
+    html = re.sub(r"<!--.*?-->", "", TASK_HTML.read_text(encoding="utf-8"), flags=re.S)
+    assert "skip_autoescape" not in html
+    request = {
+        "prediction": {"label": "cat", "confidence": 0.4, "scores": {"cat": 0.4, "dog": 0.6}},
+        "event": {"event_id": "e1", "label": "cat"},
+        "reason": "low confidence",
+        "loop_name": "e1-abc",
+        "event_id": "e1",
+        "route": "general",
+        "policy_version": "1",
+    }
+    content = input_content(request, [], attempt=1)
+    used = re.findall(r"task\.input((?:\.[a-z_]+)+)", html)
+    assert used
+    for path in used:
+        node: Any = content
+        for key in path.strip(".").split("."):
+            assert isinstance(node, dict), path
+            assert key in node, f"task.input{path} is not in InputContent"
+            node = node[key]
+    outputs = re.findall(r"\{\{(.*?)\}\}", html, flags=re.S)
+    assert all(o.strip().startswith(("task.input.", "pair[")) for o in outputs), outputs
+    # The label element's name is the first key of the default answer path.
+    first = ReviewSettings().answer_path.split(".")[0]
+    assert re.search(rf'<crowd-classifier\s+name="{first}"', html)
