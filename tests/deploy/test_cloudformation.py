@@ -3,9 +3,10 @@ the packaging step, and the properties that matter checked on the parsed templat
 privilege, no public access, encrypted queues with dead-letter queues, the rule's flow
 definition, and Outputs that name real settings fields.
 
-Not done: deploying into moto's CloudFormation. The stack's core (the HumanTaskUi, KMS key
-policies, IAM conditions) is not something moto enforces, so a green deploy there would prove
-little; cfn-lint's resource schemas are the check here.
+The stack without its task UI is also deployed into moto (in-process): the outputs resolve
+into valid settings, the queues have their DLQs and keys, and the rule delivers this flow's
+status events and no other's. moto builds no bucket or queue policies and ignores the bucket's
+notification, and enforces no IAM or KMS policy: those are checked on the parsed template only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import moto
 import pytest
 from cfnlint.decode import cfn_yaml
 
@@ -332,3 +335,61 @@ def test_task_template_shows_only_what_the_starter_sends_and_yields_the_answer_p
     # The label element's name is the first key of the default answer path.
     first = ReviewSettings().answer_path.split(".")[0]
     assert re.search(rf'<crowd-classifier\s+name="{first}"', html)
+
+
+# moto's CloudFormation has no HumanTaskUi, bucket or queue policies, and ignores the bucket's
+# notification: only the rest is deployed, and only what moto really builds is asserted.
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+def test_stack_without_task_ui_deploys_in_moto_and_its_outputs_resolve() -> None:
+    body = json.loads(json.dumps(load(TEMPLATE)))
+    del body["Resources"]["TaskUi"]
+    del body["Outputs"]["FlowDefinitionInput"]
+    workteam = "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/reviewers"
+    with moto.mock_aws():
+        cfn = boto3.client("cloudformation", region_name="us-east-1")
+        cfn.create_stack(
+            StackName="stream-router",
+            TemplateBody=json.dumps(body),
+            Parameters=[{"ParameterKey": "WorkteamArn", "ParameterValue": workteam}],
+            Capabilities=["CAPABILITY_IAM"],
+        )
+        (stack,) = cfn.describe_stacks(StackName="stream-router")["Stacks"]
+        assert stack["StackStatus"] == "CREATE_COMPLETE"
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        flow = outputs["FlowDefinitionArn"]
+        assert (
+            flow == "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/stream-router-review"
+        )
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        for key in ("EventQueueUrl", "OutputQueueUrl"):
+            attrs = sqs.get_queue_attributes(QueueUrl=outputs[key], AttributeNames=["All"])
+            redrive = json.loads(attrs["Attributes"]["RedrivePolicy"])
+            assert redrive["deadLetterTargetArn"].endswith("-dlq"), key
+            assert attrs["Attributes"]["KmsMasterKeyId"], key
+        events = boto3.client("events", region_name="us-east-1")
+        (rule,) = events.list_rules(NamePrefix="stream-router-a2i-status")["Rules"]
+
+        # The rule delivers this flow's status events to the event queue, and no other flow's.
+        for flow_arn in (flow + "-other", flow):
+            detail = {"flowDefinitionArn": flow_arn, "humanLoopStatus": "Completed"}
+            entry = {
+                "Source": "aws.sagemaker",
+                "DetailType": "SageMaker A2I HumanLoop Status Change",
+                "Detail": json.dumps(detail),
+            }
+            assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+        received = sqs.receive_message(
+            QueueUrl=outputs["EventQueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )["Messages"]
+        assert [json.loads(m["Body"])["detail"]["flowDefinitionArn"] for m in received] == [flow]
+        assert rule["Name"] == "stream-router-a2i-status"
+        settings = Settings.model_validate(
+            {
+                "aws": {"region": outputs["Region"]},
+                "watchers": {
+                    "event_queue_url": outputs["EventQueueUrl"],
+                    "output_queue_url": outputs["OutputQueueUrl"],
+                },
+            }
+        )
+        settings.watchers.check_for_review()
