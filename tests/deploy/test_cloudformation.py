@@ -312,6 +312,8 @@ def test_task_template_shows_only_what_the_starter_sends_and_yields_the_answer_p
     # The Liquid and markup, without the explanatory comment at the top.
     html = re.sub(r"<!--.*?-->", "", TASK_HTML.read_text(encoding="utf-8"), flags=re.S)
     assert "skip_autoescape" not in html
+    # Liquid parses comments too: an output tag there must be a real one.
+    assert "{{ }}" not in TASK_HTML.read_text(encoding="utf-8")
     request = {
         "prediction": {"label": "cat", "confidence": 0.4, "scores": {"cat": 0.4, "dog": 0.6}},
         "event": {"event_id": "e1", "label": "cat"},
@@ -331,7 +333,9 @@ def test_task_template_shows_only_what_the_starter_sends_and_yields_the_answer_p
             assert key in node, f"task.input{path} is not in InputContent"
             node = node[key]
     outputs = re.findall(r"\{\{(.*?)\}\}", html, flags=re.S)
-    assert all(o.strip().startswith(("task.input.", "pair[")) for o in outputs), outputs
+    assert all(
+        o.strip().startswith(("task.input.", "pair[", "fallback_categories")) for o in outputs
+    ), outputs
     # The label element's name is the first key of the default answer path.
     first = ReviewSettings().answer_path.split(".")[0]
     assert re.search(rf'<crowd-classifier\s+name="{first}"', html)
