@@ -230,6 +230,14 @@ def test_queue_policies_admit_only_the_rule_and_the_bucket(template: dict[str, A
     (event,) = statements(policies["EventQueue"]["PolicyDocument"])
     assert event["Principal"] == {"Service": "events.amazonaws.com"}
     assert event["Action"] == "sqs:SendMessage"
+    # The rule's target dead-letter queue is written by EventBridge too.
+    assert policies["EventQueue"]["Queues"] == [
+        {"Ref": "EventQueue"},
+        {"Ref": "EventDeadLetterQueue"},
+    ]
+    assert template["Resources"]["StatusRule"]["Properties"]["Targets"][0]["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}
+    }
     assert event["Condition"] == {
         "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StatusRule", "Arn"]}}
     }
