@@ -358,12 +358,17 @@ def test_secrets_are_referenced_never_committed_and_documented() -> None:
                     assert ref["key"] in readme, f"deploy/README.md omits Secret key {ref['key']}"
 
 
-def test_the_example_overlay_gives_only_the_review_role_an_aws_identity() -> None:
+def test_only_the_review_role_gets_the_documented_aws_identity() -> None:
+    """The router role trusts EKS Pod Identity: its association names the review's account."""
     docs = render(DEPLOY / "k8s" / "overlays" / "example")
-    for role in ROLES:
-        account_name = deployment(docs, role)["spec"]["template"]["spec"]["serviceAccountName"]
-        account = next(
-            a for a in objects(docs, "ServiceAccount") if a["metadata"]["name"] == account_name
-        )
-        annotations = account["metadata"].get("annotations", {})
-        assert ("eks.amazonaws.com/role-arn" in annotations) == (role == "review")
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    accounts = {
+        role: deployment(docs, role)["spec"]["template"]["spec"]["serviceAccountName"]
+        for role in ROLES
+    }
+    assert accounts["ingest"] != accounts["review"]
+    assert f"--service-account {accounts['review']} --role-arn <RouterRoleArn>" in readme
+    assert f"--service-account {accounts['ingest']}" not in readme
+    for account in objects(docs, "ServiceAccount"):
+        # no IRSA annotation: the stack's RouterRole does not trust an OIDC provider
+        assert "eks.amazonaws.com/role-arn" not in account["metadata"].get("annotations", {})
