@@ -5,7 +5,8 @@
   :class:`~stream_router.review.events.LoopEvent` s to an async ``emit`` (at-least-once);
 - ``messages``: the pure parsing of those message bodies.
 
-The reconciler (DescribeHumanLoop / ListHumanLoops through the review backend) arrives later.
+The reconciler (DescribeHumanLoop / ListHumanLoops through the review backend) needs the
+ledger, so it is a timer of the review application (``stream_router/review/app.py``).
 """
 
 from __future__ import annotations
