@@ -148,6 +148,8 @@ class ReviewService:
         self._stop = asyncio.Event()
         self._opened = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._held: set[str] = set()  # first names this process holds over budget
+        self._nudged: dict[str, float] = {}  # first name -> when the sweep last re-sent it
         self.supervisor = Supervisor(review.stall_after_s, monotonic=monotonic)
 
         self.app = app = faust_app(settings)
@@ -271,9 +273,16 @@ class ReviewService:
                 )
 
     async def _request(self, request: Mapping[str, Any], name: str, partition: int) -> None:
-        if self.ledger.get(name) is not None:
-            return  # redelivered: started (or finished) already
-        await self._start(request, name, 1, str(request["review_flow"]), partition)
+        data = self.ledger.get(name)
+        if data is None:
+            await self._start(request, name, 1, str(request["review_flow"]), partition)
+        elif data.get("held") and name not in self._held:  # a held request handed back
+            self._held.add(name)  # in hand here: a second copy meanwhile does nothing
+            try:
+                await self._start(request, name, int(data["attempt"]), str(data["flow"]), partition)
+            finally:
+                self._held.discard(name)
+        # else redelivered: started (or finished) already, or held by this process
 
     async def _reassigned(self, *_: Any, **__: Any) -> None:
         self.budgets.forget()  # counters of partitions now owned come from the table
@@ -341,13 +350,22 @@ class ReviewService:
             until = self.budgets.budget(partition).available_at_s(route, self.clock())
             if until is not None:
                 logger.info("budget of %s spent: holding review requests", route)
-                with self.supervisor.waiting():
-                    stopping = await self._hold(until)
-                if not stopping:
-                    await self._start(request, first, result.attempt, result.flow, partition)
-                elif result.attempt == 1:  # hand it back: acking it unstarted would lose it
-                    await self._send_keyed(self.requests, first.encode(), orjson.dumps(request))
-                    logger.info("stopping: held review request %s handed back to Kafka", first)
+                # The ledger keeps what is held (an escalation too: its previous entry is
+                # closed already), so a copy handed back or lost still gets started later.
+                self.ledger[first] = {"held": True, "attempt": result.attempt,
+                                      "flow": result.flow, "partition": partition,
+                                      "held_s": self.clock(), "request": dict(request)}  # fmt: skip
+                self._held.add(first)
+                try:
+                    with self.supervisor.waiting():
+                        stopping = await self._hold(until)
+                    if not stopping:
+                        await self._start(request, first, result.attempt, result.flow, partition)
+                    else:  # hand it back: acking it unstarted would lose it
+                        await self._hand_back(first, request)
+                        logger.info("stopping: held review request %s handed back to Kafka", first)
+                finally:
+                    self._held.discard(first)
                 return
         reason = result.reason or result.decision.value
         code = {
@@ -376,6 +394,10 @@ class ReviewService:
             outcome = "dead-lettered"
         self.metrics.outcomes.labels(outcome, "none", str(request["route"])).inc()
         self.ledger[first] = {"closed": True, "outcome": outcome, "closed_s": self.clock()}
+
+    async def _hand_back(self, first: str, request: Mapping[str, Any]) -> None:
+        """Send a held request to review-requests again (its ledger entry says how to start)."""
+        await self._send_keyed(self.requests, first.encode(), orjson.dumps(request))
 
     async def _hold(self, until_s: float) -> bool:
         """Wait until ``until_s`` (epoch seconds); True if the worker began stopping first.
@@ -446,8 +468,8 @@ class ReviewService:
 
     async def _handle_loop_event(self, first: str, loop_event: LoopEvent, partition: int) -> None:
         data = self.ledger.get(first)
-        if data is None or data.get("closed"):
-            return  # unknown or handled already: nothing new to publish
+        if data is None or data.get("closed") or data.get("held"):
+            return  # unknown, handled already, or its next attempt waits for the budget
         entry = LedgerEntry.from_dict(data)
         if entry.name != loop_event.name:
             return  # about an earlier attempt
@@ -568,10 +590,12 @@ class ReviewService:
     async def _reconcile_once(self) -> None:
         now = self.clock()
         grace = self.settings.watchers.reconcile_grace_s
+        items = [(str(key), data) for key, data in list(self.ledger.items()) if data is not None]
+        await self._resend_orphaned_holds(items, now, grace)
         entries = [
             LedgerEntry.from_dict(data)
-            for data in list(self.ledger.values())
-            if data is not None and not data.get("closed")
+            for _, data in items
+            if not data.get("closed") and not data.get("held")
         ]
         if not entries:
             self.metrics.watcher_last_poll.labels("reconciler").set(now)
@@ -587,6 +611,30 @@ class ReviewService:
                 continue
             await self._report_if_finished(entry.name)
         self.metrics.watcher_last_poll.labels("reconciler").set(now)
+
+    async def _resend_orphaned_holds(
+        self, items: list[tuple[str, Mapping[str, Any]]], now: float, grace: float
+    ) -> None:
+        """Hand back again the held requests no worker holds (their copy may be lost).
+
+        faust can drop records fetched while a worker finishes recovering its tables (and
+        then commit past them), so a copy handed back on shutdown is not enough: the ledger
+        entry is the record of a held request, and the owner of its partition re-sends it
+        until it is started, once per ``grace``. Duplicates find the ledger and do nothing.
+        """
+        topic = self.requests.get_topic_name()
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        held = {first: data for first, data in items if data.get("held")}
+        self._nudged = {first: at for first, at in self._nudged.items() if first in held}
+        for first, data in held.items():
+            request = data["request"]
+            if first in self._held or int(data["partition"]) not in owned:
+                continue
+            if now - max(float(data["held_s"]), self._nudged.get(first, 0.0)) < grace:
+                continue
+            self._nudged[first] = now
+            await self._hand_back(first, request)
+            logger.info("held review request %s was not held by any worker: handed back", first)
 
 
 def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) -> None:

@@ -29,6 +29,7 @@ from tests.integration.test_review_e2e import (
     emulator_loops,
     events,
 )
+from tests.integration.test_review_outcomes_e2e import describe
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +212,65 @@ async def test_hold_keeps_requests_until_the_budget_allows_them(
     loops = emulator_loops(sandbox_info, names)
     assert set(loops) == names
     assert max(loops.values()) == 1  # a handed-back request started no second review
+
+
+async def test_a_held_escalation_is_resumed_after_a_restart(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An escalation held over budget when the router stops is started after the restart
+    (it used to be lost: its first loop's entry was closed before the hold)."""
+    tag = uuid.uuid4().hex[:8]
+    outputs = await create_topics(sandbox, tag)
+    path = tmp_path / "router.yaml"
+    port = free_port()
+    settings = config(
+        sandbox_info,
+        tag,
+        tmp_path,
+        budgets={"general": {"per_day": PARTITIONS}},  # one loop per partition: no escalation
+        budget_fallback="hold",
+        on_failure="escalate",
+        escalation_flows={"general": sandbox_info.flow_definition_arns["fast"]},
+        max_attempts=2,
+    )
+    settings["policies"]["routes"][0]["review_flow"] = sandbox_info.flow_definition_arns["never"]
+    settings["metrics"] = {"enabled": True, "port": port}
+    path.write_text(yaml.safe_dump(settings))
+    records, fate = events(3, tag)  # one review request
+    review = {e for e, f in fate.items() if f == "review"}
+    assert len(review) == 1
+    bootstrap = sandbox.broker.bootstrap_servers
+    await produce(bootstrap, f"in-{tag}", records)
+
+    async with TopicReader(bootstrap, outputs) as reader:
+        process = router(path, "all", sandbox_env)
+        process.start()
+        try:
+            await process.wait_ready_async(60)
+            await reader.until(
+                lambda _: scrape(port, "stream_router_review_start_outcomes_total",
+                                 route="general", outcome="over-budget") >= 1,
+                90,
+            )  # fmt: skip
+            await reader.poll()
+            assert not set(outcomes(reader, tag)) & review  # held: no outcome yet
+        finally:
+            code = await process.stop_async()
+        assert code == 0, process.output_tail()
+
+        settings["review"]["budgets"] = {"general": {"per_day": 100}}
+        path.write_text(yaml.safe_dump(settings))
+        await run_phase(path, sandbox_env, reader, tag, set(fate))
+        await reader.poll()
+
+    found = outcomes(reader, tag)
+    assert all(len(d) == 1 for d in found.values()), found
+    assert {e for e, d in found.items() if d == ["reviewed"]} == review
+    (envelope,) = [e for e in reader.values(f"out-{tag}") if e["event_id"] in review]
+    second = envelope["review"]["loop_name"]
+    first = second.removesuffix("-a2")
+    assert second == f"{first}-a2"
+    expired = describe(sandbox_info, first)
+    assert expired is not None
+    assert expired["FailureCode"] == "Expired"
+    assert emulator_loops(sandbox_info, {second}) == {second: 1}  # the fast flow's loops
