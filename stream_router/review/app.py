@@ -11,6 +11,11 @@ loop events and ledger entries of every attempt share a partition, so one worker
 Finished reviews stay in the ledger as closed entries, so a late or repeated loop event
 publishes nothing new.
 
+With ``budget_fallback: hold`` a request over budget waits in its worker; its ledger entry
+says it is held (attempt and flow, an escalation too). On shutdown the worker hands it back to
+review-requests, and the reconciler of the partition's owner re-sends any held request no
+worker holds, since a copy can be lost across a restart (see ``_resend_orphaned_holds``).
+
 The rate limiter is per process: give each review instance its share of the account's quota.
 Budgets are kept per review-requests partition in the ``budgets`` table, each partition
 spending its share of the route's limits, so a restart or a rebalance keeps the counts and
