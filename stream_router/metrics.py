@@ -174,6 +174,8 @@ class ReviewMetrics:
     - ``stream_router_review_time_in_review_seconds``: review start to published result
     - ``stream_router_review_watcher_events_total{watcher}``: loop events forwarded
     - ``stream_router_review_watcher_last_poll_timestamp_seconds{watcher}``: stall detection
+      (only a poll without errors counts)
+    - ``stream_router_review_watcher_errors_total{watcher,kind}``: kind sqs, forward, unparseable
     - ``stream_router_review_watcher_event_lag_seconds{watcher}``: the event's own time (status
       change, object creation, a review's end) to its forwarding onto loop-events
     """
@@ -233,8 +235,15 @@ class ReviewMetrics:
         )
         self.watcher_last_poll = Gauge(
             "stream_router_review_watcher_last_poll_timestamp_seconds",
-            "When each watcher last completed a poll (epoch seconds).",
+            "When each watcher last completed a poll without errors (epoch seconds).",
             ["watcher"],
+            registry=registry,
+        )
+        self.watcher_errors = PromCounter(
+            "stream_router_review_watcher_errors",
+            "Watcher failures by kind: sqs (receive or delete failed), forward (loop event not "
+            "forwarded, message left for redelivery), unparseable (malformed message, deleted).",
+            ["watcher", "kind"],
             registry=registry,
         )
         self.watcher_event_lag = Histogram(
@@ -253,3 +262,15 @@ class ReviewMetrics:
         self.watcher_events.labels(watcher).inc()
         if event_time_s is not None:
             self.watcher_event_lag.labels(watcher).observe(max(0.0, now_s - event_time_s))
+
+    def watcher_polled(self, watcher: str, errors: Mapping[str, int], now_s: float) -> None:
+        """After one poll: count its ``errors`` by kind (sqs, forward, unparseable).
+
+        The poll counts as progress (the last-poll time moves) only when SQS and forwarding both
+        worked: a watcher whose every receive is denied must look stalled, not alive.
+        """
+        for kind, count in errors.items():
+            if count:
+                self.watcher_errors.labels(watcher, kind).inc(count)
+        if not errors.get("sqs") and not errors.get("forward"):
+            self.watcher_last_poll.labels(watcher).set(now_s)

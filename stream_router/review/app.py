@@ -67,7 +67,13 @@ from stream_router.review.shares import PartitionBudgets
 from stream_router.review.starter import StartDecision, Starter, StartResult
 from stream_router.review.supervision import Supervisor, retry_upstream
 from stream_router.settings import KafkaSettings, Settings
-from stream_router.watchers.sqs import EventBridgeSqsWatcher, S3OutputSqsWatcher, SqsWatcher
+from stream_router.watchers.sqs import (
+    EventBridgeSqsWatcher,
+    PollErrors,
+    S3OutputSqsWatcher,
+    SqsWatcher,
+    WatcherCounts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -543,7 +549,7 @@ class ReviewService:
                     watchers_settings.event_queue_url,
                     self.emit,
                     wait_time_s=watchers_settings.wait_time_s,
-                    on_poll=lambda _: self._polled("eventbridge"),
+                    on_poll=self._poll_reporter("eventbridge"),
                 )
             )
         if "s3-output" in watchers_settings.enabled and watchers_settings.output_queue_url:
@@ -553,14 +559,22 @@ class ReviewService:
                     watchers_settings.output_queue_url,
                     self.emit,
                     wait_time_s=watchers_settings.wait_time_s,
-                    on_poll=lambda _: self._polled("s3-output"),
+                    on_poll=self._poll_reporter("s3-output"),
                 )
             )
         return watchers
 
-    def _polled(self, watcher: str) -> None:
-        self.metrics.watcher_last_poll.labels(watcher).set(self.clock())
-        self.supervisor.beat(watcher)
+    def _poll_reporter(self, watcher: str) -> Callable[[WatcherCounts], None]:
+        """After each poll: count its errors; only a clean poll is progress (metric, readiness)."""
+        new_errors = PollErrors()
+
+        def report(counts: WatcherCounts) -> None:
+            errors = new_errors(counts)
+            self.metrics.watcher_polled(watcher, errors, self.clock())
+            if not errors["sqs"] and not errors["forward"]:
+                self.supervisor.beat(watcher)
+
+        return report
 
     @property
     def stopping(self) -> asyncio.Event:

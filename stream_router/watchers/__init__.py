@@ -15,6 +15,7 @@ from stream_router.watchers.messages import MalformedMessage
 from stream_router.watchers.sqs import (
     Emit,
     EventBridgeSqsWatcher,
+    PollErrors,
     S3OutputSqsWatcher,
     SqsWatcher,
     WatcherCounts,
@@ -24,6 +25,7 @@ __all__ = [
     "Emit",
     "EventBridgeSqsWatcher",
     "MalformedMessage",
+    "PollErrors",
     "S3OutputSqsWatcher",
     "SqsWatcher",
     "WatcherCounts",

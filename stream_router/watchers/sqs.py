@@ -27,7 +27,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -59,6 +59,25 @@ class WatcherCounts:
     unparseable: int = 0  #: malformed messages (deleted)
     emit_failures: int = 0  #: emit raised; the message was left for redelivery
     sqs_errors: int = 0  #: failed receives and deletes
+
+
+class PollErrors:
+    """What each poll added to a watcher's error counts, for metrics.
+
+    Called with the watcher's cumulative :class:`WatcherCounts` after every poll (an
+    ``on_poll`` callback); returns ``{"sqs": n, "forward": n, "unparseable": n}`` for that poll.
+    """
+
+    def __init__(self) -> None:
+        self._seen = WatcherCounts()
+
+    def __call__(self, counts: WatcherCounts) -> dict[str, int]:
+        seen, self._seen = self._seen, replace(counts)
+        return {
+            "sqs": counts.sqs_errors - seen.sqs_errors,
+            "forward": counts.emit_failures - seen.emit_failures,
+            "unparseable": counts.unparseable - seen.unparseable,
+        }
 
 
 class SqsWatcher(ABC):
