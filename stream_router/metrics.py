@@ -130,7 +130,8 @@ class IngestMetrics:
         )
         self.consumer_lag = Gauge(
             "stream_router_ingest_consumer_lag",
-            "Records between the committed position and the high watermark.",
+            "Records between the position ingest has decided up to and the high watermark "
+            "(updated when a batch is acknowledged).",
             ["topic", "partition"],
             registry=registry,
         )
