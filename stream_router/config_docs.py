@@ -17,7 +17,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -122,24 +122,36 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def between_markers(text: str, begin: str, end: str, content: str) -> str:
+    """``text`` with what lies between the ``begin`` and ``end`` marker lines set to ``content``."""
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"the markers {begin!r} and {end!r} are missing")
+    return pattern.sub(lambda _: f"{begin}\n{content}\n{end}", text, count=1)
+
+
 def with_table(text: str) -> str:
     """``text`` with the part between the markers replaced by the current table."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(text):
-        raise ValueError(f"the markers {BEGIN!r} and {END!r} are missing")
-    return pattern.sub(lambda _: f"{BEGIN}\n{table()}\n{END}", text, count=1)
+    return between_markers(text, BEGIN, END, table())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def generator_main(
+    description: str, table: Callable[[], str], argv: list[str] | None, begin: str, end: str
+) -> int:
+    """Print ``table()``, or with ``--write FILE`` refresh it between the markers in FILE."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--write", type=Path, help="refresh the table inside this Markdown file")
     args = parser.parse_args(argv)
     if args.write is None:
         sys.stdout.write(table() + "\n")
         return 0
     text = args.write.read_text(encoding="utf-8")
-    args.write.write_text(with_table(text), encoding="utf-8")
+    args.write.write_text(between_markers(text, begin, end, table()), encoding="utf-8")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generator_main(__doc__.splitlines()[0], table, argv, BEGIN, END)
 
 
 if __name__ == "__main__":
