@@ -28,6 +28,8 @@ from tests.integration.test_review_e2e import (
     create_topics,
     emulator_loops,
     events,
+    outcome_records,
+    run_router,
 )
 from tests.integration.test_review_outcomes_e2e import describe
 
@@ -37,14 +39,11 @@ LAG = "stream_router_review_watcher_event_lag_seconds"
 
 
 def outcomes(reader: TopicReader, tag: str) -> dict[str, list[str]]:
-    """Event id -> every decision published for it (dead letters of requests included)."""
-    found: dict[str, list[str]] = {}
-    for envelope in reader.values(f"out-{tag}"):
-        found.setdefault(envelope["event_id"], []).append(envelope["decision"])
-    for record in reader.values(f"dlq-{tag}"):
-        if "review_request" in record:
-            found.setdefault(record["review_request"]["event_id"], []).append("dead-lettered")
-    return found
+    """Event id -> every decision published for it (a request's dead letter: dead-lettered)."""
+    return {
+        event_id: [record.get("decision", "dead-lettered") for record in records]
+        for event_id, records in outcome_records(reader, tag).items()
+    }
 
 
 def requests_by_partition(reader: TopicReader, tag: str) -> dict[int, set[str]]:
@@ -56,22 +55,10 @@ def requests_by_partition(reader: TopicReader, tag: str) -> dict[int, set[str]]:
 
 
 async def run_phase(
-    path: Path,
-    env: dict[str, str],
-    reader: TopicReader,
-    tag: str,
-    wanted: set[str],
-    timeout_s: float = 120,
+    path: Path, env: dict[str, str], reader: TopicReader, tag: str, wanted: set[str]
 ) -> None:
-    """Start the router, wait until every wanted event has an outcome, stop it with SIGTERM."""
-    process = router(path, "all", env)
-    process.start()
-    try:
-        await process.wait_ready_async(60)
-        await reader.until(lambda r: set(outcomes(r, tag)) >= wanted, timeout_s)
-    finally:
-        code = await process.stop_async()
-    assert code == 0, process.output_tail()
+    """Run the router until every wanted event has an outcome, then stop it with SIGTERM."""
+    await run_router(path, env, reader, lambda r: set(outcomes(r, tag)) >= wanted)
 
 
 async def test_budget_counts_survive_a_restart(

@@ -13,6 +13,7 @@ import os
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,24 +152,43 @@ async def run_until_done(
     path.write_text(yaml.safe_dump(config(info, tag, tmp_path, watchers, **review)))
     records, fate = events(count, tag)
     await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
+
+    def finished(r: TopicReader) -> bool:
+        return set(outcome_records(r, tag)) >= set(fate) and len(r.records[f"dlq-{tag}"]) >= 1
+
+    async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+        await run_router(path, env, reader, finished, timeout_s)
+        await reader.poll()
+    return reader, fate, tag
+
+
+def outcome_records(reader: TopicReader, tag: str) -> dict[str, list[dict[str, Any]]]:
+    """Event id -> every record published for it (output envelopes and request dead letters)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for envelope in reader.values(f"out-{tag}"):
+        found.setdefault(envelope["event_id"], []).append(envelope)
+    for record in reader.values(f"dlq-{tag}"):
+        if "review_request" in record:
+            found.setdefault(record["review_request"]["event_id"], []).append(record)
+    return found
+
+
+async def run_router(
+    path: Path,
+    env: dict[str, str],
+    reader: TopicReader,
+    done: Callable[[TopicReader], bool],
+    timeout_s: float = 120,
+) -> None:
+    """Run ingest+review on config ``path`` until ``done(reader)``; SIGTERM must exit 0."""
     process = router(path, "all", env)
     process.start()
     try:
         await process.wait_ready_async(60)
-        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
-
-            def finished(r: TopicReader) -> bool:
-                done = {e["event_id"] for e in r.values(f"out-{tag}")}
-                done |= {e["review_request"]["event_id"] for e in r.values(f"dlq-{tag}")
-                         if "review_request" in e}  # fmt: skip
-                return done >= set(fate) and len(r.records[f"dlq-{tag}"]) >= 1
-
-            await reader.until(finished, timeout_s)
-            await reader.poll()
+        await reader.until(done, timeout_s)
     finally:
         code = await process.stop_async()
     assert code == 0, process.output_tail()
-    return reader, fate, tag
 
 
 def check_exactly_once(

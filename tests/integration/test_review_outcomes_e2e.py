@@ -21,7 +21,13 @@ from stream_router.sandbox.aws import client as sandbox_client
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce
 from tests.integration.router_process import router
-from tests.integration.test_review_e2e import config, create_topics, events
+from tests.integration.test_review_e2e import (
+    config,
+    create_topics,
+    events,
+    run_router,
+)
+from tests.integration.test_review_e2e import outcome_records as outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +44,6 @@ def describe(info: SandboxInfo, name: str) -> dict[str, Any] | None:
         return None
     finally:
         a2i.close()
-
-
-def outcomes(reader: TopicReader, tag: str) -> dict[str, list[dict[str, Any]]]:
-    """Event id -> every record published for it (output envelopes and request dead letters)."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for envelope in reader.values(f"out-{tag}"):
-        found.setdefault(envelope["event_id"], []).append(envelope)
-    for record in reader.values(f"dlq-{tag}"):
-        if "review_request" in record:
-            found.setdefault(record["review_request"]["event_id"], []).append(record)
-    return found
 
 
 async def run(
@@ -71,16 +66,10 @@ async def run(
     path.write_text(yaml.safe_dump(settings))
     records, fate = events(count, tag)
     await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
-    process = router(path, "all", env)
-    process.start()
-    try:
-        await process.wait_ready_async(60)
-        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
-            await reader.until(lambda r: set(outcomes(r, tag)) >= set(fate), timeout_s)
-            await reader.poll()
-    finally:
-        code = await process.stop_async()
-    assert code == 0, process.output_tail()
+    async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+        done = lambda r: set(outcomes(r, tag)) >= set(fate)  # noqa: E731
+        await run_router(path, env, reader, done, timeout_s)
+        await reader.poll()
     return reader, fate, tag
 
 
