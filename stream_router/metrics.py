@@ -264,14 +264,17 @@ class ReviewMetrics:
         if event_time_s is not None:
             self.watcher_event_lag.labels(watcher).observe(max(0.0, now_s - event_time_s))
 
-    def watcher_polled(self, watcher: str, errors: Mapping[str, int], now_s: float) -> None:
+    def watcher_polled(self, watcher: str, errors: Mapping[str, int], now_s: float) -> bool:
         """After one poll: count its ``errors`` by kind (sqs, forward, unparseable).
 
         The poll counts as progress (the last-poll time moves) only when SQS and forwarding both
-        worked: a watcher whose every receive is denied must look stalled, not alive.
+        worked: a watcher whose every receive is denied must look stalled, not alive. Returns
+        whether the poll was such progress.
         """
         for kind, count in errors.items():
             if count:
                 self.watcher_errors.labels(watcher, kind).inc(count)
-        if not errors.get("sqs") and not errors.get("forward"):
+        clean = not errors.get("sqs") and not errors.get("forward")
+        if clean:
             self.watcher_last_poll.labels(watcher).set(now_s)
+        return clean

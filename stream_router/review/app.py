@@ -569,9 +569,7 @@ class ReviewService:
         new_errors = PollErrors()
 
         def report(counts: WatcherCounts) -> None:
-            errors = new_errors(counts)
-            self.metrics.watcher_polled(watcher, errors, self.clock())
-            if not errors["sqs"] and not errors["forward"]:
+            if self.metrics.watcher_polled(watcher, new_errors(counts), self.clock()):
                 self.supervisor.beat(watcher)
 
         return report

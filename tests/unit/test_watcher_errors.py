@@ -30,10 +30,12 @@ def test_a_failed_receive_is_counted_and_does_not_move_the_last_poll() -> None:
     last = "stream_router_review_watcher_last_poll_timestamp_seconds"
     failures = "stream_router_review_watcher_errors_total"
 
-    metrics.watcher_polled("eventbridge", {"sqs": 0, "forward": 0, "unparseable": 0}, 100.0)
+    assert metrics.watcher_polled("eventbridge", {"sqs": 0, "forward": 0, "unparseable": 0}, 100.0)
     assert value(registry, last, watcher="eventbridge") == 100.0
 
-    metrics.watcher_polled("eventbridge", {"sqs": 1, "forward": 0, "unparseable": 0}, 130.0)
+    assert not metrics.watcher_polled(
+        "eventbridge", {"sqs": 1, "forward": 0, "unparseable": 0}, 130.0
+    )
     assert value(registry, last, watcher="eventbridge") == 100.0  # denied: looks stalled
     assert value(registry, failures, watcher="eventbridge", kind="sqs") == 1.0
 
