@@ -44,16 +44,21 @@ def load(path: Path) -> dict[str, Any]:
     return template
 
 
-@pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cfn") / "stream-router.packaged.yaml"
-    result = subprocess.run(
-        [sys.executable, str(PACKAGER), "--output", str(out)],
+def package(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run deploy/aws/package.py with ``args``."""
+    return subprocess.run(
+        [sys.executable, str(PACKAGER), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cfn") / "stream-router.packaged.yaml"
+    result = package("--output", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -105,31 +110,12 @@ def test_packaged_template_embeds_the_task_template_exactly(packaged: Path) -> N
 def test_packaging_refuses_a_packaged_template_and_an_oversized_task(
     packaged: Path, tmp_path: Path
 ) -> None:
-    again = subprocess.run(
-        [
-            sys.executable,
-            str(PACKAGER),
-            "--template",
-            str(packaged),
-            "--output",
-            str(tmp_path / "x"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = package("--template", str(packaged), "--output", str(tmp_path / "x"))
     assert again.returncode == 2
     assert "already packaged" in again.stderr
     big = tmp_path / "big.html"
     big.write_text("<p>x</p>" * 20_000, encoding="utf-8")
-    oversized = subprocess.run(
-        [sys.executable, str(PACKAGER), "--task", str(big), "--output", str(tmp_path / "y")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    oversized = package("--task", str(big), "--output", str(tmp_path / "y"))
     assert oversized.returncode == 2
     assert "at most 128000" in oversized.stderr
     assert not (tmp_path / "y").exists()
