@@ -179,6 +179,10 @@ class ReviewMetrics:
     - ``stream_router_review_watcher_errors_total{watcher,kind}``: kind sqs, forward, unparseable
     - ``stream_router_review_watcher_event_lag_seconds{watcher}``: the event's own time (status
       change, object creation, a review's end) to its forwarding onto loop-events
+    - ``stream_router_review_requests_recovered_total``: review requests the audit found
+      committed but never handled, and re-sent (``review/audit.py``)
+    - ``stream_router_review_audit_last_sweep_timestamp_seconds``: when the audit last finished
+      a sweep
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -252,6 +256,17 @@ class ReviewMetrics:
             "From a loop event's own timestamp to its forwarding onto loop-events, by watcher.",
             ["watcher"],
             buckets=WATCHER_LAG_BUCKETS_S,
+            registry=registry,
+        )
+        self.requests_recovered = PromCounter(
+            "stream_router_review_requests_recovered",
+            "Review requests whose offset was committed but that were never handled, found by "
+            "the audit and re-sent to review-requests.",
+            registry=registry,
+        )
+        self.audit_last_sweep = Gauge(
+            "stream_router_review_audit_last_sweep_timestamp_seconds",
+            "When the request audit last finished a sweep (epoch seconds).",
             registry=registry,
         )
 

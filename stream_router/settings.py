@@ -304,6 +304,12 @@ class ReviewSettings(Section):
     concurrency: int = Field(
         8, ge=1, le=256, description="Review requests handled at once (starts in flight)."
     )
+    audit_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often the review role re-reads the review requests it committed, "
+        "to re-send any that were never handled (see review/audit.py).",
+    )
     stall_after_s: float = Field(
         300.0,
         gt=0,

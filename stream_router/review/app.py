@@ -44,6 +44,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
@@ -56,6 +57,7 @@ from stream_router.errors import (
 )
 from stream_router.metrics import ReviewMetrics
 from stream_router.naming import attempt_name, first_name_of
+from stream_router.review.audit import RequestAudit
 from stream_router.review.backend import ReviewBackend, ReviewStatus
 from stream_router.review.budget import Budget, BudgetLimits
 from stream_router.review.completion import Action, Completer, Completion
@@ -160,6 +162,7 @@ class ReviewService:
         self._opened = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
         self._held: set[str] = set()  # first names this process holds over budget
+        self._in_hand: set[str] = set()  # first names whose request an actor is handling
         self._nudged: dict[str, float] = {}  # first name -> when the sweep last re-sent it
         self.supervisor = Supervisor(review.stall_after_s, monotonic=monotonic)
 
@@ -197,6 +200,16 @@ class ReviewService:
             self._agent("loop-events", self._on_loop_events)
         )
         self.task("open-backend", self._open_backend, required=False)
+        self.audit = RequestAudit(
+            settings.kafka,
+            self.requests.get_topic_name(),
+            review.app_id,
+            known=lambda name: self.ledger.get(name) is not None,
+            in_hand=self._in_hand.__contains__,
+            resend=functools.partial(self._send_keyed, self.requests),
+        )
+        self.supervisor.heartbeat("request-audit", review.audit_interval_s)
+        self.task("request-audit", self._audit_loop)
         if "reconciler" in settings.watchers.enabled:
             self.supervisor.heartbeat("reconciler", settings.watchers.reconcile_interval_s)
             self.task("reconciler", self._reconcile_loop)
@@ -284,16 +297,30 @@ class ReviewService:
                 )
 
     async def _request(self, request: Mapping[str, Any], name: str, partition: int) -> None:
-        data = self.ledger.get(name)
-        if data is None:
-            await self._start(request, name, 1, str(request["review_flow"]), partition)
-        elif data.get("held") and name not in self._held:  # a held request handed back
-            self._held.add(name)  # in hand here: a second copy meanwhile does nothing
-            try:
-                await self._start(request, name, int(data["attempt"]), str(data["flow"]), partition)
-            finally:
-                self._held.discard(name)
-        # else redelivered: started (or finished) already, or held by this process
+        if name in self._in_hand:
+            return  # a copy (handed back, or re-sent by the audit) of a request in hand here
+        self._in_hand.add(name)
+        try:
+            data = self.ledger.get(name)
+            if data is None:
+                await self._start(request, name, 1, str(request["review_flow"]), partition)
+            elif data.get("held") and name not in self._held:  # a held request handed back
+                self._held.add(name)
+                try:
+                    await self._start(
+                        request, name, int(data["attempt"]), str(data["flow"]), partition
+                    )
+                finally:
+                    self._held.discard(name)
+            # else redelivered: started (or finished) already, or held by this process
+        finally:
+            self._in_hand.discard(name)
+
+    def _owned_requests(self) -> list[int]:
+        """The review-requests partitions this instance owns (actively)."""
+        topic = self.requests.get_topic_name()
+        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
+                      if tp.topic == topic)  # fmt: skip
 
     async def _reassigned(self, *_: Any, **__: Any) -> None:
         self.budgets.forget()  # counters of partitions now owned come from the table
@@ -328,9 +355,8 @@ class ReviewService:
         self.metrics.start_throttled.inc(result.throttled)
         self.metrics.start_outcomes.labels(route, result.decision.value).inc()
         now = self.clock()
-        owned = [tp.partition for tp in self.app.assignor.assigned_actives()
-                 if tp.topic == self.requests.get_topic_name()]  # fmt: skip
-        for window, left in self.budgets.remaining(route, now, owned or [partition]).items():
+        owned = self._owned_requests() or [partition]
+        for window, left in self.budgets.remaining(route, now, owned).items():
             if left is not None:
                 self.metrics.budget_remaining.labels(route, window).set(left)
         if result.decision in (StartDecision.STARTED, StartDecision.ALREADY_STARTED):
@@ -586,15 +612,37 @@ class ReviewService:
 
         return watch
 
-    async def _reconcile_loop(self) -> None:
-        """A sweep every ``reconcile_interval_s`` until shutdown."""
-        interval = self.settings.watchers.reconcile_interval_s
+    async def _every(self, interval_s: float, sweep: Callable[[], Awaitable[None]]) -> None:
+        """Run ``sweep`` every ``interval_s`` once the backend is open, until shutdown."""
         await self._opened.wait()
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
+                await asyncio.wait_for(self._stop.wait(), interval_s)
             if not self._stop.is_set():
-                await self._reconcile()
+                await sweep()
+
+    async def _reconcile_loop(self) -> None:
+        await self._every(self.settings.watchers.reconcile_interval_s, self._reconcile)
+
+    async def _audit_loop(self) -> None:
+        await self.audit.start()
+        try:
+            await self._every(self.settings.review.audit_interval_s, self._audit)
+        finally:
+            await self.audit.stop()
+
+    async def _audit(self) -> None:
+        """Re-send owned review requests committed but never handled (``review/audit.py``)."""
+        if self.app.rebalancing or self.app.in_recovery:
+            self.supervisor.beat("request-audit")  # the tables are not whole yet: wait
+            return
+        try:
+            self.metrics.requests_recovered.inc(await self.audit.sweep(self._owned_requests()))
+        except KafkaError as exc:  # the broker is unwell: the next sweep tries again
+            logger.warning("request audit failed: %s", exc)
+            return
+        self.metrics.audit_last_sweep.set(self.clock())
+        self.supervisor.beat("request-audit")
 
     async def _reconcile(self) -> None:
         """Describe open reviews that are overdue or no longer listed as open; report ends."""
@@ -639,8 +687,7 @@ class ReviewService:
         entry is the record of a held request, and the owner of its partition re-sends it
         until it is started, once per ``grace``. Duplicates find the ledger and do nothing.
         """
-        topic = self.requests.get_topic_name()
-        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        owned = set(self._owned_requests())
         held = {first: data for first, data in items if data.get("held")}
         self._nudged = {first: at for first, at in self._nudged.items() if first in held}
         for first, data in held.items():
