@@ -1,20 +1,16 @@
-"""The review application on faust-streaming: agents, the ledger table, watchers, reconciler.
+"""The review application on faust-streaming: agents, tables, watchers, reconciler and audit.
 
-The only module that imports faust. It wires the pure parts of ``review/`` together::
+The only module that imports faust. It wires the parts of ``review/`` together::
 
-    review-requests ──► on_requests:  dedupe (ledger) → Starter → ledger entry
+    review-requests ──► review-requests agent ──► ReviewFlow.request  (review/flow.py)
     watchers (SQS: EventBridge, S3 output) and the reconciler ──► loop-events
-    loop-events ──► on_loop_events:   ledger → Completer → output / dead-letter / escalation
+    loop-events ──► loop-events agent ──► ReviewFlow.loop_event
+    the request audit re-sends requests committed but never handled     (review/audit.py)
 
 Everything about one review is keyed by its first name (``naming.first_name_of``): requests,
 loop events and ledger entries of every attempt share a partition, so one worker owns them.
 Finished reviews stay in the ledger as closed entries, so a late or repeated loop event
-publishes nothing new.
-
-With ``budget_fallback: hold`` a request over budget waits in its worker; its ledger entry
-says it is held (attempt and flow, an escalation too). On shutdown the worker hands it back to
-review-requests, and the reconciler of the partition's owner re-sends any held request no
-worker holds, since a copy can be lost across a restart (see ``_resend_orphaned_holds``).
+publishes nothing new, and the audit knows which requests were handled.
 
 The rate limiter is per process: give each review instance its share of the account's quota.
 Budgets are kept per review-requests partition in the ``budgets`` table, each partition
@@ -33,13 +29,12 @@ a bug or a version skew that must be seen, not dead-lettered out of sight.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -48,40 +43,25 @@ from aiokafka.errors import KafkaError
 
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
-from stream_router.envelope import review_dead_letter
-from stream_router.errors import (
-    ReviewCapacityExceeded,
-    ReviewRejected,
-    ReviewThrottled,
-    UpstreamError,
-)
 from stream_router.metrics import ReviewMetrics
-from stream_router.naming import attempt_name, first_name_of
+from stream_router.naming import first_name_of
 from stream_router.review.audit import RequestAudit
-from stream_router.review.backend import ReviewBackend, ReviewStatus
+from stream_router.review.backend import ReviewBackend
 from stream_router.review.budget import Budget, BudgetLimits
-from stream_router.review.completion import Action, Completer, Completion
-from stream_router.review.events import EventSource, LoopEvent
-from stream_router.review.ledger import LedgerEntry
+from stream_router.review.completion import Completer
+from stream_router.review.events import LoopEvent
+from stream_router.review.flow import Outlets, ReviewFlow
 from stream_router.review.limiter import RateLimiter
-from stream_router.review.outcome import UnreviewedCode, unreviewed_envelope
+from stream_router.review.reconciler import Reconciler
 from stream_router.review.shares import PartitionBudgets
-from stream_router.review.starter import StartDecision, Starter, StartResult
+from stream_router.review.starter import Starter
 from stream_router.review.supervision import Supervisor, retry_upstream
 from stream_router.settings import KafkaSettings, Settings
-from stream_router.watchers.sqs import (
-    EventBridgeSqsWatcher,
-    PollErrors,
-    S3OutputSqsWatcher,
-    SqsWatcher,
-    WatcherCounts,
-)
+from stream_router.watchers.sqs import PollErrors, SqsWatcher, WatcherCounts, sqs_watchers
 
 logger = logging.getLogger(__name__)
 
-CAPACITY_RETRY_S = 5.0
 EXIT_DIED = 1  #: exit code when an agent or task died
-OUTPUT_UNREADABLE = "OutputUnreadable"  #: dead-letter reason: the review's output cannot be read
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -152,18 +132,9 @@ class ReviewService:
             for route, b in review.budgets.items()
         }
         self.limiter = RateLimiter(review.rate_per_s, review.burst)
-        self.starter = Starter(
-            self.backend, self.limiter, Budget({}), projection=list(review.projection)
-        )
-        self.completer = Completer(self.backend, review, clock=clock)
-        self.in_flight = 0
-        self._capacity = asyncio.Condition()
         self._stop = asyncio.Event()
         self._opened = asyncio.Event()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._held: set[str] = set()  # first names this process holds over budget
-        self._in_hand: set[str] = set()  # first names whose request an actor is handling
-        self._nudged: dict[str, float] = {}  # first name -> when the sweep last re-sent it
+        self._locks: dict[str, asyncio.Lock] = {}  # first name -> its loop events, one at a time
         self.supervisor = Supervisor(review.stall_after_s, monotonic=monotonic)
 
         self.app = app = faust_app(settings)
@@ -192,6 +163,28 @@ class ReviewService:
                 route,
                 review.topic_partitions,
             )
+        self.flow = flow = ReviewFlow(
+            review,
+            backend=self.backend,
+            starter=Starter(
+                self.backend, self.limiter, Budget({}), projection=list(review.projection)
+            ),
+            completer=Completer(self.backend, review, clock=clock),
+            ledger=self.ledger,
+            budgets=self.budgets,
+            outlets=Outlets(
+                output=functools.partial(self._send_keyed, self.output),
+                dead_letter=functools.partial(self._send_keyed, self.dead_letter),
+                requests=functools.partial(self._send_keyed, self.requests),
+                loop_events=self.emit,
+            ),
+            metrics=metrics,
+            supervisor=self.supervisor,
+            owned=self._owned_requests,
+            stopping=lambda: app.should_stop or self._stop.is_set(),
+            stop=self._stop,
+            clock=clock,
+        )
         app.on_partitions_assigned.connect(self._reassigned)
         app.agent(self.requests, name="review-requests", concurrency=review.concurrency)(
             self._agent("review-requests", self._on_requests)
@@ -205,15 +198,20 @@ class ReviewService:
             self.requests.get_topic_name(),
             review.app_id,
             known=lambda name: self.ledger.get(name) is not None,
-            in_hand=self._in_hand.__contains__,
+            in_hand=flow.in_hand.__contains__,
             resend=functools.partial(self._send_keyed, self.requests),
+            paused=lambda: app.rebalancing or app.in_recovery,
         )
         self.supervisor.heartbeat("request-audit", review.audit_interval_s)
         self.task("request-audit", self._audit_loop)
+        self.reconciler = Reconciler(
+            flow, metrics, grace_s=settings.watchers.reconcile_grace_s, clock=clock
+        )
         if "reconciler" in settings.watchers.enabled:
             self.supervisor.heartbeat("reconciler", settings.watchers.reconcile_interval_s)
             self.task("reconciler", self._reconcile_loop)
-        for watcher in self._watchers():
+        watchers = sqs_watchers(settings.watchers, self.clients, self.emit, self._poll_reporter)
+        for watcher in watchers:
             self.supervisor.heartbeat(watcher.kind, float(settings.watchers.wait_time_s))
             self.task(watcher.kind, self._watch_task(watcher))
         app.on_before_shutdown.connect(self._close_backend)
@@ -283,7 +281,7 @@ class ReviewService:
         if closer is not None:
             await closer()
 
-    # -- review requests ---------------------------------------------------------------------
+    # -- agents ------------------------------------------------------------------------------
 
     async def _on_requests(self, stream: Any) -> None:
         await self._opened.wait()
@@ -293,192 +291,8 @@ class ReviewService:
                 name = str(request["loop_name"])
                 await retry_upstream(
                     f"review request {name}",
-                    functools.partial(self._request, request, name, event.message.partition),
+                    functools.partial(self.flow.request, request, name, event.message.partition),
                 )
-
-    async def _request(self, request: Mapping[str, Any], name: str, partition: int) -> None:
-        if name in self._in_hand:
-            return  # a copy (handed back, or re-sent by the audit) of a request in hand here
-        self._in_hand.add(name)
-        try:
-            data = self.ledger.get(name)
-            if data is None:
-                await self._start(request, name, 1, str(request["review_flow"]), partition)
-            elif data.get("held") and name not in self._held:  # a held request handed back
-                self._held.add(name)
-                try:
-                    await self._start(
-                        request, name, int(data["attempt"]), str(data["flow"]), partition
-                    )
-                finally:
-                    self._held.discard(name)
-            # else redelivered: started (or finished) already, or held by this process
-        finally:
-            self._in_hand.discard(name)
-
-    def _owned_requests(self) -> list[int]:
-        """The review-requests partitions this instance owns (actively)."""
-        topic = self.requests.get_topic_name()
-        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
-                      if tp.topic == topic)  # fmt: skip
-
-    async def _reassigned(self, *_: Any, **__: Any) -> None:
-        self.budgets.forget()  # counters of partitions now owned come from the table
-
-    async def _start(
-        self, request: Mapping[str, Any], first: str, attempt: int, flow: str, partition: int
-    ) -> None:
-        """Start a review; ``partition`` (of the event in hand) decides whose budget pays."""
-        review = self.settings.review
-        name = attempt_name(first, attempt)
-        route = str(request["route"])
-        budget = self.budgets.budget(partition)
-        while True:
-            async with self._capacity:
-                with self.supervisor.waiting():
-                    await self._capacity.wait_for(lambda: self.in_flight < review.max_in_flight)
-            try:
-                result = await self.starter.start(
-                    request, name=name, flow=flow, attempt=attempt, budget=budget
-                )
-            except ReviewCapacityExceeded:
-                self.metrics.capacity_waits.inc()
-                logger.warning("open-reviews quota reached; pausing starts")
-                await self._wait_for_capacity()
-                continue
-            except ReviewThrottled:
-                self.metrics.start_throttled.inc()
-                continue  # the limiter is paused already; try again
-            finally:
-                self.budgets.save(partition)
-            break
-        self.metrics.start_throttled.inc(result.throttled)
-        self.metrics.start_outcomes.labels(route, result.decision.value).inc()
-        now = self.clock()
-        owned = self._owned_requests() or [partition]
-        for window, left in self.budgets.remaining(route, now, owned).items():
-            if left is not None:
-                self.metrics.budget_remaining.labels(route, window).set(left)
-        if result.decision in (StartDecision.STARTED, StartDecision.ALREADY_STARTED):
-            entry = LedgerEntry(
-                name=name,
-                first_name=first,
-                route=route,
-                flow=flow,
-                attempt=attempt,
-                started_s=now,
-                deadline_s=now + review.review_deadline_s,
-                request=request,
-            )
-            self.ledger[first] = entry.to_dict()
-            self.in_flight += 1
-            self.metrics.in_flight.set(self.in_flight)
-            if result.decision is StartDecision.ALREADY_STARTED:
-                await self._report_if_finished(name)
-            return
-        await self._not_started(request, first, result, partition)
-
-    async def _not_started(
-        self, request: Mapping[str, Any], first: str, result: StartResult, partition: int
-    ) -> None:
-        review = self.settings.review
-        if result.decision is StartDecision.OVER_BUDGET and review.budget_fallback == "hold":
-            route = str(request["route"])
-            until = self.budgets.budget(partition).available_at_s(route, self.clock())
-            if until is not None:
-                logger.info("budget of %s spent: holding review requests", route)
-                # The ledger keeps what is held (an escalation too: its previous entry is
-                # closed already), so a copy handed back or lost still gets started later.
-                self.ledger[first] = {"held": True, "attempt": result.attempt,
-                                      "flow": result.flow, "partition": partition,
-                                      "held_s": self.clock(), "request": dict(request)}  # fmt: skip
-                self._held.add(first)
-                try:
-                    with self.supervisor.waiting():
-                        stopping = await self._hold(until)
-                    if not stopping:
-                        await self._start(request, first, result.attempt, result.flow, partition)
-                    else:  # hand it back: acking it unstarted would lose it
-                        await self._hand_back(first, request)
-                        logger.info("stopping: held review request %s handed back to Kafka", first)
-                finally:
-                    self._held.discard(first)
-                return
-        reason = result.reason or result.decision.value
-        code = {
-            StartDecision.OVER_BUDGET: UnreviewedCode.BUDGET_EXHAUSTED.value,
-            StartDecision.OVERSIZE: UnreviewedCode.INPUT_TOO_LARGE.value,
-        }.get(result.decision, result.decision.value)
-        accept = (
-            result.decision is StartDecision.OVER_BUDGET
-            and review.budget_fallback == "accept-unreviewed"
-        ) or result.decision is StartDecision.OVERSIZE
-        if result.decision is StartDecision.OVERSIZE:
-            # As large as the event is, Kafka would refuse the envelope (and crash this agent):
-            # the envelope leaves the event out; its ``source`` locates it in the input topic.
-            request = {**request, "event": {}}
-            reason += "; the event is left out of this envelope (see source)"
-        if accept:
-            record = unreviewed_envelope(
-                request, failure_code=code, reason=reason, loop_name=result.name,
-                review_flow=result.flow,
-            )  # fmt: skip
-            await self._send(self.output, request, record)
-            outcome = "unreviewed"
-        else:
-            record = review_dead_letter(request, code, reason, self.clock())
-            await self._send(self.dead_letter, request, record)
-            outcome = "dead-lettered"
-        self.metrics.outcomes.labels(outcome, "none", str(request["route"])).inc()
-        self.ledger[first] = {"closed": True, "outcome": outcome, "closed_s": self.clock()}
-
-    async def _hand_back(self, first: str, request: Mapping[str, Any]) -> None:
-        """Send a held request to review-requests again (its ledger entry says how to start)."""
-        await self._send_keyed(self.requests, first.encode(), orjson.dumps(request))
-
-    async def _hold(self, until_s: float) -> bool:
-        """Wait until ``until_s`` (epoch seconds); True if the worker began stopping first.
-
-        faust sets ``should_stop`` before it waits for the events in hand, so a hold must end
-        then or the worker never stops; the stop event of the service follows later.
-        """
-        while (left := until_s - self.clock()) > 0:
-            if self.app.should_stop or self._stop.is_set():
-                return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), min(left, 1.0))
-        return False
-
-    async def _report_if_finished(self, name: str) -> None:
-        """A review found already started may have ended long ago, its events long gone."""
-        state = await self.backend.describe(name)
-        if state is not None and state.status.terminal:
-            await self.emit(
-                LoopEvent(
-                    state.name,
-                    EventSource.RECONCILER,
-                    state.status,
-                    state.output_uri,
-                    state.flow,
-                    state.failure_code,
-                    state.failure_reason,
-                    self.clock(),
-                    state.ended_at_s,
-                )
-            )
-
-    async def _wait_for_capacity(self) -> None:
-        async with self._capacity:
-            before = self.in_flight
-            try:
-                with self.supervisor.waiting():
-                    await asyncio.wait_for(
-                        self._capacity.wait_for(lambda: self.in_flight < before), CAPACITY_RETRY_S
-                    )
-            except TimeoutError:
-                logger.debug("no review ended within %.0f s; trying again", CAPACITY_RETRY_S)
-
-    # -- loop events -------------------------------------------------------------------------
 
     async def _on_loop_events(self, stream: Any) -> None:
         await self._opened.wait()
@@ -493,7 +307,7 @@ class ReviewService:
                         await retry_upstream(
                             f"loop event of {loop_event.name}",
                             functools.partial(
-                                self._handle_loop_event,
+                                self.flow.loop_event,
                                 first,
                                 loop_event,
                                 event.message.partition,
@@ -503,54 +317,14 @@ class ReviewService:
                 if not lock.locked() and self._locks.get(first) is lock:
                     del self._locks[first]
 
-    async def _handle_loop_event(self, first: str, loop_event: LoopEvent, partition: int) -> None:
-        data = self.ledger.get(first)
-        if data is None or data.get("closed") or data.get("held"):
-            return  # unknown, handled already, or its next attempt waits for the budget
-        entry = LedgerEntry.from_dict(data)
-        if entry.name != loop_event.name:
-            return  # about an earlier attempt
-        try:
-            completion = await self.completer.complete(loop_event, entry)
-        except ReviewRejected as exc:  # its output is missing or unreadable: nothing to publish
-            record = review_dead_letter(entry.request, OUTPUT_UNREADABLE, str(exc), self.clock())
-            completion = Completion(Action.DEAD_LETTER, "dead-lettered", record)
-        if completion.action is Action.WAIT:
-            return
-        status = loop_event.status.value if loop_event.status else "Completed"
-        if completion.action is Action.PUBLISH and completion.record is not None:
-            await self._send(self.output, entry.request, completion.record)
-        elif completion.action is Action.DEAD_LETTER and completion.record is not None:
-            await self._send(self.dead_letter, entry.request, completion.record)
-        if loop_event.status is ReviewStatus.FAILED:
-            self.metrics.failed.labels(loop_event.failure_code or "unknown").inc()
-        self.metrics.outcomes.labels(completion.outcome, status, entry.route).inc()
-        self.metrics.time_in_review.observe(max(0.0, self.clock() - entry.started_s))
-        self.ledger[first] = {"closed": True, "outcome": completion.outcome,
-                              "closed_s": self.clock(), "name": entry.name}  # fmt: skip
-        await self._released()
-        if completion.action is Action.ESCALATE and completion.next_flow:
-            await self._start(
-                entry.request, first, entry.attempt + 1, completion.next_flow, partition
-            )
-        elif self.settings.review.delete_finished:
-            delete = getattr(self.backend, "delete", None)
-            if delete is not None:
-                await delete(entry.name)
+    def _owned_requests(self) -> list[int]:
+        """The review-requests partitions this instance owns (actively)."""
+        topic = self.requests.get_topic_name()
+        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
+                      if tp.topic == topic)  # fmt: skip
 
-    async def _released(self) -> None:
-        async with self._capacity:
-            self.in_flight = max(0, self.in_flight - 1)
-            self.metrics.in_flight.set(self.in_flight)
-            self._capacity.notify_all()
-
-    async def _send(self, topic: Any, request: Mapping[str, Any], value: bytes) -> None:
-        key = request.get("key")
-        if isinstance(key, str) and request.get("key_encoding") == "base64":
-            key_bytes: bytes | None = base64.b64decode(key)
-        else:
-            key_bytes = key.encode() if isinstance(key, str) else None
-        await self._send_keyed(topic, key_bytes, value)
+    async def _reassigned(self, *_: Any, **__: Any) -> None:
+        self.budgets.forget()  # counters of partitions now owned come from the table
 
     async def _send_keyed(self, topic: Any, key: bytes | None, value: bytes) -> None:
         delivered = await topic.send(key=key, value=value)
@@ -565,31 +339,6 @@ class ReviewService:
         await delivered
         self.metrics.watcher_forwarded(event.source.value, event.event_time_s, self.clock())
 
-    def _watchers(self) -> list[SqsWatcher]:
-        watchers_settings = self.settings.watchers
-        watchers: list[SqsWatcher] = []
-        if "eventbridge" in watchers_settings.enabled and watchers_settings.event_queue_url:
-            watchers.append(
-                EventBridgeSqsWatcher(
-                    self.clients,
-                    watchers_settings.event_queue_url,
-                    self.emit,
-                    wait_time_s=watchers_settings.wait_time_s,
-                    on_poll=self._poll_reporter("eventbridge"),
-                )
-            )
-        if "s3-output" in watchers_settings.enabled and watchers_settings.output_queue_url:
-            watchers.append(
-                S3OutputSqsWatcher(
-                    self.clients,
-                    watchers_settings.output_queue_url,
-                    self.emit,
-                    wait_time_s=watchers_settings.wait_time_s,
-                    on_poll=self._poll_reporter("s3-output"),
-                )
-            )
-        return watchers
-
     def _poll_reporter(self, watcher: str) -> Callable[[WatcherCounts], None]:
         """After each poll: count its errors; only a clean poll is progress (metric, readiness)."""
         new_errors = PollErrors()
@@ -599,11 +348,6 @@ class ReviewService:
                 self.supervisor.beat(watcher)
 
         return report
-
-    @property
-    def stopping(self) -> asyncio.Event:
-        """Set when the worker begins to shut down."""
-        return self._stop
 
     def _watch_task(self, watcher: SqsWatcher) -> Callable[[], Awaitable[None]]:
         async def watch() -> None:
@@ -624,6 +368,10 @@ class ReviewService:
     async def _reconcile_loop(self) -> None:
         await self._every(self.settings.watchers.reconcile_interval_s, self._reconcile)
 
+    async def _reconcile(self) -> None:
+        await self.reconciler.sweep()
+        self.supervisor.beat("reconciler")
+
     async def _audit_loop(self) -> None:
         await self.audit.start()
         try:
@@ -633,7 +381,7 @@ class ReviewService:
 
     async def _audit(self) -> None:
         """Re-send owned review requests committed but never handled (``review/audit.py``)."""
-        if self.app.rebalancing or self.app.in_recovery:
+        if self.audit.paused():
             self.supervisor.beat("request-audit")  # the tables are not whole yet: wait
             return
         try:
@@ -643,62 +391,6 @@ class ReviewService:
             return
         self.metrics.audit_last_sweep.set(self.clock())
         self.supervisor.beat("request-audit")
-
-    async def _reconcile(self) -> None:
-        """Describe open reviews that are overdue or no longer listed as open; report ends."""
-        try:
-            await self._reconcile_once()
-        except UpstreamError as exc:  # the backend is unwell: the next sweep tries again
-            logger.warning("reconciler sweep failed: %s", exc)
-        self.supervisor.beat("reconciler")
-
-    async def _reconcile_once(self) -> None:
-        now = self.clock()
-        grace = self.settings.watchers.reconcile_grace_s
-        items = [(str(key), data) for key, data in list(self.ledger.items()) if data is not None]
-        await self._resend_orphaned_holds(items, now, grace)
-        entries = [
-            LedgerEntry.from_dict(data)
-            for _, data in items
-            if not data.get("closed") and not data.get("held")
-        ]
-        if not entries:
-            self.metrics.watcher_last_poll.labels("reconciler").set(now)
-            return
-        open_names: set[str] = set()
-        for flow in {entry.flow for entry in entries}:
-            async for state in self.backend.pending(flow):
-                open_names.add(state.name)
-        for entry in entries:
-            overdue = now >= entry.deadline_s
-            vanished = entry.name not in open_names and now - entry.started_s >= grace
-            if not (overdue or vanished):
-                continue
-            await self._report_if_finished(entry.name)
-        self.metrics.watcher_last_poll.labels("reconciler").set(now)
-
-    async def _resend_orphaned_holds(
-        self, items: list[tuple[str, Mapping[str, Any]]], now: float, grace: float
-    ) -> None:
-        """Hand back again the held requests no worker holds (their copy may be lost).
-
-        faust can drop records fetched while a worker finishes recovering its tables (and
-        then commit past them), so a copy handed back on shutdown is not enough: the ledger
-        entry is the record of a held request, and the owner of its partition re-sends it
-        until it is started, once per ``grace``. Duplicates find the ledger and do nothing.
-        """
-        owned = set(self._owned_requests())
-        held = {first: data for first, data in items if data.get("held")}
-        self._nudged = {first: at for first, at in self._nudged.items() if first in held}
-        for first, data in held.items():
-            request = data["request"]
-            if first in self._held or int(data["partition"]) not in owned:
-                continue
-            if now - max(float(data["held_s"]), self._nudged.get(first, 0.0)) < grace:
-                continue
-            self._nudged[first] = now
-            await self._hand_back(first, request)
-            logger.info("held review request %s was not held by any worker: handed back", first)
 
 
 def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) -> None:

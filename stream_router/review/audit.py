@@ -20,9 +20,11 @@ started already is found under its name by the backend (never started twice).
 The watermark is the audit's own consumer group (``<app_id>-audit``, offsets only, it never
 joins). It passes a record once the record has a ledger entry or a copy of it was sent, and it
 stops at the first record an actor still has in hand: that one is checked again on the next
-sweep, since a crash before it finishes would leave it behind. Without a watermark the audit
-starts at the beginning of the partition: closed ledger entries are kept, so handled requests
-are recognised however old they are.
+sweep, since a crash before it finishes would leave it behind. Every sweep commits it, changed
+or not, so the broker never expires it (offsets of a group without members expire after
+``offsets.retention.minutes``). Without a watermark the audit starts at the beginning of the
+partition: closed ledger entries are kept, so handled requests are recognised however old they
+are.
 
 A record that is not a review request (not JSON, no ``loop_name``) is skipped: the agent that
 met it died and said so (see ``review/supervision.py``); the audit does not resend it.
@@ -122,7 +124,9 @@ class RequestAudit:
 
     ``group`` is the review application's consumer group (whose committed offsets bound the
     sweep); the watermark lives in the group ``group + "-audit"``. ``resend(key, value)`` sends
-    a copy to review-requests and returns once it is acknowledged.
+    a copy to review-requests and returns once it is acknowledged. ``paused()`` says the ledger
+    is not whole (a rebalance or table recovery began): the sweep then stops before re-sending
+    anything and leaves the watermark where it was.
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class RequestAudit:
         known: Callable[[str], bool],
         in_hand: Callable[[str], bool],
         resend: Resend,
+        paused: Callable[[], bool] = lambda: False,
         max_sweep_s: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -142,11 +147,13 @@ class RequestAudit:
         self.known = known
         self.in_hand = in_hand
         self.resend = resend
+        self.paused = paused
         self.max_sweep_s = max_sweep_s
         self.monotonic = monotonic
         self.kafka = kafka
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._sweeps = 0
 
     async def start(self) -> None:
         """Connect (aiokafka clients are made inside the running loop)."""
@@ -172,24 +179,31 @@ class RequestAudit:
     async def sweep(self, partitions: Sequence[int]) -> int:
         """Audit ``partitions`` (owned by this instance); returns how many copies were sent.
 
-        Each partition is read for at most ``max_sweep_s``; what is left waits for the next
-        sweep (the watermark keeps the place).
+        A sweep reads for at most ``max_sweep_s`` in all (so its caller's heartbeat holds
+        whatever the backlog); what is left waits for the next sweep, the watermark keeping the
+        place. Each sweep begins one partition further on, so a partition with a long backlog
+        does not starve the others.
         """
         if self._admin is None:
             raise RuntimeError("RequestAudit.sweep before start()")
         if not partitions:
             return 0
-        tps = [TopicPartition(self.topic, p) for p in partitions]
+        first = self._sweeps % len(partitions)
+        self._sweeps += 1
+        tps = [TopicPartition(self.topic, p) for p in [*partitions[first:], *partitions[:first]]]
         offsets = await self._admin.list_consumer_group_offsets(self.group, partitions=tps)
+        deadline = self.monotonic() + self.max_sweep_s
         sent = 0
         for tp in tps:
             committed = offsets.get(tp)
             if committed is None or committed.offset < 0:
                 continue  # the application has committed nothing here: nothing to audit yet
-            sent += await self._sweep_partition(tp, committed.offset)
+            if self.monotonic() >= deadline:
+                break
+            sent += await self._sweep_partition(tp, committed.offset, deadline)
         return sent
 
-    async def _sweep_partition(self, tp: TopicPartition, target: int) -> int:
+    async def _sweep_partition(self, tp: TopicPartition, target: int, deadline: float) -> int:
         consumer = self._consumer
         assert consumer is not None  # started: sweep checks
         consumer.assign([tp])
@@ -197,14 +211,16 @@ class RequestAudit:
         if start is None:
             start = (await consumer.beginning_offsets([tp]))[tp]
         if start >= target:
+            await consumer.commit({tp: start})  # unchanged: refreshed so it never expires
             return 0
         scan = Scan(start, target, self.known, self.in_hand)
         consumer.seek(tp, start)
-        deadline = self.monotonic() + self.max_sweep_s
         while not scan.done and self.monotonic() < deadline:
             batches = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)
             scan.feed(batches.get(tp, []))
             scan.skip_to(await consumer.position(tp))
+        if self.paused():
+            return 0
         for record in scan.missing:
             await self.resend(record.key, record.value or b"")
         if scan.unreadable:
@@ -217,6 +233,5 @@ class RequestAudit:
                 tp,
                 len(scan.missing),
             )
-        if scan.watermark > start:
-            await consumer.commit({tp: scan.watermark})
+        await consumer.commit({tp: scan.watermark})
         return len(scan.missing)

@@ -35,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stream_router.aws.clients import AwsClients
 from stream_router.errors import ConfigError
 from stream_router.review.events import LoopEvent
+from stream_router.settings import WatchersSettings
 from stream_router.watchers.messages import (
     MalformedMessage,
     decode_body,
@@ -270,3 +271,24 @@ def _describe_error(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "ClientError"))
     return type(exc).__name__
+
+
+def sqs_watchers(
+    settings: WatchersSettings,
+    clients: AwsClients,
+    emit: Emit,
+    on_poll: Callable[[str], Callable[[WatcherCounts], None]],
+) -> list[SqsWatcher]:
+    """The SQS watchers ``settings`` enables (with their queue); ``on_poll(kind)`` reports polls."""
+    queues: list[tuple[type[SqsWatcher], str | None]] = [
+        (EventBridgeSqsWatcher, settings.event_queue_url),
+        (S3OutputSqsWatcher, settings.output_queue_url),
+    ]
+    watchers: list[SqsWatcher] = []
+    for watcher, queue_url in queues:
+        if watcher.kind in settings.enabled and queue_url:
+            poll = on_poll(watcher.kind)
+            watchers.append(
+                watcher(clients, queue_url, emit, wait_time_s=settings.wait_time_s, on_poll=poll)
+            )
+    return watchers

@@ -1,0 +1,201 @@
+"""The review flow without faust: copies of a request, every way a request ends, loop events.
+
+The request audit (``review/audit.py``) relies on two promises checked here: every way a
+request ends leaves a ledger entry, and a copy of a request still in hand starts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stream_router.envelope import review_request
+from stream_router.errors import ReviewRejected
+from stream_router.metrics import ReviewMetrics
+from stream_router.models import Prediction, SourceRef
+from stream_router.policies.routes import Decision
+from stream_router.review.backend import StartOutcome
+from stream_router.review.budget import Budget, BudgetLimits
+from stream_router.review.completion import Completer
+from stream_router.review.events import EventSource, LoopEvent
+from stream_router.review.fake import FakeReviewBackend
+from stream_router.review.flow import Outlets, ReviewFlow
+from stream_router.review.limiter import RateLimiter
+from stream_router.review.shares import PartitionBudgets
+from stream_router.review.starter import Starter
+from stream_router.review.supervision import Supervisor
+from stream_router.settings import ReviewSettings
+
+NOW = 1_700_000_000.0
+FLOW = "arn:aws:sagemaker:us-east-1:000000000000:flow-definition/fast"
+
+
+class GatedBackend(FakeReviewBackend):
+    """Starts wait for ``gate``; ``entered`` is set when a start begins."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: NOW)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().start(name, flow, content)
+
+
+class Sent:
+    """Every record the flow published, by outlet."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[dict[str, Any]]] = {"output": [], "dead_letter": []}
+        self.events: list[LoopEvent] = []
+
+    def outlet(self, name: str) -> Any:
+        async def send(key: bytes | None, value: bytes) -> None:
+            self.records.setdefault(name, []).append(orjson.loads(value))
+
+        return send
+
+    async def loop_event(self, event: LoopEvent) -> None:
+        self.events.append(event)
+
+
+def make_flow(backend: FakeReviewBackend, **review: Any) -> tuple[ReviewFlow, dict[str, Any], Sent]:
+    settings = ReviewSettings.model_validate({"topic_partitions": 1, **review})
+    limits = {
+        route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
+        for route, b in settings.budgets.items()
+    }
+    ledger: dict[str, Any] = {}
+    sent = Sent()
+    flow = ReviewFlow(
+        settings,
+        backend=backend,
+        starter=Starter(
+            backend, RateLimiter(1000.0, 100), Budget({}), projection=[], clock=lambda: NOW
+        ),
+        completer=Completer(backend, settings, clock=lambda: NOW),
+        ledger=ledger,
+        budgets=PartitionBudgets(limits, BudgetLimits(), 1, {}),
+        outlets=Outlets(
+            output=sent.outlet("output"),
+            dead_letter=sent.outlet("dead_letter"),
+            requests=sent.outlet("requests"),
+            loop_events=sent.loop_event,
+        ),
+        metrics=ReviewMetrics(CollectorRegistry()),
+        supervisor=Supervisor(300.0),
+        owned=lambda: [0],
+        stopping=lambda: False,
+        stop=asyncio.Event(),
+        clock=lambda: NOW,
+    )
+    return flow, ledger, sent
+
+
+def request(**event: Any) -> dict[str, Any]:
+    """A review request as ingest writes it (the wire builder), named ``e1-loop``."""
+    prediction = Prediction(
+        event_id="e1",
+        label="cat",
+        confidence=0.4,
+        scores={"cat": 0.4, "dog": 0.35},
+        model_name="animals",
+        model_version="7",
+        timestamp_s=NOW,
+        event={"label": "cat", **event},
+        source=SourceRef("predictions", 0, 12, b"k1", int(NOW * 1000)),
+    )
+    decision = Decision(True, "general", FLOW, "confidence", "0.4 < 0.6")
+    parsed: dict[str, Any] = orjson.loads(
+        review_request(prediction, decision, "v1", "e1-loop", NOW)
+    )
+    return parsed
+
+
+async def test_a_copy_of_a_request_in_hand_starts_nothing() -> None:
+    backend = GatedBackend()
+    flow, ledger, _ = make_flow(backend)
+    first = asyncio.create_task(flow.request(request(), "e1-loop", 0))
+    await backend.entered.wait()  # the first copy is inside StartHumanLoop
+
+    await flow.request(request(), "e1-loop", 0)  # a copy (re-sent by the audit) arrives
+    assert "e1-loop" in flow.in_hand
+    backend.gate.set()
+    await first
+
+    assert backend.start_calls == ["e1-loop"]
+    assert flow.in_flight == 1
+    assert ledger["e1-loop"]["name"] == "e1-loop"
+    assert flow.in_hand == set()
+
+
+async def test_a_request_with_a_ledger_entry_does_nothing() -> None:
+    backend = FakeReviewBackend(clock=lambda: NOW)
+    flow, ledger, sent = make_flow(backend)
+    await flow.request(request(), "e1-loop", 0)
+    entry = dict(ledger["e1-loop"])
+    await flow.request(request(), "e1-loop", 0)
+    assert backend.start_calls == ["e1-loop"]
+    assert ledger["e1-loop"] == entry
+    assert flow.in_flight == 1
+    assert sent.records == {"output": [], "dead_letter": []}
+
+
+@pytest.mark.parametrize(
+    ("review", "event", "fail", "where", "decision"),
+    [
+        ({"budgets": {"general": {"per_day": 0}}, "budget_fallback": "accept-unreviewed"},
+         {}, None, "output", "unreviewed"),
+        ({"budgets": {"general": {"per_day": 0}}, "budget_fallback": "dead-letter"},
+         {}, None, "dead_letter", None),
+        ({}, {"blob": "x" * 3_200_000}, None, "output", "unreviewed"),
+        ({}, {}, ReviewRejected("ValidationException: bad input"), "dead_letter", None),
+    ],
+    ids=["over-budget-accept", "over-budget-dead-letter", "oversize", "rejected"],
+)  # fmt: skip
+async def test_every_request_that_starts_no_review_leaves_a_closed_ledger_entry(
+    review: dict[str, Any],
+    event: dict[str, Any],
+    fail: Exception | None,
+    where: str,
+    decision: str | None,
+) -> None:
+    backend = FakeReviewBackend(clock=lambda: NOW)
+    if fail is not None:
+        backend.fail_next(fail)
+    flow, ledger, sent = make_flow(backend, **review)
+    await flow.request(request(**event), "e1-loop", 0)
+
+    assert ledger["e1-loop"]["closed"] is True
+    [record] = sent.records[where]
+    other = "dead_letter" if where == "output" else "output"
+    assert sent.records[other] == []
+    if decision is not None:
+        assert record["decision"] == decision
+    assert flow.in_flight == 0
+    await flow.request(request(**event), "e1-loop", 0)  # a copy publishes nothing more
+    assert len(sent.records[where]) == 1
+
+
+async def test_a_loop_event_publishes_once_and_closes_the_entry() -> None:
+    backend = FakeReviewBackend(clock=lambda: NOW)
+    flow, ledger, sent = make_flow(backend)
+    await flow.request(request(), "e1-loop", 0)
+    state = backend.complete("e1-loop", "dog")
+    event = LoopEvent("e1-loop", EventSource.EVENTBRIDGE, state.status, state.output_uri, FLOW)
+
+    await flow.loop_event("e1-loop", event, 0)
+    await flow.loop_event("e1-loop", event, 0)  # a second notice
+
+    [reviewed] = sent.records["output"]
+    assert reviewed["decision"] == "reviewed"
+    assert reviewed["review"]["label"] == "dog"
+    assert ledger["e1-loop"]["closed"] is True
+    assert flow.in_flight == 0
