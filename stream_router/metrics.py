@@ -183,6 +183,8 @@ class ReviewMetrics:
       committed but never handled, and re-sent (``review/audit.py``)
     - ``stream_router_review_audit_last_sweep_timestamp_seconds``: when the audit last finished
       a sweep
+    - ``stream_router_review_ledger_pruned_total``: closed ledger entries deleted after their
+      retention
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -262,6 +264,11 @@ class ReviewMetrics:
             "stream_router_review_requests_recovered",
             "Review requests whose offset was committed but that were never handled, found by "
             "the audit and re-sent to review-requests.",
+            registry=registry,
+        )
+        self.ledger_pruned = PromCounter(
+            "stream_router_review_ledger_pruned",
+            "Closed ledger entries deleted after review.ledger_retention_s.",
             registry=registry,
         )
         self.audit_last_sweep = Gauge(

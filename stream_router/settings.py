@@ -304,6 +304,13 @@ class ReviewSettings(Section):
     concurrency: int = Field(
         8, ge=1, le=256, description="Review requests handled at once (starts in flight)."
     )
+    ledger_retention_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="How long a finished review's ledger entry is kept; a copy of its request "
+        "arriving later would start it again, so keep this at least the review-requests "
+        "topic's retention.",
+    )
     audit_interval_s: float = Field(
         30.0,
         gt=0,

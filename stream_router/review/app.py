@@ -200,7 +200,9 @@ class ReviewService:
             known=lambda name: self.ledger.get(name) is not None,
             in_hand=flow.in_hand.__contains__,
             resend=functools.partial(self._send_keyed, self.requests),
+            max_age_s=review.ledger_retention_s,
             paused=lambda: app.rebalancing or app.in_recovery,
+            clock=clock,
         )
         self.supervisor.heartbeat("request-audit", review.audit_interval_s)
         self.task("request-audit", self._audit_loop)
@@ -289,10 +291,12 @@ class ReviewService:
             with self.supervisor.handling("review-requests"):
                 request = orjson.loads(event.value)
                 name = str(request["loop_name"])
+                partition = event.message.partition
                 await retry_upstream(
                     f"review request {name}",
-                    functools.partial(self.flow.request, request, name, event.message.partition),
+                    functools.partial(self.flow.request, request, name, partition),
                 )
+                self.flow.prune(partition)
 
     async def _on_loop_events(self, stream: Any) -> None:
         await self._opened.wait()
@@ -313,6 +317,7 @@ class ReviewService:
                                 event.message.partition,
                             ),
                         )
+                        self.flow.prune(event.message.partition)
             finally:
                 if not lock.locked() and self._locks.get(first) is lock:
                     del self._locks[first]
@@ -325,6 +330,7 @@ class ReviewService:
 
     async def _reassigned(self, *_: Any, **__: Any) -> None:
         self.budgets.forget()  # counters of partitions now owned come from the table
+        self.flow.forget_closed()
 
     async def _send_keyed(self, topic: Any, key: bytes | None, value: bytes) -> None:
         delivered = await topic.send(key=key, value=value)

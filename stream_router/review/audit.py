@@ -27,7 +27,9 @@ partition: closed ledger entries are kept, so handled requests are recognised ho
 are.
 
 A record that is not a review request (not JSON, no ``loop_name``) is skipped: the agent that
-met it died and said so (see ``review/supervision.py``); the audit does not resend it.
+met it died and said so (see ``review/supervision.py``); the audit does not resend it. A record
+older than the ledger's retention (``review.ledger_retention_s``) is skipped too: its entry may
+have been deleted since, and re-sending it would start a finished review again.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Record(Protocol):
     @property
     def offset(self) -> int: ...
     @property
+    def timestamp(self) -> int: ...  # epoch milliseconds
+    @property
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
@@ -66,15 +70,19 @@ class Scan:
     """The audit of one partition's records, fed batch by batch (:meth:`feed`).
 
     ``known(name)`` says whether the review named ``name`` has a ledger entry; ``in_hand(name)``
-    whether an actor of this process is handling its request now.
+    whether an actor of this process is handling its request now. Records written before
+    ``not_before_ms`` are passed unjudged: their ledger entries may have been deleted after
+    their retention, so a missing entry proves nothing there.
     """
 
     watermark: int
     target: int
     known: Callable[[str], bool]
     in_hand: Callable[[str], bool]
+    not_before_ms: int = 0
     missing: list[Record] = field(default_factory=list)
     unreadable: int = 0
+    too_old: int = 0
     blocked: bool = False  #: stopped at a record still in hand
 
     @property
@@ -92,7 +100,9 @@ class Scan:
                 self.watermark = self.target
                 return
             name = _loop_name(record.value)
-            if name is None:
+            if record.timestamp < self.not_before_ms:
+                self.too_old += 1
+            elif name is None:
                 self.unreadable += 1
             elif not self.known(name):
                 if self.in_hand(name):
@@ -124,7 +134,8 @@ class RequestAudit:
 
     ``group`` is the review application's consumer group (whose committed offsets bound the
     sweep); the watermark lives in the group ``group + "-audit"``. ``resend(key, value)`` sends
-    a copy to review-requests and returns once it is acknowledged. ``paused()`` says the ledger
+    a copy to review-requests and returns once it is acknowledged. Records older than
+    ``max_age_s`` (the ledger's retention) are not judged. ``paused()`` says the ledger
     is not whole (a rebalance or table recovery began): the sweep then stops before re-sending
     anything and leaves the watermark where it was.
     """
@@ -138,8 +149,10 @@ class RequestAudit:
         known: Callable[[str], bool],
         in_hand: Callable[[str], bool],
         resend: Resend,
+        max_age_s: float,
         paused: Callable[[], bool] = lambda: False,
         max_sweep_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
@@ -148,7 +161,9 @@ class RequestAudit:
         self.in_hand = in_hand
         self.resend = resend
         self.paused = paused
+        self.max_age_s = max_age_s
         self.max_sweep_s = max_sweep_s
+        self.clock = clock
         self.monotonic = monotonic
         self.kafka = kafka
         self._admin: AIOKafkaAdminClient | None = None
@@ -213,7 +228,8 @@ class RequestAudit:
         if start >= target:
             await consumer.commit({tp: start})  # unchanged: refreshed so it never expires
             return 0
-        scan = Scan(start, target, self.known, self.in_hand)
+        not_before_ms = int((self.clock() - self.max_age_s) * 1000)
+        scan = Scan(start, target, self.known, self.in_hand, not_before_ms)
         consumer.seek(tp, start)
         while not scan.done and self.monotonic() < deadline:
             batches = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)
@@ -226,6 +242,12 @@ class RequestAudit:
         if scan.unreadable:
             logger.warning(
                 "audit of %s: %d record(s) are not review requests; skipped", tp, scan.unreadable
+            )
+        if scan.too_old:
+            logger.info(
+                "audit of %s: %d record(s) older than the ledger's retention were not checked",
+                tp,
+                scan.too_old,
             )
         if scan.missing:
             logger.warning(

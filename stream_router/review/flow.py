@@ -10,6 +10,10 @@ from, and gives it the ledger and budget tables and where to publish (:class:`Ou
   the fallback: hold (wait in the actor, the ledger says so), accept-unreviewed or dead-letter.
 - A loop event of the open attempt completes it (publish, dead-letter or escalate) and closes
   the ledger entry, so a later notice publishes nothing new.
+- A closed entry is kept ``review.ledger_retention_s`` after it closed, then deleted (a few at a
+  time, while events of its partition are handled), so the ledger and its recovery stay bounded.
+  Until then a copy of the request or a late loop event finds it and does nothing; after that a
+  copy would start the review again, so the retention must cover the review-requests topic's.
 
 With ``budget_fallback: hold`` a request over budget waits in its actor; on shutdown it is handed
 back to review-requests (acking it unstarted would lose it). Every outcome leaves a ledger entry,
@@ -22,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +50,7 @@ from stream_router.settings import ReviewSettings
 logger = logging.getLogger(__name__)
 
 CAPACITY_RETRY_S = 5.0
+PRUNE_BATCH = 100  #: closed ledger entries deleted at most per event handled
 OUTPUT_UNREADABLE = "OutputUnreadable"  #: dead-letter reason: the review's output cannot be read
 
 Send = Callable[[bytes | None, bytes], Awaitable[None]]  #: (key, value); returns once acked
@@ -102,6 +108,7 @@ class ReviewFlow:
         self._capacity = asyncio.Condition()
         self.held: set[str] = set()  #: first names held over budget in this process
         self.in_hand: set[str] = set()  #: first names whose request an actor is handling
+        self._closed: dict[int, deque[tuple[float, str]]] = {}  # partition -> (closed_s, first)
 
     async def request(self, request: Mapping[str, Any], name: str, partition: int) -> None:
         """Handle a review request named ``name`` read from review-requests ``partition``."""
@@ -229,7 +236,47 @@ class ReviewFlow:
             await self._send(self.outlets.dead_letter, request, record)
             outcome = "dead-lettered"
         self.metrics.outcomes.labels(outcome, "none", str(request["route"])).inc()
-        self.ledger[first] = {"closed": True, "outcome": outcome, "closed_s": self.clock()}
+        self._close(first, partition, outcome=outcome)
+
+    def _close(self, first: str, partition: int, **fields: str) -> None:
+        closed_s = self.clock()
+        self.ledger[first] = {"closed": True, "closed_s": closed_s, "partition": partition,
+                              **fields}  # fmt: skip
+        index = self._closed.get(partition)
+        if index is not None:  # else built from the ledger when first needed
+            index.append((closed_s, first))
+
+    def prune(self, partition: int, limit: int = PRUNE_BATCH) -> int:
+        """Delete up to ``limit`` closed entries of ``partition`` older than the retention.
+
+        Call it while an event of ``partition`` is in hand: faust writes the deletions to that
+        partition of the ledger's changelog, the partition the entries were written to (requests
+        and loop events of a review share a partition). Returns how many were deleted.
+        """
+        index = self._closed.get(partition)
+        if index is None:
+            index = self._closed[partition] = self._closed_entries(partition)
+        horizon = self.clock() - self.review.ledger_retention_s
+        pruned = 0
+        while index and pruned < limit and index[0][0] <= horizon:
+            closed_s, first = index.popleft()
+            data = self.ledger.get(first)
+            if data and data.get("closed") and float(data["closed_s"]) == closed_s:
+                del self.ledger[first]  # not re-opened meanwhile (an escalation reuses it)
+                pruned += 1
+        if pruned:
+            self.metrics.ledger_pruned.inc(pruned)
+        return pruned
+
+    def forget_closed(self) -> None:
+        """Partitions moved: rebuild the index of closed entries from the ledger when needed."""
+        self._closed.clear()
+
+    def _closed_entries(self, partition: int) -> deque[tuple[float, str]]:
+        found = [(float(data["closed_s"]), str(first))
+                 for first, data in list(self.ledger.items())
+                 if data and data.get("closed") and data.get("partition") == partition]  # fmt: skip
+        return deque(sorted(found))
 
     async def hand_back(self, first: str, request: Mapping[str, Any]) -> None:
         """Send a held request to review-requests again (its ledger entry says how to start)."""
@@ -300,8 +347,7 @@ class ReviewFlow:
             self.metrics.failed.labels(loop_event.failure_code or "unknown").inc()
         self.metrics.outcomes.labels(completion.outcome, status, entry.route).inc()
         self.metrics.time_in_review.observe(max(0.0, self.clock() - entry.started_s))
-        self.ledger[first] = {"closed": True, "outcome": completion.outcome,
-                              "closed_s": self.clock(), "name": entry.name}  # fmt: skip
+        self._close(first, partition, outcome=completion.outcome, name=entry.name)
         await self.released()
         if completion.action is Action.ESCALATE and completion.next_flow:
             await self.start(

@@ -16,6 +16,7 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 1_700_000_000_000
 
 
 def request(offset: int, name: str) -> Rec:
@@ -123,3 +124,13 @@ def test_every_record_below_the_watermark_is_known_or_sent(
         assert audit.watermark == stop
     else:
         assert audit.watermark == min(target, len(flags))
+
+
+def test_records_older_than_the_ledger_retention_are_passed_unjudged() -> None:
+    """Their ledger entries may be gone: re-sending them would start finished reviews again."""
+    old = [Rec(r.offset, r.key, r.value, timestamp=1_000) for r in (request(0, "a"),)]
+    audit = Scan(0, 3, set[str]().__contains__, set[str]().__contains__, not_before_ms=5_000)
+    audit.feed([*old, request(1, "b"), Rec(2, b"k", b"{broken", timestamp=1_000)])
+    assert [r.offset for r in audit.missing] == [1]
+    assert audit.too_old == 2
+    assert audit.watermark == 3

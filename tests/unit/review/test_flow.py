@@ -66,8 +66,18 @@ class Sent:
         self.events.append(event)
 
 
-def make_flow(backend: FakeReviewBackend, **review: Any) -> tuple[ReviewFlow, dict[str, Any], Sent]:
-    settings = ReviewSettings.model_validate({"topic_partitions": 1, **review})
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_flow(
+    backend: FakeReviewBackend, clock: Any = lambda: NOW, **review: Any
+) -> tuple[ReviewFlow, dict[str, Any], Sent]:
+    settings = ReviewSettings.model_validate({"topic_partitions": 2, **review})
     limits = {
         route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
         for route, b in settings.budgets.items()
@@ -77,12 +87,10 @@ def make_flow(backend: FakeReviewBackend, **review: Any) -> tuple[ReviewFlow, di
     flow = ReviewFlow(
         settings,
         backend=backend,
-        starter=Starter(
-            backend, RateLimiter(1000.0, 100), Budget({}), projection=[], clock=lambda: NOW
-        ),
-        completer=Completer(backend, settings, clock=lambda: NOW),
+        starter=Starter(backend, RateLimiter(1000.0, 100), Budget({}), projection=[], clock=clock),
+        completer=Completer(backend, settings, clock=clock),
         ledger=ledger,
-        budgets=PartitionBudgets(limits, BudgetLimits(), 1, {}),
+        budgets=PartitionBudgets(limits, BudgetLimits(), settings.topic_partitions, {}),
         outlets=Outlets(
             output=sent.outlet("output"),
             dead_letter=sent.outlet("dead_letter"),
@@ -94,15 +102,15 @@ def make_flow(backend: FakeReviewBackend, **review: Any) -> tuple[ReviewFlow, di
         owned=lambda: [0],
         stopping=lambda: False,
         stop=asyncio.Event(),
-        clock=lambda: NOW,
+        clock=clock,
     )
     return flow, ledger, sent
 
 
-def request(**event: Any) -> dict[str, Any]:
-    """A review request as ingest writes it (the wire builder), named ``e1-loop``."""
+def request(event_id: str = "e1", **event: Any) -> dict[str, Any]:
+    """A review request as ingest writes it (the wire builder), named ``<event_id>-loop``."""
     prediction = Prediction(
-        event_id="e1",
+        event_id=event_id,
         label="cat",
         confidence=0.4,
         scores={"cat": 0.4, "dog": 0.35},
@@ -114,7 +122,7 @@ def request(**event: Any) -> dict[str, Any]:
     )
     decision = Decision(True, "general", FLOW, "confidence", "0.4 < 0.6")
     parsed: dict[str, Any] = orjson.loads(
-        review_request(prediction, decision, "v1", "e1-loop", NOW)
+        review_request(prediction, decision, "v1", f"{event_id}-loop", NOW)
     )
     return parsed
 
@@ -199,3 +207,45 @@ async def test_a_loop_event_publishes_once_and_closes_the_entry() -> None:
     assert reviewed["review"]["label"] == "dog"
     assert ledger["e1-loop"]["closed"] is True
     assert flow.in_flight == 0
+
+
+async def test_closed_entries_are_deleted_after_the_retention_in_their_own_partition() -> None:
+    clock = Clock()
+    backend = FakeReviewBackend(clock=clock)
+    budgets = {"general": {"per_day": 0}}  # every request ends at once, unreviewed
+    flow, ledger, _ = make_flow(
+        backend, clock, ledger_retention_s=100, budgets=budgets, budget_fallback="accept-unreviewed"
+    )
+    await flow.request(request("a"), "a-loop", 0)
+    await flow.request(request("b"), "b-loop", 1)
+    clock.now += 50
+    await flow.request(request("c"), "c-loop", 0)
+
+    clock.now += 60  # a and b closed 110 s ago, c 60 s ago
+    assert flow.prune(0) == 1
+    assert set(ledger) == {"b-loop", "c-loop"}
+    assert flow.prune(1) == 1
+    assert set(ledger) == {"c-loop"}
+
+    flow.forget_closed()  # a rebalance: the index is rebuilt from the ledger
+    assert flow.prune(0) == 0
+    clock.now += 50
+    assert flow.prune(0) == 1
+    assert ledger == {}
+
+
+async def test_an_entry_opened_again_is_not_deleted_and_deletions_are_bounded() -> None:
+    clock = Clock()
+    budgets = {"general": {"per_day": 0}}
+    flow, ledger, _ = make_flow(
+        FakeReviewBackend(clock=clock), clock, ledger_retention_s=10, budgets=budgets,
+        budget_fallback="accept-unreviewed",
+    )  # fmt: skip
+    for i in range(5):
+        await flow.request(request(f"e{i}"), f"e{i}-loop", 0)
+    ledger["e0-loop"] = {"name": "e0-loop-2", "attempt": 2}  # an escalation re-opened it
+    clock.now += 11
+    assert flow.prune(0, limit=2) == 2
+    assert set(ledger) == {"e0-loop", "e3-loop", "e4-loop"}
+    assert flow.prune(0) == 2
+    assert set(ledger) == {"e0-loop"}

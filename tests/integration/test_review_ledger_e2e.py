@@ -1,0 +1,78 @@
+"""Closed ledger entries are deleted after their retention, over the wire (the changelog shows it).
+
+The ledger's changelog topic is what a restarted worker recovers its table from, so the deletions
+must reach it as tombstones; a run after the deletions still ends each event exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from tests.integration.kafka_helpers import TopicReader, produce
+from tests.integration.test_review_e2e import (
+    PARTITIONS,
+    check_exactly_once,
+    config,
+    create_topics,
+    events,
+    outcome_records,
+    run_router,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def table_key(raw: bytes) -> str:
+    text = raw.decode()
+    return str(json.loads(text)) if text.startswith('"') else text
+
+
+async def test_closed_entries_are_deleted_after_the_retention(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    bootstrap = sandbox.broker.bootstrap_servers
+    outputs = await create_topics(sandbox, tag)
+    path = tmp_path / "router.yaml"
+    # A one-second retention; the audit stays idle (it is not what this test is about).
+    review = {"ledger_retention_s": 1, "audit_interval_s": 3600}
+    path.write_text(yaml.safe_dump(config(sandbox_info, tag, tmp_path, **review)))
+
+    first, first_fate = events(30, f"{tag}a")
+    second, second_fate = events(30, f"{tag}b")
+    fate = {**first_fate, **second_fate}
+    async with TopicReader(bootstrap, outputs) as reader:
+        await produce(bootstrap, f"in-{tag}", first)
+        await run_router(
+            path, sandbox_env, reader, lambda r: set(outcome_records(r, tag)) >= set(first_fate)
+        )
+        # The second run recovers the ledger, then each event it handles deletes what expired.
+        await produce(bootstrap, f"in-{tag}", second)
+        await run_router(
+            path, sandbox_env, reader, lambda r: set(outcome_records(r, tag)) >= set(fate)
+        )
+        await reader.poll()
+    check_exactly_once(reader, fate, tag, sandbox_info)
+
+    first_reviews = {e for e, f in first_fate.items() if f == "review"}
+    reviewed_names = {
+        e["review"]["loop_name"]
+        for e in reader.values(f"out-{tag}")
+        if e["decision"] == "reviewed" and e["event_id"] in first_reviews
+    }
+    assert len(reviewed_names) == len(first_reviews)
+    changelog = f"review-{tag}-ledger-changelog"
+    async with TopicReader(bootstrap, {changelog: PARTITIONS}) as ledger:
+        await ledger.until(
+            lambda r: (
+                reviewed_names
+                <= {table_key(rec.key) for rec in r.records[changelog] if rec.value is None}
+            ),
+            30,
+        )
