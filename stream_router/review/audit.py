@@ -168,7 +168,6 @@ class RequestAudit:
         self.kafka = kafka
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._sweeps = 0
 
     async def start(self) -> None:
         """Connect (aiokafka clients are made inside the running loop)."""
@@ -194,66 +193,64 @@ class RequestAudit:
     async def sweep(self, partitions: Sequence[int]) -> int:
         """Audit ``partitions`` (owned by this instance); returns how many copies were sent.
 
-        A sweep reads for at most ``max_sweep_s`` in all (so its caller's heartbeat holds
-        whatever the backlog); what is left waits for the next sweep, the watermark keeping the
-        place. Each sweep begins one partition further on, so a partition with a long backlog
-        does not starve the others.
+        The partitions are read together, for at most ``max_sweep_s`` in all (so the caller's
+        heartbeat holds whatever the backlog); what is left waits for the next sweep, the
+        watermark keeping the place.
         """
-        if self._admin is None:
+        consumer, admin = self._consumer, self._admin
+        if consumer is None or admin is None:
             raise RuntimeError("RequestAudit.sweep before start()")
         if not partitions:
             return 0
-        first = self._sweeps % len(partitions)
-        self._sweeps += 1
-        tps = [TopicPartition(self.topic, p) for p in [*partitions[first:], *partitions[:first]]]
-        offsets = await self._admin.list_consumer_group_offsets(self.group, partitions=tps)
-        deadline = self.monotonic() + self.max_sweep_s
-        sent = 0
-        for tp in tps:
-            committed = offsets.get(tp)
-            if committed is None or committed.offset < 0:
-                continue  # the application has committed nothing here: nothing to audit yet
-            if self.monotonic() >= deadline:
-                break
-            sent += await self._sweep_partition(tp, committed.offset, deadline)
-        return sent
-
-    async def _sweep_partition(self, tp: TopicPartition, target: int, deadline: float) -> int:
-        consumer = self._consumer
-        assert consumer is not None  # started: sweep checks
-        consumer.assign([tp])
-        start = await consumer.committed(tp)
-        if start is None:
-            start = (await consumer.beginning_offsets([tp]))[tp]
-        if start >= target:
-            await consumer.commit({tp: start})  # unchanged: refreshed so it never expires
-            return 0
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        committed = await admin.list_consumer_group_offsets(self.group, partitions=tps)
+        targets = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        if not targets:
+            return 0  # the application has committed nothing: nothing to audit yet
+        consumer.assign(list(targets))
         not_before_ms = int((self.clock() - self.max_age_s) * 1000)
-        scan = Scan(start, target, self.known, self.in_hand, not_before_ms)
-        consumer.seek(tp, start)
-        while not scan.done and self.monotonic() < deadline:
-            batches = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)
-            scan.feed(batches.get(tp, []))
-            scan.skip_to(await consumer.position(tp))
+        scans: dict[TopicPartition, Scan] = {}
+        for tp, target in targets.items():
+            # No watermark yet: offset 0; a fetch below the log's start moves to it (earliest).
+            start = await consumer.committed(tp) or 0
+            scans[tp] = Scan(start, target, self.known, self.in_hand, not_before_ms)
+            consumer.seek(tp, start)
+        deadline = self.monotonic() + self.max_sweep_s
+        reading = [tp for tp, scan in scans.items() if not scan.done]
+        consumer.pause(*(tp for tp in scans if tp not in reading))
+        while reading and self.monotonic() < deadline:
+            batches = await consumer.getmany(*reading, timeout_ms=FETCH_TIMEOUT_MS)
+            for tp in list(reading):
+                scans[tp].feed(batches.get(tp, []))
+                scans[tp].skip_to(await consumer.position(tp))
+                if scans[tp].done:
+                    reading.remove(tp)
+                    consumer.pause(tp)
         if self.paused():
             return 0
-        for record in scan.missing:
-            await self.resend(record.key, record.value or b"")
-        if scan.unreadable:
-            logger.warning(
-                "audit of %s: %d record(s) are not review requests; skipped", tp, scan.unreadable
-            )
-        if scan.too_old:
-            logger.info(
-                "audit of %s: %d record(s) older than the ledger's retention were not checked",
-                tp,
-                scan.too_old,
-            )
-        if scan.missing:
-            logger.warning(
-                "audit of %s: %d review request(s) were committed but never handled; re-sent",
-                tp,
-                len(scan.missing),
-            )
-        await consumer.commit({tp: scan.watermark})
-        return len(scan.missing)
+        for tp, scan in scans.items():
+            for record in scan.missing:
+                await self.resend(record.key, record.value or b"")
+            _report(tp, scan)
+        # Committed every sweep, changed or not, so the broker never expires the watermark.
+        await consumer.commit({tp: scan.watermark for tp, scan in scans.items()})
+        return sum(len(scan.missing) for scan in scans.values())
+
+
+def _report(tp: TopicPartition, scan: Scan) -> None:
+    if scan.unreadable:
+        logger.warning(
+            "audit of %s: %d record(s) are not review requests; skipped", tp, scan.unreadable
+        )
+    if scan.too_old:
+        logger.info(
+            "audit of %s: %d record(s) older than the ledger's retention were not checked",
+            tp,
+            scan.too_old,
+        )
+    if scan.missing:
+        logger.warning(
+            "audit of %s: %d review request(s) were committed but never handled; re-sent",
+            tp,
+            len(scan.missing),
+        )
