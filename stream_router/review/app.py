@@ -9,8 +9,9 @@ The only module that imports faust. It wires the parts of ``review/`` together::
 
 Everything about one review is keyed by its first name (``naming.first_name_of``): requests,
 loop events and ledger entries of every attempt share a partition, so one worker owns them.
-Finished reviews stay in the ledger as closed entries, so a late or repeated loop event
-publishes nothing new, and the audit knows which requests were handled.
+Finished reviews stay in the ledger as closed entries for ``review.ledger_retention_s``, so a
+late or repeated loop event publishes nothing new, and the audit knows which requests were
+handled.
 
 The rate limiter is per process: give each review instance its share of the account's quota.
 Budgets are kept per review-requests partition in the ``budgets`` table, each partition
@@ -200,7 +201,11 @@ class ReviewService:
             known=lambda name: self.ledger.get(name) is not None,
             in_hand=flow.in_hand.__contains__,
             resend=functools.partial(self._send_keyed, self.requests),
-            max_age_s=review.ledger_retention_s,
+            flush=self._flush_producer,
+            # Ingest's clock stamps the records, this one prunes: a tenth of the retention
+            # spare, so a skew between hosts never has the audit judge a record whose entry
+            # was deleted.
+            max_age_s=review.ledger_retention_s * 0.9,
             paused=lambda: app.rebalancing or app.in_recovery,
             clock=clock,
         )
@@ -331,6 +336,10 @@ class ReviewService:
     async def _reassigned(self, *_: Any, **__: Any) -> None:
         self.budgets.forget()  # counters of partitions now owned come from the table
         self.flow.forget_closed()
+
+    async def _flush_producer(self) -> None:
+        """Wait until every record sent so far (the tables' changelogs too) is acknowledged."""
+        await self.app.producer.flush()
 
     async def _send_keyed(self, topic: Any, key: bytes | None, value: bytes) -> None:
         delivered = await topic.send(key=key, value=value)

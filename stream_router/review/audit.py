@@ -5,31 +5,36 @@ agent handled, and Kafka never delivers those again:
 
 - records fetched while a worker finishes recovering its tables (after a restart or a
   rebalance) can be dropped before they reach the agent (faust-streaming issue #596);
-- its commit accepts a hole of one offset at the head of a partition, so with several actors a
-  request still being started is committed past as soon as the one after it is done; a crash
-  before the start finishes leaves it behind the committed offset.
+- its commit checks the head of a partition loosely (a hole of one offset passes, and on a
+  partition with no commit yet any hole does), so with several actors a request still being
+  handled is committed past as soon as later ones are done; a crash before it finishes leaves
+  it behind the committed offset.
 
-Every request the review path handles leaves a ledger entry before its offset can be committed
-(an open review, a held request or a closed outcome), and faust flushes the ledger's changelog
-before each commit. So, for each review-requests partition this instance owns, the audit
-re-reads the records between its watermark and the application's committed offset and re-sends
-to review-requests each one whose review has no ledger entry and that no actor has in hand. A
+Every request the review path handles leaves a ledger entry (an open review, a held request or
+a closed outcome) before its offset is committed, or is still in an actor's hands when faust
+commits past it; faust flushes the ledger's changelog before each commit, and the audit flushes
+it before it moves its watermark. So, for each review-requests partition this instance owns, the
+audit re-reads the records between its watermark and the application's committed offset and
+re-sends to review-requests each one whose review has no ledger entry and that no actor has in
+hand. A
 copy is handled like any request: the ledger turns a second copy into a no-op, and a review
 started already is found under its name by the backend (never started twice).
 
 The watermark is the audit's own consumer group (``<app_id>-audit``, offsets only, it never
 joins). It passes a record once the record has a ledger entry or a copy of it was sent, and it
 stops at the first record an actor still has in hand: that one is checked again on the next
-sweep, since a crash before it finishes would leave it behind. Every sweep commits it, changed
-or not, so the broker never expires it (offsets of a group without members expire after
-``offsets.retention.minutes``). Without a watermark the audit starts at the beginning of the
-partition: closed ledger entries are kept, so handled requests are recognised however old they
-are.
+sweep, since a crash before it finishes would leave it behind (a request waiting for room
+among the reviews in flight, ``review.max_in_flight``, holds the watermark of its partition that
+long). Every sweep commits it, changed or not, so the broker never expires it (offsets of a group
+without members expire after ``offsets.retention.minutes``). Without a watermark the audit
+starts at the beginning of the partition.
 
 A record that is not a review request (not JSON, no ``loop_name``) is skipped: the agent that
 met it died and said so (see ``review/supervision.py``); the audit does not resend it. A record
 older than the ledger's retention (``review.ledger_retention_s``) is skipped too: its entry may
-have been deleted since, and re-sending it would start a finished review again.
+have been deleted since, and re-sending it would start a finished review again. The review app
+passes nine tenths of that retention: ingest's clock stamps the records, this process's clock
+deletes entries, and the spare tenth covers a skew between them.
 """
 
 from __future__ import annotations
@@ -134,8 +139,9 @@ class RequestAudit:
 
     ``group`` is the review application's consumer group (whose committed offsets bound the
     sweep); the watermark lives in the group ``group + "-audit"``. ``resend(key, value)`` sends
-    a copy to review-requests and returns once it is acknowledged. Records older than
-    ``max_age_s`` (the ledger's retention) are not judged. ``paused()`` says the ledger
+    a copy to review-requests and returns once it is acknowledged; ``flush()`` returns once
+    every ledger change written so far is acknowledged. Records older than ``max_age_s`` (less
+    than the ledger's retention) are not judged. ``paused()`` says the ledger
     is not whole (a rebalance or table recovery began): the sweep then stops before re-sending
     anything and leaves the watermark where it was.
     """
@@ -149,6 +155,7 @@ class RequestAudit:
         known: Callable[[str], bool],
         in_hand: Callable[[str], bool],
         resend: Resend,
+        flush: Callable[[], Awaitable[None]],
         max_age_s: float,
         paused: Callable[[], bool] = lambda: False,
         max_sweep_s: float = 10.0,
@@ -161,6 +168,7 @@ class RequestAudit:
         self.in_hand = in_hand
         self.resend = resend
         self.paused = paused
+        self.flush = flush
         self.max_age_s = max_age_s
         self.max_sweep_s = max_sweep_s
         self.clock = clock
@@ -232,7 +240,11 @@ class RequestAudit:
             for record in scan.missing:
                 await self.resend(record.key, record.value or b"")
             _report(tp, scan)
-        # Committed every sweep, changed or not, so the broker never expires the watermark.
+        # Entries seen in the ledger may still be on their way to its changelog (a request
+        # committed past while in hand): once the watermark passes them, they must survive a
+        # crash. And the watermark is committed every sweep, changed or not, so the broker
+        # never expires it.
+        await self.flush()
         await consumer.commit({tp: scan.watermark for tp, scan in scans.items()})
         return sum(len(scan.missing) for scan in scans.values())
 

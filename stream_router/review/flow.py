@@ -8,8 +8,9 @@ from, and gives it the ledger and budget tables and where to publish (:class:`Ou
   restart) is started under the attempt and flow the entry keeps; any other copy does nothing.
 - A start is paced by the rate limiter and the cap on reviews in flight; a spent budget applies
   the fallback: hold (wait in the actor, the ledger says so), accept-unreviewed or dead-letter.
-- A loop event of the open attempt completes it (publish, dead-letter or escalate) and closes
-  the ledger entry, so a later notice publishes nothing new.
+- A loop event of the open attempt completes it (publish or dead-letter) and closes the ledger
+  entry, so a later notice publishes nothing new. An escalation records its next attempt as
+  held before starting it, so a start that fails or is cut short is re-sent by the reconciler.
 - A closed entry is kept ``review.ledger_retention_s`` after it closed, then deleted (a few at a
   time, while events of its partition are handled), so the ledger and its recovery stay bounded.
   Until then a copy of the request or a late loop event finds it and does nothing; after that a
@@ -35,6 +36,7 @@ import orjson
 
 from stream_router.envelope import review_dead_letter
 from stream_router.errors import ReviewCapacityExceeded, ReviewRejected, ReviewThrottled
+from stream_router.ingest.writer import murmur2
 from stream_router.metrics import ReviewMetrics
 from stream_router.naming import attempt_name
 from stream_router.review.backend import ReviewBackend, ReviewStatus
@@ -109,6 +111,7 @@ class ReviewFlow:
         self.held: set[str] = set()  #: first names held over budget in this process
         self.in_hand: set[str] = set()  #: first names whose request an actor is handling
         self._closed: dict[int, deque[tuple[float, str]]] = {}  # partition -> (closed_s, first)
+        self._indexed = False
 
     async def request(self, request: Mapping[str, Any], name: str, partition: int) -> None:
         """Handle a review request named ``name`` read from review-requests ``partition``."""
@@ -193,11 +196,9 @@ class ReviewFlow:
             until = self.budgets.budget(partition).available_at_s(route, self.clock())
             if until is not None:
                 logger.info("budget of %s spent: holding review requests", route)
-                # The ledger keeps what is held (an escalation too: its previous entry is
-                # closed already), so a copy handed back or lost still gets started later.
-                self.ledger[first] = {"held": True, "attempt": result.attempt,
-                                      "flow": result.flow, "partition": partition,
-                                      "held_s": self.clock(), "request": dict(request)}  # fmt: skip
+                # The ledger keeps what is held (an escalation too), so a copy handed back or
+                # lost still gets started later.
+                self._record_held(first, result.attempt, result.flow, partition, request)
                 self.held.add(first)
                 try:
                     with self.supervisor.waiting():
@@ -238,13 +239,20 @@ class ReviewFlow:
         self.metrics.outcomes.labels(outcome, "none", str(request["route"])).inc()
         self._close(first, partition, outcome=outcome)
 
+    def _record_held(
+        self, first: str, attempt: int, flow: str, partition: int, request: Mapping[str, Any]
+    ) -> None:
+        """Record an attempt not started yet; the reconciler re-sends it if no actor holds it."""
+        self.ledger[first] = {"held": True, "attempt": attempt, "flow": flow,
+                              "partition": partition, "held_s": self.clock(),
+                              "request": dict(request)}  # fmt: skip
+
     def _close(self, first: str, partition: int, **fields: str) -> None:
         closed_s = self.clock()
         self.ledger[first] = {"closed": True, "closed_s": closed_s, "partition": partition,
                               **fields}  # fmt: skip
-        index = self._closed.get(partition)
-        if index is not None:  # else built from the ledger when first needed
-            index.append((closed_s, first))
+        if self._indexed:  # else built from the ledger when first needed
+            self._closed.setdefault(partition, deque()).append((closed_s, first))
 
     def prune(self, partition: int, limit: int = PRUNE_BATCH) -> int:
         """Delete up to ``limit`` closed entries of ``partition`` older than the retention.
@@ -253,9 +261,9 @@ class ReviewFlow:
         partition of the ledger's changelog, the partition the entries were written to (requests
         and loop events of a review share a partition). Returns how many were deleted.
         """
-        index = self._closed.get(partition)
-        if index is None:
-            index = self._closed[partition] = self._closed_entries(partition)
+        if not self._indexed:
+            self._index_closed()
+        index = self._closed.setdefault(partition, deque())
         horizon = self.clock() - self.review.ledger_retention_s
         pruned = 0
         while index and pruned < limit and index[0][0] <= horizon:
@@ -271,12 +279,19 @@ class ReviewFlow:
     def forget_closed(self) -> None:
         """Partitions moved: rebuild the index of closed entries from the ledger when needed."""
         self._closed.clear()
+        self._indexed = False
 
-    def _closed_entries(self, partition: int) -> deque[tuple[float, str]]:
-        found = [(float(data["closed_s"]), str(first))
-                 for first, data in list(self.ledger.items())
-                 if data and data.get("closed") and data.get("partition") == partition]  # fmt: skip
-        return deque(sorted(found))
+    def _index_closed(self) -> None:
+        """Index every closed entry by partition, in one pass over the ledger."""
+        found: dict[int, list[tuple[float, str]]] = {}
+        for first, data in list(self.ledger.items()):
+            if data and data.get("closed"):
+                partition = data.get("partition")
+                if partition is None:  # closed before entries kept their partition
+                    partition = key_partition(str(first), self.review.topic_partitions)
+                found.setdefault(int(partition), []).append((float(data["closed_s"]), str(first)))
+        self._closed = {partition: deque(sorted(items)) for partition, items in found.items()}
+        self._indexed = True
 
     async def hand_back(self, first: str, request: Mapping[str, Any]) -> None:
         """Send a held request to review-requests again (its ledger entry says how to start)."""
@@ -347,13 +362,22 @@ class ReviewFlow:
             self.metrics.failed.labels(loop_event.failure_code or "unknown").inc()
         self.metrics.outcomes.labels(completion.outcome, status, entry.route).inc()
         self.metrics.time_in_review.observe(max(0.0, self.clock() - entry.started_s))
+        if completion.action is Action.ESCALATE and completion.next_flow:
+            # Recorded as held before it starts: should the start fail (a retry of this event
+            # then finds the entry held and does nothing) or the process die, the reconciler
+            # re-sends it, as for any held request no actor holds.
+            attempt, flow = entry.attempt + 1, completion.next_flow
+            self._record_held(first, attempt, flow, partition, entry.request)
+            await self.released()
+            self.held.add(first)
+            try:
+                await self.start(entry.request, first, attempt, flow, partition)
+            finally:
+                self.held.discard(first)
+            return
         self._close(first, partition, outcome=completion.outcome, name=entry.name)
         await self.released()
-        if completion.action is Action.ESCALATE and completion.next_flow:
-            await self.start(
-                entry.request, first, entry.attempt + 1, completion.next_flow, partition
-            )
-        elif self.review.delete_finished:
+        if self.review.delete_finished:
             delete = getattr(self.backend, "delete", None)
             if delete is not None:
                 await delete(entry.name)
@@ -372,3 +396,8 @@ class ReviewFlow:
         else:
             key_bytes = key.encode() if isinstance(key, str) else None
         await send(key_bytes, value)
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (how requests are keyed)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -109,6 +109,9 @@ async def audit_read(
     async def resend(key: bytes | None, value: bytes) -> None:
         resent.append(key)
 
+    async def flush() -> None:  # no ledger changelog here
+        return None
+
     audit = RequestAudit(
         KafkaSettings(bootstrap_servers=bootstrap),
         topic,
@@ -116,6 +119,7 @@ async def audit_read(
         known=lambda name: name not in missing,
         in_hand=lambda name: False,
         resend=resend,
+        flush=flush,
         max_age_s=86_400.0,
         max_sweep_s=3_600.0,
     )

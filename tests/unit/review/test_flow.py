@@ -15,9 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_router.envelope import review_request
-from stream_router.errors import ReviewRejected
+from stream_router.errors import ReviewRejected, UpstreamError
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import Prediction, SourceRef
+from stream_router.naming import attempt_name
 from stream_router.policies.routes import Decision
 from stream_router.review.backend import StartOutcome
 from stream_router.review.budget import Budget, BudgetLimits
@@ -26,6 +27,7 @@ from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.fake import FakeReviewBackend
 from stream_router.review.flow import Outlets, ReviewFlow
 from stream_router.review.limiter import RateLimiter
+from stream_router.review.reconciler import Reconciler
 from stream_router.review.shares import PartitionBudgets
 from stream_router.review.starter import Starter
 from stream_router.review.supervision import Supervisor
@@ -133,7 +135,8 @@ async def test_a_copy_of_a_request_in_hand_starts_nothing() -> None:
     first = asyncio.create_task(flow.request(request(), "e1-loop", 0))
     await backend.entered.wait()  # the first copy is inside StartHumanLoop
 
-    await flow.request(request(), "e1-loop", 0)  # a copy (re-sent by the audit) arrives
+    # A copy (re-sent by the audit) arrives; without the guard it would wait at the gate too.
+    await asyncio.wait_for(flow.request(request(), "e1-loop", 0), 5)
     assert "e1-loop" in flow.in_hand
     backend.gate.set()
     await first
@@ -241,11 +244,49 @@ async def test_an_entry_opened_again_is_not_deleted_and_deletions_are_bounded() 
         FakeReviewBackend(clock=clock), clock, ledger_retention_s=10, budgets=budgets,
         budget_fallback="accept-unreviewed",
     )  # fmt: skip
-    for i in range(5):
+    for i in range(3):
         await flow.request(request(f"e{i}"), f"e{i}-loop", 0)
+    assert flow.prune(0) == 0  # the index is built now; nothing has expired
     ledger["e0-loop"] = {"name": "e0-loop-2", "attempt": 2}  # an escalation re-opened it
-    clock.now += 11
-    assert flow.prune(0, limit=2) == 2
+    clock.now += 5
+    for i in (3, 4):  # closed while the index exists: added to it
+        await flow.request(request(f"e{i}"), f"e{i}-loop", 0)
+
+    clock.now += 6  # e0-e2 closed 11 s ago, e3 and e4 6 s ago
+    assert flow.prune(0, limit=1) == 1
+    assert set(ledger) == {"e0-loop", "e2-loop", "e3-loop", "e4-loop"}
+    assert flow.prune(0) == 1
     assert set(ledger) == {"e0-loop", "e3-loop", "e4-loop"}
+    clock.now += 5
     assert flow.prune(0) == 2
     assert set(ledger) == {"e0-loop"}
+
+
+async def test_an_escalation_whose_start_fails_is_held_and_re_sent_by_the_reconciler() -> None:
+    clock = Clock()
+    backend = FakeReviewBackend(clock=clock)
+    second = FLOW.replace("fast", "experts")
+    flow, ledger, sent = make_flow(
+        backend, clock, on_failure="escalate", escalation_flows={"general": second}
+    )
+    await flow.request(request(), "e1-loop", 0)
+    state = backend.fail("e1-loop")
+    failed = LoopEvent("e1-loop", EventSource.EVENTBRIDGE, state.status, None, FLOW, "Expired")
+    backend.fail_next(UpstreamError("connection reset"))
+    with pytest.raises(UpstreamError):
+        await flow.loop_event("e1-loop", failed, 0)
+    assert ledger["e1-loop"]["held"] is True  # the next attempt, not started, is on record
+    assert (ledger["e1-loop"]["attempt"], ledger["e1-loop"]["flow"]) == (2, second)
+    await flow.loop_event("e1-loop", failed, 0)  # the retry of the event does nothing
+    assert flow.in_flight == 0
+    assert flow.held == set()
+
+    clock.now += 60
+    await Reconciler(flow, flow.metrics, grace_s=30, clock=clock).sweep()
+    [handed_back] = sent.records["requests"]
+    await flow.request(handed_back, "e1-loop", 0)
+    second_name = attempt_name("e1-loop", 2)
+    assert backend.states[second_name].flow == second
+    assert ledger["e1-loop"]["name"] == second_name
+    assert flow.in_flight == 1
+    assert sent.records["output"] == []
