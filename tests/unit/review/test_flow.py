@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_router.envelope import review_request
-from stream_router.errors import ReviewRejected, UpstreamError
+from stream_router.errors import ReviewNameConflict, ReviewRejected, UpstreamError
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import Prediction, SourceRef
 from stream_router.naming import attempt_name
@@ -168,8 +168,9 @@ async def test_a_request_with_a_ledger_entry_does_nothing() -> None:
          {}, None, "dead_letter", None),
         ({}, {"blob": "x" * 3_200_000}, None, "output", "unreviewed"),
         ({}, {}, ReviewRejected("ValidationException: bad input"), "dead_letter", None),
+        ({}, {}, ReviewNameConflict("the name is taken on another flow"), "dead_letter", None),
     ],
-    ids=["over-budget-accept", "over-budget-dead-letter", "oversize", "rejected"],
+    ids=["over-budget-accept", "over-budget-dead-letter", "oversize", "rejected", "conflict"],
 )  # fmt: skip
 async def test_every_request_that_starts_no_review_leaves_a_closed_ledger_entry(
     review: dict[str, Any],
