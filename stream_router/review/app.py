@@ -401,6 +401,7 @@ class ReviewService:
             return
         try:
             self.metrics.requests_recovered.inc(await self.audit.sweep(self._owned_requests()))
+            await self.reconciler.resend_orphaned_holds()
         except KafkaError as exc:  # the broker is unwell: the next sweep tries again
             logger.warning("request audit failed: %s", exc)
             return

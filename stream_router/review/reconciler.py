@@ -1,15 +1,17 @@
 """The reconciler: asks the backend about open reviews, and re-sends held requests nobody holds.
 
-On each sweep (``watchers.reconcile_interval_s``) over the ledger of this instance:
-
-- an open review past its deadline, or no longer listed among the flow's open reviews (after
-  ``reconcile_grace_s``), is described; if it has ended, its end is reported as a loop event.
-  This alone finishes every review when no SQS watcher runs, and catches events a watcher missed.
-- a held request (budget spent, ``budget_fallback: hold``) that no actor of this process holds
-  is handed back to review-requests, once per grace period, while its partition is owned here.
-  faust can drop records fetched while a worker finishes recovering its tables and then commit
-  past them, so the copy handed back on shutdown is not enough: the held ledger entry is the
-  record of the request. Copies find the ledger and do nothing.
+- :meth:`Reconciler.sweep` (every ``watchers.reconcile_interval_s``, when the ``reconciler``
+  watcher is enabled): an open review past its deadline, or no longer listed among the flow's
+  open reviews (after ``reconcile_grace_s``), is described; if it has ended, its end is reported
+  as a loop event. This alone finishes every review when no SQS watcher runs, and catches events
+  a watcher missed.
+- :meth:`Reconciler.resend_orphaned_holds` (on every tick of the request audit, whichever
+  watchers run): a held request (budget spent with ``budget_fallback: hold``, or an escalation
+  not started yet) that no actor of this process holds is handed back to review-requests, once
+  per grace period, while its partition is owned here. faust can drop records fetched while a
+  worker finishes recovering its tables and then commit past them, so the copy handed back on
+  shutdown is not enough: the held ledger entry is the record of the request (the audit counts
+  it as handled). Copies find the ledger and do nothing.
 """
 
 from __future__ import annotations
@@ -52,12 +54,10 @@ class Reconciler:
 
     async def _sweep(self) -> None:
         now = self.clock()
-        items = [(str(key), data) for key, data in list(self.flow.ledger.items()) if data]
-        await self._resend_orphaned_holds(items, now)
         entries = [
             LedgerEntry.from_dict(data)
-            for _, data in items
-            if not data.get("closed") and not data.get("held")
+            for data in list(self.flow.ledger.values())
+            if data and not data.get("closed") and not data.get("held")
         ]
         open_names: set[str] = set()
         for flow in {entry.flow for entry in entries}:
@@ -70,11 +70,14 @@ class Reconciler:
                 await self.flow.report_if_finished(entry.name)
         self.metrics.watcher_last_poll.labels("reconciler").set(now)
 
-    async def _resend_orphaned_holds(
-        self, items: list[tuple[str, Mapping[str, Any]]], now: float
-    ) -> None:
+    async def resend_orphaned_holds(self) -> None:
+        """Hand back the held requests of owned partitions that no actor holds (see above)."""
+        now = self.clock()
         owned = set(self.flow.owned())
-        held = {first: data for first, data in items if data.get("held")}
+        held: dict[str, Mapping[str, Any]] = {
+            str(first): data for first, data in list(self.flow.ledger.items())
+            if data and data.get("held")
+        }  # fmt: skip
         self._nudged = {first: at for first, at in self._nudged.items() if first in held}
         for first, data in held.items():
             if first in self.flow.held or int(data["partition"]) not in owned:

@@ -283,7 +283,7 @@ async def test_an_escalation_whose_start_fails_is_held_and_re_sent_by_the_reconc
     assert flow.held == set()
 
     clock.now += 60
-    await Reconciler(flow, flow.metrics, grace_s=30, clock=clock).sweep()
+    await Reconciler(flow, flow.metrics, grace_s=30, clock=clock).resend_orphaned_holds()
     [handed_back] = sent.records["requests"]
     await flow.request(handed_back, "e1-loop", 0)
     second_name = attempt_name("e1-loop", 2)
