@@ -39,6 +39,7 @@ deletes entries, and the spare tenth covers a skew between them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -139,7 +140,8 @@ class RequestAudit:
 
     ``group`` is the review application's consumer group (whose committed offsets bound the
     sweep); the watermark lives in the group ``group + "-audit"``. ``resend(key, value)`` sends
-    a copy to review-requests and returns once it is acknowledged; ``flush()`` returns once
+    a copy to review-requests and returns once it is acknowledged (the copies of a sweep are
+    sent together); ``flush()`` returns once
     every ledger change written so far is acknowledged. Records older than ``max_age_s`` (less
     than the ledger's retention) are not judged. ``paused()`` says the ledger
     is not whole (a rebalance or table recovery began): the sweep then stops before re-sending
@@ -236,9 +238,9 @@ class RequestAudit:
                     consumer.pause(tp)
         if self.paused():
             return 0
+        missing = [record for scan in scans.values() for record in scan.missing]
+        await asyncio.gather(*(self.resend(r.key, r.value or b"") for r in missing))
         for tp, scan in scans.items():
-            for record in scan.missing:
-                await self.resend(record.key, record.value or b"")
             _report(tp, scan)
         # Entries seen in the ledger may still be on their way to its changelog (a request
         # committed past while in hand): once the watermark passes them, they must survive a
