@@ -25,6 +25,18 @@ async def produce(
         await producer.stop()
 
 
+async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit ``offsets`` for ``group`` without joining it (the group must have had no members)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
 def json_record(event: dict[str, Any], key: str | None = None) -> tuple[bytes | None, bytes]:
     return (key.encode() if key else None, json.dumps(event).encode())
 

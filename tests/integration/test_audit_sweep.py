@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_router.review.audit import RequestAudit
 from stream_router.sandbox.stack import Sandbox
 from stream_router.settings import KafkaSettings
-from tests.integration.kafka_helpers import produce
+from tests.integration.kafka_helpers import commit_offsets, produce
 
 pytestmark = pytest.mark.integration
 
@@ -46,26 +46,30 @@ class Audited:
         ]
         await produce(self.bootstrap, self.topic, records)
 
-    @contextlib.asynccontextmanager
-    async def member_of(self, group: str) -> AsyncIterator[AIOKafkaConsumer]:
-        """A consumer of ``group`` assigned the topic's partition (it never joins)."""
+    async def commit(self, group: str, offset: int) -> None:
+        await commit_offsets(self.bootstrap, group, {TopicPartition(self.topic, 0): offset})
+
+    async def watermark(self) -> int | None:
+        group = f"{self.group}-audit"
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group,
                                     enable_auto_commit=False)  # fmt: skip
         await consumer.start()
         try:
             consumer.assign([TopicPartition(self.topic, 0)])
-            yield consumer
+            committed: int | None = await consumer.committed(TopicPartition(self.topic, 0))
+            return committed
         finally:
             await consumer.stop()
 
-    async def commit(self, group: str, offset: int) -> None:
-        async with self.member_of(group) as consumer:
-            await consumer.commit({TopicPartition(self.topic, 0): offset})
-
-    async def watermark(self) -> int | None:
-        async with self.member_of(f"{self.group}-audit") as consumer:
-            committed: int | None = await consumer.committed(TopicPartition(self.topic, 0))
-            return committed
+    @contextlib.asynccontextmanager
+    async def running(self, max_sweep_s: float = 30.0) -> AsyncIterator[RequestAudit]:
+        """An audit of the topic, started for the block."""
+        audit = self.audit(max_sweep_s)
+        await audit.start()
+        try:
+            yield audit
+        finally:
+            await audit.stop()
 
     def audit(self, max_sweep_s: float = 30.0) -> RequestAudit:
         async def resend(key: bytes | None, value: bytes) -> None:
@@ -95,9 +99,7 @@ async def test_a_sweep_resends_the_unknown_stops_at_one_in_hand_and_resumes_ther
     await topic.setup()
     topic.known = {f"r{i}" for i in range(10)} - {"r2", "r7"}
     topic.in_hand = {"r7"}
-    audit = topic.audit()
-    await audit.start()
-    try:
+    async with topic.running() as audit:
         assert await audit.sweep([0]) == 0  # the application has committed nothing yet
         assert await topic.watermark() is None
 
@@ -113,8 +115,6 @@ async def test_a_sweep_resends_the_unknown_stops_at_one_in_hand_and_resumes_ther
         assert await topic.watermark() == 10
         assert await audit.sweep([0]) == 0  # nothing new: nothing re-sent twice
         assert await topic.watermark() == 10
-    finally:
-        await audit.stop()
 
 
 async def test_a_paused_sweep_sends_nothing_and_keeps_the_watermark(sandbox: Sandbox) -> None:
@@ -123,9 +123,7 @@ async def test_a_paused_sweep_sends_nothing_and_keeps_the_watermark(sandbox: San
     await topic.commit(topic.group, 5)
     await topic.commit(f"{topic.group}-audit", 1)
     topic.paused = True  # a rebalance began: the ledger is not whole
-    audit = topic.audit()
-    await audit.start()
-    try:
+    async with topic.running() as audit:
         assert await audit.sweep([0]) == 0
         assert topic.resent == []
         assert await topic.watermark() == 1
@@ -133,25 +131,16 @@ async def test_a_paused_sweep_sends_nothing_and_keeps_the_watermark(sandbox: San
         assert await audit.sweep([0]) == 4  # from the watermark on: r0 is not looked at
         assert topic.resent == ["r1", "r2", "r3", "r4"]
         assert await topic.watermark() == 5
-    finally:
-        await audit.stop()
 
 
 async def test_a_sweep_out_of_time_keeps_its_place(sandbox: Sandbox) -> None:
     topic = Audited(sandbox, 50)
     await topic.setup()
     await topic.commit(topic.group, 50)
-    audit = topic.audit(max_sweep_s=0.0)  # no time to read: each sweep only keeps the place
-    await audit.start()
-    try:
+    # No time to read: the sweep only keeps its place.
+    async with topic.running(max_sweep_s=0.0) as audit:
         assert await audit.sweep([0]) == 0
         assert await topic.watermark() == 0
-    finally:
-        await audit.stop()
-    audit = topic.audit()
-    await audit.start()
-    try:
+    async with topic.running() as audit:
         assert await audit.sweep([0]) == 50
         assert topic.resent == [f"r{i}" for i in range(50)]
-    finally:
-        await audit.stop()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
-from tests.integration.kafka_helpers import TopicReader, produce
+from tests.integration.kafka_helpers import TopicReader, commit_offsets, produce
 from tests.integration.router_process import router
 from tests.integration.test_review_e2e import (
     config,
@@ -40,14 +40,7 @@ async def commit_past(bootstrap: str, group: str, records: list[ConsumerRecord])
     for record in records:
         tp = TopicPartition(record.topic, record.partition)
         ends[tp] = max(ends.get(tp, 0), record.offset + 1)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)  # fmt: skip
-    await consumer.start()
-    try:
-        consumer.assign(list(ends))
-        await consumer.commit(ends)
-    finally:
-        await consumer.stop()
+    await commit_offsets(bootstrap, group, ends)
 
 
 async def test_committed_but_unhandled_requests_are_re_sent_and_end_exactly_once(
