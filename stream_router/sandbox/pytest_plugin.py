@@ -2,11 +2,16 @@
 
 Enable them with ``pytest_plugins = ["stream_router.sandbox.pytest_plugin"]`` in a conftest.
 
+The broker is Apache Kafka unless ``--broker tansu`` (or ``STREAM_ROUTER_SANDBOX_BROKER=tansu``)
+says otherwise. Tests never fall back to Tansu by themselves: without Java the Kafka broker fails
+to start and so do the tests that need it.
+
 Session-wide (started once, stopped at the end, never left running):
 
 - ``sandbox_settings``: fast simulated reviewers and four flow definitions
   (``fast``, ``panel`` with three workers, ``never`` that always expires, ``slow`` for stops);
 - ``sandbox``: the running :class:`~stream_router.sandbox.stack.Sandbox`;
+- ``broker_kind``: ``"kafka"`` or ``"tansu"``, the broker the session runs on;
 - ``sandbox_info``: its addresses, queue URLs and flow ARNs.
 
 Per test:
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ import pytest
 import pytest_asyncio
 
 from stream_router.sandbox.a2i.launcher import A2IEmulator
+from stream_router.sandbox.broker import BrokerKind
 from stream_router.sandbox.settings import (
     Faults,
     FlowDefinition,
@@ -37,6 +44,19 @@ from stream_router.sandbox.settings import (
     SandboxSettings,
 )
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default=os.environ.get("STREAM_ROUTER_SANDBOX_BROKER") or "kafka",
+        help="the sandbox broker the integration tests run on (default: kafka)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"sandbox broker: {config.getoption('--broker')}"
 
 
 def fast_settings() -> SandboxSettings:
@@ -71,11 +91,20 @@ def sandbox_settings() -> SandboxSettings:
     return fast_settings()
 
 
+@pytest.fixture(scope="session")
+def broker_kind(pytestconfig: pytest.Config) -> BrokerKind:
+    kind: BrokerKind = pytestconfig.getoption("--broker")
+    return kind
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def sandbox(
-    sandbox_settings: SandboxSettings, tmp_path_factory: pytest.TempPathFactory
+    sandbox_settings: SandboxSettings,
+    broker_kind: BrokerKind,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Sandbox]:
-    async with Sandbox(sandbox_settings, state_dir=tmp_path_factory.mktemp("sandbox")) as running:
+    state_dir = tmp_path_factory.mktemp("sandbox")
+    async with Sandbox(sandbox_settings, broker=broker_kind, state_dir=state_dir) as running:
         yield running
 
 

@@ -7,9 +7,10 @@ Usage::
         sandbox.broker.bootstrap_servers
         sandbox.resources.event_queue_url
 
-The three processes start at once; the sandbox is ready when moto answers and its resources
-exist, the broker listens (with s3:// storage it starts only once its bucket exists in moto) and
-the emulator listens. Stop order is emulator, broker, moto.
+The broker is Apache Kafka where Java exists and Tansu elsewhere (``broker="kafka"|"tansu"``;
+see :mod:`stream_router.sandbox.broker`). The three processes start at once; the sandbox is ready
+when moto answers and its resources exist, the broker answers (Tansu on s3:// storage starts only
+once its bucket exists in moto) and the emulator listens. Stop order is emulator, broker, moto.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from stream_router.sandbox.aws import (
     MotoServer,
     provision,
 )
-from stream_router.sandbox.broker import S3Storage, TansuBroker
+from stream_router.sandbox.broker import (
+    Broker,
+    BrokerKind,
+    S3Storage,
+    TansuBroker,
+    default_broker_kind,
+)
+from stream_router.sandbox.kafka import KafkaBroker
 from stream_router.sandbox.process import Lifecycle
 from stream_router.sandbox.settings import SandboxSettings
 
@@ -54,6 +62,7 @@ class SandboxInfo:
     output_queue_url: str
     flow_definition_arns: dict[str, str]
     state_dir: str
+    broker: str = "tansu"
 
     def env(self) -> dict[str, str]:
         """Environment variables that point any AWS SDK or CLI, and Kafka clients, here."""
@@ -69,6 +78,18 @@ class SandboxInfo:
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
         }
 
+    def router_env(self) -> dict[str, str]:
+        """:meth:`env` plus what the router needs beyond Kafka: the watchers' queue URLs.
+
+        With these, ``config/router.yaml`` runs both roles against the sandbox (its flow ARNs
+        are the sandbox's default flow definitions).
+        """
+        return {
+            **self.env(),
+            "STREAM_ROUTER_WATCHERS__EVENT_QUEUE_URL": self.event_queue_url,
+            "STREAM_ROUTER_WATCHERS__OUTPUT_QUEUE_URL": self.output_queue_url,
+        }
+
 
 class Sandbox(Lifecycle):
     """Broker + moto + A2I emulator on loopback ports, started and stopped together."""
@@ -77,22 +98,28 @@ class Sandbox(Lifecycle):
         self,
         settings: SandboxSettings | None = None,
         *,
+        broker: BrokerKind | None = None,
         broker_storage: BrokerStorage = "memory",
         state_dir: Path | None = None,
     ) -> None:
         self.settings = settings or SandboxSettings()
+        self.broker_kind: BrokerKind = broker or default_broker_kind()
+        if self.broker_kind == "kafka" and broker_storage != "memory":
+            raise ValueError(
+                "broker_storage is Tansu's choice; Apache Kafka keeps its data in the state dir"
+            )
         self.broker_storage = broker_storage
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="stream-router-sandbox-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.moto = MotoServer(log_dir=self.state_dir)
-        self._broker: TansuBroker | None = None
+        self._broker: Broker | None = None
         self._a2i: A2IEmulator | None = None
         self._resources: AwsResources | None = None
         self.startup_s: float | None = None
 
     @property
-    def broker(self) -> TansuBroker:
+    def broker(self) -> Broker:
         if self._broker is None:
             raise RuntimeError("the sandbox is not started")
         return self._broker
@@ -114,16 +141,6 @@ class Sandbox(Lifecycle):
         started = time.monotonic()
         try:
             self.moto.launch()
-            storage = None
-            if self.broker_storage == "s3":
-                storage = S3Storage(
-                    bucket=self.settings.aws.broker_bucket,
-                    endpoint_url=self.moto.endpoint_url,
-                    region=self.settings.aws.region,
-                )
-            self._broker = TansuBroker(s3_storage=storage, log_dir=self.state_dir)
-            if storage is None:
-                self._broker.launch()
             # The emulator needs moto only when a loop ends, by which time moto is ready.
             self._a2i = A2IEmulator(
                 self.settings,
@@ -131,6 +148,20 @@ class Sandbox(Lifecycle):
                 state_dir=self.state_dir / "a2i",
             )
             self._a2i.launch()
+            storage = None
+            if self.broker_storage == "s3":
+                storage = S3Storage(
+                    bucket=self.settings.aws.broker_bucket,
+                    endpoint_url=self.moto.endpoint_url,
+                    region=self.settings.aws.region,
+                )
+            if self.broker_kind == "kafka":
+                self._broker = KafkaBroker(state_dir=self.state_dir / "kafka")
+            else:
+                self._broker = TansuBroker(s3_storage=storage, log_dir=self.state_dir)
+            await self._broker.prepare()  # Kafka: jars (first use) and storage format
+            if storage is None:
+                self._broker.launch()
             await self.moto.ready()
             self._resources = await provision(self.moto.endpoint_url, self.settings.aws)
             if storage is not None:
@@ -171,6 +202,7 @@ class Sandbox(Lifecycle):
                 fd.name: self.settings.flow_arn(fd.name) for fd in self.settings.flow_definitions
             },
             state_dir=str(self.state_dir),
+            broker=self.broker_kind,
         )
 
     def env(self) -> dict[str, str]:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stream_router.sandbox.broker import S3Storage, TansuBroker
 from stream_router.sandbox.stack import Sandbox
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 
 def consumer(bootstrap: str, group: str, *topics: str) -> AIOKafkaConsumer:

@@ -22,7 +22,7 @@ import yaml
 from stream_router.demo.settings import DemoSettings
 from stream_router.sandbox.process import ManagedProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 DEMO = [sys.executable, "-m", "stream_router.cli", "demo", "--plain"]
 OUTCOMES = ("accepted", "reviewed", "unreviewed", "dead-lettered")
@@ -45,7 +45,9 @@ def check_adds_up(summary: dict[str, Any], produced: int) -> None:
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
 
 
-def test_demo_keeps_running_and_the_commands_it_prints_work(tmp_path: Path) -> None:
+def test_demo_keeps_running_and_the_commands_it_prints_work(
+    tmp_path: Path, broker_kind: str
+) -> None:
     summary_path = tmp_path / "summary.json"
     demo = ManagedProcess(
         "demo",
@@ -55,6 +57,7 @@ def test_demo_keeps_running_and_the_commands_it_prints_work(tmp_path: Path) -> N
             *("--summary-json", str(summary_path), "--state-dir", str(tmp_path / "work")),
         ],
         ready_pattern="Ctrl-C stops everything",
+        env={"STREAM_ROUTER_SANDBOX_BROKER": broker_kind},
         log_path=tmp_path / "demo.log",
         stop_timeout_s=90,
     )
@@ -90,7 +93,9 @@ def test_demo_keeps_running_and_the_commands_it_prints_work(tmp_path: Path) -> N
     assert code == 0, demo.output_tail()
 
 
-def test_a_demo_that_cannot_drain_exits_non_zero_and_says_why(tmp_path: Path) -> None:
+def test_a_demo_that_cannot_drain_exits_non_zero_and_says_why(
+    tmp_path: Path, broker_kind: str
+) -> None:
     settings = DemoSettings()
     data = settings.model_dump(mode="json")
     for flow in data["sandbox"]["flow_definitions"]:  # nobody picks a task up in time
@@ -108,7 +113,11 @@ def test_a_demo_that_cannot_drain_exits_non_zero_and_says_why(tmp_path: Path) ->
         text=True,
         timeout=240,
         check=False,
-        env={**os.environ, "TMPDIR": str(tmp_path)},  # where the kept work directory goes
+        env={
+            **os.environ,
+            "TMPDIR": str(tmp_path),  # where the kept work directory goes
+            "STREAM_ROUTER_SANDBOX_BROKER": broker_kind,
+        },
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "drain timeout" in result.stdout

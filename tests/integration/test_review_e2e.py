@@ -26,7 +26,7 @@ from tests.envelope_schema import envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 from tests.integration.router_process import router
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 PARTITIONS = 2
 LABELS = ["cat", "dog", "bird", "other"]

@@ -22,6 +22,7 @@ from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce
 from tests.integration.router_process import router
 from tests.integration.test_review_e2e import (
+    PARTITIONS,
     config,
     create_topics,
     events,
@@ -188,6 +189,10 @@ async def test_oversize_input_is_published_unreviewed(
     tag = uuid.uuid4().hex[:8]
     info = sandbox.info()
     bootstrap = sandbox.broker.bootstrap_servers
+    # Requests this large exist only where the topic allows them (Kafka's default is 1 MB).
+    await sandbox.broker.create_topics(
+        [f"rr-{tag}"], partitions=PARTITIONS, configs={"max.message.bytes": str(8 << 20)}
+    )
     outputs = await create_topics(sandbox, tag)
     settings = config(info, tag, tmp_path)
     path = tmp_path / "router.yaml"

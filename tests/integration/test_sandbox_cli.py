@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.test_broker import wait_for_exit
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 
 def cli(*args: str) -> list[str]:
@@ -30,9 +30,13 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def test_sandbox_up_env_and_ctrl_c(tmp_path: Path) -> None:
+def test_sandbox_up_env_and_ctrl_c(tmp_path: Path, broker_kind: str) -> None:
     info_file = tmp_path / "sandbox.json"
-    env = {**os.environ, "STREAM_ROUTER_SANDBOX_FILE": str(info_file)}
+    env = {
+        **os.environ,
+        "STREAM_ROUTER_SANDBOX_FILE": str(info_file),
+        "STREAM_ROUTER_SANDBOX_BROKER": broker_kind,
+    }
     up = subprocess.Popen(
         cli("sandbox", "up", "--topic", "predictions"),
         stdout=subprocess.PIPE,
@@ -51,7 +55,9 @@ def test_sandbox_up_env_and_ctrl_c(tmp_path: Path) -> None:
                 printed[key] = value
             if "Ctrl-C stops" in line:
                 break
-        assert lines[0].startswith("sandbox ready in"), lines
+        assert lines[0].startswith("# broker: "), lines
+        assert {"kafka": "Apache Kafka", "tansu": "Tansu"}[broker_kind] in lines[0]
+        assert lines[1].startswith("sandbox ready in"), lines
         for key in (
             "AWS_ENDPOINT_URL_SAGEMAKER_A2I_RUNTIME",
             "AWS_ENDPOINT_URL_S3",
@@ -61,6 +67,8 @@ def test_sandbox_up_env_and_ctrl_c(tmp_path: Path) -> None:
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS",
+            "STREAM_ROUTER_WATCHERS__EVENT_QUEUE_URL",
+            "STREAM_ROUTER_WATCHERS__OUTPUT_QUEUE_URL",
         ):
             assert printed.get(key), f"{key} not printed"
         assert any("flow-definition/sandbox-general" in line for line in lines)
