@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from stream_router.sandbox.broker import Broker
+from stream_router.sandbox.kafka.security import BrokerSecurity
 from stream_router.sandbox.process import ManagedProcess, ProcessStartError, free_port
 
 logger = logging.getLogger(__name__)
@@ -145,9 +146,9 @@ def kafka_lib(*, quiet: bool = True) -> Path:
 class KafkaBroker(Broker):
     """A single-node KRaft Apache Kafka on free loopback ports, data in ``state_dir``.
 
-    ``extra_config`` adds or overrides ``server.properties`` entries (listeners for TLS or SASL,
-    limits); ``client_config`` is what the readiness probe's admin client needs to reach the
-    first listener when that one is secured.
+    ``extra_config`` adds or overrides ``server.properties`` entries; ``security`` adds a
+    mutual-TLS and a SCRAM-over-TLS listener (:mod:`stream_router.sandbox.kafka.security`)
+    beside the plaintext one, which the sandbox and the readiness probe use.
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class KafkaBroker(Broker):
         controller_port: int | None = None,
         heap_mb: int = 512,
         extra_config: Mapping[str, str] | None = None,
+        security: BrokerSecurity | None = None,
         ready_timeout_s: float = 120.0,
     ) -> None:
         self.state_dir = state_dir
@@ -165,6 +167,7 @@ class KafkaBroker(Broker):
         self.controller_port = controller_port or free_port()
         self.heap_mb = heap_mb
         self.extra_config = dict(extra_config or {})
+        self.security = security
         self.ready_timeout_s = ready_timeout_s
         self.data_dir = state_dir / "kafka-data"
         self.config_path = state_dir / "kafka-server.properties"
@@ -179,15 +182,20 @@ class KafkaBroker(Broker):
     def server_properties(self) -> dict[str, str]:
         """The broker's configuration: one node, loopback only, sizes for a small machine."""
         listener, controller = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.controller_port}"
+        served = [f"PLAINTEXT://{listener}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        if self.security is not None:
+            served += self.security.listeners()
+            protocols += ["SSL:SSL", "SASL_SSL:SASL_SSL"]
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{controller}",
-            "listeners": f"PLAINTEXT://{listener},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://{listener}",
+            "listeners": ",".join([*served, f"CONTROLLER://{controller}"]),
+            "advertised.listeners": ",".join(served),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             # Topics are created on purpose, as on MSK and Confluent Cloud.
@@ -204,6 +212,8 @@ class KafkaBroker(Broker):
             "log.cleaner.threads": "1",
             "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
         }
+        if self.security is not None:
+            properties.update(self.security.server_properties())
         properties.update(self.extra_config)
         return properties
 
@@ -266,6 +276,7 @@ class KafkaBroker(Broker):
             cluster_id,
             "-c",
             str(self.config_path),
+            *(self.security.format_arguments() if self.security else []),
             heap_mb=128,
         )
         done = subprocess.run(command, capture_output=True, text=True, check=False)
