@@ -4,7 +4,9 @@
 - ``review``: the review application on faust (``run_review_role``, faust's worker);
 - ``all``: both in one process, ingest as a task of the faust worker (small installs).
 
-Policies are built (and so validated) before the first event is consumed. Every role serves
+Policies are built (and so validated) before the first event is consumed, and the role's topics
+are checked (``stream_router.topics.check_topics``: reachable cluster, topics exist, the review
+role's partition counts and retention) before a client starts. Every role serves
 ``/metrics``, ``/healthz`` and ``/readyz`` (see ``stream_router.health``) from its own event
 loop. SIGTERM drains: ingest stops fetching, finishes, produces and commits the batch in hand
 (under ``all`` before the faust worker stops). A background task that dies is reported by
@@ -27,6 +29,7 @@ from stream_router.ingest.loop import Ingest
 from stream_router.metrics import IngestMetrics
 from stream_router.policies.routes import Routes
 from stream_router.settings import MetricsSettings, Settings
+from stream_router.topics import check_topics
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = N
         loop.add_signal_handler(sig, on_signal)
     server = await serve(settings.metrics, registry, health)
     try:
+        await check_topics(settings, role)  # readiness meanwhile: nothing assigned yet
         await ingest.start()
         try:
             await health.supervise("ingest", ingest.run(stop))
@@ -158,4 +162,5 @@ def run_review_role(settings: Settings, role: str) -> None:
         extra.append(ingest)
     # The worker runs this loop: the endpoints answer from it from start-up to exit.
     app.loop.run_until_complete(serve(settings.metrics, registry, health))
+    app.loop.run_until_complete(check_topics(settings, role))  # readiness meanwhile: starting
     run_worker(service, extra_tasks=extra)

@@ -3,6 +3,7 @@
 stream-router demo [--duration S] [--rate N] [--config F]
                                         the router on the sandbox with a synthetic model
 stream-router tail TOPIC                print a topic's records as JSON lines
+stream-router topics create --config F  create the router's topics that are missing
 stream-router sandbox up [--broker kafka|tansu] [--config F]
                                         broker, moto and A2I emulator in the foreground
 stream-router sandbox env               shell exports for the running sandbox
@@ -167,6 +168,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics_create(args: argparse.Namespace) -> int:
+    from stream_router.settings import load_settings  # noqa: PLC0415
+    from stream_router.topics import create_topics, router_topics  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    specs = {spec.name: spec for spec in router_topics(settings)}
+    for name, result in asyncio.run(create_topics(settings)).items():
+        spec = specs[name]
+        configs = " ".join(f"{key}={value}" for key, value in spec.configs.items())
+        print(f"{result:8} {name}  ({spec.setting}; {spec.partitions} partitions) {configs}")
+    return 0
+
+
 def _config_check(args: argparse.Namespace) -> int:
     import yaml  # noqa: PLC0415
 
@@ -250,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate and print the configuration")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
+
+    topics = commands.add_parser("topics", help="the router's Kafka topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topic_commands.add_parser(
+        "create", help="create every topic the router uses that is missing (never alters one)"
+    )
+    create.add_argument("--config", type=Path, required=True)
+    create.set_defaults(handler=_topics_create)
 
     policies = commands.add_parser("policies", help="policy tools")
     policy_commands = policies.add_subparsers(dest="policies_command", required=True)

@@ -3,13 +3,18 @@
 The result envelope is the contract with downstream consumers; its JSON Schema is
 ``stream_router/schemas/envelope-v1.schema.json`` (tests validate every produced record
 against it). Records are keyed like the input so consumers can compact and dedupe by key.
+Dead letters follow ``stream_router/schemas/dead-letter-v1.schema.json``.
 
-Building these is on the hot path: plain dicts and ``orjson.dumps``, no model validation.
+Building these is on the hot path: plain dicts and ``orjson.dumps``, no model validation. Any
+event orjson parsed encodes again, except one nested deeper than orjson's encoder allows (254
+levels, counting the envelope's own): ``orjson.JSONEncodeError`` (the ingest loop dead-letters
+the event as ``unencodable``).
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +25,18 @@ from stream_router.policies.routes import Decision
 
 SCHEMA_VERSION = 1
 ENVELOPE_SCHEMA = "stream_router/schemas/envelope-v1.schema.json"
+DEAD_LETTER_SCHEMA = "stream_router/schemas/dead-letter-v1.schema.json"
+
+#: reason_class of the stand-in for records the Kafka client cannot decode.
+UNDECODABLE = "undecodable"
+
+
+class Omit(enum.Enum):
+    """What a dead letter leaves out to stay within the record limit."""
+
+    NOTHING = "nothing"
+    VALUE = "value"
+    VALUE_AND_KEY = "value and key"
 
 
 def encode_bytes(data: bytes | None) -> tuple[str | None, str]:
@@ -106,15 +123,32 @@ def review_request(
     record["loop_name"] = loop_name
     record["review_flow"] = decision.review_flow
     record["requested_s"] = requested_s
-    return orjson.dumps(record)
+    # Encoded one level deeper than written (the brackets of a one-item array cut off): the
+    # review role nests a request once more (its ledger entry, its dead letters), and that must
+    # still encode.
+    return orjson.dumps((record,))[1:-1]
 
 
 def dead_letter(
-    value: bytes | None, source: SourceRef, reason_class: str, reason: str, failed_s: float
+    value: bytes | None,
+    source: SourceRef,
+    reason_class: str,
+    reason: str,
+    failed_s: float,
+    *,
+    omit: Omit = Omit.NOTHING,
 ) -> bytes:
-    """What could not be processed, with why and where it came from; the input is kept whole."""
-    text, encoding = encode_bytes(value)
-    key, key_encoding = encode_bytes(source.key)
+    """What could not be processed, with why and where it came from; the input is kept whole
+    unless ``omit`` leaves out the value (and the key), for a dead letter within the record
+    limit. ``value_bytes`` is the original value's size either way."""
+    if omit is Omit.NOTHING:
+        text, encoding = encode_bytes(value)
+    else:
+        text, encoding = None, "utf-8"
+    if omit is Omit.VALUE_AND_KEY:
+        key, key_encoding = None, "utf-8"
+    else:
+        key, key_encoding = encode_bytes(source.key)
     record = {
         "schema_version": SCHEMA_VERSION,
         "reason_class": reason_class,
@@ -124,6 +158,35 @@ def dead_letter(
         "key_encoding": key_encoding,
         "value": text,
         "value_encoding": encoding,
+        "value_omitted": omit is not Omit.NOTHING,
+        "value_bytes": None if value is None else len(value),
+        "failed_s": failed_s,
+    }
+    return orjson.dumps(record)
+
+
+def undecodable_dead_letter(
+    topic: str, partition: int, *, first_offset: int, next_offset: int, reason: str, failed_s: float
+) -> bytes:
+    """The stand-in for records the Kafka client could not decode, offsets ``first_offset`` up
+    to ``next_offset`` (how many records the range held is unknown): no key, no value."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "reason_class": UNDECODABLE,
+        "reason": reason,
+        "source": {
+            "topic": topic,
+            "partition": partition,
+            "offset": first_offset,
+            "timestamp_ms": None,
+        },
+        "last_offset": next_offset - 1,
+        "key": None,
+        "key_encoding": "utf-8",
+        "value": None,
+        "value_encoding": "utf-8",
+        "value_omitted": True,
+        "value_bytes": None,
         "failed_s": failed_s,
     }
     return orjson.dumps(record)

@@ -6,6 +6,8 @@
     ├── ConfigError                   fatal at start-up: fix the configuration (names the field)
     │   └── PolicyLoadError           a policy type is unknown or its parameters are invalid
     ├── PoisonEvent                   this event can never be processed: dead-letter it, move on
+    ├── UndecodableRecords            fatal while running: the Kafka client cannot read a
+    │                                 partition past an offset (the message names it)
     └── UpstreamError                 a dependency failed; retriable unless said otherwise
         │                             (``retry_after_s`` hints when to try again)
         ├── ReviewThrottled           the review backend asks us to slow down: retry later
@@ -35,12 +37,21 @@ class PoisonEvent(StreamRouterError):
     """An input event that cannot be processed; it goes to the dead-letter topic.
 
     ``reason_class`` is a short, low-cardinality label for metrics (``not_json``,
-    ``missing_field``, ``bad_type``, ``bad_value``); the message is for people.
+    ``not_object``, ``missing_field``, ``bad_type``, ``bad_value``, ``tombstone``, ...); the
+    message is for people.
     """
 
     def __init__(self, reason_class: str, message: str) -> None:
         super().__init__(message)
         self.reason_class = reason_class
+
+
+class UndecodableRecords(StreamRouterError):
+    """Records of a partition the Kafka client cannot decode and ingest cannot step past.
+
+    The process exits (the message names the topic, partition and offset): fix the cause (a
+    missing codec library) or, to give those records up, move the group's offset past them.
+    """
 
 
 class UpstreamError(StreamRouterError):

@@ -9,6 +9,9 @@ Ingest:
 - ``stream_router_ingest_accepted_total{policy}``
 - ``stream_router_ingest_review_requested_total{route,policy}``
 - ``stream_router_ingest_dead_lettered_total{reason_class}``
+- ``stream_router_ingest_tombstones_skipped_total{topic}``: records without a value, skipped
+- ``stream_router_ingest_undecodable_batches_total{topic,outcome}``: batches the Kafka client
+  could not decode, skipped (a stand-in dead letter) or fatal (ingest exits)
 - ``stream_router_ingest_shadow_hits_total{route,policy}``: shadow policies that would review
 - ``stream_router_ingest_batch_duration_seconds``: one batch, fetch excluded, commit included
 - ``stream_router_ingest_batch_size``: records per batch
@@ -102,6 +105,21 @@ class IngestMetrics:
             "stream_router_ingest_dead_lettered",
             "Records sent to the dead-letter topic.",
             ["reason_class"],
+            registry=registry,
+        )
+        self.tombstones_skipped = PromCounter(
+            "stream_router_ingest_tombstones_skipped",
+            "Records without a value (tombstones) skipped, their offsets committed "
+            "(ingest.tombstones: skip; with dead_letter they are dead letters instead).",
+            ["topic"],
+            registry=registry,
+        )
+        self.undecodable = PromCounter(
+            "stream_router_ingest_undecodable_batches",
+            "Record batches the Kafka client could not decode: skipped (dead-lettered as one "
+            "stand-in, reason_class undecodable) or fatal (ingest exits naming the partition "
+            "and offset).",
+            ["topic", "outcome"],
             registry=registry,
         )
         self.shadow_hits = PromCounter(

@@ -54,7 +54,10 @@ class KafkaSettings(Section):
     ssl_key_password: SecretStr | None = Field(None, description="Password of the client key.")
     ssl_check_hostname: bool = Field(True, description="Verify broker host names (SSL).")
     session_timeout_s: float = Field(
-        45.0, gt=0, description="Consumer group session timeout; short values join faster."
+        30.0,
+        gt=0,
+        description="Consumer group session timeout; short values join faster. At most "
+        "request_timeout_s (the review role's client requires it).",
     )
     heartbeat_interval_s: float = Field(
         3.0, gt=0, description="Consumer heartbeat interval; below a third of the session."
@@ -66,6 +69,21 @@ class KafkaSettings(Section):
         le=8_388_608,
         description="Largest record batch the producer sends; keep under the brokers' "
         "message.max.bytes.",
+    )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=16_384,
+        le=8_388_608,
+        description="Largest record (key, value and headers) ingest writes; keep it under the "
+        "brokers' message.max.bytes (Kafka's default 1,048,588) less 100 bytes of batch "
+        "framing. An envelope or review request that would be larger is dead-lettered "
+        "(reason_class too_large); a dead letter that would be larger leaves out the original "
+        "value.",
+    )
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none",
+        description="Compression of the record batches both roles produce (consuming "
+        "decodes every codec whatever this says).",
     )
 
     @model_validator(mode="after")
@@ -80,6 +98,11 @@ class KafkaSettings(Section):
                 raise ValueError(
                     f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
                 )
+        if self.session_timeout_s > self.request_timeout_s:
+            raise ValueError(
+                f"session_timeout_s ({self.session_timeout_s}) must not exceed "
+                f"request_timeout_s ({self.request_timeout_s}); the review role refuses to start"
+            )
         if self.heartbeat_interval_s * 3 > self.session_timeout_s:
             raise ValueError(
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be at most a third "
@@ -116,6 +139,10 @@ class KafkaSettings(Section):
                 self.sasl_password.get_secret_value() if self.sasl_password else None
             )
         return options
+
+    def compression(self) -> str | None:
+        """``compression_type`` as aiokafka and faust take it (None: uncompressed)."""
+        return None if self.compression_type == "none" else self.compression_type
 
     def consumer_options(self) -> dict[str, Any]:
         return {
@@ -165,7 +192,9 @@ class IngestSettings(Section):
         "stream-router-review-requests", description="Internal topic of review requests."
     )
     dead_letter_topic: str = Field(
-        "predictions-dead-letter", description="Malformed events, with the reason."
+        "predictions-dead-letter",
+        description="Records ingest cannot route (malformed, too large, undecodable), with the "
+        "reason.",
     )
     group_id: str = Field("stream-router-ingest", description="Consumer group of ingest.")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
@@ -189,6 +218,12 @@ class IngestSettings(Section):
     )
     fetch_wait_s: float = Field(
         0.2, ge=0, description="Longest wait for records before handling a smaller batch."
+    )
+    tombstones: Literal["skip", "dead_letter"] = Field(
+        "skip",
+        description="Records without a value (deletes on a compacted topic): skip (committed, "
+        "counted in stream_router_ingest_tombstones_skipped_total) or dead_letter "
+        "(reason_class tombstone).",
     )
     mapping: EventMapping = Field(EventMapping(), description="Where fields live in events.")
 
@@ -405,6 +440,51 @@ class LoggingSettings(Section):
     format: Literal["text", "json"] = Field("text", description="text, or one JSON per line.")
 
 
+class TopicsSettings(Section):
+    """How ``stream-router topics create`` makes the router's topics (see stream_router/topics.py).
+
+    The review role's internal topics (its table changelogs) use the same replication factor.
+    """
+
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Replicas of every topic the router creates, internal ones included; 3 on "
+        "a production cluster (1 for a single broker such as the sandbox).",
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of created topics (none: the broker's default); with "
+        "acks=all, a write fails when fewer replicas are in sync.",
+    )
+    partitions: int = Field(
+        4,
+        ge=1,
+        description="Partitions of created input, output and dead-letter topics (the review "
+        "role's topics have review.topic_partitions).",
+    )
+    review_requests_retention_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="retention.ms of the review-requests topic, in seconds; at most "
+        "review.ledger_retention_s (start-up checks the topic too).",
+    )
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> TopicsSettings:
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "
+                f"replication_factor ({self.replication_factor})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -423,6 +503,18 @@ class Settings(BaseSettings):
     watchers: WatchersSettings = Field(WatchersSettings(), description="Completion watchers.")
     metrics: MetricsSettings = Field(MetricsSettings(), description="Prometheus endpoint.")
     logging: LoggingSettings = Field(LoggingSettings(), description="Logging.")
+    topics: TopicsSettings = Field(TopicsSettings(), description="Creating the router's topics.")
+
+    @model_validator(mode="after")
+    def _requests_outlived_by_their_ledger(self) -> Settings:
+        kept, ledger = self.topics.review_requests_retention_s, self.review.ledger_retention_s
+        if kept > ledger:
+            raise ValueError(
+                f"topics.review_requests_retention_s ({kept:.0f} s) exceeds "
+                f"review.ledger_retention_s ({ledger:.0f} s): a copy of a request that outlives "
+                "its ledger entry would start a second, paid review"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,5 @@
-"""A validator for result envelopes: envelope-v1 with its review-v1 reference resolved."""
+"""Validators for result envelopes (envelope-v1 with its review-v1 reference resolved) and dead
+letters (dead-letter-v1)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,10 @@ def envelope_validator() -> jsonschema.Draft202012Validator:
     )
     jsonschema.Draft202012Validator.check_schema(envelope)
     return jsonschema.Draft202012Validator(envelope, registry=registry)
+
+
+@cache
+def dead_letter_validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / "dead-letter-v1.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)

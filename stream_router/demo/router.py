@@ -45,7 +45,11 @@ def router_config(
 ) -> dict[str, Any]:
     """The router's configuration (as YAML data) for this demo run on this sandbox."""
     config = _merge(
-        {"review": {"topic_partitions": demo.producer.topic_partitions}, "logging": {}},
+        {
+            "review": {"topic_partitions": demo.producer.topic_partitions},
+            "topics": {"partitions": demo.producer.topic_partitions},
+            "logging": {},
+        },
         demo.router,
     )
     config = _merge(
@@ -76,18 +80,6 @@ def write_router_config(config: dict[str, Any], path: Path) -> Settings:
     """Write the YAML and load it back as the router will (validating it)."""
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return load_settings(path)
-
-
-def topics(settings: Settings) -> list[str]:
-    """Every topic the demo creates before the router starts."""
-    ingest = settings.ingest
-    return [
-        *ingest.input_topics,
-        ingest.output_topic,
-        ingest.review_requests_topic,
-        ingest.dead_letter_topic,
-        settings.review.loop_events_topic,
-    ]
 
 
 def router_process(config_path: Path, env: dict[str, str], log_path: Path) -> ManagedProcess:

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from stream_router.demo.console import Console, Progress
 from stream_router.demo.producer import PredictionGenerator, PredictionProducer
-from stream_router.demo.router import router_config, router_process, topics, write_router_config
+from stream_router.demo.router import router_config, router_process, write_router_config
 from stream_router.demo.settings import DemoSettings
 from stream_router.demo.summary import Summary, render, summarize
 from stream_router.demo.tracker import MetricsSnapshot, OutcomeTracker, scrape
@@ -38,6 +38,7 @@ from stream_router.sandbox.broker import BrokerKind
 from stream_router.sandbox.process import ManagedProcess, ProcessStartError, free_port
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from stream_router.settings import Settings
+from stream_router.topics import create_topics
 
 
 class DemoFailed(RuntimeError):
@@ -99,9 +100,7 @@ async def _demo(settings: DemoSettings, options: DemoOptions, console: Console) 
                 router_config(settings, info, metrics_port=port, data_dir=workdir / "review-data"),
                 workdir / "router.yaml",
             )
-            await sandbox.broker.create_topics(
-                topics(router_settings), partitions=settings.producer.topic_partitions
-            )
+            await create_topics(router_settings)
             process = router_process(workdir / "router.yaml", info.env(), workdir / "router.log")
             console.say(f"starting the router (ingest + review); its log: {workdir / 'router.log'}")
             process.start()

@@ -1,11 +1,25 @@
 """The ingest loop on aiokafka: consume a batch, decide, produce, then commit.
 
+**The rule: no record's content stops a partition or kills the process.** Every consumed
+record ends as exactly one of: an accepted envelope, a review request, a dead letter (with its
+``reason_class``), or a counted tombstone skip. Whatever the bytes of a key or a value, parsing
+turns them into a prediction or a dead letter, and what ingest writes is valid JSON within
+``kafka.max_record_bytes`` (``dispatch.py`` owns this and says why it holds; property tests in
+``tests/unit/test_dispatch.py`` check it over arbitrary bytes). A batch the Kafka client cannot
+decode is stepped over and dead-lettered as one stand-in (``reason_class`` ``undecodable``,
+with its offsets); when stepping over it is impossible (its framing is unreadable) or wrong (a
+codec library is missing from this installation), ingest counts it and exits with
+:class:`~stream_router.errors.UndecodableRecords` naming the partition and offset
+(``undecodable.py``). What does stop ingest is the infrastructure: a produce the broker refuses,
+a lost connection, a bug.
+
 One batch at a time::
 
     getmany ──► parse (bad → dead letter) ──► Routes.decide ──► produce
         accepted        → output topic, keyed like the input
         review          → review-requests topic, keyed by the human loop name
         malformed       → dead-letter topic, keyed like the input
+        tombstone       → skipped and counted (or a dead letter: ``ingest.tombstones``)
     ──► wait for every produce to be acknowledged ──► commit the batch's offsets
 
 Offsets are committed only after the broker acknowledged every record the batch produced, so a
@@ -26,9 +40,9 @@ import contextlib
 import gc
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import (
@@ -40,31 +54,19 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError
 
-from stream_router.envelope import accepted_envelope, dead_letter, review_request
-from stream_router.errors import PoisonEvent
-from stream_router.ingest.parser import EventParser
+from stream_router.errors import UndecodableRecords
+from stream_router.ingest.dispatch import BatchOutcome, Counts, Dispatcher, Skipped
+from stream_router.ingest.undecodable import Undecodable, describe, locate
 from stream_router.ingest.writer import BatchWriter
 from stream_router.metrics import IngestMetrics
-from stream_router.models import Prediction, SourceRef
-from stream_router.naming import loop_name
-from stream_router.policies.routes import Decision, Routes
+from stream_router.policies.routes import Routes
 from stream_router.settings import IngestSettings, KafkaSettings
 
 logger = logging.getLogger(__name__)
 
-#: A record that could not be parsed, where it came from and why.
-_Dead = tuple[ConsumerRecord, SourceRef, PoisonEvent]
+__all__ = ["BatchOutcome", "Ingest"]
 
-
-@dataclass
-class BatchOutcome:
-    """What one batch did (for tests and logs)."""
-
-    consumed: int = 0
-    accepted: int = 0
-    review_requested: int = 0
-    dead_lettered: int = 0
-    committed: dict[TopicPartition, int] = field(default_factory=dict)
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
 
 
 @dataclass
@@ -106,26 +108,36 @@ class Ingest:
         metrics: IngestMetrics,
         *,
         clock: Callable[[], float] = time.time,
+        consumer: AIOKafkaConsumer | None = None,
+        producer: AIOKafkaProducer | None = None,
     ) -> None:
+        """``consumer`` and ``producer`` replace the clients these settings make (for tests)."""
         self.kafka = kafka
         self.settings = settings
         self.routes = routes
         self.metrics = metrics
         self.clock = clock
-        self.parser = EventParser(settings.mapping)
-        self.consumer = AIOKafkaConsumer(
-            group_id=settings.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=settings.auto_offset_reset,
-            max_poll_records=settings.batch_max_records,
-            **kafka.consumer_options(),
-        )
-        self.producer = AIOKafkaProducer(
-            acks="all",
-            max_batch_size=kafka.producer_batch_max_bytes,
-            **kafka.client_options(),
-        )
+        if consumer is None:
+            consumer = AIOKafkaConsumer(
+                group_id=settings.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=settings.auto_offset_reset,
+                max_poll_records=settings.batch_max_records,
+                **kafka.consumer_options(),
+            )
+        if producer is None:
+            producer = AIOKafkaProducer(
+                acks="all",
+                max_batch_size=kafka.producer_batch_max_bytes,
+                compression_type=kafka.compression(),
+                **kafka.client_options(),
+            )
+        self.consumer = consumer
+        self.producer = producer
         self.writer = BatchWriter(self.producer)
+        self.dispatcher = Dispatcher(
+            settings, kafka.max_record_bytes, routes, self.writer, clock=clock
+        )
         self._output_topics = [
             settings.output_topic,
             settings.review_requests_topic,
@@ -175,24 +187,54 @@ class Ingest:
         timeout_ms = int(self.settings.fetch_wait_s * 1000)
         try:
             while not stop.is_set():
-                batch = await self.consumer.getmany(
-                    timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
-                )
+                batch, skipped = await self.fetch(timeout_ms)
                 self.last_progress_s = self.clock()
-                if batch:
-                    await self.submit(batch)
+                if batch or skipped:
+                    await self.submit(batch, skipped)
                 else:
                     await self.settle(block=False)
         finally:
             await self.drain()
 
-    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
+    async def fetch(self, timeout_ms: int) -> tuple[Fetched, list[Skipped]]:
+        """The next records, and the undecodable offsets stepped over (see the module doc)."""
+        try:
+            batch = await self.consumer.getmany(
+                timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
+            )
+        except Exception as exc:
+            where = locate(exc)
+            if where is None:
+                raise  # not a record the client could not decode
+            return self._step_over(exc, where)
+        return batch, []
+
+    def _step_over(self, exc: Exception, where: Undecodable) -> tuple[Fetched, list[Skipped]]:
+        """Records the failed fetch took, and the stand-in of the batch it could not decode."""
+        tp = where.tp
+        reason = describe(exc, where)
+        if not where.skippable:
+            self.metrics.undecodable.labels(tp.topic, "fatal").inc()
+            if where.missing_codec is not None:
+                hint = f"install the {where.missing_codec} codec (aiokafka decodes it with cramjam)"
+            else:
+                hint = "ingest cannot step over it; to give those records up, move the group's "
+                hint += f"offset of {tp.topic}[{tp.partition}] past them"
+            raise UndecodableRecords(f"{reason}: {hint}") from exc
+        assert where.next_offset is not None  # skippable
+        if tp not in self.consumer.assignment():  # revoked meanwhile: its next owner meets it
+            return where.taken, []
+        self.metrics.undecodable.labels(tp.topic, "skipped").inc()
+        self.consumer.seek(tp, where.next_offset)
+        return where.taken, [Skipped(tp, where.position, where.next_offset, reason)]
+
+    async def handle(self, batch: Fetched, skipped: Sequence[Skipped] = ()) -> BatchOutcome:
         """Decide, produce and commit one batch, and wait until it is committed."""
-        outcome = await self.submit(batch)
+        outcome = await self.submit(batch, skipped)
         await self.drain()
         return outcome
 
-    async def submit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
+    async def submit(self, batch: Fetched, skipped: Sequence[Skipped] = ()) -> BatchOutcome:
         """Decide and produce one batch; its commit follows once the broker acknowledged it.
 
         Up to ``max_in_flight_batches`` batches wait for acknowledgements at once, so deciding
@@ -209,42 +251,15 @@ class Ingest:
         if collecting:
             gc.disable()
         try:
-            outcome, decisions, dead, consumed, timestamps = self._decide(batch)
+            outcome = self.dispatcher.dispatch(batch, skipped)
         finally:
             if collecting:
                 gc.enable()
         acks = await self.writer.flush()
-        self._in_flight.append(_InFlight(outcome, acks, timestamps, started))
-        self._record_decisions(decisions, dead, consumed)
+        self._in_flight.append(_InFlight(outcome, acks, outcome.timestamps, started))
+        self._record_decisions(outcome.counts)
         await self.settle(block=len(self._in_flight) > self.settings.max_in_flight_batches)
         return outcome
-
-    def _decide(
-        self, batch: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> tuple[BatchOutcome, list[Decision], list[_Dead], Counter[tuple[str, ...]], list[float]]:
-        """Parse, decide and append the batch's records to the writer (no I/O)."""
-        now = self.clock()
-        outcome = BatchOutcome()
-        predictions: list[Prediction] = []
-        dead: list[_Dead] = []
-        consumed: Counter[tuple[str, ...]] = Counter()
-        parse = self.parser.parse
-        for tp, records in batch.items():
-            consumed[(tp.topic,)] += len(records)
-            outcome.committed[tp] = records[-1].offset + 1
-            for record in records:
-                source = SourceRef(
-                    record.topic, record.partition, record.offset, record.key, record.timestamp
-                )
-                try:
-                    predictions.append(parse(record.value, source))
-                except PoisonEvent as poison:
-                    dead.append((record, source, poison))
-        outcome.consumed = sum(consumed.values())
-        decisions = self.routes.decide(predictions)
-        self._write(predictions, decisions, dead, now, outcome)
-        timestamps = [p.timestamp_s for p in predictions if p.timestamp_s is not None]
-        return outcome, decisions, dead, consumed, timestamps
 
     async def settle(self, *, block: bool) -> None:
         """Commit the oldest batches whose produces are all acknowledged.
@@ -268,41 +283,6 @@ class Ingest:
         while self._in_flight:
             await self.settle(block=True)
 
-    def _write(
-        self,
-        predictions: Sequence[Prediction],
-        decisions: Sequence[Decision],
-        dead: Sequence[_Dead],
-        now: float,
-        outcome: BatchOutcome,
-    ) -> None:
-        settings = self.settings
-        version = self.routes.version
-        add = self.writer.add
-        output, requests = settings.output_topic, settings.review_requests_topic
-        for prediction, decision in zip(predictions, decisions, strict=True):
-            if decision.review:
-                name = loop_name(prediction.event_id, version)
-                value = review_request(prediction, decision, version, name, now)
-                add(requests, name.encode(), value)
-                outcome.review_requested += 1
-            else:
-                value = accepted_envelope(prediction, decision, version, now)
-                add(output, prediction.source.key, value)
-                outcome.accepted += 1
-        for record, source, poison in dead:
-            value = dead_letter(record.value, source, poison.reason_class, str(poison), now)
-            headers = [("x-stream-router-reason-class", poison.reason_class.encode())]
-            add(settings.dead_letter_topic, record.key, value, headers)
-            outcome.dead_lettered += 1
-            logger.warning(
-                "dead-lettered %s[%d]@%d: %s",
-                source.topic,
-                source.partition,
-                source.offset,
-                poison.reason_class,
-            )
-
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         owned = self.consumer.assignment()
         mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
@@ -315,25 +295,14 @@ class Ingest:
             # The group rebalanced while the batch was in hand: the new owner replays it.
             logger.warning("commit failed after a rebalance; the batch will be replayed")
 
-    def _record_decisions(
-        self,
-        decisions: Sequence[Decision],
-        dead: Sequence[_Dead],
-        consumed: Counter[tuple[str, ...]],
-    ) -> None:
+    def _record_decisions(self, counts: Counts) -> None:
         metrics = self.metrics
-        metrics.count(metrics.consumed, consumed)
-        accepted: Counter[tuple[str, ...]] = Counter()
-        reviewed: Counter[tuple[str, ...]] = Counter()
-        for decision in decisions:
-            if decision.review:
-                reviewed[(decision.route or "", decision.policy)] += 1
-            else:
-                accepted[(decision.policy,)] += 1
-        metrics.count(metrics.accepted, accepted)
-        metrics.count(metrics.review_requested, reviewed)
-        metrics.count(metrics.dead_lettered, Counter((p.reason_class,) for _, _, p in dead))
-        metrics.count(metrics.shadow_hits, self.routes.drain_shadow_hits())
+        metrics.count(metrics.consumed, counts.consumed)
+        metrics.count(metrics.accepted, counts.accepted)
+        metrics.count(metrics.review_requested, counts.review_requested)
+        metrics.count(metrics.dead_lettered, counts.dead_lettered)
+        metrics.count(metrics.tombstones_skipped, counts.tombstones_skipped)
+        metrics.count(metrics.shadow_hits, counts.shadow_hits)
 
     def _record_completion(self, done: _InFlight, acknowledged: float) -> None:
         metrics = self.metrics

@@ -5,7 +5,13 @@ and make an event malformed, so everything ingest writes is strict JSON too.
 
 Anything wrong with an event raises :class:`~stream_router.errors.PoisonEvent` with a
 low-cardinality ``reason_class`` (``not_json``, ``not_object``, ``missing_field``, ``bad_type``,
-``bad_value``) and a message naming the field and value; the ingest loop dead-letters it.
+``bad_value``) and a message naming the field and value; the ingest loop dead-letters it. A
+record without a value (a tombstone) raises it with ``tombstone``: the loop skips it or
+dead-letters it, as ``ingest.tombstones`` says.
+
+``bad_value`` covers a confidence outside [0, 1], a score that is not finite, and class scores
+that do not match ``mapping.classes`` when it is set: a list of another length, or an object
+naming a class outside it (an object may leave classes out).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from stream_router.models import Prediction, SourceRef
 from stream_router.settings import EventMapping
 
 _MISSING = object()
+
+#: reason_class of a record without a value.
+TOMBSTONE = "tombstone"
 
 
 class _Path:
@@ -63,6 +72,8 @@ class EventParser:
         self._confidence = _Path(mapping.confidence)
         self._scores = _Path(mapping.scores) if mapping.scores else None
         self._classes = tuple(mapping.classes)
+        #: Class names object-form scores may use (None: any).
+        self._known: frozenset[str] | None = frozenset(mapping.classes) or None
         self._model = _Path(mapping.model_name) if mapping.model_name else None
         self._version = _Path(mapping.model_version) if mapping.model_version else None
         self._timestamp = _Path(mapping.timestamp) if mapping.timestamp else None
@@ -87,7 +98,7 @@ class EventParser:
 
     def parse(self, value: bytes | None, source: SourceRef) -> Prediction:
         if value is None:
-            raise PoisonEvent("not_json", "the record has no value (tombstone)")
+            raise PoisonEvent(TOMBSTONE, "the record has no value (a tombstone)")
         try:
             event = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
@@ -168,7 +179,9 @@ class EventParser:
         if scores_key is not None:
             scores = get(scores_key)
             if scores is not None:
-                if scores.__class__ is not dict:
+                if scores.__class__ is not dict or (
+                    self._known is not None and not self._known.issuperset(scores)
+                ):
                     return None
                 for score in scores.values():
                     if score.__class__ is not float or not -inf < score < inf:
@@ -220,7 +233,7 @@ class EventParser:
         raw = self._scores.get(event)
         if raw is _MISSING or raw is None:
             return None
-        if raw.__class__ is dict:
+        if raw.__class__ is dict and (self._known is None or self._known.issuperset(raw)):
             # Fast path: JSON object keys are strings; all-float values need no copy.
             for score in raw.values():
                 if score.__class__ is not float or not math.isfinite(score):
@@ -233,6 +246,14 @@ class EventParser:
         assert self._scores is not None
         name = self._scores.text
         if isinstance(raw, dict):
+            if self._known is not None:
+                unknown = sorted(str(cls) for cls in raw if cls not in self._known)
+                if unknown:
+                    raise PoisonEvent(
+                        "bad_value",
+                        f"{name} names {len(unknown)} classes outside mapping.classes: "
+                        f"{_short(unknown)}",
+                    )
             items = list(raw.items())
         elif isinstance(raw, list):
             if self._classes and len(raw) != len(self._classes):

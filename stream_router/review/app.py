@@ -77,8 +77,9 @@ def faust_app(settings: Settings) -> faust.App:
         store="memory://",
         datadir=str(review.data_dir),
         topic_partitions=review.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topics.replication_factor,
         producer_acks=-1,
+        producer_compression_type=kafka.compression(),
         web_enabled=False,
         autodiscover=False,
     )

@@ -1,6 +1,9 @@
 """Benchmark: the ingest path against a plain aiokafka loop, on the same broker and events.
 
-    .venv/bin/python tests/bench/bench_ingest.py [--events 100000] [--rounds 5]
+    .venv/bin/python tests/bench/bench_ingest.py [--broker kafka|tansu] [--events 100000]
+        [--rounds 5] [--rate MSG_PER_S]
+
+The broker is the sandbox's Apache Kafka (default) or Tansu; both sides meet the same one.
 
 Throughput: N events (about 300 bytes of JSON each) wait in a 4-partition topic. Each round
 runs both, one after the other on fresh consumer groups, alternating which goes first (the
@@ -18,8 +21,9 @@ with a 50 ms wait, producer ``acks=all``, no linger, no compression, the same la
 the last one (group joins excluded). Each round prints msg/s, CPU per message and the ratio
 ingest / plain of that pair; the summary gives the median of the per-round ratios.
 
-Latency: a producer paces events at a fixed rate into a fresh topic while ingest runs; the
-decision latency of each event is its output record's create time minus the event timestamp.
+Latency: a producer paces events at a fixed rate (by default half the median ingest rate just
+measured) into a fresh topic while ingest runs; the decision latency of each event is its output
+record's create time minus the event timestamp.
 """
 
 from __future__ import annotations
@@ -28,16 +32,20 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from stream_router.app import build_ingest
-from stream_router.sandbox.broker import TansuBroker
+from stream_router.sandbox.broker import Broker, BrokerKind, TansuBroker
+from stream_router.sandbox.kafka import KafkaBroker
 from stream_router.settings import KafkaSettings, Settings
 
 PARTITIONS = 4
@@ -194,7 +202,7 @@ async def ingest_path(bootstrap: str, topic: str, total: int) -> Rate:
         await ingest.stop()
 
 
-async def latency(bootstrap: str, broker: TansuBroker, rate: float, seconds: float) -> list[float]:
+async def latency(bootstrap: str, broker: Broker, rate: float, seconds: float) -> list[float]:
     tag = uuid.uuid4().hex[:8]
     topic = f"bench-lat-{tag}"
     await broker.create_topics([topic], partitions=PARTITIONS)
@@ -243,8 +251,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(events: int, rounds: int, rate: float) -> None:
-    async with TansuBroker() as broker:
+async def main(kind: BrokerKind, state: Path, events: int, rounds: int, rate: float | None) -> None:
+    started = time.monotonic()
+    broker = KafkaBroker(state_dir=state) if kind == "kafka" else TansuBroker()
+    async with broker:
+        print(f"broker: {kind}, ready in {time.monotonic() - started:.1f} s, "
+              f"{broker.process.resident_bytes() / 1e6:.0f} MB resident")  # fmt: skip
         bootstrap = broker.bootstrap_servers
         topic = f"bench-in-{uuid.uuid4().hex[:6]}"
         await broker.create_topics([topic], partitions=PARTITIONS)
@@ -276,6 +288,7 @@ async def main(events: int, rounds: int, rate: float) -> None:
         ours_c = statistics.median(r.cpu_us for r in results["ingest"])
         print(f"median CPU per message: plain {plain_c:.1f} us, ingest {ours_c:.1f} us "
               f"(CPU-bound ratio {plain_c / ours_c:.2f})")  # fmt: skip
+        rate = rate or round(float(ours_m) / 2, -2)  # half the maximum, by default
         lat = await latency(bootstrap, broker, rate, 10.0)
         if lat:
             print(f"decision latency at {rate:,.0f} msg/s over {len(lat)} events: "
@@ -285,11 +298,16 @@ async def main(events: int, rounds: int, rate: float) -> None:
 
 def cli() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5, help="alternating pairs")
-    parser.add_argument("--rate", type=float, default=2000.0, help="paced msg/s for latency")
+    parser.add_argument("--rate", type=float, help="paced msg/s for latency (default: half max)")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.rounds, args.rate))
+    state = Path(tempfile.mkdtemp(prefix="bench-ingest-"))  # Kafka's log
+    try:
+        asyncio.run(main(args.broker, state, args.events, args.rounds, args.rate))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_router.sandbox.process import ManagedProcess, free_port
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
@@ -154,35 +155,54 @@ def crash_config(sandbox: Sandbox, tag: str, tmp: Path, role: str) -> dict[str, 
 async def test_a_dead_ingest_task_takes_the_process_down(
     sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, role: str
 ) -> None:
+    """A plugin that raises on an event dead-letters that event and the process lives on (no
+    record's content stops it); losing the output topic kills the ingest task, and the process
+    exits 1 so the orchestrator restarts it."""
     tag = uuid.uuid4().hex[:8]
     data = crash_config(sandbox, tag, tmp_path, role)
+    data["kafka"]["request_timeout_s"] = 6  # a produce to the deleted topic gives up soon
     if role == "ingest":
-        await test_ingest.create_topics(sandbox, data)
+        outputs = await test_ingest.create_topics(sandbox, data)
     else:
-        await test_review_e2e.create_topics(sandbox, tag)
+        outputs = await test_review_e2e.create_topics(sandbox, tag)
     config = tmp_path / "router.yaml"
     config.write_text(yaml.safe_dump(data))
     env = {
         **sandbox_env,
         "PYTHONPATH": os.pathsep.join([str(CRASH_PLUGIN), *(p for p in sys.path if p)]),
     }
+    bootstrap = sandbox.broker.bootstrap_servers
     process = router(config, role, env)
     process.start()
     try:
         await process.wait_ready_async(60)
-        base = f"http://127.0.0.1:{data['metrics']['port']}"
-        if role == "ingest":
-            await poll(f"{base}/readyz", lambda r: r[0] == 200, 30, process)
         events = [json_record({"event_id": "fine", "label": "cat", "confidence": 0.9}),
                   json_record({"event_id": "bad", "label": "boom", "confidence": 0.9})]  # fmt: skip
-        await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", events)
-        code = await wait_exit(process, 60)
+        await produce(bootstrap, f"in-{tag}", events)
+        async with TopicReader(bootstrap, outputs) as reader:
+            await reader.until(
+                lambda r: len(r.records[f"out-{tag}"]) + len(r.records[f"dlq-{tag}"]) >= 2, 60
+            )
+        (letter,) = reader.values(f"dlq-{tag}")
+        assert letter["reason_class"] == "policy_error"
+        assert "bug in policy" in letter["reason"]
+        assert [e["event_id"] for e in reader.values(f"out-{tag}")] == ["fine"]
+        assert process.running()
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([f"out-{tag}"])
+        finally:
+            await admin.close()
+        await produce(bootstrap, f"in-{tag}", [json_record({"event_id": "late", "label": "cat",
+                                                            "confidence": 0.9})])  # fmt: skip
+        code = await wait_exit(process, 90)
     finally:
         await process.stop_async()
     assert code == 1, process.output_tail()
     log = config.with_suffix(f".{role}.log").read_text(encoding="utf-8")
-    died = {"ingest": "background task ingest died (RuntimeError: bug in policy",
-            "all": "ingest died (RuntimeError)"}  # fmt: skip
+    died = {"ingest": "background task ingest died", "all": "ingest died ("}
     assert died[role] in log, process.output_tail()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from stream_router.app import build_ingest
 from stream_router.naming import loop_name
 from stream_router.sandbox.stack import Sandbox
 from stream_router.settings import Settings
-from tests.envelope_schema import envelope_validator
+from tests.envelope_schema import dead_letter_validator, envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 from tests.integration.router_process import router
 
@@ -75,6 +76,8 @@ def settings_data(bootstrap: str, tag: str) -> dict[str, Any]:
                 },
             ],
         },
+        # review-requests has PARTITIONS partitions: start-up checks the review role's count.
+        "review": {"topic_partitions": PARTITIONS},
         "metrics": {"enabled": False},
     }
 
@@ -315,3 +318,61 @@ async def test_two_instances_share_the_partitions(sandbox: Sandbox) -> None:
     ]
     assert all(part > 0 for part in handled), handled
     assert sum(handled) == count
+
+
+async def test_records_a_broker_would_refuse_or_that_crashed_encoding_end_once(
+    sandbox: Sandbox,
+) -> None:
+    """Over the wire: each of these crashed ingest or was refused by a real broker before."""
+    tag = uuid.uuid4().hex[:8]
+    data = settings_data(sandbox.broker.bootstrap_servers, tag)
+    data["ingest"]["mapping"] = {"classes": ["cat", "dog"]}
+    data["policies"]["routes"] = []  # every prediction is accepted
+    outputs = await create_topics(sandbox, data)
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    huge_label = "x" * 600_000  # in the event and the prediction: a 1.2 MB envelope
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (b"tombstone", None),
+        (b"binary", bytes(range(256)) * 3516),  # 900,096 bytes: 1.2 MB as base64
+        (b"deep", b'{"label": "cat", "confidence": 0.9, "deep": %s}' % deep),
+        (b"cow", b'{"label": "cat", "confidence": 0.9, "scores": {"cat": 0.9, "cow": 0.1}}'),
+        json_record({"event_id": "big", "label": huge_label, "confidence": 0.9}, "huge-label"),
+        json_record({"event_id": "ok", "label": "cat", "confidence": 0.9}, "ok"),
+    ]
+    for key, value in records:  # one at a time: several would exceed a produce request
+        await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", [(key, value)])
+
+    registry = CollectorRegistry()
+    ingest = build_ingest(Settings(**data), registry)
+    await ingest.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(ingest.run(stop))
+    try:
+        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
+            await reader.until(lambda r: sum(len(v) for v in r.records.values()) >= 5, 60)
+            stop.set()
+            await running
+            await reader.poll()  # nothing more may arrive
+    finally:
+        stop.set()
+        await ingest.stop()
+
+    assert [e["event_id"] for e in reader.values(f"out-{tag}")] == ["ok"]
+    assert reader.values(f"rr-{tag}") == []
+    dead = {letter["key"]: letter for letter in reader.values(f"dlq-{tag}")}
+    assert {key: letter["reason_class"] for key, letter in dead.items()} == {
+        "binary": "not_json",
+        "deep": "unencodable",
+        "cow": "bad_value",
+        "huge-label": "too_large",
+    }
+    for record in reader.records[f"dlq-{tag}"]:
+        assert len(record.key or b"") + len(record.value) <= 1_000_000
+        dead_letter_validator().validate(json.loads(record.value))
+    assert (dead["binary"]["value"], dead["binary"]["value_bytes"]) == (None, 900_096)
+    assert dead["binary"]["value_omitted"]
+    assert dead["huge-label"]["value"] == records[4][1].decode()  # 600 KB: it fits
+    sample = registry.get_sample_value
+    assert sample("stream_router_ingest_tombstones_skipped_total", {"topic": f"in-{tag}"}) == 1
+    committed = await committed_offsets(sandbox.broker.bootstrap_servers, data)
+    assert sum(committed.values()) == len(records), committed

@@ -38,11 +38,18 @@ async def test_closed_entries_are_deleted_after_the_retention(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     bootstrap = sandbox.broker.bootstrap_servers
+    # Requests may not outlive their ledger entries: the topic keeps them no longer (start-up
+    # checks it). Kafka deletes only closed segments, so the test's records stay readable.
+    await sandbox.broker.create_topics(
+        [f"rr-{tag}"], partitions=PARTITIONS, configs={"retention.ms": "1000"}
+    )
     outputs = await create_topics(sandbox, tag)
     path = tmp_path / "router.yaml"
     # A one-second retention; the audit stays idle (it is not what this test is about).
     review = {"ledger_retention_s": 1, "audit_interval_s": 3600}
-    path.write_text(yaml.safe_dump(config(sandbox_info, tag, tmp_path, **review)))
+    settings = config(sandbox_info, tag, tmp_path, **review)
+    settings["topics"] = {"review_requests_retention_s": 1}
+    path.write_text(yaml.safe_dump(settings))
 
     first, first_fate = events(30, f"{tag}a")
     second, second_fate = events(30, f"{tag}b")

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from stream_router.cli import main
-from stream_router.demo.router import router_config, topics, write_router_config
+from stream_router.demo.router import router_config, write_router_config
 from stream_router.demo.settings import DemoSettings, load_demo_settings
 from stream_router.errors import ConfigError
 from stream_router.sandbox.stack import SandboxInfo
+from stream_router.topics import router_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,10 +68,12 @@ def test_router_config_joins_sandbox_and_demo_and_validates(tmp_path: Path) -> N
     assert flows["experts"].endswith("flow-definition/demo-experts")
     assert settings.review.escalation_flows["general"].endswith("flow-definition/demo-experts")
     assert "ground_truth" in settings.review.projection  # the simulated reviewers need it
-    assert topics(settings) == [
-        "predictions",
-        "predictions-routed",
-        "review-requests",
-        "predictions-dead-letter",
-        "loop-events",
-    ]
+    partitions = DemoSettings().producer.topic_partitions
+    assert settings.topics.partitions == partitions  # every demo topic alike
+    assert {spec.name: spec.partitions for spec in router_topics(settings) if spec.roles} == {
+        "predictions": partitions,
+        "predictions-routed": partitions,
+        "predictions-dead-letter": partitions,
+        "review-requests": partitions,
+        "loop-events": partitions,
+    }

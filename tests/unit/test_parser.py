@@ -113,9 +113,27 @@ def test_list_scores_must_match_classes() -> None:
         parser.parse(b'{"label": "a", "confidence": 0.5, "scores": [0.1, 0.2, 0.7]}', SOURCE)
 
 
-def test_tombstone_is_poison() -> None:
-    with pytest.raises(PoisonEvent, match="tombstone"):
+def test_a_tombstone_has_its_own_reason_class() -> None:
+    with pytest.raises(PoisonEvent, match="tombstone") as caught:
         EventParser(EventMapping()).parse(None, SOURCE)
+    assert caught.value.reason_class == "tombstone"  # the loop skips it unless told otherwise
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_object_scores_must_name_configured_classes(fast: bool) -> None:
+    parser = EventParser(EventMapping(classes=["cat", "dog"]))
+    if not fast:
+        parser._flat = None
+    event = {"event_id": "e", "label": "cat", "confidence": 0.5}
+    with pytest.raises(PoisonEvent, match=r"outside mapping\.classes: \['cow', 'emu'\]") as caught:
+        parser.from_event(event | {"scores": {"cat": 0.5, "cow": 0.3, "emu": 0.2}}, SOURCE)
+    assert caught.value.reason_class == "bad_value"
+    with pytest.raises(PoisonEvent, match=r"outside mapping\.classes"):  # the checked branch
+        parser.from_event(event | {"scores": {"cat": 1, "cow": 0}}, SOURCE)
+    partial = parser.from_event(event | {"scores": {"dog": 0.5}}, SOURCE)
+    assert partial.scores == {"dog": 0.5}  # leaving classes out is fine
+    anything = EventParser(EventMapping()).from_event(event | {"scores": {"cow": 1.0}}, SOURCE)
+    assert anything.scores == {"cow": 1.0}  # without classes, any names
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
@@ -155,11 +173,14 @@ _FIELD_VALUES = st.one_of(
             ["event_id", "label", "confidence", "scores", "model", "model_version", "timestamp"]
         ),
         _FIELD_VALUES,
-    )
+    ),
+    st.sampled_from([[], ["", "a", "bc"]]),  # without classes, and with
 )
-def test_fast_path_gives_what_the_general_path_gives(event: dict[str, object]) -> None:
-    fast = EventParser(EventMapping())
-    general = EventParser(EventMapping())
+def test_fast_path_gives_what_the_general_path_gives(
+    event: dict[str, object], classes: list[str]
+) -> None:
+    fast = EventParser(EventMapping(classes=classes))
+    general = EventParser(EventMapping(classes=classes))
     general._flat = None  # the general path only
     assert fast._flat is not None
 

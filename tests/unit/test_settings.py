@@ -100,3 +100,21 @@ def test_plaintext_has_no_security_options() -> None:
     options = KafkaSettings().client_options()
     assert "ssl_context" not in options
     assert "sasl_mechanism" not in options
+
+
+def test_kafka_compression_and_record_limit() -> None:
+    assert KafkaSettings().compression() is None
+    assert KafkaSettings(compression_type="zstd").compression() == "zstd"
+    assert KafkaSettings().max_record_bytes == 1_000_000  # under Kafka's 1,048,588
+    with pytest.raises(ValueError, match="compression_type"):
+        KafkaSettings(compression_type="brotli")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_record_bytes"):
+        KafkaSettings(max_record_bytes=1000)  # too small for a dead letter's own fields
+
+
+def test_tombstones_are_skipped_unless_dead_lettered(tmp_path: Path) -> None:
+    assert load_settings(None).ingest.tombstones == "skip"
+    path = write(tmp_path, "ingest: {tombstones: dead_letter}\n")
+    assert load_settings(path).ingest.tombstones == "dead_letter"
+    with pytest.raises(ConfigError, match=r"ingest\.tombstones"):
+        load_settings(write(tmp_path, "ingest: {tombstones: drop}\n"))

@@ -1,0 +1,279 @@
+"""The router's Kafka topics: which it uses, creating them, and the check at start-up.
+
+:func:`router_topics` is the one list of every topic the router reads or writes, each with
+the setting that names it, its partitions and the topic configs that matter:
+
+- the input topics (created only if missing: they belong to the models that publish);
+- the output and dead-letter topics (``topics.partitions``);
+- review-requests and loop-events, and the review role's changelogs (ledger, budgets):
+  exactly ``review.topic_partitions`` each, because the review role joins them partition by
+  partition; the changelogs compacted; review-requests kept ``topics.review_requests_retention_s``,
+  never longer than ``review.ledger_retention_s`` (a copy of a request that outlives its
+  ledger entry would start a second, paid review);
+- faust's leader topic of the review application (one partition).
+
+``stream-router topics create --config F`` creates what is missing (:func:`create_topics`) and
+never alters an existing topic. Each role calls :func:`check_topics` before it consumes: a
+missing topic, a partition count that breaks the review role's co-partitioning, or a
+review-requests retention longer than the ledger's fails start-up with a
+:class:`~stream_router.errors.ConfigError` naming the topic, the setting and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from stream_router.errors import ConfigError
+from stream_router.settings import KafkaSettings, Settings
+
+logger = logging.getLogger(__name__)
+
+_ALREADY_EXISTS = 36
+_UNKNOWN_TOPIC = 3
+CREATE_HINT = "create the router's topics with: stream-router topics create --config FILE"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic the router uses."""
+
+    name: str
+    setting: str  #: the setting that names it (for error messages)
+    partitions: int
+    roles: frozenset[str]  #: the roles that need it at start-up
+    #: Must have exactly ``partitions`` (the review role's co-partitioned topics).
+    exact: bool = False
+    configs: Mapping[str, str] = field(default_factory=dict)
+    #: Created by ``topics create`` only when missing, and only checked for existence.
+    foreign: bool = False
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """The changelog of a faust table (faust's naming: ``<app id>-<table>-changelog``)."""
+    return f"{app_id}-{table}-changelog"
+
+
+def router_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic the router uses, in the order ``topics create`` makes them."""
+    ingest, review, topics = settings.ingest, settings.review, settings.topics
+    both, review_only = frozenset({"ingest", "review"}), frozenset({"review"})
+    compacted = {"cleanup.policy": "compact"}
+    retention_ms = str(int(topics.review_requests_retention_s * 1000))
+    specs = [
+        TopicSpec(name, "ingest.input_topics", topics.partitions, frozenset({"ingest"}),
+                  foreign=True)
+        for name in ingest.input_topics
+    ]  # fmt: skip
+    specs += [
+        TopicSpec(ingest.output_topic, "ingest.output_topic", topics.partitions, both),
+        TopicSpec(ingest.dead_letter_topic, "ingest.dead_letter_topic", topics.partitions, both),
+        TopicSpec(
+            ingest.review_requests_topic,
+            "ingest.review_requests_topic",
+            review.topic_partitions,
+            both,
+            exact=True,
+            configs={"retention.ms": retention_ms},
+        ),
+        TopicSpec(
+            review.loop_events_topic,
+            "review.loop_events_topic",
+            review.topic_partitions,
+            review_only,
+            exact=True,
+        ),
+    ]
+    for table in ("ledger", "budgets"):
+        specs.append(
+            TopicSpec(
+                changelog_topic(review.app_id, table),
+                f"review.app_id ({table} table)",
+                review.topic_partitions,
+                frozenset(),  # faust creates it when missing; checked when present
+                exact=True,
+                configs=compacted,
+            )
+        )
+    specs.append(
+        TopicSpec(
+            f"{review.app_id}-__assignor-__leader",
+            "review.app_id (faust's leader topic)",
+            1,
+            frozenset(),
+            configs=compacted,
+        )
+    )
+    return specs
+
+
+def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
+    configs = dict(spec.configs)
+    if settings.topics.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.topics.min_insync_replicas)
+    return NewTopic(
+        spec.name, spec.partitions, settings.topics.replication_factor, topic_configs=configs
+    )
+
+
+def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**settings.kafka.client_options())
+
+
+async def connected_admin(settings: Settings) -> AIOKafkaAdminClient:
+    """A started admin client, or a ConfigError that says why the cluster cannot be reached.
+
+    aiokafka reports a failed bootstrap only as "Unable to bootstrap"; the cause (refused
+    connection, untrusted certificate, failed login) comes from one direct connection to the
+    first bootstrap server. The message names the user, never the password.
+    """
+    admin = _admin(settings)
+    try:
+        await admin.start()
+    except KafkaConnectionError:
+        await admin.close()
+        raise ConfigError(await _unreachable(settings.kafka)) from None
+    return admin
+
+
+async def _unreachable(kafka: KafkaSettings) -> str:
+    options = kafka.client_options()
+    first = kafka.bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    how: str = kafka.security_protocol
+    if kafka.security_protocol.startswith("SASL"):
+        how += f" ({kafka.sasl_mechanism} as user {kafka.sasl_username!r})"
+    try:
+        conn = await create_conn(
+            host,
+            int(port),
+            ssl_context=options.get("ssl_context"),
+            security_protocol=kafka.security_protocol,
+            sasl_mechanism=kafka.sasl_mechanism or "PLAIN",
+            sasl_plain_username=options.get("sasl_plain_username"),
+            sasl_plain_password=options.get("sasl_plain_password"),
+            request_timeout_ms=options["request_timeout_ms"],
+        )
+    except ssl.SSLCertVerificationError as exc:
+        cause = (
+            f"the broker's certificate is not trusted ({exc.verify_message}); "
+            "check kafka.ssl_cafile and kafka.ssl_check_hostname"
+        )
+    except ssl.SSLError as exc:
+        cause = f"the TLS handshake failed ({exc.reason}); check kafka.ssl_* and the listener"
+    except KafkaError as exc:
+        cause = f"{type(exc).__name__}: {exc}"
+        if "SaslAuthentication" in cause:
+            cause = (
+                "the broker refused the login (wrong user name or password, or a mechanism "
+                "the listener does not enable); check kafka.sasl_*"
+            )
+    except ConnectionResetError:
+        cause = (
+            "the broker closed the connection during the handshake (a plaintext listener "
+            "spoken to with TLS, or the reverse?); check kafka.security_protocol against the "
+            "listener at kafka.bootstrap_servers"
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        cause = f"{reason}; check kafka.bootstrap_servers and the listener"
+    else:
+        conn.close()
+        cause = "a direct connection worked, so the cluster's metadata was not reachable"
+    return f"cannot connect to Kafka at {kafka.bootstrap_servers} over {how}: {cause}"
+
+
+async def create_topics(settings: Settings) -> dict[str, str]:
+    """Create the router's missing topics; returns ``{topic: "created" | "exists"}``.
+
+    Raises ConfigError naming the topic when the cluster refuses one (replication factor above
+    the broker count, a policy, an ACL).
+    """
+    specs = router_topics(settings)
+    admin = await connected_admin(settings)
+    try:
+        reply = await admin.create_topics([_new_topic(spec, settings) for spec in specs])
+    finally:
+        await admin.close()
+    results: dict[str, str] = {}
+    refused = []
+    for name, code, message in reply.topic_errors:
+        if code == 0:
+            results[name] = "created"
+        elif code == _ALREADY_EXISTS:
+            results[name] = "exists"
+        else:
+            refused.append(f"{name}: {message or f'error code {code}'}")
+    if refused:
+        raise ConfigError("the cluster refused to create topics: " + "; ".join(refused))
+    return {spec.name: results[spec.name] for spec in specs}
+
+
+async def check_topics(settings: Settings, role: str) -> None:
+    """Fail start-up of ``role`` (ingest, review or all) on what would break it later."""
+    roles = {"ingest", "review"} if role == "all" else {role}
+    specs = [spec for spec in router_topics(settings) if spec.roles & roles or spec.exact]
+    admin = await connected_admin(settings)
+    try:
+        described = await admin.describe_topics([spec.name for spec in specs])
+        found = {
+            topic["topic"]: len(topic["partitions"])
+            for topic in described
+            if topic["error_code"] != _UNKNOWN_TOPIC
+        }
+        problems = _problems(specs, found, roles)
+        requests = settings.ingest.review_requests_topic
+        if "review" in roles and requests in found:
+            retention = await _retention_s(admin, requests)
+            if retention is not None and retention > settings.review.ledger_retention_s:
+                problems.append(
+                    f"topic {requests!r} keeps records {retention:.0f} s but "
+                    f"review.ledger_retention_s is {settings.review.ledger_retention_s:.0f} s: a "
+                    "request older than its ledger entry would start a second review; lower "
+                    "the topic's retention.ms or raise the ledger retention"
+                )
+    finally:
+        await admin.close()
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _problems(specs: list[TopicSpec], found: dict[str, int], roles: set[str]) -> list[str]:
+    problems = []
+    for spec in specs:
+        partitions = found.get(spec.name)
+        if partitions is None:
+            if spec.roles & roles:
+                problems.append(
+                    f"topic {spec.name!r} ({spec.setting}) does not exist; {CREATE_HINT}"
+                )
+            continue
+        if spec.exact and partitions != spec.partitions:
+            problems.append(
+                f"topic {spec.name!r} ({spec.setting}) has {partitions} partitions but "
+                f"review.topic_partitions is {spec.partitions}; the review role joins these "
+                "topics partition by partition, so they must match"
+            )
+    return problems
+
+
+async def _retention_s(admin: AIOKafkaAdminClient, topic: str) -> float | None:
+    """The topic's ``retention.ms`` in seconds; None when unlimited or not reported."""
+    replies: list[Any] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+    )
+    for reply in replies:
+        for resource in reply.to_object()["resources"]:
+            for entry in resource["config_entries"]:
+                if entry["config_names"] == "retention.ms" and entry["config_value"]:
+                    value = int(entry["config_value"])
+                    return None if value < 0 else value / 1000
+    return None
