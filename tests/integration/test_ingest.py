@@ -22,7 +22,7 @@ from tests.envelope_schema import dead_letter_validator, envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 from tests.integration.router_process import router
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
