@@ -21,6 +21,7 @@ review-requests retention longer than the ledger's fails start-up with a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
@@ -223,7 +224,12 @@ async def check_topics(settings: Settings, role: str) -> None:
     specs = [spec for spec in router_topics(settings) if spec.roles & roles or spec.exact]
     admin = await connected_admin(settings)
     try:
-        described = await admin.describe_topics([spec.name for spec in specs])
+        # Only existing topics are described: a metadata request naming a missing topic
+        # creates it on a broker with auto.create.topics.enable (Kafka's default), with the
+        # broker's partition count.
+        existing = set(await admin.list_topics())
+        named = [spec.name for spec in specs if spec.name in existing]
+        described = await admin.describe_topics(named) if named else []
         found = {
             topic["topic"]: len(topic["partitions"])
             for topic in described
@@ -266,10 +272,22 @@ def _problems(specs: list[TopicSpec], found: dict[str, int], roles: set[str]) ->
 
 
 async def _retention_s(admin: AIOKafkaAdminClient, topic: str) -> float | None:
-    """The topic's ``retention.ms`` in seconds; None when unlimited or not reported."""
-    replies: list[Any] = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
-    )
+    """The topic's ``retention.ms`` in seconds; None when unlimited or not reported.
+
+    A broker that does not answer DescribeConfigs (Tansu drops the connection) leaves the
+    retention unchecked, with a warning.
+    """
+    try:
+        replies: list[Any] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+        )
+    except (KafkaError, asyncio.IncompleteReadError, OSError) as exc:
+        logger.warning(
+            "the broker did not report retention.ms of %s (%s); its retention is not checked",
+            topic,
+            type(exc).__name__,
+        )
+        return None
     for reply in replies:
         for resource in reply.to_object()["resources"]:
             for entry in resource["config_entries"]:
