@@ -253,7 +253,9 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main(kind: BrokerKind, state: Path, events: int, rounds: int, rate: float | None) -> None:
     started = time.monotonic()
-    broker = KafkaBroker(state_dir=state) if kind == "kafka" else TansuBroker()
+    # Output topics appear on first use, with the input's partition count (as on Tansu).
+    auto = {"auto.create.topics.enable": "true", "num.partitions": str(PARTITIONS)}
+    broker = KafkaBroker(state_dir=state, extra_config=auto) if kind == "kafka" else TansuBroker()
     async with broker:
         print(f"broker: {kind}, ready in {time.monotonic() - started:.1f} s, "
               f"{broker.process.resident_bytes() / 1e6:.0f} MB resident")  # fmt: skip

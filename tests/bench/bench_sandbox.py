@@ -1,6 +1,6 @@
 """Benchmark: sandbox start-up time and resident memory (not a test; prints figures).
 
-    .venv/bin/python tests/bench/bench_sandbox.py [--runs 5]
+    .venv/bin/python tests/bench/bench_sandbox.py [--runs 5] [--broker kafka|tansu]
 
 Measures, per run: the wall time of ``stream-router sandbox up`` from process start to its
 ready line (what a user waits for), the sandbox's own start-up time, and the resident memory
@@ -29,12 +29,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def one_run() -> tuple[float, float, float]:
+def one_run(broker: str) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "STREAM_ROUTER_SANDBOX_FILE": str(Path(tmp) / "sandbox.json")}
         began = time.monotonic()
         up = subprocess.Popen(
-            [sys.executable, "-m", "stream_router.cli", "sandbox", "up"],
+            [sys.executable, "-m", "stream_router.cli", "sandbox", "up", "--broker", broker],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -42,6 +42,8 @@ def one_run() -> tuple[float, float, float]:
         )
         assert up.stdout is not None
         first = up.stdout.readline()
+        if first.startswith("# broker:"):  # which broker, and why
+            first = up.stdout.readline()
         wall = time.monotonic() - began
         if not first.startswith("sandbox ready in"):
             raise RuntimeError(f"unexpected output: {first!r}")
@@ -56,10 +58,11 @@ def one_run() -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     args = parser.parse_args()
-    results = [one_run() for _ in range(args.runs)]
+    results = [one_run(args.broker) for _ in range(args.runs)]
     walls, internals, rss = zip(*results, strict=True)
-    print(f"runs: {args.runs}")
+    print(f"runs: {args.runs}, broker: {args.broker}")
     print(
         f"sandbox up -> ready (wall, incl. Python start): median {statistics.median(walls):.2f} s, "
         f"max {max(walls):.2f} s"
