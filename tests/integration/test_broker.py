@@ -51,6 +51,18 @@ async def consume(client: AIOKafkaConsumer, count: int) -> list[str]:
     return seen
 
 
+async def consume_and_commit(bootstrap: str, group: str, topic: str, count: int) -> list[str]:
+    """Read ``count`` records of a one-partition topic as ``group`` and commit past them."""
+    reader = consumer(bootstrap, group, topic)
+    await reader.start()
+    try:
+        seen = await consume(reader, count)
+        await reader.commit({TopicPartition(topic, 0): count})
+    finally:
+        await reader.stop()
+    return seen
+
+
 async def test_produce_and_consume_with_a_consumer_group(sandbox: Sandbox) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     bootstrap = sandbox.broker.bootstrap_servers
@@ -89,13 +101,7 @@ async def test_restart_on_s3_storage_keeps_data_and_offsets(sandbox: Sandbox) ->
         await broker.create_topics([topic], partitions=1)
         values = [f"m{i}" for i in range(50)]
         await produce(broker.bootstrap_servers, topic, values)
-        reader = consumer(broker.bootstrap_servers, group, topic)
-        await reader.start()
-        try:
-            assert await consume(reader, 30) == values[:30]
-            await reader.commit({TopicPartition(topic, 0): 30})
-        finally:
-            await reader.stop()
+        assert await consume_and_commit(broker.bootstrap_servers, group, topic, 30) == values[:30]
 
         await broker.restart()
 

@@ -18,12 +18,10 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
-from stream_router.app import build_ingest
 from stream_router.sandbox.kafka import KafkaBroker
 from stream_router.sandbox.stack import Sandbox
 from stream_router.settings import Settings
-from tests.integration.kafka_helpers import TopicReader
-from tests.integration.test_ingest import create_topics, settings_data
+from tests.integration.test_ingest import create_topics, ingest_until, settings_data
 
 pytestmark = pytest.mark.integration
 
@@ -78,19 +76,7 @@ async def test_every_codec_in_every_event_out_once_and_kcat_reads_the_output(
     for codec in CODECS:
         ids += await asyncio.to_thread(produce_with_librdkafka, bootstrap, f"in-{tag}", codec, tag)
 
-    ingest = build_ingest(Settings(**data), CollectorRegistry())
-    await ingest.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(ingest.run(stop))
-    try:
-        async with TopicReader(bootstrap, outputs) as reader:
-            await reader.until(lambda r: sum(map(len, r.records.values())) >= len(ids), 60)
-            stop.set()
-            await running
-            await reader.poll()  # nothing more may arrive
-    finally:
-        stop.set()
-        await ingest.stop()
+    reader = await ingest_until(Settings(**data), CollectorRegistry(), outputs, len(ids))
 
     accepted = reader.values(f"out-{tag}")
     requests = reader.values(f"rr-{tag}")

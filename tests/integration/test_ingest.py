@@ -138,6 +138,27 @@ def mixed_events(count: int) -> tuple[list[tuple[bytes | None, bytes | None]], d
     return records, expected
 
 
+async def ingest_until(
+    settings: Settings, registry: CollectorRegistry, outputs: dict[str, int], count: int
+) -> TopicReader:
+    """Run ingest in this process until ``outputs`` hold ``count`` records, stop it (SIGTERM's
+    path), and return what was read, including anything written after (nothing may be)."""
+    ingest = build_ingest(settings, registry)
+    await ingest.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(ingest.run(stop))
+    try:
+        async with TopicReader(settings.kafka.bootstrap_servers, outputs) as reader:
+            await reader.until(lambda r: sum(map(len, r.records.values())) >= count, 60)
+            stop.set()
+            await running
+            await reader.poll()  # nothing more may arrive
+    finally:
+        stop.set()
+        await ingest.stop()
+    return reader
+
+
 async def test_mixed_events_end_exactly_where_expected(sandbox: Sandbox) -> None:
     tag = uuid.uuid4().hex[:8]
     data = settings_data(sandbox.broker.bootstrap_servers, tag)
@@ -147,22 +168,8 @@ async def test_mixed_events_end_exactly_where_expected(sandbox: Sandbox) -> None
     await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", records)
 
     registry = CollectorRegistry()
-    ingest = build_ingest(settings, registry)
-    await ingest.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(ingest.run(stop))
-    try:
-        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
-            await reader.until(
-                lambda r: sum(len(v) for v in r.records.values()) >= len(records), 60
-            )
-            stop.set()
-            await running
-            assert gc.isenabled()  # ingest pauses the collector only within a batch
-            await reader.poll()  # nothing more may arrive
-    finally:
-        stop.set()
-        await ingest.stop()
+    reader = await ingest_until(settings, registry, outputs, len(records))
+    assert gc.isenabled()  # ingest pauses the collector only within a batch
 
     accepted = reader.values(f"out-{tag}")
     requests = reader.values(f"rr-{tag}")
@@ -343,19 +350,7 @@ async def test_records_a_broker_would_refuse_or_that_crashed_encoding_end_once(
         await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", [(key, value)])
 
     registry = CollectorRegistry()
-    ingest = build_ingest(Settings(**data), registry)
-    await ingest.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(ingest.run(stop))
-    try:
-        async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
-            await reader.until(lambda r: sum(len(v) for v in r.records.values()) >= 5, 60)
-            stop.set()
-            await running
-            await reader.poll()  # nothing more may arrive
-    finally:
-        stop.set()
-        await ingest.stop()
+    reader = await ingest_until(Settings(**data), registry, outputs, 5)
 
     assert [e["event_id"] for e in reader.values(f"out-{tag}")] == ["ok"]
     assert reader.values(f"rr-{tag}") == []

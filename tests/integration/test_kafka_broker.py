@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream_router.sandbox.kafka import KafkaBroker
-from tests.integration.test_broker import consume, consumer, produce
+from tests.integration.test_broker import consume, consume_and_commit, consumer, produce
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +38,7 @@ async def test_a_restart_keeps_records_offsets_and_topic_configs(tmp_path: Path)
         await broker.create_topics([topic], partitions=1, configs={"cleanup.policy": "compact"})
         values = [f"m{i}" for i in range(50)]
         await produce(bootstrap, topic, values)
-        reader = consumer(bootstrap, group, topic)
-        await reader.start()
-        try:
-            assert await consume(reader, 30) == values[:30]
-            await reader.commit({TopicPartition(topic, 0): 30})
-        finally:
-            await reader.stop()
+        assert await consume_and_commit(bootstrap, group, topic, 30) == values[:30]
 
         await broker.restart()
         assert broker.bootstrap_servers == bootstrap  # same ports, same storage
