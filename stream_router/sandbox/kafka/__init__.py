@@ -266,14 +266,16 @@ class KafkaBroker(Broker):
         return codecs
 
     def _format(self, lib: Path) -> None:
-        # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding; like
+        # Kafka's own, never one starting with "-" (the tool would read it as an option).
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         command = self._jvm(
             lib,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",
             "-c",
             str(self.config_path),
             *(self.security.format_arguments() if self.security else []),
