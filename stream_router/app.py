@@ -163,4 +163,5 @@ def run_review_role(settings: Settings, role: str) -> None:
     # The worker runs this loop: the endpoints answer from it from start-up to exit.
     app.loop.run_until_complete(serve(settings.metrics, registry, health))
     app.loop.run_until_complete(check_topics(settings, role))  # readiness meanwhile: starting
+    app.loop.run_until_complete(service.prepare())
     run_worker(service, extra_tasks=extra)

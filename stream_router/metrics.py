@@ -197,10 +197,18 @@ class ReviewMetrics:
     - ``stream_router_review_watcher_errors_total{watcher,kind}``: kind sqs, forward, unparseable
     - ``stream_router_review_watcher_event_lag_seconds{watcher}``: the event's own time (status
       change, object creation, a review's end) to its forwarding onto loop-events
-    - ``stream_router_review_requests_recovered_total``: review requests the audit found
-      committed but never handled, and re-sent (``review/audit.py``)
-    - ``stream_router_review_audit_last_sweep_timestamp_seconds``: when the audit last finished
-      a sweep
+    - ``stream_router_review_requests_recovered_total``: review requests faust did not deliver,
+      read directly and recorded (a gap in offsets, or left unrecorded too long)
+    - ``stream_router_review_requests_duplicate_total``: copies of requests already recorded
+    - ``stream_router_review_requests_malformed_total``: review-requests records that are not
+      review requests (dead-lettered)
+    - ``stream_router_review_loop_events_ignored_total``: notices of no open attempt
+      (duplicates, late, or of an earlier attempt)
+    - ``stream_router_review_requests_backlog{partition}``: review requests not yet recorded
+    - ``stream_router_review_oldest_unrecorded_age_seconds``: age of the oldest of them
+    - ``stream_router_review_oldest_pending_age_seconds``: age of the oldest ledger entry
+      waiting to start (pending or escalated; held entries wait on purpose)
+    - ``stream_router_review_ledger_entries{state}``: ledger entries of owned partitions
     - ``stream_router_review_ledger_pruned_total``: closed ledger entries deleted after their
       retention
     """
@@ -280,8 +288,7 @@ class ReviewMetrics:
         )
         self.requests_recovered = PromCounter(
             "stream_router_review_requests_recovered",
-            "Review requests whose offset was committed but that were never handled, found by "
-            "the audit and re-sent to review-requests.",
+            "Review requests faust did not deliver, read directly and recorded.",
             registry=registry,
         )
         self.ledger_pruned = PromCounter(
@@ -289,9 +296,41 @@ class ReviewMetrics:
             "Closed ledger entries deleted after review.ledger_retention_s.",
             registry=registry,
         )
-        self.audit_last_sweep = Gauge(
-            "stream_router_review_audit_last_sweep_timestamp_seconds",
-            "When the request audit last finished a sweep (epoch seconds).",
+        self.requests_duplicate = PromCounter(
+            "stream_router_review_requests_duplicate",
+            "Review requests received again after they were recorded (redeliveries).",
+            registry=registry,
+        )
+        self.requests_malformed = PromCounter(
+            "stream_router_review_requests_malformed",
+            "Review-requests records that are not review requests (dead-lettered).",
+            registry=registry,
+        )
+        self.loop_events_ignored = PromCounter(
+            "stream_router_review_loop_events_ignored",
+            "Loop events naming no open attempt: duplicates, late notices, earlier attempts.",
+            registry=registry,
+        )
+        self.requests_backlog = Gauge(
+            "stream_router_review_requests_backlog",
+            "Review requests written but not yet recorded in the ledger, per owned partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.oldest_unrecorded_age = Gauge(
+            "stream_router_review_oldest_unrecorded_age_seconds",
+            "Age of the oldest review request not yet recorded in the ledger (0: none).",
+            registry=registry,
+        )
+        self.oldest_pending_age = Gauge(
+            "stream_router_review_oldest_pending_age_seconds",
+            "Age of the oldest ledger entry waiting to start, pending or escalated (0: none).",
+            registry=registry,
+        )
+        self.ledger_entries = Gauge(
+            "stream_router_review_ledger_entries",
+            "Ledger entries of the partitions this instance owns, by state.",
+            ["state"],
             registry=registry,
         )
 

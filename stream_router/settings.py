@@ -17,6 +17,7 @@ masked. Each component receives only its own section.
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -337,7 +338,10 @@ class ReviewSettings(Section):
         False, description="Delete reviews from the backend once their result is published."
     )
     concurrency: int = Field(
-        8, ge=1, le=256, description="Review requests handled at once (starts in flight)."
+        8,
+        ge=1,
+        le=256,
+        description="Steps (starts, result fetches) each owned partition runs at once.",
     )
     ledger_retention_s: float = Field(
         7 * 86_400.0,
@@ -346,11 +350,17 @@ class ReviewSettings(Section):
         "arriving later would start it again, so keep this at least the review-requests "
         "topic's retention.",
     )
-    audit_interval_s: float = Field(
+    monitor_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the review role measures its backlog (metrics, readiness) and "
+        "looks for review requests waiting unrecorded.",
+    )
+    catch_up_after_s: float = Field(
         30.0,
         gt=0,
-        description="How often the review role re-reads the review requests it committed, "
-        "to re-send any that were never handled (see review/audit.py).",
+        description="A review request left unrecorded this long (faust did not deliver it) is "
+        "read and recorded directly.",
     )
     stall_after_s: float = Field(
         300.0,
@@ -360,7 +370,7 @@ class ReviewSettings(Section):
     )
     data_dir: Path = Field(
         Path(".stream-router/review-data"),
-        description="Local state of the review application (its tables live in Kafka).",
+        description="Local state of the review application (its ledger lives in Kafka).",
     )
 
 
@@ -443,7 +453,7 @@ class LoggingSettings(Section):
 class TopicsSettings(Section):
     """How ``stream-router topics create`` makes the router's topics (see stream_router/topics.py).
 
-    The review role's internal topics (its table changelogs) use the same replication factor.
+    The review role's internal topics (loop events, its ledger) use the same replication factor.
     """
 
     replication_factor: int = Field(
@@ -483,6 +493,19 @@ class TopicsSettings(Section):
                 f"replication_factor ({self.replication_factor})"
             )
         return self
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Every topic name the roles share (:meth:`Settings.topic_names`), so no role reads another
+    role's section for them."""
+
+    inputs: tuple[str, ...]
+    output: str
+    dead_letter: str
+    review_requests: str
+    loop_events: str
+    ledger: str  #: the review role's ledger (compacted; ``review/ledger.py``)
 
 
 class Settings(BaseSettings):
@@ -527,6 +550,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first, so it overrides what the YAML file (passed as init data) says.
         return (env_settings, init_settings)
+
+    def topic_names(self) -> TopicNames:
+        """The name of every topic the router uses, by role in the pipeline."""
+        ingest, review = self.ingest, self.review
+        return TopicNames(
+            inputs=tuple(ingest.input_topics),
+            output=ingest.output_topic,
+            dead_letter=ingest.dead_letter_topic,
+            review_requests=ingest.review_requests_topic,
+            loop_events=review.loop_events_topic,
+            ledger=f"{review.app_id}-ledger",
+        )
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as JSON-able data, secrets shown as ``**********``."""

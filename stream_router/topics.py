@@ -5,9 +5,9 @@ the setting that names it, its partitions and the topic configs that matter:
 
 - the input topics (created only if missing: they belong to the models that publish);
 - the output and dead-letter topics (``topics.partitions``);
-- review-requests and loop-events, and the review role's changelogs (ledger, budgets):
-  exactly ``review.topic_partitions`` each, because the review role joins them partition by
-  partition; the changelogs compacted; review-requests kept ``topics.review_requests_retention_s``,
+- review-requests, loop-events and the review role's ledger: exactly
+  ``review.topic_partitions`` each, because the review role joins them partition by partition;
+  the ledger compacted; review-requests kept ``topics.review_requests_retention_s``,
   never longer than ``review.ledger_retention_s`` (a copy of a request that outlives its
   ledger entry would start a second, paid review);
 - faust's leader topic of the review application (one partition).
@@ -58,27 +58,22 @@ class TopicSpec:
     foreign: bool = False
 
 
-def changelog_topic(app_id: str, table: str) -> str:
-    """The changelog of a faust table (faust's naming: ``<app id>-<table>-changelog``)."""
-    return f"{app_id}-{table}-changelog"
-
-
 def router_topics(settings: Settings) -> list[TopicSpec]:
     """Every topic the router uses, in the order ``topics create`` makes them."""
-    ingest, review, topics = settings.ingest, settings.review, settings.topics
+    names, review, topics = settings.topic_names(), settings.review, settings.topics
     both, review_only = frozenset({"ingest", "review"}), frozenset({"review"})
     compacted = {"cleanup.policy": "compact"}
     retention_ms = str(int(topics.review_requests_retention_s * 1000))
     specs = [
         TopicSpec(name, "ingest.input_topics", topics.partitions, frozenset({"ingest"}),
                   foreign=True)
-        for name in ingest.input_topics
+        for name in names.inputs
     ]  # fmt: skip
     specs += [
-        TopicSpec(ingest.output_topic, "ingest.output_topic", topics.partitions, both),
-        TopicSpec(ingest.dead_letter_topic, "ingest.dead_letter_topic", topics.partitions, both),
+        TopicSpec(names.output, "ingest.output_topic", topics.partitions, both),
+        TopicSpec(names.dead_letter, "ingest.dead_letter_topic", topics.partitions, both),
         TopicSpec(
-            ingest.review_requests_topic,
+            names.review_requests,
             "ingest.review_requests_topic",
             review.topic_partitions,
             both,
@@ -86,24 +81,23 @@ def router_topics(settings: Settings) -> list[TopicSpec]:
             configs={"retention.ms": retention_ms},
         ),
         TopicSpec(
-            review.loop_events_topic,
+            names.loop_events,
             "review.loop_events_topic",
             review.topic_partitions,
             review_only,
             exact=True,
         ),
     ]
-    for table in ("ledger", "budgets"):
-        specs.append(
-            TopicSpec(
-                changelog_topic(review.app_id, table),
-                f"review.app_id ({table} table)",
-                review.topic_partitions,
-                frozenset(),  # faust creates it when missing; checked when present
-                exact=True,
-                configs=compacted,
-            )
+    specs.append(
+        TopicSpec(
+            names.ledger,
+            "review.app_id (the review ledger)",
+            review.topic_partitions,
+            frozenset(),  # the review role creates it when missing; checked when present
+            exact=True,
+            configs=compacted,
         )
+    )
     specs.append(
         TopicSpec(
             f"{review.app_id}-__assignor-__leader",
@@ -236,7 +230,7 @@ async def check_topics(settings: Settings, role: str) -> None:
             if topic["error_code"] != _UNKNOWN_TOPIC
         }
         problems = _problems(specs, found, roles)
-        requests = settings.ingest.review_requests_topic
+        requests = settings.topic_names().review_requests
         if "review" in roles and requests in found:
             retention = await _retention_s(admin, requests)
             if retention is not None and retention > settings.review.ledger_retention_s:

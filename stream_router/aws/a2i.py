@@ -69,6 +69,8 @@ _UNFINISHED = frozenset({ReviewStatus.IN_PROGRESS, ReviewStatus.STOPPING})
 class A2IReviewBackend:
     """Human reviews as A2I human loops (custom task type), answers read from S3."""
 
+    max_input_chars = MAX_INPUT_CHARS  #: A2I's limit on InputContent
+
     def __init__(
         self,
         clients: AwsClients,

@@ -1,16 +1,17 @@
-"""The review path: starting human reviews, watching them end, publishing reviewed results.
+"""The review path: recording review requests, starting human reviews, publishing outcomes.
 
-Pure parts (no faust, no AWS SDK):
+Start with ``scheduler`` (the one owner of review state and of the promise that every request
+ends in exactly one outcome); the rest are its parts:
 
-- ``backend``: the review-backend interface (A2I implements it in ``aws/a2i.py``);
-- ``fake``: an in-memory backend for tests;
-- ``content``: the InputContent reviewers see (projection + identity);
+- ``request``: the review request, parsed once;
+- ``ledger``: the typed entry of each request and its one wire format; the ledger topic;
+- ``reader``: direct reads of partitions (the ledger, gaps in review-requests, offsets);
+- ``starter``: one start: budget, rate limit, one backend call; ``retry``: the one retry policy;
+- ``budget`` and ``shares``: reviews per route per hour and day, split over partitions;
 - ``limiter``: the shared token-bucket rate limiter;
-- ``budget``: reviews per route per hour and per day;
-- ``starter``: one review request → budget, rate limit, start, retries;
-- ``consolidate``: several workers' answers → majority label and agreement;
-- ``outcome``: reviewed and unreviewed result envelopes;
-- ``events``: loop events, what watchers report about a review's end.
-
-The faust application that wires them (ledger table, agents, timers) comes next.
+- ``completion``, ``consolidate``, ``outcome``: an ended review → its result envelope;
+- ``events``: loop events, what watchers report; ``reconciler``: asks the backend directly;
+- ``backend``: the review-backend interface (A2I implements it in ``aws/a2i.py``); ``fake``: an
+  in-memory backend for tests; ``content``: what reviewers see;
+- ``supervision``: liveness and stalls of agents and tasks; ``app``: the faust wiring.
 """

@@ -1,30 +1,29 @@
-"""The review application on faust-streaming: agents, tables, watchers, reconciler and audit.
+"""The review application on faust-streaming: agents, the scheduler, watchers and the monitor.
 
-The only module that imports faust. It wires the parts of ``review/`` together::
+The only module that imports faust, used narrowly: consumer-group membership and co-partitioned
+assignment of review-requests and loop-events, one agent (one actor) on each, and its producer.
+It wires the parts of ``review/`` together::
 
-    review-requests ──► review-requests agent ──► ReviewFlow.request  (review/flow.py)
+    review-requests ──► agent ──► ReviewScheduler.take_request: recorded PENDING, then acked
     watchers (SQS: EventBridge, S3 output) and the reconciler ──► loop-events
-    loop-events ──► loop-events agent ──► ReviewFlow.loop_event
-    the request audit re-sends requests committed but never handled     (review/audit.py)
+    loop-events ──► agent ──► ReviewScheduler.take_loop_event: the open attempt is ENDED
+    one worker per owned partition ──► start, hold, publish, escalate      (review/scheduler.py)
+    the monitor ──► backlog and age metrics, readiness, records faust never delivered
 
 Everything about one review is keyed by its first name (``naming.first_name_of``): requests,
-loop events and ledger entries of every attempt share a partition, so one worker owns them.
-Finished reviews stay in the ledger as closed entries for ``review.ledger_retention_s``, so a
-late or repeated loop event publishes nothing new, and the audit knows which requests were
-handled.
+loop events and ledger entries of every attempt share a partition, so one instance owns them.
+The ledger (``review/ledger.py``) is the review role's own compacted topic, read whole when a
+partition is assigned; faust's tables are not used (see the ledger's docstring for why).
 
 The rate limiter is per process: give each review instance its share of the account's quota.
-Budgets are kept per review-requests partition in the ``budgets`` table, each partition
-spending its share of the route's limits, so a restart or a rebalance keeps the counts and
-several instances never spend more than the limits together (see ``review/shares.py``).
+Budgets are kept per partition in the ledger, each partition spending its share of the route's
+limits (``review/shares.py``), so a restart or a rebalance keeps the counts and several instances
+never spend more than the limits together.
 
 Every agent and task runs under a :class:`~stream_router.review.supervision.Supervisor`: an
 exception no typed disposition handles is logged, reported by :meth:`ReviewService.
 readiness_problem` and stops the worker, and :func:`run_worker` exits with
-:data:`EXIT_DIED` so the orchestrator restarts the process (faust's supervisor never sees it, so
-it never restarts an agent in place). Malformed records on the internal topics (review-requests,
-loop-events) are such exceptions: only stream_router writes them, so one that does not parse is
-a bug or a version skew that must be seen, not dead-lettered out of sight.
+:data:`EXIT_DIED` so the orchestrator restarts the process.
 """
 
 from __future__ import annotations
@@ -39,30 +38,32 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
-import orjson
 from aiokafka.errors import KafkaError
 
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
+from stream_router.envelope import dead_letter
 from stream_router.metrics import ReviewMetrics
+from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
-from stream_router.review.audit import RequestAudit
-from stream_router.review.backend import ReviewBackend
-from stream_router.review.budget import Budget, BudgetLimits
+from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
 from stream_router.review.events import LoopEvent
-from stream_router.review.flow import Outlets, ReviewFlow
+from stream_router.review.ledger import KafkaLedgerLog, State
 from stream_router.review.limiter import RateLimiter
+from stream_router.review.reader import PartitionReader
 from stream_router.review.reconciler import Reconciler
-from stream_router.review.shares import PartitionBudgets
+from stream_router.review.scheduler import Outlets, ReviewScheduler
+from stream_router.review.shares import BudgetShares
 from stream_router.review.starter import Starter
-from stream_router.review.supervision import Supervisor, retry_upstream
+from stream_router.review.supervision import Supervisor
 from stream_router.settings import KafkaSettings, Settings
 from stream_router.watchers.sqs import PollErrors, SqsWatcher, WatcherCounts, sqs_watchers
 
 logger = logging.getLogger(__name__)
 
 EXIT_DIED = 1  #: exit code when an agent or task died
+MALFORMED_LOOP_EVENT = "malformed_loop_event"  #: dead-letter reason on loop-events
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -108,7 +109,7 @@ class ReviewService:
         settings: Settings,
         metrics: ReviewMetrics,
         *,
-        backend: ReviewBackend | None = None,
+        backend: Any = None,
         clock: Any = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -116,7 +117,9 @@ class ReviewService:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.monotonic = monotonic
         review = settings.review
+        self.topics = topics = settings.topic_names()
         self.clients = AwsClients(
             AwsEndpoints(
                 region=settings.aws.region,
@@ -133,87 +136,66 @@ class ReviewService:
             route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
             for route, b in review.budgets.items()
         }
-        self.limiter = RateLimiter(review.rate_per_s, review.burst)
-        self._stop = asyncio.Event()
-        self._opened = asyncio.Event()
-        self._locks: dict[str, asyncio.Lock] = {}  # first name -> its loop events, one at a time
-        self.supervisor = Supervisor(review.stall_after_s, monotonic=monotonic)
-
-        self.app = app = faust_app(settings)
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-               "value_serializer": "raw"}  # fmt: skip
-        self.requests = app.topic(settings.ingest.review_requests_topic, **raw)
-        self.loop_events = app.topic(review.loop_events_topic, **raw)
-        self.output = app.topic(settings.ingest.output_topic, **raw)
-        self.dead_letter = app.topic(settings.ingest.dead_letter_topic, **raw)
-        self.ledger = app.Table(
-            "ledger",
-            default=None,
-            partitions=review.topic_partitions,
-            key_type=str,  # values are JSON objects (the app's default value serializer)
-        )
-        budget_table = app.Table(
-            "budgets", default=None, partitions=review.topic_partitions, key_type=str
-        )
-        self.budgets = PartitionBudgets(
-            limits, limits.pop("*", BudgetLimits()), review.topic_partitions, budget_table
-        )
-        for route in self.budgets.low_limits():
+        shares = BudgetShares(limits, limits.pop("*", BudgetLimits()), review.topic_partitions)
+        for route in shares.low_limits():
             logger.warning(
                 "the budget of route %s is below review.topic_partitions (%d): partitions "
                 "whose share is zero always apply the fallback",
                 route,
                 review.topic_partitions,
             )
-        self.flow = flow = ReviewFlow(
+        self.limiter = RateLimiter(review.rate_per_s, review.burst)
+        self._stop = asyncio.Event()
+        self._opened = asyncio.Event()
+        self._sweeping = asyncio.Lock()  # held during a reconciler sweep (the backend in use)
+        self.supervisor = Supervisor(review.stall_after_s, monotonic=monotonic)
+
+        self.app = app = faust_app(settings)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+               "value_serializer": "raw"}  # fmt: skip
+        self.requests = app.topic(topics.review_requests, **raw)
+        self.loop_events = app.topic(topics.loop_events, **raw)
+        self.output = app.topic(topics.output, **raw)
+        self.dead_letter = app.topic(topics.dead_letter, **raw)
+        self.reader = PartitionReader(settings.kafka, topics.review_requests, review.app_id)
+        self.scheduler = ReviewScheduler(
             review,
             backend=self.backend,
-            starter=Starter(
-                self.backend, self.limiter, Budget({}), projection=list(review.projection)
-            ),
+            starter=Starter(self.backend, self.limiter, projection=list(review.projection)),
             completer=Completer(self.backend, review, clock=clock),
-            ledger=self.ledger,
-            budgets=self.budgets,
+            limiter=self.limiter,
+            log=KafkaLedgerLog(topics.ledger, self._send_to, self.reader),
+            requests=self.reader,
+            shares=shares,
             outlets=Outlets(
                 output=functools.partial(self._send_keyed, self.output),
                 dead_letter=functools.partial(self._send_keyed, self.dead_letter),
-                requests=functools.partial(self._send_keyed, self.requests),
-                loop_events=self.emit,
             ),
             metrics=metrics,
-            supervisor=self.supervisor,
-            owned=self._owned_requests,
-            stopping=lambda: app.should_stop or self._stop.is_set(),
-            stop=self._stop,
+            die=self.supervisor.died,
             clock=clock,
+            monotonic=monotonic,
         )
-        app.on_partitions_assigned.connect(self._reassigned)
-        app.agent(self.requests, name="review-requests", concurrency=review.concurrency)(
+        self._commits: dict[int, tuple[int, float]] = {}  # partition -> (committed, since)
+        self._stuck: list[str] = []
+        app.on_partitions_revoked.connect(self._revoked)
+        app.on_partitions_assigned.connect(self._assigned)
+        app.agent(self.requests, name="review-requests", concurrency=1)(
             self._agent("review-requests", self._on_requests)
         )
-        app.agent(self.loop_events, name="loop-events", concurrency=review.concurrency)(
+        app.agent(self.loop_events, name="loop-events", concurrency=1)(
             self._agent("loop-events", self._on_loop_events)
         )
-        self.task("open-backend", self._open_backend, required=False)
-        self.audit = RequestAudit(
-            settings.kafka,
-            self.requests.get_topic_name(),
-            review.app_id,
-            known=lambda name: self.ledger.get(name) is not None,
-            in_hand=flow.in_hand.__contains__,
-            resend=functools.partial(self._send_keyed, self.requests),
-            flush=self._flush_producer,
-            # Ingest's clock stamps the records, this one prunes: a tenth of the retention
-            # spare, so a skew between hosts never has the audit judge a record whose entry
-            # was deleted.
-            max_age_s=review.ledger_retention_s * 0.9,
-            paused=lambda: app.rebalancing or app.in_recovery,
-            clock=clock,
-        )
-        self.supervisor.heartbeat("request-audit", review.audit_interval_s)
-        self.task("request-audit", self._audit_loop)
+        self.task("open-backend", self._open, required=False)
+        self.supervisor.heartbeat("monitor", review.monitor_interval_s)
+        self.task("monitor", self._monitor_loop)
         self.reconciler = Reconciler(
-            flow, metrics, grace_s=settings.watchers.reconcile_grace_s, clock=clock
+            self.backend,
+            self.scheduler.open_entries,
+            self.emit,
+            metrics,
+            grace_s=settings.watchers.reconcile_grace_s,
+            clock=clock,
         )
         if "reconciler" in settings.watchers.enabled:
             self.supervisor.heartbeat("reconciler", settings.watchers.reconcile_interval_s)
@@ -222,7 +204,7 @@ class ReviewService:
         for watcher in watchers:
             self.supervisor.heartbeat(watcher.kind, float(settings.watchers.wait_time_s))
             self.task(watcher.kind, self._watch_task(watcher))
-        app.on_before_shutdown.connect(self._close_backend)
+        app.on_before_shutdown.connect(self._shut_down)
 
     # -- supervision and readiness -----------------------------------------------------------
 
@@ -252,14 +234,16 @@ class ReviewService:
         """None when the review role is ready, else a short reason (no payloads).
 
         Ready means: no agent or task died, the worker is not stopping, it has started and
-        opened the review backend, it is not rebalancing or recovering its tables, it owns
-        review partitions, every agent, watcher and the reconciler runs, and none is stalled
-        (see ``stream_router.review.supervision`` for what stalled means).
+        opened the review backend, it is not rebalancing, it owns review partitions and has
+        read their ledgers, no partition's commit is stuck below waiting records (see
+        :meth:`_monitor`), and every agent, watcher, the monitor and the reconciler runs
+        without stalling (``stream_router.review.supervision``).
         """
         supervisor = self.supervisor
         if supervisor.deaths:
             return supervisor.problem()
         app = self.app
+        loading = self.scheduler.loading()
         checks: list[tuple[Callable[[], object], str]] = [
             (self._stop.is_set, "stopping"),
             (
@@ -267,8 +251,9 @@ class ReviewService:
                 "starting: worker not started or review backend not open yet",
             ),
             (lambda: app.rebalancing, "rebalancing partitions"),
-            (lambda: app.in_recovery, "recovering tables from their changelogs"),
-            (lambda: not app.assignor.assigned_actives(), "no review partitions assigned"),
+            (lambda: not self.scheduler.owned(), "no review partitions assigned"),
+            (lambda: loading, f"reading the ledger of partition(s) {loading}"),
+            (lambda: self._stuck, "; ".join(self._stuck)),
         ]
         for failing, reason in checks:
             if failing():
@@ -277,17 +262,47 @@ class ReviewService:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def _open_backend(self) -> None:
+    async def prepare(self) -> None:
+        """Before the worker starts: connect the direct reader, create the ledger if missing."""
+        await self.reader.start()
+        review = self.settings.review
+        created = await self.reader.ensure_topic(
+            self.topics.ledger,
+            review.topic_partitions,
+            self.settings.topics.replication_factor,
+            {"cleanup.policy": "compact"},
+        )
+        if created:
+            logger.info("created the review ledger topic %s", self.topics.ledger)
+
+    async def _open(self) -> None:
         opener = getattr(self.backend, "open", None)
         if opener is not None:
             await opener()
         self._opened.set()
 
-    async def _close_backend(self, *_: Any, **__: Any) -> None:
+    async def _shut_down(self, *_: Any, **__: Any) -> None:
+        """Stop in order: the workers and sweeps that use the backend, then the backend."""
         self._stop.set()  # watchers and an embedded ingest finish what they hold
-        closer = getattr(self.backend, "close", None)
-        if closer is not None:
-            await closer()
+        await self.scheduler.close()
+        async with self._sweeping:
+            closer = getattr(self.backend, "close", None)
+            if closer is not None:
+                await closer()
+        await self.reader.stop()
+
+    async def _assigned(self, _sender: Any, assigned: Any, **_: Any) -> None:
+        topic = self.requests.get_topic_name()
+        for tp in assigned:
+            if tp.topic == topic:
+                self.scheduler.assign(tp.partition)
+
+    async def _revoked(self, _sender: Any, revoked: Any, **_: Any) -> None:
+        topic = self.requests.get_topic_name()
+        for tp in revoked:
+            if tp.topic == topic:
+                await self.scheduler.revoke(tp.partition)
+                self._commits.pop(tp.partition, None)
 
     # -- agents ------------------------------------------------------------------------------
 
@@ -295,58 +310,36 @@ class ReviewService:
         await self._opened.wait()
         async for event in stream.events():
             with self.supervisor.handling("review-requests"):
-                request = orjson.loads(event.value)
-                name = str(request["loop_name"])
-                partition = event.message.partition
-                await retry_upstream(
-                    f"review request {name}",
-                    functools.partial(self.flow.request, request, name, partition),
-                )
-                self.flow.prune(partition)
+                message = event.message
+                await self.scheduler.take_request(message.partition, message.offset, event.value)
 
     async def _on_loop_events(self, stream: Any) -> None:
         await self._opened.wait()
         async for event in stream.events():
-            loop_event = LoopEvent.from_json(event.value)
-            first = first_name_of(loop_event.name)
-            # Several actors take loop events at once; one review's events go one at a time.
-            lock = self._locks.setdefault(first, asyncio.Lock())
-            try:
-                with self.supervisor.handling("loop-events"):
-                    async with lock:
-                        await retry_upstream(
-                            f"loop event of {loop_event.name}",
-                            functools.partial(
-                                self.flow.loop_event,
-                                first,
-                                loop_event,
-                                event.message.partition,
-                            ),
-                        )
-                        self.flow.prune(event.message.partition)
-            finally:
-                if not lock.locked() and self._locks.get(first) is lock:
-                    del self._locks[first]
+            with self.supervisor.handling("loop-events"):
+                message = event.message
+                try:
+                    loop_event = LoopEvent.from_json(event.value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    await self._malformed_loop_event(message, event.value, exc)
+                    continue
+                await self.scheduler.take_loop_event(message.partition, loop_event)
 
-    def _owned_requests(self) -> list[int]:
-        """The review-requests partitions this instance owns (actively)."""
-        topic = self.requests.get_topic_name()
-        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
-                      if tp.topic == topic)  # fmt: skip
-
-    async def _reassigned(self, *_: Any, **__: Any) -> None:
-        self.budgets.forget()  # counters of partitions now owned come from the table
-        self.flow.forget_closed()
-
-    async def _flush_producer(self) -> None:
-        """Wait until every record sent so far (the tables' changelogs too) is acknowledged."""
-        await self.app.producer.flush()
+    async def _malformed_loop_event(self, message: Any, value: bytes, exc: Exception) -> None:
+        source = SourceRef(message.topic, message.partition, message.offset, message.key,
+                           message.timestamp)  # fmt: skip
+        logger.error("loop event at %s is malformed (%r); dead-lettered", source, exc)
+        letter = dead_letter(value, source, MALFORMED_LOOP_EVENT, repr(exc), self.clock())
+        await self._send_keyed(self.dead_letter, message.key, letter)
 
     async def _send_keyed(self, topic: Any, key: bytes | None, value: bytes) -> None:
         delivered = await topic.send(key=key, value=value)
         await delivered
 
-    # -- watchers and reconciler -------------------------------------------------------------
+    async def _send_to(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        await self.app.producer.send_and_wait(topic, key, value, partition, None, None)
+
+    # -- watchers, reconciler, monitor -------------------------------------------------------
 
     async def emit(self, event: LoopEvent) -> None:
         """Forward a loop event, keyed by the review's first name (waits for the ack)."""
@@ -385,29 +378,69 @@ class ReviewService:
         await self._every(self.settings.watchers.reconcile_interval_s, self._reconcile)
 
     async def _reconcile(self) -> None:
-        await self.reconciler.sweep()
+        async with self._sweeping:
+            if self._stop.is_set():
+                return
+            await self.reconciler.sweep()
         self.supervisor.beat("reconciler")
 
-    async def _audit_loop(self) -> None:
-        await self.audit.start()
-        try:
-            await self._every(self.settings.review.audit_interval_s, self._audit)
-        finally:
-            await self.audit.stop()
+    async def _monitor_loop(self) -> None:
+        await self._every(self.settings.review.monitor_interval_s, self._monitor)
 
-    async def _audit(self) -> None:
-        """Re-send owned review requests committed but never handled (``review/audit.py``)."""
-        if self.audit.paused():
-            self.supervisor.beat("request-audit")  # the tables are not whole yet: wait
-            return
+    async def _monitor(self) -> None:
+        """The backlog and ages (metrics), stuck commits (readiness), records never delivered.
+
+        For each owned partition whose ledger is read: records at or above the scheduler's next
+        expected offset are not recorded yet (the backlog); once the oldest of them is older than
+        ``review.catch_up_after_s`` they are read and recorded directly (faust did not deliver
+        them). A partition whose committed offset has not moved for ``review.stall_after_s``
+        while records wait above it is reported by readiness.
+        """
         try:
-            self.metrics.requests_recovered.inc(await self.audit.sweep(self._owned_requests()))
-            await self.reconciler.resend_orphaned_holds()
-        except KafkaError as exc:  # the broker is unwell: the next sweep tries again
-            logger.warning("request audit failed: %s", exc)
+            await self._measure()
+        except KafkaError as exc:  # the broker is unwell: the next pass tries again
+            logger.warning("review monitor failed: %s", exc)
             return
-        self.metrics.audit_last_sweep.set(self.clock())
-        self.supervisor.beat("request-audit")
+        self.supervisor.beat("monitor")
+
+    async def _measure(self) -> None:
+        review, metrics, scheduler = self.settings.review, self.metrics, self.scheduler
+        owned = [p for p in scheduler.owned() if p not in scheduler.loading()]
+        stats = scheduler.stats()
+        now, mono = self.clock(), self.monotonic()
+        for state in State:
+            metrics.ledger_entries.labels(state.value).set(stats.by_state[state])
+        pending_age = 0.0 if stats.oldest_pending_s is None else now - stats.oldest_pending_s
+        metrics.oldest_pending_age.set(max(0.0, pending_age))
+        if not owned:
+            metrics.oldest_unrecorded_age.set(0)
+            self._stuck = []
+            return
+        topic = self.requests.get_topic_name()
+        bounds = await self.reader.bounds(topic, owned)
+        committed = await self.reader.committed(review.app_id, topic, owned)
+        oldest_unrecorded, stuck = 0.0, []
+        for partition in owned:
+            begin, end = bounds[partition]
+            expected = stats.next_offsets.get(partition, end)
+            metrics.requests_backlog.labels(str(partition)).set(max(0, end - expected))
+            if expected < end:
+                written_s = await self.reader.timestamp_at(topic, partition, expected)
+                age = 0.0 if written_s is None else max(0.0, now - written_s)
+                oldest_unrecorded = max(oldest_unrecorded, age)
+                if age > review.catch_up_after_s:
+                    await scheduler.catch_up(partition, end)
+            offset = committed.get(partition, begin)
+            last = self._commits.get(partition)
+            if last is None or last[0] != offset:
+                self._commits[partition] = (offset, mono)
+            elif end > offset and mono - last[1] > review.stall_after_s:
+                stuck.append(
+                    f"review-requests partition {partition}: commit stuck at {offset} for "
+                    f"{mono - last[1]:.0f} s with {end - offset} record(s) above it"
+                )
+        metrics.oldest_unrecorded_age.set(oldest_unrecorded)
+        self._stuck = stuck
 
 
 def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) -> None:

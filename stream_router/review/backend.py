@@ -79,7 +79,13 @@ class ReviewResult:
 
 
 class ReviewBackend(Protocol):
-    """Start, describe, stop, fetch the result of, and list human reviews."""
+    """Start, describe, stop, fetch the result of, and list human reviews.
+
+    ``max_input_chars`` is the longest InputContent (characters of its JSON) the backend takes;
+    the starter refuses longer content without a call (``OVERSIZE``).
+    """
+
+    max_input_chars: int
 
     async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
         """Start review ``name`` on ``flow`` showing ``content``; idempotent per name."""

@@ -3,7 +3,7 @@
 Every start of a review on a custom task type is billed, and A2I has no activation conditions to
 stop it, so the review path spends from a :class:`Budget` before each start. A route may have a
 limit per hour, per day, both or neither (no limit). When a route's budget is spent, the
-configured :class:`BudgetFallback` decides what happens to the request: hold it until the budget
+configured ``review.budget_fallback`` decides what happens to the request: hold it until the budget
 resets, publish the model's decision marked unreviewed, or dead-letter it.
 
 Windows are fixed and aligned to UTC boundaries (the hour from ``hh:00:00``, the day from
@@ -28,19 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 HOUR_S = 3600
 DAY_S = 86400
-
-
-class BudgetFallback(StrEnum):
-    """What happens to a review request when its route's budget is spent."""
-
-    HOLD = "hold"  #: keep it until the budget resets, then start the review
-    ACCEPT_UNREVIEWED = "accept-unreviewed"  #: publish the model's decision, marked unreviewed
-    DEAD_LETTER = "dead-letter"  #: send it to the dead-letter topic with the reason
 
 
 @dataclass(frozen=True)

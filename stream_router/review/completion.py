@@ -1,6 +1,6 @@
 """What a loop event means for its review: publish a result, escalate, dead-letter, or wait.
 
-Given a :class:`~stream_router.review.events.LoopEvent` and the review's ledger entry,
+Given an ENDED ledger entry (its ``end`` is what a watcher reported),
 :meth:`Completer.complete` decides:
 
 - Completed, an S3 output notification, or Stopped with output → fetch the answers, consolidate
@@ -11,7 +11,7 @@ Given a :class:`~stream_router.review.events.LoopEvent` and the review's ledger 
   (then falls back to accept-unreviewed), ``accept-unreviewed`` publishes the model's decision
   marked unreviewed, ``dead-letter`` sends the request to the dead-letter topic.
 
-Deduplication is the caller's: an event for a review with no ledger entry has been handled.
+Deduplication is the caller's: only the scheduler calls this, once per ENDED entry.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from enum import StrEnum
 from stream_router.envelope import review_dead_letter
 from stream_router.review.backend import ReviewBackend, ReviewState, ReviewStatus
 from stream_router.review.consolidate import consolidate
-from stream_router.review.events import LoopEvent
-from stream_router.review.ledger import LedgerEntry
+from stream_router.review.ledger import Entry
 from stream_router.review.outcome import UnreviewedCode, reviewed_envelope, unreviewed_envelope
 from stream_router.settings import ReviewSettings
 
@@ -60,28 +59,28 @@ class Completer:
         self.settings = settings
         self.clock = clock
 
-    async def complete(self, event: LoopEvent, entry: LedgerEntry) -> Completion:
-        status = event.status
+    async def complete(self, entry: Entry) -> Completion:
+        end, request = entry.end, entry.request
+        if end is None or request is None:
+            raise ValueError(f"entry {entry.first_name} is {entry.state}, not ended")
+        status = ReviewStatus(end.status) if end.status else None
         now = self.clock()
         if status in (ReviewStatus.IN_PROGRESS, ReviewStatus.STOPPING):
             return Completion(Action.WAIT, "open")
         if (
             status is None
             or status is ReviewStatus.COMPLETED
-            or (status is ReviewStatus.STOPPED and event.output_uri)
+            or (status is ReviewStatus.STOPPED and end.output_uri)
         ):
-            if not event.output_uri:
+            if not end.output_uri:
                 return await self._failed(entry, status, "NoOutput", "the review has no output")
             state = ReviewState(
-                entry.name,
-                status or ReviewStatus.COMPLETED,
-                entry.flow,
-                output_uri=event.output_uri,
+                entry.name, status or ReviewStatus.COMPLETED, entry.flow, output_uri=end.output_uri
             )
             result = await self.backend.fetch_result(state)
             consolidation = consolidate(result, self.settings.answer_path)
             record = reviewed_envelope(
-                entry.request,
+                request,
                 consolidation,
                 observed_s=now,
                 started_s=entry.started_s,
@@ -91,24 +90,25 @@ class Completer:
         return await self._failed(
             entry,
             status,
-            event.failure_code or UnreviewedCode.NO_OUTPUT.value,
-            event.failure_reason or f"the review ended {status.value} without output",
+            end.failure_code or UnreviewedCode.NO_OUTPUT.value,
+            end.failure_reason or f"the review ended {status.value} without output",
         )
 
     async def _failed(
-        self, entry: LedgerEntry, status: ReviewStatus | None, code: str, reason: str
+        self, entry: Entry, status: ReviewStatus | None, code: str, reason: str
     ) -> Completion:
-        settings = self.settings
+        settings, request = self.settings, entry.request
+        assert request is not None  # an ended entry keeps its request
         if settings.on_failure == "escalate":
-            next_flow = settings.escalation_flows.get(entry.route)
+            next_flow = settings.escalation_flows.get(request.route)
             if next_flow and entry.attempt < settings.max_attempts:
                 logger.info("review %s %s (%s): escalating", entry.name, status, code)
                 return Completion(Action.ESCALATE, "escalated", next_flow=next_flow)
         if settings.on_failure == "dead-letter":
-            record = review_dead_letter(entry.request, code, reason, self.clock())
+            record = review_dead_letter(request.fields, code, reason, self.clock())
             return Completion(Action.DEAD_LETTER, "dead-lettered", record)
         record = unreviewed_envelope(
-            entry.request,
+            request,
             failure_code=code,
             reason=reason,
             status=status,

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-MAX_INPUT_CHARS = 3_145_728
+from stream_router.review.request import ReviewRequest
 
 
 def project(event: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
@@ -40,28 +40,29 @@ def project(event: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
 
 
 def input_content(
-    request: Mapping[str, Any], projection: Sequence[str], attempt: int
+    request: ReviewRequest, projection: Sequence[str], attempt: int
 ) -> dict[str, Any]:
     """The InputContent object for a review request (see the module docstring)."""
-    prediction = request["prediction"]
+    fields = request.fields
+    prediction = fields["prediction"]
     return {
-        "event": project(request["event"], projection),
+        "event": project(fields["event"], projection),
         "prediction": {
-            "label": prediction["label"],
-            "confidence": prediction["confidence"],
+            "label": request.label,
+            "confidence": prediction.get("confidence"),
             "scores": prediction.get("scores"),
         },
-        "reason": request["reason"],
+        "reason": fields["reason"],
         "_identity": {
-            "loop_name": request["loop_name"],
-            "event_id": request["event_id"],
-            "route": request["route"],
-            "policy_version": request["policy_version"],
+            "loop_name": request.loop_name,
+            "event_id": request.event_id,
+            "route": request.route,
+            "policy_version": request.policy_version,
             "attempt": attempt,
         },
     }
 
 
 def content_size(content: Mapping[str, Any]) -> int:
-    """Characters of the JSON text A2I counts against its 3,145,728 limit."""
+    """Characters of the JSON text (what a backend's ``max_input_chars`` limits)."""
     return len(orjson.dumps(content).decode())

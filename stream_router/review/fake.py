@@ -24,8 +24,11 @@ from stream_router.review.backend import (
 class FakeReviewBackend:
     """Implements :class:`~stream_router.review.backend.ReviewBackend` in memory."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, max_input_chars: int = 1_000_000
+    ) -> None:
         self.clock = clock
+        self.max_input_chars = max_input_chars
         self.states: dict[str, ReviewState] = {}
         self.contents: dict[str, Mapping[str, Any]] = {}
         self.results: dict[str, ReviewResult] = {}

@@ -1,43 +1,240 @@
-"""The ledger: one entry per open review, kept in the review application's table.
+"""The ledger: the review role's record of every review request, one typed entry per event.
 
-An entry is what the review path must remember between starting a review and publishing its
-outcome: the request (for the final envelope), the route and flow, when it started and when to
-check on it, and the attempt (escalations start the same event again on another flow, under a
-new name). Entries are plain dicts in the table (JSON), converted here.
+An entry is keyed by the event's first loop name (``naming.first_name_of``) and lives in the
+partition of review-requests its request came from. Its :class:`State` says what happens next::
+
+    PENDING ──► STARTED ──► ENDED ──► CLOSED
+       │ ▲         ▲           │
+       ▼ │         │           ▼
+      HELD      ESCALATED ◄────┘   (an attempt failed; the next one starts on another flow)
+
+- ``PENDING``: recorded, not started yet (attempt ``attempt`` on ``flow``);
+- ``HELD``: the route's budget is spent (``budget_fallback: hold``); startable at ``due_s``;
+- ``STARTED``: open at the backend since ``started_s``; checked at ``deadline_s``;
+- ``ENDED``: the backend reported the end (``end``: status, output, failure); the result is
+  still to be fetched and published;
+- ``ESCALATED``: like PENDING, for attempt 2 and later;
+- ``CLOSED``: the outcome (``outcome``) is published. Closed entries are kept
+  ``review.ledger_retention_s`` (a late notice or a copy of the request then finds them and
+  does nothing), then deleted; they drop the request to stay small.
+
+:func:`encode` and :func:`decode` are the one wire format of an entry (JSON, ``"v": 2``). Each
+partition also keeps its budget counters under the key :data:`BUDGET_KEY` (not a loop name:
+names never contain ``_``).
+
+The ledger topic (``<app_id>-ledger``, compacted, ``review.topic_partitions`` partitions) is
+written and read by :class:`KafkaLedgerLog`: every write is acknowledged by the broker before
+the review role acts on it, and a newly assigned partition is read from its beginning to its end
+offset before anything of that partition is handled (``review/scheduler.py``). faust's table
+recovery is not used: on Apache Kafka it was measured to end without reading the changelog after
+a SIGKILL (issue 12), and a review whose entry is missing is a review lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import orjson
+
+from stream_router.errors import StreamRouterError
+from stream_router.naming import attempt_name
+from stream_router.review.reader import PartitionReader
+from stream_router.review.request import MalformedRequest, ReviewRequest
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+BUDGET_KEY = "_budget"
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    HELD = "held"
+    STARTED = "started"
+    ENDED = "ended"
+    ESCALATED = "escalated"
+    CLOSED = "closed"
+
+    @property
+    def open(self) -> bool:
+        """Whether the backend has the review open (it counts against ``max_in_flight``)."""
+        return self in (State.STARTED, State.ENDED)
+
+    @property
+    def startable(self) -> bool:
+        return self in (State.PENDING, State.HELD, State.ESCALATED)
+
+
+class CorruptLedger(StreamRouterError):
+    """A ledger record that does not decode: only the review role writes them, so this is a
+    bug or a version skew; the review role stops rather than guess what the entry said."""
 
 
 @dataclass(frozen=True)
-class LedgerEntry:
-    """An open review. ``name`` is this attempt's review name; ``first_name`` the event's."""
+class End:
+    """What a watcher reported about a review's end (from its loop event)."""
 
-    name: str
+    status: str | None  #: a ReviewStatus value; None for an S3 output notice
+    output_uri: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event's review, in one :class:`State` (see the module docstring)."""
+
     first_name: str
-    route: str
-    flow: str
+    state: State
     attempt: int
-    started_s: float
-    deadline_s: float
-    request: Mapping[str, Any] = field(repr=False)
+    flow: str
+    recorded_s: float  #: when the request was recorded
+    since_s: float  #: when the entry entered its state
+    request: ReviewRequest | None  #: None once CLOSED
+    started_s: float | None = None
+    deadline_s: float | None = None
+    due_s: float | None = None  #: HELD: when the budget allows a start
+    end: End | None = None  #: ENDED
+    outcome: str | None = None  #: CLOSED: reviewed, unreviewed or dead-lettered
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def name(self) -> str:
+        """This attempt's review name."""
+        return attempt_name(self.first_name, self.attempt)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
-        return cls(
-            name=str(data["name"]),
+    def moved(self, state: State, now_s: float, **changes: Any) -> Entry:
+        """The entry in ``state`` from ``now_s`` (a CLOSED entry drops its request)."""
+        if state is State.CLOSED:
+            changes.setdefault("request", None)
+        return dataclasses.replace(self, state=state, since_s=now_s, **changes)
+
+
+def pending(request: ReviewRequest, now_s: float) -> Entry:
+    """The first entry of a request just taken from review-requests."""
+    return Entry(request.loop_name, State.PENDING, 1, request.review_flow, now_s, now_s, request)
+
+
+def encode(entry: Entry) -> bytes:
+    """An entry as the ledger topic's record value."""
+    data: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "first_name": entry.first_name,
+        "state": entry.state.value,
+        "attempt": entry.attempt,
+        "flow": entry.flow,
+        "recorded_s": entry.recorded_s,
+        "since_s": entry.since_s,
+        "request": None if entry.request is None else entry.request.fields,
+        "started_s": entry.started_s,
+        "deadline_s": entry.deadline_s,
+        "due_s": entry.due_s,
+        "end": None if entry.end is None else dataclasses.asdict(entry.end),
+        "outcome": entry.outcome,
+    }
+    return orjson.dumps(data)
+
+
+def decode(value: bytes) -> Entry:
+    """The entry a ledger record holds; raises :class:`CorruptLedger`."""
+    try:
+        data = orjson.loads(value)
+        if data.get("v") != FORMAT_VERSION:
+            raise CorruptLedger(f"ledger format {data.get('v')!r}, expected {FORMAT_VERSION}")
+        raw_request, raw_end = data["request"], data["end"]
+        request = None if raw_request is None else ReviewRequest.from_fields(raw_request)
+        entry = Entry(
             first_name=str(data["first_name"]),
-            route=str(data["route"]),
-            flow=str(data["flow"]),
+            state=State(data["state"]),
             attempt=int(data["attempt"]),
-            started_s=float(data["started_s"]),
-            deadline_s=float(data["deadline_s"]),
-            request=dict(data["request"]),
+            flow=str(data["flow"]),
+            recorded_s=float(data["recorded_s"]),
+            since_s=float(data["since_s"]),
+            request=request,
+            started_s=_optional_float(data["started_s"]),
+            deadline_s=_optional_float(data["deadline_s"]),
+            due_s=_optional_float(data["due_s"]),
+            end=None if raw_end is None else End(**raw_end),
+            outcome=data["outcome"],
         )
+    except CorruptLedger:
+        raise
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError,
+            MalformedRequest) as exc:  # fmt: skip
+        raise CorruptLedger(f"ledger record does not decode: {exc!r}") from exc
+    if entry.request is None and entry.state is not State.CLOSED:
+        raise CorruptLedger(f"ledger entry {entry.first_name} is {entry.state} without a request")
+    return entry
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+class PartitionLedger:
+    """The entries and budget counters of one partition, as last read or written."""
+
+    def __init__(self, partition: int, next_offset: int) -> None:
+        self.partition = partition
+        #: The review-requests offset the next request to record has (requests are contiguous).
+        self.next_offset = next_offset
+        self.entries: dict[str, Entry] = {}
+        self.budget: dict[str, Any] | None = None  #: a Budget snapshot
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """One ledger record, in topic order (a None value deletes)."""
+        if key == BUDGET_KEY:
+            self.budget = None if value is None else orjson.loads(value)
+        elif value is None:
+            self.entries.pop(key, None)
+        else:
+            self.entries[key] = decode(value)
+
+    def count(self, *states: State) -> int:
+        return sum(entry.state in states for entry in self.entries.values())
+
+
+class LedgerLog(Protocol):
+    """Where the ledger is kept: a compacted topic partitioned like review-requests."""
+
+    def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
+        """Every (key, value) of ``partition`` from its beginning to its end offset now."""
+        ...
+
+    async def write(self, partition: int, key: str, value: bytes | None) -> None:
+        """Write one record to ``partition``; returns once the broker acknowledged it."""
+        ...
+
+
+Send = Callable[[str, int, bytes, bytes | None], Awaitable[None]]  #: topic, partition, key, value
+
+
+class KafkaLedgerLog:
+    """:class:`LedgerLog` on the ledger topic: writes through ``send``, reads with ``reader``."""
+
+    def __init__(self, topic: str, send: Send, reader: PartitionReader) -> None:
+        self.topic = topic
+        self._send = send
+        self._reader = reader
+
+    async def write(self, partition: int, key: str, value: bytes | None) -> None:
+        await self._send(self.topic, partition, key.encode(), value)
+
+    async def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
+        async for record in self._reader.read(self.topic, partition, None, None):
+            if record.key is not None:
+                yield record.key.decode(), record.value
+
+
+def entries_by_state(ledgers: Mapping[int, PartitionLedger]) -> dict[State, int]:
+    """How many entries each state has over ``ledgers`` (for metrics)."""
+    counts = dict.fromkeys(State, 0)
+    for ledger in ledgers.values():
+        for entry in ledger.entries.values():
+            counts[entry.state] += 1
+    return counts

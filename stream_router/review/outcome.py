@@ -1,8 +1,7 @@
 """Result envelopes (v1) for the review path: reviewed by people, or published unreviewed.
 
-Built from the review request ingest wrote (``stream_router.envelope.review_request``: every
-envelope field plus ``loop_name``, ``review_flow`` and ``requested_s``) and what became of the
-review:
+Built from the review request (``review/request.py``, validated when it arrived) and what
+became of the review:
 
 - a :class:`~stream_router.review.consolidate.Consolidation` gives decision ``reviewed``: the
   model's ``prediction`` unchanged and a ``review`` object with the consolidated label,
@@ -29,27 +28,12 @@ from typing import Any
 
 import orjson
 
-from stream_router.errors import PoisonEvent
 from stream_router.review.backend import ReviewStatus
 from stream_router.review.consolidate import Answer, Consolidation, RawAnswer
+from stream_router.review.request import CARRIED, ReviewRequest
 
 REVIEW_SCHEMA = "stream_router/schemas/review-v1.schema.json"
 
-#: The envelope fields a review request carries over unchanged.
-_CARRIED = (
-    "schema_version",
-    "event_id",
-    "event_id_derived",
-    "key",
-    "key_encoding",
-    "source",
-    "prediction",
-    "event",
-    "route",
-    "policy",
-    "policy_version",
-    "reason",
-)
 _WITH_OUTPUT = (ReviewStatus.COMPLETED, ReviewStatus.STOPPED)
 
 
@@ -63,7 +47,7 @@ class UnreviewedCode(StrEnum):
 
 
 def reviewed_record(
-    request: Mapping[str, Any],
+    request: ReviewRequest,
     consolidation: Consolidation,
     *,
     observed_s: float,
@@ -74,7 +58,7 @@ def reviewed_record(
     if status not in _WITH_OUTPUT:
         raise ValueError(f"a reviewed outcome needs status Completed or Stopped, got {status}")
     record = _carried(request)
-    requested_s = _field(request, "requested_s")
+    requested_s = request.requested_s
     last = consolidation.last_submitted_s
     ended_s = observed_s if last is None else last
     model_label = record["prediction"]["label"]
@@ -100,7 +84,7 @@ def reviewed_record(
 
 
 def reviewed_envelope(
-    request: Mapping[str, Any],
+    request: ReviewRequest,
     consolidation: Consolidation,
     *,
     observed_s: float,
@@ -116,7 +100,7 @@ def reviewed_envelope(
 
 
 def unreviewed_record(
-    request: Mapping[str, Any],
+    request: ReviewRequest,
     *,
     failure_code: str,
     reason: str,
@@ -134,11 +118,11 @@ def unreviewed_record(
     if not failure_code:
         raise ValueError("failure_code must be a non-empty code")
     record = _carried(request)
-    requested_s = _field(request, "requested_s")
+    requested_s = request.requested_s
     record["decision"] = "unreviewed"
     record["review"] = {
-        "loop_name": loop_name if loop_name is not None else _field(request, "loop_name"),
-        "review_flow": review_flow if review_flow is not None else request.get("review_flow"),
+        "loop_name": loop_name if loop_name is not None else request.loop_name,
+        "review_flow": review_flow if review_flow is not None else request.review_flow,
         "status": None if status is None else status.value,
         "failure_code": str(failure_code),
         "reason": reason,
@@ -148,7 +132,7 @@ def unreviewed_record(
 
 
 def unreviewed_envelope(
-    request: Mapping[str, Any],
+    request: ReviewRequest,
     *,
     failure_code: str,
     reason: str,
@@ -183,18 +167,8 @@ def is_correction(label: Answer | None, model_label: str) -> bool:
     return not (isinstance(label, str) and label == model_label)
 
 
-def _carried(request: Mapping[str, Any]) -> dict[str, Any]:
-    record = {name: _field(request, name) for name in _CARRIED}
-    if not isinstance(record["prediction"], Mapping) or "label" not in record["prediction"]:
-        raise PoisonEvent("bad_value", "review request's 'prediction' lacks 'label'")
-    return record
-
-
-def _field(request: Mapping[str, Any], name: str) -> Any:
-    try:
-        return request[name]
-    except KeyError as exc:
-        raise PoisonEvent("missing_field", f"review request lacks {name!r}") from exc
+def _carried(request: ReviewRequest) -> dict[str, Any]:
+    return {name: request.fields[name] for name in CARRIED}
 
 
 def _timestamps(

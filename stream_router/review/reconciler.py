@@ -1,52 +1,49 @@
-"""The reconciler: asks the backend about open reviews, and re-sends held requests nobody holds.
+"""The reconciler: asks the backend about open reviews whose end no watcher reported.
 
-- :meth:`Reconciler.sweep` (every ``watchers.reconcile_interval_s``, when the ``reconciler``
-  watcher is enabled): an open review past its deadline, or no longer listed among the flow's
-  open reviews (after ``reconcile_grace_s``), is described; if it has ended, its end is reported
-  as a loop event. This alone finishes every review when no SQS watcher runs, and catches events
-  a watcher missed.
-- :meth:`Reconciler.resend_orphaned_holds` (on every tick of the request audit, whichever
-  watchers run): a held request (budget spent with ``budget_fallback: hold``, or an escalation
-  not started yet) that no actor of this process holds is handed back to review-requests, once
-  per grace period, while its partition is owned here. faust can drop records fetched while a
-  worker finishes recovering its tables and then commit past them, so the copy handed back on
-  shutdown is not enough: the held ledger entry is the record of the request (the audit counts
-  it as handled). Copies find the ledger and do nothing.
+Every ``watchers.reconcile_interval_s`` (when the ``reconciler`` watcher is enabled),
+:meth:`Reconciler.sweep` lists the open reviews of each flow in use, and describes each STARTED
+entry that is past its deadline (``review.review_deadline_s``) or, after ``reconcile_grace_s``,
+no longer listed among its flow's open reviews. A review that has ended is reported as a loop
+event, like a watcher's: this alone finishes every review when no SQS watcher runs, and catches
+the notices a watcher missed (lost, late, or never sent).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from stream_router.errors import UpstreamError
 from stream_router.metrics import ReviewMetrics
-from stream_router.review.flow import ReviewFlow
-from stream_router.review.ledger import LedgerEntry
+from stream_router.review.backend import ReviewBackend
+from stream_router.review.events import EventSource, LoopEvent
+from stream_router.review.ledger import Entry
 
 logger = logging.getLogger(__name__)
 
 
 class Reconciler:
-    """One sweep at a time over ``flow``'s ledger; see the module docstring."""
+    """One sweep at a time over the open entries ``entries()`` gives; see the module docstring."""
 
     def __init__(
         self,
-        flow: ReviewFlow,
+        backend: ReviewBackend,
+        entries: Callable[[], list[Entry]],
+        emit: Callable[[LoopEvent], Awaitable[None]],
         metrics: ReviewMetrics,
         *,
         grace_s: float,
         clock: Callable[[], float],
     ) -> None:
-        self.flow = flow
+        self.backend = backend
+        self.entries = entries
+        self.emit = emit
         self.metrics = metrics
         self.grace_s = grace_s
         self.clock = clock
-        self._nudged: dict[str, float] = {}  # first name -> when a sweep last handed it back
 
     async def sweep(self) -> None:
-        """Check open reviews and held requests; a backend error waits for the next sweep."""
+        """Check the open reviews; a backend error leaves the rest for the next sweep."""
         try:
             await self._sweep()
         except UpstreamError as exc:
@@ -54,36 +51,32 @@ class Reconciler:
 
     async def _sweep(self) -> None:
         now = self.clock()
-        entries = [
-            LedgerEntry.from_dict(data)
-            for data in list(self.flow.ledger.values())
-            if data and not data.get("closed") and not data.get("held")
-        ]
-        open_names: set[str] = set()
+        entries = self.entries()
+        listed: set[str] = set()
         for flow in {entry.flow for entry in entries}:
-            async for state in self.flow.backend.pending(flow):
-                open_names.add(state.name)
+            async for state in self.backend.pending(flow):
+                listed.add(state.name)
         for entry in entries:
-            overdue = now >= entry.deadline_s
-            vanished = entry.name not in open_names and now - entry.started_s >= self.grace_s
+            started_s = entry.started_s if entry.started_s is not None else entry.since_s
+            overdue = entry.deadline_s is not None and now >= entry.deadline_s
+            vanished = entry.name not in listed and now - started_s >= self.grace_s
             if overdue or vanished:
-                await self.flow.report_if_finished(entry.name)
+                await self.report_if_finished(entry.name)
         self.metrics.watcher_last_poll.labels("reconciler").set(now)
 
-    async def resend_orphaned_holds(self) -> None:
-        """Hand back the held requests of owned partitions that no actor holds (see above)."""
-        now = self.clock()
-        owned = set(self.flow.owned())
-        held: dict[str, Mapping[str, Any]] = {
-            str(first): data for first, data in list(self.flow.ledger.items())
-            if data and data.get("held")
-        }  # fmt: skip
-        self._nudged = {first: at for first, at in self._nudged.items() if first in held}
-        for first, data in held.items():
-            if first in self.flow.held or int(data["partition"]) not in owned:
-                continue
-            if now - max(float(data["held_s"]), self._nudged.get(first, 0.0)) < self.grace_s:
-                continue
-            self._nudged[first] = now
-            await self.flow.hand_back(first, data["request"])
-            logger.info("held review request %s was not held by any worker: handed back", first)
+    async def report_if_finished(self, name: str) -> None:
+        state = await self.backend.describe(name)
+        if state is not None and state.status.terminal:
+            await self.emit(
+                LoopEvent(
+                    state.name,
+                    EventSource.RECONCILER,
+                    state.status,
+                    state.output_uri,
+                    state.flow,
+                    state.failure_code,
+                    state.failure_reason,
+                    self.clock(),
+                    state.ended_at_s,
+                )
+            )

@@ -21,26 +21,17 @@ The review role runs agents (``review-requests``, ``loop-events``, several actor
 
 An idle role is not stalled: an agent holding nothing, and watchers completing empty polls,
 are fine.
-
-:func:`retry_upstream` is the typed disposition of a retriable
-:class:`~stream_router.errors.UpstreamError` met while handling one event (the backend or S3
-unreachable, throttled past the SDK's retries): the same event is tried again after a jittered,
-growing pause, for as long as it takes; a long outage shows as a stall in readiness.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import itertools
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-
-from stream_router.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -156,34 +147,3 @@ class Supervisor:
             if silent > allowance:
                 return f"{name}: no progress for {silent:.0f} s (allowed {allowance:g} s)"
         return None
-
-
-async def retry_upstream(
-    what: str,
-    handle: Callable[[], Awaitable[None]],
-    *,
-    base_s: float = 0.5,
-    max_s: float = 30.0,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    rng: random.Random | None = None,
-) -> int:
-    """Run ``handle`` until it does not raise a retriable ``UpstreamError``; returns retries.
-
-    ``handle`` must be safe to run again (the review path's handlers check the ledger first).
-    Any other exception, a non-retriable ``UpstreamError`` included, propagates.
-    """
-    rng = rng or random.Random()
-    failures = 0
-    while True:
-        try:
-            await handle()
-        except UpstreamError as exc:
-            if not exc.retriable:
-                raise
-            failures += 1
-            ceiling = min(max_s, base_s * 2 ** (failures - 1))
-            delay = max(exc.retry_after_s or 0.0, rng.uniform(ceiling / 2, ceiling))
-            logger.warning("%s failed (%s); trying again in %.1f s", what, exc, delay)
-            await sleep(delay)
-            continue
-        return failures

@@ -25,8 +25,10 @@ import pytest
 from cfnlint.decode import cfn_yaml
 
 from stream_router.review.content import input_content
+from stream_router.review.request import ReviewRequest
 from stream_router.settings import ReviewSettings, Settings
 from tests.deploy.conftest import DEPLOY, REPO
+from tests.unit.review.requests import review_request
 
 AWS_DIR = DEPLOY / "aws"
 TEMPLATE = AWS_DIR / "stream-router.yaml"
@@ -308,16 +310,9 @@ def test_task_template_shows_only_what_the_starter_sends_and_yields_the_answer_p
     assert "skip_autoescape" not in html
     # Liquid parses comments too: an output tag there must be a real one.
     assert "{{ }}" not in TASK_HTML.read_text(encoding="utf-8")
-    request = {
-        "prediction": {"label": "cat", "confidence": 0.4, "scores": {"cat": 0.4, "dog": 0.6}},
-        "event": {"event_id": "e1", "label": "cat"},
-        "reason": "low confidence",
-        "loop_name": "e1-abc",
-        "event_id": "e1",
-        "route": "general",
-        "policy_version": "1",
-    }
-    content = input_content(request, [], attempt=1)
+    fields = dict(review_request("e1").fields)
+    fields["prediction"] = {**fields["prediction"], "scores": {"cat": 0.4, "dog": 0.6}}
+    content = input_content(ReviewRequest.from_fields(fields), [], attempt=1)
     used = re.findall(r"task\.input((?:\.[a-z_]+)+)", html)
     assert used
     for path in used:

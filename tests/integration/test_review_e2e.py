@@ -306,13 +306,6 @@ async def test_budget_fallbacks(
         assert {e["reason_class"] for e in dead} == {"BudgetExhausted"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 12: after a SIGKILL, faust-streaming's table recovery on Apache Kafka can end "
-    "at once without reading the ledger changelog ('Restoring state' then 'Done reading' in the "
-    "same millisecond), and reviews open before the kill then never get their outcome; seen in "
-    "1 of 4 full runs on Kafka (10 of 20 reviews lost), not on Tansu in this session's runs",
-)
 async def test_killed_router_restarts_without_duplicate_loops_or_lost_results(
     sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -361,15 +354,42 @@ async def test_killed_router_restarts_without_duplicate_loops_or_lost_results(
     assert max(loops.values()) == 1  # the restart started no second loop for any event
 
 
+async def test_a_malformed_review_request_is_dead_lettered_and_the_partition_moves_on(
+    sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    outputs = await create_topics(sandbox, tag)
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config(sandbox_info, tag, tmp_path)))
+    bootstrap = sandbox.broker.bootstrap_servers
+    # Both partitions get a broken record ahead of real requests.
+    await produce(bootstrap, f"rr-{tag}", [(b"k", b"{broken"), (b"x", b"[1]")])
+    records, fate = events(6, tag)
+    await produce(bootstrap, f"in-{tag}", records)
+    async with TopicReader(bootstrap, outputs) as reader:
+        await run_router(
+            path, sandbox_env, reader, lambda r: set(outcome_records(r, tag)) >= set(fate)
+        )
+        await reader.poll()
+    letters = [e for e in reader.values(f"dlq-{tag}") if e["reason_class"] == "malformed_request"]
+    assert sorted(e["value"] for e in letters) == ["[1]", "{broken"]
+    assert {e["source"]["topic"] for e in letters} == {f"rr-{tag}"}
+    check_exactly_once(reader, fate, tag, sandbox_info)
+
+
 async def test_an_unexpected_failure_takes_the_review_process_down_non_zero(
     sandbox: Sandbox, sandbox_info: SandboxInfo, sandbox_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """A record no disposition covers (a review request that is not JSON) ends the process."""
+    """A ledger record no version of the review role wrote stops the process (exit 1)."""
     tag = uuid.uuid4().hex[:8]
     await create_topics(sandbox, tag)
+    await sandbox.broker.create_topics(
+        [f"review-{tag}-ledger"], partitions=PARTITIONS, configs={"cleanup.policy": "compact"}
+    )
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(config(sandbox_info, tag, tmp_path)))
-    await produce(sandbox.broker.bootstrap_servers, f"rr-{tag}", [(b"k", b"{broken")])
+    await produce(sandbox.broker.bootstrap_servers, f"review-{tag}-ledger",
+                  [(b"some-loop", b'{"v": 99}')])  # fmt: skip
     argv = ["-m", "stream_router.cli", "run", "--role", "review", "--config", str(path)]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -386,5 +406,5 @@ async def test_an_unexpected_failure_takes_the_review_process_down_non_zero(
             await process.wait()
     text = output.decode(errors="replace")
     assert process.returncode == 1, text[-3000:]
-    assert "review-requests died (JSONDecodeError)" in text
+    assert "died (CorruptLedger)" in text
     assert "{broken" not in text  # the record itself is never logged

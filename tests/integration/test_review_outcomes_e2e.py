@@ -16,7 +16,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from stream_router.review.content import MAX_INPUT_CHARS
+from stream_router.aws.a2i import MAX_INPUT_CHARS
 from stream_router.sandbox.aws import client as sandbox_client
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce

@@ -52,9 +52,7 @@ async def test_create_then_check_and_what_start_up_refuses(tmp_path: Path) -> No
         await check_topics(settings, "all")
         bootstrap = broker.bootstrap_servers
         assert await topic_config(bootstrap, f"rr-{tag}", "retention.ms") == "3600000"
-        assert await topic_config(bootstrap, f"app-{tag}-ledger-changelog", "cleanup.policy") == (
-            "compact"
-        )
+        assert await topic_config(bootstrap, f"app-{tag}-ledger", "cleanup.policy") == ("compact")
 
         # Another deployment of the same review app with other partitions is refused.
         other = settings.model_copy(update={"review": settings.review.model_copy(

@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from faust.utils import json as faust_json
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import Field
@@ -28,7 +27,8 @@ from stream_router.models import Prediction
 from stream_router.policies.base import EventPolicy, PolicyParams, Verdict
 from stream_router.policies.registry import PolicyRegistry
 from stream_router.policies.routes import Routes
-from stream_router.review.ledger import LedgerEntry
+from stream_router.review.ledger import End, State, decode, encode, pending
+from stream_router.review.request import ReviewRequest
 from stream_router.settings import Settings
 from tests.envelope_schema import dead_letter_validator, envelope_validator
 
@@ -86,7 +86,7 @@ def config(
             "mapping": {"classes": list(classes)},
         },
         policies={"version": "v1", "routes": ROUTES if routes is None else routes},
-    )  # type: ignore[arg-type]
+    )
 
 
 class Sink:
@@ -423,10 +423,12 @@ def test_review_requests_survive_the_review_roles_wrapping(raws: list[bytes]) ->
     worker, sink = dispatcher(config(routes=everything))
     batch = batch_of([(b"k", raw) for raw in raws])
     check_written(sink, batch, worker.dispatch(batch))
-    for request in sink.on(REQUESTS):
-        review_dead_letter(request, "rejected", "no", 1.0)
-        entry = LedgerEntry("n", "n", "audit", "fd", 1, 1.0, 2.0, request)
-        faust_json.dumps(entry.to_dict())
+    requests = [value for topic, _, value, _ in sink.records if topic == REQUESTS]
+    for raw in requests:
+        request = ReviewRequest.parse(raw)  # as the review role takes it
+        review_dead_letter(request.fields, "rejected", "no", 1.0)
+        entry = pending(request, 1.0).moved(State.ENDED, 2.0, end=End("Failed", None, "Expired"))
+        assert decode(encode(entry)) == entry
 
 
 # -- examples: what each guard does ----------------------------------------------------------

@@ -22,16 +22,15 @@ def test_every_topic_the_router_uses_is_listed_with_what_matters() -> None:
     assert list(specs) == [
         "a", "b", "predictions-routed", "predictions-dead-letter",
         "stream-router-review-requests", "stream-router-loop-events",
-        "rv-ledger-changelog", "rv-budgets-changelog", "rv-__assignor-__leader",
+        "rv-ledger", "rv-__assignor-__leader",
     ]  # fmt: skip
     assert specs["a"].foreign
     assert specs["predictions-routed"].partitions == 3
     requests = specs["stream-router-review-requests"]
     assert (requests.partitions, requests.exact) == (6, True)
     assert requests.configs == {"retention.ms": "3600000"}
-    for changelog in ("rv-ledger-changelog", "rv-budgets-changelog"):
-        assert specs[changelog].configs == {"cleanup.policy": "compact"}
-        assert (specs[changelog].partitions, specs[changelog].exact) == (6, True)
+    assert specs["rv-ledger"].configs == {"cleanup.policy": "compact"}
+    assert (specs["rv-ledger"].partitions, specs["rv-ledger"].exact) == (6, True)
 
 
 def test_start_up_names_missing_topics_and_broken_co_partitioning() -> None:
@@ -41,7 +40,7 @@ def test_start_up_names_missing_topics_and_broken_co_partitioning() -> None:
         "predictions-routed": 1,
         "stream-router-review-requests": 4,
         "stream-router-loop-events": 2,
-        "stream-router-review-ledger-changelog": 3,
+        "stream-router-review-ledger": 3,
     }
     problems = _problems(specs, found, {"ingest", "review"})
     assert len(problems) == 3, problems
@@ -50,10 +49,10 @@ def test_start_up_names_missing_topics_and_broken_co_partitioning() -> None:
     assert "stream-router topics create" in missing
     assert "'stream-router-loop-events' (review.loop_events_topic) has 2 partitions" in loop_events
     assert "review.topic_partitions is 4" in loop_events
-    assert "ledger-changelog" in ledger
-    # A changelog faust has not created yet is no problem; ingest alone needs no loop events.
+    assert "'stream-router-review-ledger' (review.app_id (the review ledger))" in ledger
+    # A ledger the review role has not created yet is no problem; ingest alone needs no loop events.
     assert _problems(specs, {**found, "stream-router-loop-events": 4,
-                             "stream-router-review-ledger-changelog": 4,
+                             "stream-router-review-ledger": 4,
                              "predictions-dead-letter": 1}, {"ingest"}) == []  # fmt: skip
 
 

@@ -14,7 +14,6 @@ from stream_router.review.budget import (
     DAY_S,
     HOUR_S,
     Budget,
-    BudgetFallback,
     BudgetLimits,
     window_start,
 )
@@ -136,11 +135,6 @@ def test_restore_rejects_bad_data(fields: dict[str, object], message: str) -> No
 def test_limits_must_be_non_negative_integers(bad: object) -> None:
     with pytest.raises(ValueError, match="per_hour"):
         BudgetLimits(per_hour=bad)  # type: ignore[arg-type]
-
-
-def test_fallback_config_values() -> None:
-    assert [f.value for f in BudgetFallback] == ["hold", "accept-unreviewed", "dead-letter"]
-    assert BudgetFallback("accept-unreviewed") is BudgetFallback.ACCEPT_UNREVIEWED
 
 
 times = st.lists(st.floats(min_value=0, max_value=3 * DAY_S), min_size=1, max_size=300).map(

@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import orjson
 import pytest
 from hypothesis import given
@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from referencing import Registry, Resource
 
 from stream_router.envelope import ENVELOPE_SCHEMA, accepted_envelope, review_request
-from stream_router.errors import PoisonEvent
 from stream_router.models import Prediction, SourceRef
 from stream_router.policies.routes import Decision
 from stream_router.review.backend import ReviewResult, ReviewStatus, WorkerAnswer
@@ -30,6 +29,7 @@ from stream_router.review.outcome import (
     unreviewed_envelope,
     unreviewed_record,
 )
+from stream_router.review.request import ReviewRequest
 
 REPO = Path(__file__).resolve().parents[3]
 REQUESTED_S = 1_700_000_100.0
@@ -104,11 +104,11 @@ def prediction(key: bytes | None = b"order-42") -> Prediction:
     )
 
 
-def request(key: bytes | None = b"order-42") -> dict[str, Any]:
+def request(key: bytes | None = b"order-42") -> ReviewRequest:
+    """A request as ingest writes it, parsed as the review role does."""
     decision = Decision(True, "low-confidence", "fd-animals", "confidence", "0.41 < 0.6")
     raw = review_request(prediction(key), decision, "v3", "evt-42-abc123", REQUESTED_S)
-    parsed: dict[str, Any] = orjson.loads(raw)
-    return parsed
+    return ReviewRequest.parse(raw)
 
 
 def answer(worker_id: str, label: Any, submitted_s: float | None) -> WorkerAnswer:
@@ -138,7 +138,9 @@ def test_reviewed_envelope_of_three_workers() -> None:
     validate(record)
 
     assert record["decision"] == "reviewed"
-    assert record["prediction"] == request()["prediction"]  # the model's prediction unchanged
+    assert (
+        record["prediction"] == request().fields["prediction"]
+    )  # the model's prediction unchanged
     assert (record["key"], record["route"], record["policy_version"]) == (
         "order-42",
         "low-confidence",
@@ -280,12 +282,13 @@ def test_unreviewed_on_an_escalation_flow() -> None:
         unreviewed_record(request(), failure_code="", reason="")
 
 
-@pytest.mark.parametrize("missing", ["requested_s", "loop_name", "event_id", "prediction"])
-def test_incomplete_request_is_poison(missing: str) -> None:
-    broken = request()
-    del broken[missing]
-    with pytest.raises(PoisonEvent, match=missing):
-        unreviewed_record(broken, failure_code="Expired", reason="")
+def test_a_request_without_its_event_still_gives_a_valid_envelope() -> None:
+    small = request().without_event()
+    record = unreviewed_record(small, failure_code="InputTooLarge", reason="too big")
+    validate(record)
+    assert record["event"] == {}
+    assert record["prediction"] == request().fields["prediction"]
+    assert request().fields["event"]["image"] == "s3://bucket/42.jpg"  # the original is kept
 
 
 def test_proposed_schema_ties_the_review_to_the_decision() -> None:

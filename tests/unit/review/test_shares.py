@@ -1,4 +1,4 @@
-"""Budgets per partition: shares that add up to the limits, kept in a table across restarts."""
+"""Budgets per partition: shares that add up to the limits, restored from saved counters."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from stream_router.review.budget import BudgetLimits
-from stream_router.review.shares import PartitionBudgets, share
+from stream_router.review.budget import Budget, BudgetLimits
+from stream_router.review.shares import BudgetShares, remaining, share
 
 NOW = 1_700_000_000.0
 
@@ -20,48 +20,66 @@ def test_shares_add_up_to_the_limit(limit: int, partitions: int) -> None:
     assert all(s.per_hour is None for s in shares)  # no limit stays no limit
 
 
-def test_a_restart_restores_the_spent_counts_from_the_table() -> None:
-    table: dict[str, Any] = {}
+def test_a_restart_restores_the_spent_counts_from_a_snapshot() -> None:
     limits = {"general": BudgetLimits(per_hour=4, per_day=6)}
-    first = PartitionBudgets(limits, BudgetLimits(), 2, table)
+    first = BudgetShares(limits, BudgetLimits(), 2)
+    one = first.budget(1)
     for _ in range(2):
-        assert first.budget(1).try_spend("general", NOW)
-    first.save(1)
-    assert not first.budget(1).try_spend("general", NOW)  # partition 1's hourly share is 2
-    assert first.budget(0).try_spend("general", NOW)
-    first.save(0)
+        assert one.try_spend("general", NOW)
+    assert not one.try_spend("general", NOW)  # partition 1's hourly share is 2
+    zero = first.budget(0)
+    assert zero.try_spend("general", NOW)
+    saved = {0: zero.snapshot(), 1: one.snapshot()}  # what the ledger keeps per partition
 
-    again = PartitionBudgets(limits, BudgetLimits(), 2, table)  # a new process, same table
-    assert again.budget(1).remaining("general", NOW) == {"hour": 0, "day": 1}
-    assert again.remaining("general", NOW, [0, 1]) == {"hour": 1, "day": 3}
-    assert not again.budget(1).try_spend("general", NOW)
+    again = BudgetShares(limits, BudgetLimits(), 2)  # a new process, same ledger
+    restored = {p: again.budget(p, saved[p]) for p in (0, 1)}
+    assert restored[1].remaining("general", NOW) == {"hour": 0, "day": 1}
+    assert remaining(restored.values(), "general", NOW) == {"hour": 1, "day": 3}
+    assert not restored[1].try_spend("general", NOW)
 
 
-def test_forget_rereads_what_another_owner_saved() -> None:
-    table: dict[str, Any] = {}
-    limits = {"general": BudgetLimits(per_day=10)}
-    mine = PartitionBudgets(limits, BudgetLimits(), 1, table)
-    assert mine.budget(0).remaining("general", NOW) == {"hour": None, "day": 10}
-    other = PartitionBudgets(limits, BudgetLimits(), 1, table)  # owned it meanwhile
+def test_without_a_snapshot_a_partition_starts_fresh() -> None:
+    shares = BudgetShares({"general": BudgetLimits(per_day=10)}, BudgetLimits(), 1)
+    spent = shares.budget(0)
     for _ in range(3):
-        other.budget(0).try_spend("general", NOW)
-    other.save(0)
-    assert mine.budget(0).remaining("general", NOW)["day"] == 10  # cached until a rebalance
-    mine.forget()
-    assert mine.budget(0).remaining("general", NOW)["day"] == 7
+        spent.try_spend("general", NOW)
+    assert shares.budget(0).remaining("general", NOW) == {"hour": None, "day": 10}
+    assert shares.budget(0, None).remaining("general", NOW)["day"] == 10
+    assert shares.budget(0, spent.snapshot()).remaining("general", NOW)["day"] == 7
+
+
+def test_remaining_adds_up_budgets_and_no_limit_wins() -> None:
+    limited = Budget({"general": BudgetLimits(per_hour=2, per_day=5)})
+    hourly_only = Budget({"general": BudgetLimits(per_hour=3)})
+    assert limited.try_spend("general", NOW)
+    assert remaining([limited], "general", NOW) == {"hour": 1, "day": 4}
+    assert remaining([limited, hourly_only], "general", NOW) == {"hour": 4, "day": None}
+    assert remaining([], "general", NOW) == {"hour": 0, "day": 0}
 
 
 def test_the_default_limits_are_shared_too_and_low_limits_are_reported() -> None:
-    budgets = PartitionBudgets({"rare": BudgetLimits(per_day=2)}, BudgetLimits(per_hour=8), 4, {})
-    assert budgets.low_limits() == ["rare"]
-    assert budgets.budget(3).limits("other") == BudgetLimits(per_hour=2)
-    assert budgets.budget(3).limits("rare") == BudgetLimits(per_day=0)
+    shares = BudgetShares({"rare": BudgetLimits(per_day=2)}, BudgetLimits(per_hour=8), 4)
+    assert shares.low_limits() == ["rare"]
+    assert shares.budget(3).limits("other") == BudgetLimits(per_hour=2)
+    assert shares.budget(3).limits("rare") == BudgetLimits(per_day=0)
     with pytest.raises(ValueError, match="partition 4 is outside 0-3"):
-        budgets.budget(4)
+        shares.budget(4)
+    with pytest.raises(ValueError, match="partition -1 is outside 0-3"):
+        shares.budget(-1)
 
 
-def test_a_corrupt_saved_state_is_an_error_not_fresh_budget() -> None:
-    table: dict[str, Any] = {"0": {"general": {"hour_start_s": 1, "hour_spent": 1}}}
-    budgets = PartitionBudgets({"general": BudgetLimits(per_day=5)}, BudgetLimits(), 1, table)
+def test_a_low_default_limit_is_reported_as_star() -> None:
+    shares = BudgetShares({}, BudgetLimits(per_day=3), 4)
+    assert shares.low_limits() == ["*"]
+
+
+def test_partitions_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="partitions must be at least 1"):
+        BudgetShares({}, BudgetLimits(), 0)
+
+
+def test_a_corrupt_snapshot_is_an_error_not_fresh_budget() -> None:
+    saved: dict[str, Any] = {"general": {"hour_start_s": 1, "hour_spent": 1}}
+    shares = BudgetShares({"general": BudgetLimits(per_day=5)}, BudgetLimits(), 1)
     with pytest.raises(ValueError, match="general"):
-        budgets.budget(0)
+        shares.budget(0, saved)

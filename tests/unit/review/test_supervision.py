@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_router.errors import ReviewRejected, ReviewThrottled
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.app import ReviewService
 from stream_router.review.fake import FakeReviewBackend
-from stream_router.review.supervision import Supervisor, retry_upstream
+from stream_router.review.supervision import Supervisor
 from stream_router.settings import Settings
 
 
@@ -117,13 +116,17 @@ def service(tmp_path: Path) -> ReviewService:
     return ReviewService(settings, ReviewMetrics(CollectorRegistry()), backend=FakeReviewBackend())
 
 
-async def records(*values: bytes) -> AsyncIterator[Any]:
-    for value in values:
-        yield SimpleNamespace(value=value)
+async def records(*events: Any) -> AsyncIterator[Any]:
+    for event in events:
+        yield event
 
 
-async def test_review_service_readiness_and_a_malformed_request_takes_it_down(
-    tmp_path: Path,
+def request_event(partition: int, offset: int, value: bytes) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset), value=value)
+
+
+async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     review = service(tmp_path)
     stops: list[str] = []
@@ -131,46 +134,17 @@ async def test_review_service_readiness_and_a_malformed_request_takes_it_down(
     assert review.readiness_problem() == (
         "starting: worker not started or review backend not open yet"
     )
-    await review._open_backend()
+
+    await review._open()
     assert review.readiness_problem() == "no review partitions assigned"
 
+    async def broken(partition: int, offset: int, value: bytes) -> bool:
+        raise KeyError("route")  # a bug: nothing handles it
+
+    monkeypatch.setattr(review.scheduler, "take_request", broken)
     agent = review.app.agents["review-requests"]
-    stream = SimpleNamespace(events=lambda: records(b"{broken"))
+    stream = SimpleNamespace(events=lambda: records(request_event(3, 0, b"{}")))
     await agent.fun(stream)  # the actor faust runs: it must not raise into faust's supervisor
 
     assert stops == ["stop"]
-    assert review.readiness_problem() == (
-        "review-requests died (JSONDecodeError); the process is stopping"
-    )
-
-
-async def test_retriable_upstream_errors_retry_the_same_event_with_growing_pauses() -> None:
-    pauses: list[float] = []
-    failures = [ReviewThrottled("slow down", retry_after_s=7.0), ReviewThrottled("5xx"), None]
-    calls = 0
-
-    async def handle() -> None:
-        nonlocal calls
-        calls += 1
-        failure = failures.pop(0)
-        if failure is not None:
-            raise failure
-
-    async def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-
-    retries = await retry_upstream("loop event", handle, base_s=1.0, sleep=sleep)
-    assert (retries, calls) == (2, 3)
-    assert pauses[0] == 7.0  # the backend's hint wins over a shorter jittered pause
-    assert 1.0 <= pauses[1] <= 2.0
-
-
-async def test_a_non_retriable_upstream_error_is_not_retried() -> None:
-    async def handle() -> None:
-        raise ReviewRejected("ValidationException")
-
-    async def sleep(seconds: float) -> None:
-        raise AssertionError("no pause expected")
-
-    with pytest.raises(ReviewRejected):
-        await retry_upstream("review request", handle, sleep=sleep)
+    assert review.readiness_problem() == "review-requests died (KeyError); the process is stopping"

@@ -1,0 +1,130 @@
+"""The review request: what ingest asks the review role to do, parsed once on arrival.
+
+Ingest writes a request (``stream_router.envelope.review_request``) to review-requests, keyed by
+its loop name: every envelope field of the event plus ``loop_name``, ``review_flow`` and
+``requested_s``. The review role parses it here, once, into a :class:`ReviewRequest`; everything
+after (the ledger, the start, the outcome envelopes) uses its fields and never re-reads the
+mapping. A record that does not parse raises :class:`MalformedRequest` naming what is wrong;
+the review role dead-letters it (``reason_class`` ``malformed_request``) and moves on.
+
+``fields`` keeps the request as written, so the outcome envelopes carry every field over
+unchanged (including ones a newer ingest adds).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream_router.errors import StreamRouterError
+from stream_router.naming import is_valid_loop_name
+
+#: Fields an outcome envelope carries over from the request (and so must be present).
+CARRIED = (
+    "schema_version",
+    "event_id",
+    "event_id_derived",
+    "key",
+    "key_encoding",
+    "source",
+    "prediction",
+    "event",
+    "route",
+    "policy",
+    "policy_version",
+    "reason",
+)
+
+
+class MalformedRequest(StreamRouterError):
+    """A review-requests record that is not a review request; the message says why."""
+
+
+@dataclass(frozen=True)
+class ReviewRequest:
+    """One parsed review request; see the module docstring."""
+
+    loop_name: str
+    review_flow: str
+    route: str
+    event_id: str
+    policy_version: str
+    requested_s: float
+    label: str  #: the model's label
+    fields: Mapping[str, Any] = field(repr=False)  #: the request as written
+
+    @classmethod
+    def parse(cls, value: bytes | None) -> ReviewRequest:
+        """Parse a record value; raises :class:`MalformedRequest`."""
+        if value is None:
+            raise MalformedRequest("the record has no value (a tombstone)")
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedRequest(f"the value is not JSON ({exc})") from exc
+        return cls.from_fields(data)
+
+    @classmethod
+    def from_fields(cls, data: object) -> ReviewRequest:
+        """Validate a decoded request (a ledger entry keeps the fields); see :meth:`parse`."""
+        if not isinstance(data, dict):
+            raise MalformedRequest(f"the value is a JSON {type(data).__name__}, not an object")
+        missing = [name for name in (*CARRIED, "loop_name", "review_flow", "requested_s")
+                   if name not in data]  # fmt: skip
+        if missing:
+            raise MalformedRequest(f"missing field(s): {', '.join(missing)}")
+        name = data["loop_name"]
+        if not isinstance(name, str) or not is_valid_loop_name(name):
+            raise MalformedRequest(f"loop_name {str(name)[:80]!r} is not a valid loop name")
+        prediction = data["prediction"]
+        if not isinstance(prediction, dict) or not isinstance(prediction.get("label"), str):
+            raise MalformedRequest("prediction is not an object with a string label")
+        requested_s = data["requested_s"]
+        if not _number(requested_s):
+            raise MalformedRequest(f"requested_s {requested_s!r} is not a finite number")
+        for text in ("review_flow", "route", "event_id", "policy_version"):
+            if not isinstance(data[text], str) or not data[text]:
+                raise MalformedRequest(f"{text} is not a non-empty string")
+        if not isinstance(data["event"], dict):
+            raise MalformedRequest("event is not an object")
+        if data["key"] is not None and not isinstance(data["key"], str):
+            raise MalformedRequest("key is not a string or null")
+        return cls(
+            loop_name=name,
+            review_flow=data["review_flow"],
+            route=data["route"],
+            event_id=data["event_id"],
+            policy_version=data["policy_version"],
+            requested_s=float(requested_s),
+            label=prediction["label"],
+            fields=data,
+        )
+
+    def key_bytes(self) -> bytes | None:
+        """The key of the event the request came from (outcomes are keyed like the input)."""
+        key = self.fields["key"]
+        if key is None:
+            return None
+        if self.fields.get("key_encoding") == "base64":
+            try:
+                return base64.b64decode(key, validate=True)
+            except binascii.Error:
+                return str(key).encode()
+        return str(key).encode()
+
+    def without_event(self) -> ReviewRequest:
+        """The request with its event left out (for an envelope that must stay small)."""
+        return ReviewRequest(
+            self.loop_name, self.review_flow, self.route, self.event_id, self.policy_version,
+            self.requested_s, self.label, {**self.fields, "event": {}},
+        )  # fmt: skip
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

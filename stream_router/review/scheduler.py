@@ -1,0 +1,673 @@
+"""The review scheduler: the one owner of review state, and of the review path's promise.
+
+**The invariant.** Every review request that reaches review-requests ends in exactly one
+outcome (reviewed, unreviewed, or dead-lettered), and no attempt of an event is ever started
+twice as a new, paid review. The scheduler keeps it in three rules, and nothing else in the
+review path changes review state:
+
+1. *Nothing is acknowledged before it is recorded.* The review-requests agent hands each record
+   to :meth:`ReviewScheduler.take_request`, which writes the request's ledger entry (PENDING) and
+   waits for the broker's acknowledgement before returning; only then does faust acknowledge the
+   offset. A record that is not a review request is dead-lettered (``malformed_request``) instead.
+   A partition's offsets are contiguous: the scheduler keeps the next offset it expects, and a
+   record past it means faust skipped some (faust-streaming #596): the range is re-read with a
+   plain consumer and recorded first. A monitor (:meth:`catch_up`) records whatever waits above
+   that offset for too long, so records faust never delivers are recorded too.
+2. *Every entry is driven from the ledger only.* Each owned partition has a worker that moves its
+   entries through their states (``review/ledger.py``): start (budget, rate limit, the backend
+   call; ``review/starter.py``), hold, fetch the result and publish, escalate. A transition is
+   written to the ledger, acknowledged, before the next step; an outcome is published before the
+   entry is closed. After a crash or a rebalance the new owner reads the partition's ledger
+   whole and carries on from the last written state: an attempt whose start was cut short is
+   started again under the same name, which the backend answers with "already started" (no
+   second review), and an outcome published but not yet closed is published again, identical
+   but for its observation time (consumers dedupe by ``event_id``).
+3. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
+   backend or S3) leaves the entry in its state and schedules it again after the one retry
+   policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
+   budget, an unreadable output) gives an outcome other than the review.
+
+Counts are derived from the ledger: reviews in flight (STARTED and ENDED entries, bounded by
+``review.max_in_flight``), budget use (each partition's counters live in its ledger), the
+backlog and the age of the oldest pending entry (:meth:`stats`).
+
+``tests/unit/review/test_scheduler.py`` proves the invariant under combined faults (kills at
+every step, throttling, errors) on the in-memory backend; ``tests/chaos`` proves it over the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import heapq
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from aiokafka.errors import KafkaError
+
+from stream_router.envelope import dead_letter, review_dead_letter
+from stream_router.errors import (
+    ReviewCapacityExceeded,
+    ReviewRejected,
+    ReviewThrottled,
+    UpstreamError,
+)
+from stream_router.metrics import ReviewMetrics
+from stream_router.models import SourceRef
+from stream_router.naming import first_name_of
+from stream_router.review.backend import ReviewBackend, ReviewStatus
+from stream_router.review.budget import Budget
+from stream_router.review.completion import Action, Completer, Completion
+from stream_router.review.events import LoopEvent
+from stream_router.review.ledger import (
+    BUDGET_KEY,
+    End,
+    Entry,
+    LedgerLog,
+    PartitionLedger,
+    State,
+    encode,
+    pending,
+)
+from stream_router.review.limiter import RateLimiter
+from stream_router.review.outcome import UnreviewedCode, unreviewed_envelope
+from stream_router.review.request import MalformedRequest, ReviewRequest
+from stream_router.review.retry import RetryPolicy
+from stream_router.review.shares import BudgetShares, remaining
+from stream_router.review.starter import StartDecision, Starter, StartResult
+from stream_router.settings import ReviewSettings
+
+logger = logging.getLogger(__name__)
+
+CAPACITY_PAUSE_S = 5.0  #: starts pause this long after the backend's open-reviews quota is met
+PRUNE_BATCH = 100  #: closed entries deleted at most per pass of a partition's worker
+OUTPUT_UNREADABLE = "OutputUnreadable"  #: dead-letter reason: the review's output cannot be read
+MALFORMED_REQUEST = "malformed_request"  #: dead-letter reason: not a review request
+
+Send = Callable[[bytes | None, bytes], Awaitable[None]]  #: (key, value); returns once acked
+
+
+@dataclass(frozen=True)
+class Outlets:
+    """Where outcomes go; every call returns once the broker acknowledged the record."""
+
+    output: Send
+    dead_letter: Send
+
+
+class RequestSource(Protocol):
+    """Review-requests, read directly (gaps and records faust did not deliver)."""
+
+    topic: str
+
+    def read(
+        self, topic: str, partition: int, start: int | None, stop: int | None
+    ) -> AsyncIterator[Any]: ...
+
+    async def start_offset(self, partition: int) -> int:
+        """The first offset not known to be recorded (the group's commit, or the beginning)."""
+        ...
+
+
+@dataclass
+class _Partition:
+    """One owned partition: its ledger and the worker driving it."""
+
+    ledger: PartitionLedger
+    budget: Budget
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    intake: asyncio.Lock = field(default_factory=asyncio.Lock)
+    due: list[tuple[float, int, str, Entry]] = field(default_factory=list)  # heap
+    blocked: list[Entry] = field(default_factory=list)  # startable, waiting for room in flight
+    busy: set[str] = field(default_factory=set)
+    parked: dict[str, tuple[float, int, str, Entry]] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    closed: deque[tuple[float, str]] = field(default_factory=deque)
+    open: int = 0
+    gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
+    worker: asyncio.Task[None] | None = None
+    steps: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What the ledger says of the owned partitions now (for metrics and readiness)."""
+
+    by_state: dict[State, int]
+    oldest_pending_s: float | None  #: since_s of the oldest PENDING or ESCALATED entry
+    next_offsets: dict[int, int]  #: per partition, the next review-requests offset expected
+
+
+class ReviewScheduler:
+    """The review path's state machine over the partitions this instance owns (see above).
+
+    ``die(where, exc)`` is called for an exception no disposition covers (the process stops).
+    """
+
+    def __init__(
+        self,
+        review: ReviewSettings,
+        *,
+        backend: ReviewBackend,
+        starter: Starter,
+        completer: Completer,
+        limiter: RateLimiter,
+        log: LedgerLog,
+        requests: RequestSource,
+        shares: BudgetShares,
+        outlets: Outlets,
+        metrics: ReviewMetrics,
+        die: Callable[[str, BaseException], None],
+        retry: RetryPolicy | None = None,
+        capacity_pause_s: float = CAPACITY_PAUSE_S,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.review = review
+        self.backend = backend
+        self.starter = starter
+        self.completer = completer
+        self.limiter = limiter
+        self.log = log
+        self.requests = requests
+        self.shares = shares
+        self.outlets = outlets
+        self.metrics = metrics
+        self.die = die
+        self.retry = retry or RetryPolicy()
+        self.capacity_pause_s = capacity_pause_s
+        self.clock = clock
+        self.monotonic = monotonic
+        self.partitions: dict[int, _Partition] = {}
+        self._capacity_until = 0.0  # monotonic: no start before
+        self._starting = 0  # start steps under way (they count against max_in_flight)
+        self._seq = itertools.count()
+
+    # -- ownership -----------------------------------------------------------------------------
+
+    def assign(self, partition: int) -> None:
+        """Own ``partition``: read its ledger whole, then drive its entries. Until the read is
+        done, requests and loop events of the partition wait (:meth:`take_request`)."""
+        if partition in self.partitions:
+            return
+        ledger = PartitionLedger(partition, next_offset=0)
+        owned = _Partition(ledger, self.shares.budget(partition))
+        self.partitions[partition] = owned
+        owned.worker = asyncio.ensure_future(self._run(owned))
+
+    async def revoke(self, partition: int) -> None:
+        """Stop driving ``partition`` (its steps are cancelled: each is safe to redo)."""
+        owned = self.partitions.pop(partition, None)
+        if owned is None:
+            return
+        owned.gone = True
+        owned.loaded.set()  # whoever waits for the ledger learns the partition moved
+        tasks = [*owned.steps, *([owned.worker] if owned.worker else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._publish_in_flight()
+        self._release()
+
+    async def close(self) -> None:
+        for partition in list(self.partitions):
+            await self.revoke(partition)
+
+    def owned(self) -> list[int]:
+        return sorted(self.partitions)
+
+    def loading(self) -> list[int]:
+        return sorted(p for p, owned in self.partitions.items() if not owned.loaded.is_set())
+
+    async def _ready(self, partition: int) -> _Partition | None:
+        """The partition once its ledger is read; None if it is not (or no longer) owned."""
+        owned = self.partitions.get(partition)
+        if owned is None:
+            return None
+        await owned.loaded.wait()
+        return None if owned.gone else owned
+
+    # -- intake (the agents) -------------------------------------------------------------------
+
+    async def take_request(self, partition: int, offset: int, value: bytes | None) -> bool:
+        """Record one review-requests record; returns once it is recorded (rule 1).
+
+        Returns False, recording nothing, when the partition is not owned here (it moved in a
+        rebalance while the record was in hand): its new owner reads it from the last commit.
+        """
+        owned = await self._ready(partition)
+        if owned is None:
+            logger.info("review-requests %d@%d: partition not owned here; left to its owner",
+                        partition, offset)  # fmt: skip
+            return False
+        async with owned.intake:
+            ledger = owned.ledger
+            if offset > ledger.next_offset:
+                recovered = await self._record_range(owned, ledger.next_offset, offset)
+                logger.warning(
+                    "review-requests partition %d: offsets %d-%d were not delivered; re-read "
+                    "%d record(s)", partition, ledger.next_offset, offset - 1, recovered,
+                )  # fmt: skip
+            await self._record(owned, offset, value)
+            ledger.next_offset = max(ledger.next_offset, offset + 1)
+        return True
+
+    async def catch_up(self, partition: int, end: int) -> int:
+        """Record the partition's records below ``end`` not recorded yet; returns how many."""
+        owned = self.partitions.get(partition)
+        if owned is None or not owned.loaded.is_set():
+            return 0
+        async with owned.intake:
+            start = owned.ledger.next_offset
+            if start >= end:
+                return 0
+            found = await self._record_range(owned, start, end)
+            owned.ledger.next_offset = max(owned.ledger.next_offset, end)
+        if found:
+            logger.warning(
+                "review-requests partition %d: %d record(s) at %d-%d waited unrecorded; "
+                "recorded", partition, found, start, end - 1,
+            )  # fmt: skip
+        return found
+
+    async def _record_range(self, owned: _Partition, start: int, stop: int) -> int:
+        found = 0
+        partition = owned.ledger.partition
+        async for record in self.requests.read(self.requests.topic, partition, start, stop):
+            await self._record(owned, record.offset, record.value, record.key, record.timestamp)
+            found += 1
+        self.metrics.requests_recovered.inc(found)
+        return found
+
+    async def _record(
+        self,
+        owned: _Partition,
+        offset: int,
+        value: bytes | None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        try:
+            request = ReviewRequest.parse(value)
+        except MalformedRequest as exc:
+            source = SourceRef(
+                self.requests.topic, owned.ledger.partition, offset, key, timestamp_ms
+            )
+            logger.error("review request at %s is malformed (%s); dead-lettered", source, exc)  # noqa: TRY400
+            letter = dead_letter(value, source, MALFORMED_REQUEST, str(exc), self.clock())
+            await self.outlets.dead_letter(key, letter)
+            self.metrics.requests_malformed.inc()
+            return
+        if request.loop_name in owned.ledger.entries:
+            self.metrics.requests_duplicate.inc()
+            return  # a redelivery: its entry (in whatever state) is the record of it
+        await self._put(owned, pending(request, self.clock()))
+
+    async def take_loop_event(self, partition: int, event: LoopEvent) -> None:
+        """A watcher's notice: the open attempt it names has ENDED (others change nothing)."""
+        owned = await self._ready(partition)
+        if owned is None:
+            return  # moved in a rebalance: its new owner reads it from the last commit
+        entry = owned.ledger.entries.get(first_name_of(event.name))
+        if event.status in (ReviewStatus.IN_PROGRESS, ReviewStatus.STOPPING):
+            return
+        if entry is None or entry.state is not State.STARTED or entry.name != event.name:
+            self.metrics.loop_events_ignored.inc()
+            return  # unknown, ended or closed already, or about an earlier attempt
+        end = End(
+            event.status.value if event.status else None,
+            event.output_uri,
+            event.failure_code,
+            event.failure_reason,
+            event.source.value,
+        )
+        await self._put(owned, entry.moved(State.ENDED, self.clock(), end=end))
+
+    # -- the state of things -------------------------------------------------------------------
+
+    def open_entries(self) -> list[Entry]:
+        """STARTED entries of the owned partitions (what the reconciler asks the backend about)."""
+        return [
+            entry
+            for owned in self.partitions.values()
+            for entry in owned.ledger.entries.values()
+            if entry.state is State.STARTED
+        ]
+
+    def in_flight(self) -> int:
+        return sum(owned.open for owned in self.partitions.values())
+
+    def stats(self) -> Stats:
+        by_state = dict.fromkeys(State, 0)
+        oldest: float | None = None
+        for owned in self.partitions.values():
+            for entry in owned.ledger.entries.values():
+                by_state[entry.state] += 1
+                if entry.state in (State.PENDING, State.ESCALATED):
+                    oldest = entry.since_s if oldest is None else min(oldest, entry.since_s)
+        offsets = {p: owned.ledger.next_offset for p, owned in self.partitions.items()}
+        return Stats(by_state, oldest, offsets)
+
+    # -- the worker of one partition -----------------------------------------------------------
+
+    async def _run(self, owned: _Partition) -> None:
+        try:
+            await self._load(owned)
+            await self._drive(owned)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            owned.gone = True
+            owned.loaded.set()
+            self.die(f"review partition {owned.ledger.partition}", exc)
+
+    async def _load(self, owned: _Partition) -> None:
+        ledger, failures = owned.ledger, 0
+        while True:
+            try:
+                ledger.next_offset = await self.requests.start_offset(ledger.partition)
+                async for key, value in self.log.read(ledger.partition):
+                    ledger.apply(key, value)
+                break
+            except (UpstreamError, KafkaError) as exc:
+                failures += 1
+                delay = self.retry.delay(failures)
+                logger.warning("reading ledger %d failed (%s); again in %.1f s",
+                               ledger.partition, exc, delay)  # fmt: skip
+                ledger.entries.clear()
+                await asyncio.sleep(delay)
+        owned.budget = self.shares.budget(ledger.partition, ledger.budget)
+        for entry in sorted(ledger.entries.values(), key=lambda e: e.since_s):
+            if entry.state.open:
+                owned.open += 1
+            if entry.state is State.CLOSED:
+                owned.closed.append((entry.since_s, entry.first_name))
+            self._schedule(owned, entry)
+        owned.loaded.set()
+        self._publish_in_flight()
+        self._release()  # starts waited for every ledger to be read
+        logger.info(
+            "review partition %d: ledger read (%d entries, %d open); driving it",
+            ledger.partition, len(ledger.entries), owned.open,
+        )  # fmt: skip
+
+    async def _drive(self, owned: _Partition) -> None:
+        while not owned.gone:
+            owned.wake.clear()
+            await self._prune(owned)
+            now = self.clock()
+            while owned.due and owned.due[0][0] <= now:
+                if len(owned.busy) >= self.review.concurrency:
+                    break
+                item = heapq.heappop(owned.due)
+                _, _, first, entry = item
+                if owned.ledger.entries.get(first) is not entry:
+                    continue  # superseded by a later state
+                if first in owned.busy:
+                    owned.parked[first] = item  # queued again when its step ends
+                    continue
+                if entry.state.startable and not self._room_to_start(owned, entry):
+                    continue
+                if entry.state.startable:
+                    self._starting += 1
+                step = asyncio.ensure_future(self._step(owned, entry))
+                owned.busy.add(first)
+                owned.steps.add(step)
+                step.add_done_callback(functools.partial(self._stepped, owned, entry))
+            timeout = None
+            if owned.due and len(owned.busy) < self.review.concurrency:
+                timeout = max(0.0, owned.due[0][0] - self.clock())
+            if owned.closed:
+                prune_at = owned.closed[0][0] + self.review.ledger_retention_s - self.clock()
+                timeout = max(0.0, prune_at) if timeout is None else min(timeout, prune_at)
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the cancellation
+            # of a revoke that coincides with a wake-up, and the worker would never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await owned.wake.wait()
+
+    def _room_to_start(self, owned: _Partition, entry: Entry) -> bool:
+        """Whether a start may begin now; if not, the entry waits (and is requeued later).
+
+        Room in flight is counted once every owned ledger is read (their open reviews count).
+        """
+        if self.monotonic() < self._capacity_until:
+            left = self._capacity_until - self.monotonic()
+            self._schedule(owned, entry, self.clock() + left)
+            return False
+        loading = any(not p.loaded.is_set() for p in self.partitions.values())
+        if loading or self.in_flight() + self._starting >= self.review.max_in_flight:
+            owned.blocked.append(entry)
+            return False
+        return True
+
+    def _schedule(self, owned: _Partition, entry: Entry | None, at_s: float | None = None) -> None:
+        """Queue ``entry``'s next step, if its state has one, at ``at_s`` (default: when due)."""
+        if entry is None:
+            return
+        if at_s is None:
+            if entry.state in (State.PENDING, State.ESCALATED, State.ENDED):
+                at_s = self.clock()
+            elif entry.state is State.HELD:
+                at_s = entry.due_s if entry.due_s is not None else self.clock()
+            else:
+                return  # STARTED waits for a notice; CLOSED waits for pruning
+        heapq.heappush(owned.due, (at_s, next(self._seq), entry.first_name, entry))
+        owned.wake.set()
+
+    async def _step(self, owned: _Partition, entry: Entry) -> None:
+        first = entry.first_name
+        try:
+            if entry.state.startable:
+                await self._start(owned, entry)
+            elif entry.state is State.ENDED:
+                await self._complete(owned, entry)
+            owned.failures.pop(first, None)
+        except asyncio.CancelledError:
+            raise
+        except UpstreamError as exc:
+            if not exc.retriable:
+                self.die(f"review {entry.name}", exc)
+                return
+            failures = owned.failures[first] = owned.failures.get(first, 0) + 1
+            delay = self.retry.delay(failures, exc.retry_after_s)
+            if isinstance(exc, ReviewThrottled):
+                self.metrics.start_throttled.inc()
+                self.limiter.pause_until(self.monotonic() + delay)
+            elif isinstance(exc, ReviewCapacityExceeded):
+                self.metrics.capacity_waits.inc()
+                pause = max(delay, self.capacity_pause_s)
+                self._capacity_until = max(self._capacity_until, self.monotonic() + pause)
+            logger.warning("review %s (%s): %s; again in %.1f s",
+                           entry.name, entry.state, exc, delay)  # fmt: skip
+            self._schedule(owned, owned.ledger.entries.get(first), self.clock() + delay)
+            return
+        except Exception as exc:
+            self.die(f"review {entry.name}", exc)
+            return
+
+    def _stepped(self, owned: _Partition, entry: Entry, step: asyncio.Task[None]) -> None:
+        """A step ended (done, failed or cancelled, even before it ran): free its place."""
+        owned.steps.discard(step)
+        owned.busy.discard(entry.first_name)
+        if entry.state.startable:
+            self._starting -= 1
+            self._release()
+        parked = owned.parked.pop(entry.first_name, None)
+        if parked is not None:
+            heapq.heappush(owned.due, parked)  # came due while the step ran
+        current = owned.ledger.entries.get(entry.first_name)
+        if not owned.gone and current is not entry:
+            self._schedule(owned, current)  # news arrived while it was busy
+        owned.wake.set()
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    async def _start(self, owned: _Partition, entry: Entry) -> None:
+        request = entry.request
+        assert request is not None  # startable entries keep their request
+        review = self.review
+        result = await self.starter.start(
+            request,
+            name=entry.name,
+            flow=entry.flow,
+            attempt=entry.attempt,
+            budget=owned.budget,
+            spent=lambda: self._save_budget(owned),
+        )
+        if result.decision is not StartDecision.STARTED:
+            await self._save_budget(owned)  # refunded, or nothing spent
+        self.metrics.start_outcomes.labels(request.route, result.decision.value).inc()
+        now = self.clock()
+        budgets = (p.budget for p in self.partitions.values())
+        for window, left in remaining(budgets, request.route, now).items():
+            if left is not None:
+                self.metrics.budget_remaining.labels(request.route, window).set(left)
+        if result.decision in (StartDecision.STARTED, StartDecision.ALREADY_STARTED):
+            started = entry.moved(
+                State.STARTED, now, started_s=now, deadline_s=now + review.review_deadline_s
+            )
+            await self._put(owned, started)
+            if result.decision is StartDecision.ALREADY_STARTED:
+                # Started before (a start cut short): it may have ended long ago, its notices
+                # long gone.
+                state = await self.backend.describe(entry.name)
+                if state is not None and state.status.terminal:
+                    end = End(state.status.value, state.output_uri, state.failure_code,
+                              state.failure_reason, "describe")  # fmt: skip
+                    await self._put(owned, started.moved(State.ENDED, self.clock(), end=end))
+            return
+        if result.decision is StartDecision.OVER_BUDGET and review.budget_fallback == "hold":
+            until = owned.budget.available_at_s(request.route, now)
+            if until is not None:
+                if entry.state is not State.HELD:
+                    logger.info("budget of %s spent: holding %s", request.route, entry.name)
+                await self._put(owned, entry.moved(State.HELD, now, due_s=until))
+                return
+        await self._not_started(owned, entry, request, result)
+
+    async def _not_started(
+        self, owned: _Partition, entry: Entry, request: ReviewRequest, result: StartResult
+    ) -> None:
+        """The fallback of a request that will not be reviewed: unreviewed or dead-lettered."""
+        reason = result.reason or result.decision.value
+        code = {
+            StartDecision.OVER_BUDGET: UnreviewedCode.BUDGET_EXHAUSTED.value,
+            StartDecision.OVERSIZE: UnreviewedCode.INPUT_TOO_LARGE.value,
+        }.get(result.decision, result.decision.value)
+        accept = result.decision is StartDecision.OVERSIZE or (
+            result.decision is StartDecision.OVER_BUDGET
+            and self.review.budget_fallback == "accept-unreviewed"
+        )
+        if result.decision is StartDecision.OVERSIZE:
+            # As large as the event is, Kafka would refuse the envelope: the envelope leaves
+            # the event out; its ``source`` locates it in the input topic.
+            request = request.without_event()
+            reason += "; the event is left out of this envelope (see source)"
+        if accept:
+            record = unreviewed_envelope(
+                request, failure_code=code, reason=reason, loop_name=entry.name,
+                review_flow=entry.flow,
+            )  # fmt: skip
+            await self.outlets.output(request.key_bytes(), record)
+            outcome = "unreviewed"
+        else:
+            record = review_dead_letter(request.fields, code, reason, self.clock())
+            await self.outlets.dead_letter(request.key_bytes(), record)
+            outcome = "dead-lettered"
+        self.metrics.outcomes.labels(outcome, "none", request.route).inc()
+        await self._put(owned, entry.moved(State.CLOSED, self.clock(), outcome=outcome))
+
+    async def _complete(self, owned: _Partition, entry: Entry) -> None:
+        request, end = entry.request, entry.end
+        assert request is not None, "an ENDED entry keeps its request"
+        assert end is not None, "an ENDED entry has its end"
+        try:
+            completion = await self.completer.complete(entry)
+        except ReviewRejected as exc:  # its output is missing or unreadable: nothing to publish
+            record = review_dead_letter(request.fields, OUTPUT_UNREADABLE, str(exc), self.clock())
+            completion = Completion(Action.DEAD_LETTER, "dead-lettered", record)
+        now = self.clock()
+        if completion.action is Action.WAIT:
+            await self._put(owned, entry.moved(State.STARTED, now, end=None))
+            return
+        if completion.action is Action.PUBLISH and completion.record is not None:
+            await self.outlets.output(request.key_bytes(), completion.record)
+        elif completion.action is Action.DEAD_LETTER and completion.record is not None:
+            await self.outlets.dead_letter(request.key_bytes(), completion.record)
+        status = end.status or ReviewStatus.COMPLETED.value
+        if status == ReviewStatus.FAILED.value:
+            self.metrics.failed.labels(end.failure_code or "unknown").inc()
+        self.metrics.outcomes.labels(completion.outcome, status, request.route).inc()
+        if entry.started_s is not None:
+            self.metrics.time_in_review.observe(max(0.0, now - entry.started_s))
+        if completion.action is Action.ESCALATE and completion.next_flow:
+            escalated = entry.moved(
+                State.ESCALATED, now, attempt=entry.attempt + 1, flow=completion.next_flow,
+                started_s=None, deadline_s=None, end=None,
+            )  # fmt: skip
+            await self._put(owned, escalated)
+            return
+        await self._put(owned, entry.moved(State.CLOSED, now, outcome=completion.outcome))
+        if self.review.delete_finished:
+            delete = getattr(self.backend, "delete", None)
+            if delete is not None:
+                try:
+                    await delete(entry.name)
+                except UpstreamError as exc:
+                    logger.warning("deleting finished review %s failed: %s", entry.name, exc)
+
+    # -- writing the ledger --------------------------------------------------------------------
+
+    async def _put(self, owned: _Partition, entry: Entry) -> None:
+        """Write ``entry`` (acknowledged), then make it the partition's current state."""
+        await self.log.write(owned.ledger.partition, entry.first_name, encode(entry))
+        old = owned.ledger.entries.get(entry.first_name)
+        owned.ledger.entries[entry.first_name] = entry
+        was_open = old is not None and old.state.open
+        if entry.state.open != was_open:
+            owned.open += 1 if entry.state.open else -1
+            self._publish_in_flight()
+            if was_open:
+                self._release()
+        if entry.state is State.CLOSED:
+            owned.closed.append((entry.since_s, entry.first_name))
+        self._schedule(owned, entry)
+
+    async def _save_budget(self, owned: _Partition) -> None:
+        snapshot = owned.budget.snapshot()
+        if snapshot != owned.ledger.budget:
+            await self.log.write(owned.ledger.partition, BUDGET_KEY, orjson.dumps(snapshot))
+            owned.ledger.budget = snapshot
+
+    async def _prune(self, owned: _Partition) -> None:
+        """Delete closed entries older than ``review.ledger_retention_s`` (a batch at a time)."""
+        horizon = self.clock() - self.review.ledger_retention_s
+        pruned = 0
+        while owned.closed and pruned < PRUNE_BATCH and owned.closed[0][0] <= horizon:
+            closed_s, first = owned.closed.popleft()
+            entry = owned.ledger.entries.get(first)
+            if entry is not None and entry.state is State.CLOSED and entry.since_s == closed_s:
+                await self.log.write(owned.ledger.partition, first, None)
+                del owned.ledger.entries[first]
+                pruned += 1
+        if pruned:
+            self.metrics.ledger_pruned.inc(pruned)
+
+    def _release(self) -> None:
+        """A review left flight: starts waiting for room may go."""
+        for owned in self.partitions.values():
+            blocked, owned.blocked = owned.blocked, []
+            for entry in blocked:
+                self._schedule(owned, entry)
+
+    def _publish_in_flight(self) -> None:
+        self.metrics.in_flight.set(self.in_flight())

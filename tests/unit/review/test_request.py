@@ -1,0 +1,179 @@
+"""Review requests: parsed once on arrival, every malformed record refused with the reason."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_router.envelope import review_request as ingest_review_request
+from stream_router.models import Prediction, SourceRef
+from stream_router.policies.routes import Decision
+from stream_router.review.request import CARRIED, MalformedRequest, ReviewRequest
+from tests.unit.review.requests import REQUESTED_S, review_request
+
+
+def fields(**changes: Any) -> dict[str, Any]:
+    """The fields of a valid request, with ``changes``."""
+    return {**review_request().fields, **changes}
+
+
+def encoded(**changes: Any) -> bytes:
+    return orjson.dumps(fields(**changes))
+
+
+def ingested(key: bytes | None) -> bytes:
+    """A request exactly as ingest writes it to review-requests."""
+    prediction = Prediction(
+        "evt-42", "dog", 0.41, {"dog": 0.41, "cat": 0.39}, "animals", "7", 1_700_000_000.0,
+        {"id": "evt-42", "label": "dog"}, SourceRef("predictions", 3, 1234, key, 1),
+    )  # fmt: skip
+    decision = Decision(True, "low-confidence", "fd-animals", "confidence", "0.41 < 0.6")
+    return ingest_review_request(prediction, decision, "v3", "evt-42-abc123", REQUESTED_S)
+
+
+def test_a_request_from_ingest_parses() -> None:
+    request = ReviewRequest.parse(ingested(b"order-42"))
+    assert (request.loop_name, request.review_flow, request.route) == (
+        "evt-42-abc123",
+        "fd-animals",
+        "low-confidence",
+    )
+    assert (request.event_id, request.policy_version, request.label) == ("evt-42", "v3", "dog")
+    assert request.requested_s == REQUESTED_S
+    assert request.fields["event"] == {"id": "evt-42", "label": "dog"}
+    assert request.key_bytes() == b"order-42"
+
+
+def test_fields_keep_the_request_as_written() -> None:
+    request = ReviewRequest.parse(encoded(newer_field={"x": 1}, requested_s=1_700_000_000))
+    assert request.fields["newer_field"] == {"x": 1}
+    assert isinstance(request.requested_s, float)  # an integer is a number of seconds too
+    assert ReviewRequest.from_fields(dict(request.fields)) == request
+
+
+@pytest.mark.parametrize("missing", [*CARRIED, "loop_name", "review_flow", "requested_s"])
+def test_a_missing_field_is_named(missing: str) -> None:
+    broken = fields()
+    del broken[missing]
+    with pytest.raises(MalformedRequest, match=rf"missing field\(s\): {missing}$"):
+        ReviewRequest.from_fields(broken)
+
+
+def test_every_missing_field_is_named() -> None:
+    broken = fields()
+    del broken["event_id"], broken["requested_s"]
+    with pytest.raises(MalformedRequest, match=r"missing field.*event_id, requested_s"):
+        ReviewRequest.from_fields(broken)
+
+
+def test_bytes_that_are_not_json() -> None:
+    with pytest.raises(MalformedRequest, match="not JSON"):
+        ReviewRequest.parse(b"\xff{not json")
+
+
+def test_a_tombstone() -> None:
+    with pytest.raises(MalformedRequest, match="no value"):
+        ReviewRequest.parse(None)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [(b"[1, 2]", "list"), (b'"text"', "str"), (b"null", "NoneType")]
+)
+def test_json_that_is_not_an_object(value: bytes, kind: str) -> None:
+    with pytest.raises(MalformedRequest, match=f"JSON {kind}, not an object"):
+        ReviewRequest.parse(value)
+
+
+@pytest.mark.parametrize("name", ["E1_Loop", "", "-e1", "e1-", 42, None])
+def test_a_bad_loop_name(name: Any) -> None:
+    with pytest.raises(MalformedRequest, match=r"loop_name .* is not a valid loop name"):
+        ReviewRequest.parse(encoded(loop_name=name))
+
+
+def test_a_very_long_bad_loop_name_is_cut_in_the_message() -> None:
+    with pytest.raises(MalformedRequest) as caught:
+        ReviewRequest.parse(encoded(loop_name="X" * 1000))
+    assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("requested_s", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_requested_s(requested_s: float) -> None:
+    with pytest.raises(MalformedRequest, match=r"requested_s .* is not a finite number"):
+        ReviewRequest.from_fields(fields(requested_s=requested_s))
+
+
+def test_a_non_finite_requested_s_in_a_record() -> None:
+    value = encoded().replace(b'"requested_s":1700000000.0', b'"requested_s":1e400')
+    assert b"1e400" in value
+    with pytest.raises(MalformedRequest):  # JSON has no infinity: the decoder refuses it
+        ReviewRequest.parse(value)
+
+
+@pytest.mark.parametrize("requested_s", ["1700000000", True, None, [1]])
+def test_a_requested_s_that_is_not_a_number(requested_s: Any) -> None:
+    with pytest.raises(MalformedRequest, match=r"requested_s .* is not a finite number"):
+        ReviewRequest.parse(encoded(requested_s=requested_s))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"prediction": {"confidence": 0.4}}, "prediction is not an object with a string label"),
+        ({"prediction": "cat"}, "prediction is not an object"),
+        ({"route": ""}, "route is not a non-empty string"),
+        ({"review_flow": 7}, "review_flow is not a non-empty string"),
+        ({"event_id": None}, "event_id is not a non-empty string"),
+        ({"policy_version": ""}, "policy_version is not a non-empty string"),
+        ({"event": [1]}, "event is not an object"),
+        ({"key": 42}, "key is not a string or null"),
+    ],
+)
+def test_a_field_of_the_wrong_kind_is_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(MalformedRequest, match=message):
+        ReviewRequest.parse(encoded(**changes))
+
+
+def test_a_utf8_key() -> None:
+    assert ReviewRequest.parse(encoded(key="order-42")).key_bytes() == b"order-42"
+    assert ReviewRequest.parse(encoded(key="n\u00e9")).key_bytes() == "n\u00e9".encode()
+
+
+def test_no_key() -> None:
+    assert ReviewRequest.parse(encoded(key=None)).key_bytes() is None
+    assert ReviewRequest.parse(ingested(None)).key_bytes() is None
+
+
+def test_a_base64_key_is_decoded() -> None:
+    raw = b"\xff\x00binary"
+    request = ReviewRequest.parse(
+        encoded(key=base64.b64encode(raw).decode(), key_encoding="base64")
+    )
+    assert request.key_bytes() == raw
+
+
+def test_a_key_that_is_not_utf8_comes_back_as_it_was() -> None:
+    request = ReviewRequest.parse(ingested(b"\xff\x00"))
+    assert request.fields["key_encoding"] == "base64"
+    assert request.key_bytes() == b"\xff\x00"
+
+
+def test_a_base64_key_that_does_not_decode_is_used_as_text() -> None:
+    request = ReviewRequest.parse(encoded(key="not base64!", key_encoding="base64"))
+    assert request.key_bytes() == b"not base64!"
+
+
+def test_without_event_drops_only_the_event() -> None:
+    request = review_request(blob="x" * 100)
+    small = request.without_event()
+    assert small.fields["event"] == {}
+    assert {**small.fields, "event": request.fields["event"]} == dict(request.fields)
+    assert (small.loop_name, small.route, small.label, small.requested_s) == (
+        request.loop_name,
+        request.route,
+        request.label,
+        request.requested_s,
+    )
+    assert request.fields["event"]["blob"] == "x" * 100

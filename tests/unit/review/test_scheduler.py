@@ -1,0 +1,472 @@
+"""The scheduler's invariant under faults that come together (the in-memory backend and ledger).
+
+Every review request ends in exactly one outcome and no attempt is started twice as a new review,
+while, in the same run: the process is killed at random points (between any two writes, in the
+middle of a start or a publish), the backend throttles, refuses for capacity and fails with 5xx,
+S3 fails, the ledger's broker refuses writes (the process dies, as it does on Kafka), faust skips
+offsets, notices arrive twice, late, and for earlier attempts, and reviews fail and escalate.
+
+Synchronisation is by events: every ledger write and every published record notifies
+:class:`World`; the test awaits conditions on it, never the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import CollectorRegistry
+
+from stream_router.errors import ReviewCapacityExceeded, ReviewThrottled, UpstreamError
+from stream_router.metrics import ReviewMetrics
+from stream_router.review.backend import ReviewResult, ReviewState
+from stream_router.review.budget import BudgetLimits
+from stream_router.review.completion import Completer
+from stream_router.review.events import EventSource, LoopEvent
+from stream_router.review.fake import FakeReviewBackend
+from stream_router.review.ledger import State, decode
+from stream_router.review.limiter import RateLimiter
+from stream_router.review.retry import RetryPolicy
+from stream_router.review.scheduler import Outlets, ReviewScheduler
+from stream_router.review.shares import BudgetShares
+from stream_router.review.starter import Starter
+from stream_router.settings import ReviewSettings
+from tests.unit.review.requests import review_request
+
+PARTITIONS = 2
+
+
+@dataclass
+class Record:
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    timestamp: int = 0
+
+
+class Crash(Exception):
+    """The process died (a write the broker refused); the world restarts it."""
+
+
+@dataclass
+class World:
+    """Kafka and the outside world as the scheduler sees them, surviving its restarts."""
+
+    rng: random.Random
+    log: dict[int, list[tuple[str, bytes | None]]] = field(default_factory=dict)
+    requests: dict[int, list[Record]] = field(default_factory=dict)
+    committed: dict[int, int] = field(default_factory=dict)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    write_failure_rate: float = 0.0
+    deaths: list[str] = field(default_factory=list)
+    topic: str = "review-requests"
+
+    # LedgerLog
+    async def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
+        for key, value in list(self.log.get(partition, [])):
+            yield key, value
+
+    async def write(self, partition: int, key: str, value: bytes | None) -> None:
+        if self.rng.random() < self.write_failure_rate:
+            raise KafkaConnectionError("the broker refused the write")
+        self.log.setdefault(partition, []).append((key, value))
+        await self._notify()
+
+    # RequestSource
+    async def start_offset(self, partition: int) -> int:
+        return self.committed.get(partition, 0)
+
+    async def read_requests(
+        self, topic: str, partition: int, start: int | None, stop: int | None
+    ) -> AsyncIterator[Record]:
+        for record in self.requests.get(partition, []):
+            if (start is None or record.offset >= start) and (stop is None or record.offset < stop):
+                yield record
+
+    # Outlets
+    def outlet(self, topic: str) -> Callable[[bytes | None, bytes], Any]:
+        async def send(key: bytes | None, value: bytes) -> None:
+            self.outputs.append({"topic": topic, **orjson.loads(value)})
+            await self._notify()
+
+        return send
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def until(self, condition: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+        async def wait() -> None:
+            async with self.changed:
+                await self.changed.wait_for(lambda: condition() or bool(self.deaths))
+
+        await asyncio.wait_for(wait(), timeout_s)
+        if self.deaths and not condition():
+            raise Crash(self.deaths[-1])
+
+    def entries(self) -> dict[str, Any]:
+        current: dict[str, Any] = {}
+        for records in self.log.values():
+            for key, value in records:
+                if key.startswith("_"):
+                    continue
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = decode(value)
+        return current
+
+
+class Requests:
+    """The world's review-requests, as the scheduler's ``RequestSource``."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.topic = world.topic
+
+    def read(self, topic: str, partition: int, start: int | None, stop: int | None) -> Any:
+        return self.world.read_requests(topic, partition, start, stop)
+
+    async def start_offset(self, partition: int) -> int:
+        return await self.world.start_offset(partition)
+
+
+class FaultyBackend(FakeReviewBackend):
+    """The in-memory backend, throttling and failing at random, counting new reviews."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(clock=lambda: 1_700_000_000.0)
+        self.rng = rng
+        self.fault_rate = 0.0
+        self.created: Counter[str] = Counter()
+
+    async def start(self, name: str, flow: str, content: Any) -> Any:
+        roll = self.rng.random()
+        if roll < self.fault_rate / 3:
+            raise ReviewThrottled("429", retry_after_s=0.001)
+        if roll < 2 * self.fault_rate / 3:
+            raise ReviewCapacityExceeded("402")
+        if roll < self.fault_rate:
+            raise ReviewThrottled("500 after the SDK's retries")
+        outcome = await super().start(name, flow, content)
+        if not outcome.already_started:
+            self.created[name] += 1
+        if self.rng.random() < self.fault_rate / 2:  # started, but the answer is lost
+            raise UpstreamError("connection reset after StartHumanLoop")
+        return outcome
+
+    async def fetch_result(self, state: ReviewState) -> ReviewResult:
+        if self.rng.random() < self.fault_rate:
+            raise UpstreamError("S3 GetObject timed out")
+        return await super().fetch_result(state)
+
+
+def settings(**changes: Any) -> ReviewSettings:
+    base: dict[str, Any] = {
+        "topic_partitions": PARTITIONS,
+        "rate_per_s": 10_000,
+        "burst": 1_000,
+        "max_in_flight": 6,
+        "concurrency": 3,
+        "on_failure": "escalate",
+        "escalation_flows": {"general": "fd-experts"},
+        "max_attempts": 2,
+        "budget_fallback": "accept-unreviewed",
+    }
+    return ReviewSettings(**{**base, **changes})
+
+
+def scheduler(world: World, backend: FaultyBackend, review: ReviewSettings) -> ReviewScheduler:
+    limits = {route: BudgetLimits(b.per_hour, b.per_day) for route, b in review.budgets.items()}
+    limiter = RateLimiter(review.rate_per_s, review.burst)
+    return ReviewScheduler(
+        review,
+        backend=backend,
+        starter=Starter(backend, limiter, projection=[]),
+        completer=Completer(backend, review),
+        limiter=limiter,
+        log=world,
+        requests=Requests(world),
+        shares=BudgetShares(limits, BudgetLimits(), PARTITIONS),
+        outlets=Outlets(output=world.outlet("output"), dead_letter=world.outlet("dead-letter")),
+        metrics=ReviewMetrics(CollectorRegistry()),
+        die=lambda where, exc: world.deaths.append(f"{where}: {exc!r}"),
+        retry=RetryPolicy(base_s=0.001, max_s=0.005),
+        capacity_pause_s=0.005,
+    )
+
+
+def outcomes_by_event(world: World) -> dict[str, list[tuple[str, Any]]]:
+    found: dict[str, list[tuple[str, Any]]] = {}
+    for record in world.outputs:
+        if record["topic"] == "output":
+            event_id, review = record["event_id"], record["review"]
+            verdict = (record["decision"], review.get("label") or review.get("failure_code"))
+        elif record["reason_class"] == "malformed_request":
+            continue  # not an event's outcome
+        else:
+            event_id = record["review_request"]["event_id"]
+            verdict = ("dead-lettered", record["reason_class"])
+        found.setdefault(event_id, []).append(verdict)
+    return found
+
+
+class Run:
+    """One randomised run: requests arrive, loops end, faults strike, the process restarts."""
+
+    def __init__(self, seed: int, events: int = 24) -> None:
+        self.rng = random.Random(seed)
+        self.world = World(random.Random(seed + 1))
+        self.backend = FaultyBackend(random.Random(seed + 2))
+        self.review = settings()
+        self.events = events
+        self.partition_of: dict[str, int] = {}
+        self.fate: dict[str, str] = {}  # event id -> complete, fail
+        self.kills = 0
+        self.scheduler = scheduler(self.world, self.backend, self.review)
+        for partition in range(PARTITIONS):
+            self.scheduler.assign(partition)
+
+    def write_requests(self) -> None:
+        for index in range(self.events):
+            event_id = f"evt-{index}"
+            partition = index % PARTITIONS
+            request = review_request(event_id)
+            records = self.world.requests.setdefault(partition, [])
+            records.append(Record(len(records), orjson.dumps(dict(request.fields))))
+            if index % 11 == 5:  # not a review request at all
+                records.append(Record(len(records), b"{not json"))
+            self.partition_of[request.loop_name] = partition
+            self.fate[event_id] = self.rng.choice(["complete", "complete", "fail"])
+
+    async def restart(self) -> None:
+        self.kills += 1
+        await self.scheduler.close()
+        self.world.deaths.clear()
+        self.scheduler = scheduler(self.world, self.backend, self.review)
+        for partition in range(PARTITIONS):
+            self.scheduler.assign(partition)
+
+    async def deliver(self, partition: int) -> None:
+        """faust hands the agent the next record (or skips some), maybe commits."""
+        records = self.world.requests.get(partition, [])
+        position = self.world.committed.get(partition, 0)
+        if position >= len(records):
+            return
+        offset = min(len(records) - 1, position + (self.rng.random() < 0.2))  # a skipped offset
+        take = asyncio.ensure_future(
+            self.scheduler.take_request(partition, offset, records[offset].value)
+        )
+        if self.rng.random() < 0.1:  # killed while the agent has it in hand
+            await asyncio.sleep(0)
+            take.cancel()
+            await asyncio.gather(take, return_exceptions=True)
+            await self.restart()
+            return
+        try:
+            recorded = await take
+        except KafkaConnectionError:
+            await self.restart()  # the agent died on the refused write
+            return
+        if recorded:  # else it moved (a restart meanwhile): faust commits nothing of it
+            self.world.committed[partition] = offset + 1
+
+    async def end_some_loops(self) -> None:
+        """The backend ends open reviews; watchers report them, twice, late, or never."""
+        for name, state in list(self.backend.states.items()):
+            if state.status.terminal or self.rng.random() < 0.5:
+                continue
+            event_id = str(self.backend.contents[name]["_identity"]["event_id"])
+            if self.fate[event_id] == "fail" and not name.endswith("-a2"):
+                ended = self.backend.fail(name)
+            else:
+                ended = self.backend.complete(name, "dog")
+            await self.notice(name, ended)
+
+    async def notice(self, name: str, state: ReviewState) -> None:
+        first = name.removesuffix("-a2")
+        partition = self.partition_of[first]
+        event = LoopEvent(name, EventSource.EVENTBRIDGE, state.status, state.output_uri,
+                          state.flow, state.failure_code, state.failure_reason)  # fmt: skip
+        for _ in range(self.rng.choice([0, 1, 1, 2])):  # lost, once, or twice
+            await self.take_loop_event(partition, event)
+
+    async def take_loop_event(self, partition: int, event: LoopEvent) -> None:
+        """The loop-events agent; a refused write kills it, and the event comes again."""
+        while True:
+            try:
+                await self.scheduler.take_loop_event(partition, event)
+                return
+            except KafkaConnectionError:
+                await self.restart()
+
+    async def step(self) -> None:
+        action = self.rng.random()
+        if action < 0.45:
+            await self.deliver(self.rng.randrange(PARTITIONS))
+        elif action < 0.7:
+            await self.end_some_loops()
+        elif action < 0.8:
+            await self.restart()
+        else:
+            await asyncio.sleep(0)  # the workers run meanwhile
+        if self.world.deaths:
+            await self.restart()
+
+    async def finish(self) -> None:
+        """Faults stop; everything is delivered, every open review ends and is reported."""
+        self.backend.fault_rate = 0.0
+        self.world.write_failure_rate = 0.0
+        for partition in range(PARTITIONS):
+            while self.world.committed.get(partition, 0) < len(self.world.requests[partition]):
+                await self.deliver(partition)
+        wanted = set(self.fate)
+        for _ in range(100):
+            await self.settle()
+            if set(outcomes_by_event(self.world)) >= wanted and self.all_closed():
+                return
+            # A reconciler's job: report every ended or open review the ledger has STARTED.
+            for entry in self.scheduler.open_entries():
+                state = self.backend.states[entry.name]
+                if not state.status.terminal:
+                    event_id = entry.request.event_id if entry.request else ""
+                    fail = self.fate[event_id] == "fail" and entry.attempt == 1
+                    state = (
+                        self.backend.fail(entry.name)
+                        if fail
+                        else self.backend.complete(entry.name, "dog")
+                    )
+                partition = self.partition_of[entry.first_name]
+                await self.take_loop_event(partition, LoopEvent(
+                    entry.name, EventSource.RECONCILER, state.status, state.output_uri,
+                    state.flow, state.failure_code, state.failure_reason,
+                ))  # fmt: skip
+        states = Counter(e.state for e in self.world.entries().values())
+        missing = wanted - set(outcomes_by_event(self.world))
+        raise AssertionError(f"did not finish: ledger {states}, no outcome for {sorted(missing)}")
+
+    def all_closed(self) -> bool:
+        entries = self.world.entries()
+        return bool(entries) and all(e.state is State.CLOSED for e in entries.values())
+
+    async def settle(self) -> None:
+        """Wait until no entry can move without news from outside (a notice)."""
+
+        def quiet() -> bool:
+            entries = self.world.entries()
+            states = Counter(e.state for e in entries.values())
+            # Starts wait while the reviews in flight fill review.max_in_flight.
+            full = states[State.STARTED] + states[State.ENDED] >= self.review.max_in_flight
+            startable = states[State.PENDING] + states[State.ESCALATED]
+            return not states[State.ENDED] and (full or not startable) and not self.world.deaths
+
+        try:
+            await self.world.until(quiet, "entries settled")
+        except Crash:
+            await self.restart()
+            await self.settle()
+
+    def verify(self) -> None:
+        outcomes = outcomes_by_event(self.world)
+        assert set(outcomes) == set(self.fate), "an event has no outcome"
+        for event_id, verdicts in outcomes.items():
+            assert len(set(verdicts)) == 1, f"{event_id}: conflicting outcomes {verdicts}"
+            # A failed first review escalates, and the second one completes.
+            assert verdicts[0] == ("reviewed", "dog"), (event_id, verdicts)
+        assert max(self.backend.created.values()) == 1, "an attempt was started twice"
+        for name in self.backend.created:
+            first = name.removesuffix("-a2")
+            event_id = str(self.backend.contents[name]["_identity"]["event_id"])
+            if name.endswith("-a2"):
+                assert self.fate[event_id] == "fail", f"{name}: escalated without a failure"
+                assert first in self.backend.created
+        malformed = [r for r in self.world.outputs if r.get("reason_class") == "malformed_request"]
+        assert len({(r["source"]["partition"], r["source"]["offset"]) for r in malformed}) == len(
+            [rec for records in self.world.requests.values() for rec in records
+             if rec.value == b"{not json"]
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_every_request_ends_once_under_combined_faults(seed: int) -> None:
+    run = Run(seed)
+    run.write_requests()
+    run.backend.fault_rate = 0.3
+    run.world.write_failure_rate = 0.05
+    try:
+        for _ in range(120):
+            await run.step()
+        await run.finish()
+    finally:
+        await run.scheduler.close()
+    run.verify()
+    assert run.kills > 0
+
+
+async def test_a_skipped_offset_is_read_and_recorded_before_the_record_in_hand() -> None:
+    run = Run(0, events=6)
+    run.write_requests()
+    records = run.world.requests[0]
+    await run.scheduler.take_request(0, 2, records[2].value)  # faust dropped offsets 0 and 1
+    firsts = [review_request(f"evt-{i}").loop_name for i in (0, 2, 4)]
+    written = list(dict.fromkeys(key for key, _ in run.world.log[0] if not key.startswith("_")))
+    assert written == firsts  # the gap first, in offset order, then the record in hand
+    await run.scheduler.close()
+
+
+async def test_a_restart_reads_the_ledger_and_starts_nothing_twice() -> None:
+    run = Run(1, events=4)
+    run.write_requests()
+    for partition in range(PARTITIONS):
+        for record in run.world.requests[partition]:
+            await run.scheduler.take_request(partition, record.offset, record.value)
+    await run.world.until(
+        lambda: sum(e.state is State.STARTED for e in run.world.entries().values()) == 4,
+        "all started",
+    )
+    await run.restart()
+    await run.settle()
+    assert sorted(run.backend.created.values()) == [1, 1, 1, 1]
+    assert len(run.backend.start_calls) == 4  # the new owner did not even ask again
+    assert run.scheduler.in_flight() == 4  # rebuilt from the ledger
+    await run.scheduler.close()
+
+
+async def test_over_budget_requests_are_held_in_the_ledger_across_a_restart() -> None:
+    run = Run(2, events=4)
+    run.review = settings(budgets={"general": {"per_day": 0}}, budget_fallback="hold")
+    await run.restart()
+    run.write_requests()
+    for partition in range(PARTITIONS):
+        for record in run.world.requests[partition]:
+            await run.scheduler.take_request(partition, record.offset, record.value)
+    # A limit of 0 never resets: the fallback applies (a hold would wait forever).
+    await run.world.until(lambda: len(outcomes_by_event(run.world)) == 4, "fallback applied")
+    await run.scheduler.close()
+    run.review = settings(budgets={"general": {"per_day": 2}}, budget_fallback="hold")
+    run.world = World(random.Random(3))
+    run.write_requests()
+    await run.restart()
+    for partition in range(PARTITIONS):
+        for record in run.world.requests[partition]:
+            await run.scheduler.take_request(partition, record.offset, record.value)
+    await run.world.until(
+        lambda: (
+            Counter(e.state for e in run.world.entries().values())
+            == {State.STARTED: 2, State.HELD: 2}
+        ),
+        "two started, two held",
+    )
+    await run.restart()
+    await run.settle()
+    states = Counter(e.state for e in run.world.entries().values())
+    assert states == {State.STARTED: 2, State.HELD: 2}  # the held ones stay held, in the ledger
+    await run.scheduler.close()
