@@ -8,6 +8,14 @@
     ├── PoisonEvent                   this event can never be processed: dead-letter it, move on
     ├── UndecodableRecords            fatal while running: the Kafka client cannot read a
     │                                 partition past an offset (the message names it)
+    ├── TaskDied                      fatal: a background task of the process died
+    │                                 (stream_router.health)
+    ├── MalformedMessage              an SQS message a watcher cannot parse: deleted, counted
+    │                                 (stream_router.watchers.messages)
+    ├── MalformedRequest              a review-requests record that is not a review request:
+    │                                 dead-lettered (stream_router.review.request)
+    ├── CorruptLedger                 fatal: a ledger record does not decode
+    │                                 (stream_router.review.ledger)
     └── UpstreamError                 a dependency failed; retriable unless said otherwise
         │                             (``retry_after_s`` hints when to try again)
         ├── ReviewThrottled           the review backend asks us to slow down: retry later

@@ -26,13 +26,15 @@ from typing import Protocol, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from stream_router.errors import StreamRouterError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Check = Callable[[], str | None]
 
 
-class TaskDied(RuntimeError):
+class TaskDied(StreamRouterError):
     """A supervised background task raised; the process must exit so it is restarted."""
 
 

@@ -26,9 +26,9 @@ _ATTEMPT_RE = re.compile(rf"^(.*[0-9a-f]{{{_HASH_CHARS}}})-a([2-9])$")
 _NOT_ALLOWED = re.compile(r"[^a-z0-9]+")
 
 
-def loop_name(event_id: str, policy_version: str, namespace: str = "") -> str:
-    """The human loop name for an event; ``namespace`` separates deployments sharing an account."""
-    digest = hashlib.sha256(f"{namespace}\x1f{event_id}\x1f{policy_version}".encode()).hexdigest()
+def loop_name(event_id: str, policy_version: str) -> str:
+    """The human loop name for an event under a policy version."""
+    digest = hashlib.sha256(f"\x1f{event_id}\x1f{policy_version}".encode()).hexdigest()
     prefix = _NOT_ALLOWED.sub("-", event_id.lower()).strip("-")[:_PREFIX_CHARS].strip("-")
     tail = digest[:_HASH_CHARS]
     return f"{prefix}-{tail}" if prefix else tail

@@ -173,6 +173,7 @@ class ReviewService:
             ),
             metrics=metrics,
             die=self.supervisor.died,
+            max_entry_bytes=settings.kafka.max_record_bytes,
             clock=clock,
             monotonic=monotonic,
         )

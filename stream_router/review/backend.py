@@ -1,7 +1,7 @@
 """The review-backend interface: what the review path needs from a human-review service.
 
 A2I (``stream_router.aws.a2i.A2IReviewBackend``) is the first implementation; others (a
-self-hosted queue, Label Studio) slot in behind the same five capabilities without touching ingest
+self-hosted queue, Label Studio) slot in behind the same four capabilities without touching ingest
 or the ledger. Backend specifics (ARNs, S3 URIs, error codes) stay behind this interface: the
 review path sees names, flows, states, results and the errors below.
 
@@ -79,7 +79,7 @@ class ReviewResult:
 
 
 class ReviewBackend(Protocol):
-    """Start, describe, stop, fetch the result of, and list human reviews.
+    """Start, describe, fetch the result of, and list human reviews.
 
     ``max_input_chars`` is the longest InputContent (characters of its JSON) the backend takes;
     the starter refuses longer content without a call (``OVERSIZE``).
@@ -93,10 +93,6 @@ class ReviewBackend(Protocol):
 
     async def describe(self, name: str) -> ReviewState | None:
         """The review's state, or None when the backend does not know the name."""
-        ...
-
-    async def stop(self, name: str) -> None:
-        """Ask the backend to stop the review (it may still finish with output)."""
         ...
 
     async def fetch_result(self, state: ReviewState) -> ReviewResult:

@@ -55,11 +55,6 @@ class FakeReviewBackend:
     async def describe(self, name: str) -> ReviewState | None:
         return self.states.get(name)
 
-    async def stop(self, name: str) -> None:
-        state = self.states.get(name)
-        if state is not None and not state.status.terminal:
-            self._set(name, ReviewStatus.STOPPED)
-
     async def fetch_result(self, state: ReviewState) -> ReviewResult:
         return self.results[state.name]
 

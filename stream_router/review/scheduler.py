@@ -168,6 +168,7 @@ class ReviewScheduler:
         die: Callable[[str, BaseException], None],
         retry: RetryPolicy | None = None,
         capacity_pause_s: float = CAPACITY_PAUSE_S,
+        max_entry_bytes: int = 1_000_000,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -184,6 +185,7 @@ class ReviewScheduler:
         self.die = die
         self.retry = retry or RetryPolicy()
         self.capacity_pause_s = capacity_pause_s
+        self.max_entry_bytes = max_entry_bytes
         self.clock = clock
         self.monotonic = monotonic
         self.partitions: dict[int, _Partition] = {}
@@ -309,7 +311,17 @@ class ReviewScheduler:
         if request.loop_name in owned.ledger.entries:
             self.metrics.requests_duplicate.inc()
             return  # a redelivery: its entry (in whatever state) is the record of it
-        await self._put(owned, pending(request, self.clock()))
+        entry = pending(request, self.clock())
+        size = len(encode(entry))
+        if size > self.max_entry_bytes:
+            # Too large for the ledger (and so for any review input): the model's decision
+            # stands, published without the event, and only the closed entry is recorded.
+            reason = (f"the request's ledger entry is {size} bytes; kafka.max_record_bytes is "
+                      f"{self.max_entry_bytes}")  # fmt: skip
+            oversize = StartResult(StartDecision.OVERSIZE, entry.name, entry.flow, 1, reason=reason)
+            await self._not_started(owned, entry, request, oversize)
+            return
+        await self._put(owned, entry)
 
     async def take_loop_event(self, partition: int, event: LoopEvent) -> None:
         """A watcher's notice: the open attempt it names has ENDED (others change nothing)."""
@@ -390,7 +402,8 @@ class ReviewScheduler:
                 owned.open += 1
             if entry.state is State.CLOSED:
                 owned.closed.append((entry.since_s, entry.first_name))
-            self._schedule(owned, entry)
+            # A held entry is checked again now: the limits may have changed since it was held.
+            self._schedule(owned, entry, self.clock() if entry.state is State.HELD else None)
         owned.loaded.set()
         self._publish_in_flight()
         self._release()  # starts waited for every ledger to be read
@@ -533,7 +546,11 @@ class ReviewScheduler:
                 self.metrics.budget_remaining.labels(request.route, window).set(left)
         if result.decision in (StartDecision.STARTED, StartDecision.ALREADY_STARTED):
             started = entry.moved(
-                State.STARTED, now, started_s=now, deadline_s=now + review.review_deadline_s
+                State.STARTED,
+                now,
+                started_s=now,
+                deadline_s=now + review.review_deadline_s,
+                due_s=None,
             )
             await self._put(owned, started)
             if result.decision is StartDecision.ALREADY_STARTED:
@@ -667,7 +684,7 @@ class ReviewScheduler:
         for owned in self.partitions.values():
             blocked, owned.blocked = owned.blocked, []
             for entry in blocked:
-                self._schedule(owned, entry)
+                self._schedule(owned, entry, self.clock())  # it was due when it was blocked
 
     def _publish_in_flight(self) -> None:
         self.metrics.in_flight.set(self.in_flight())

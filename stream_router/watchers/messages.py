@@ -24,6 +24,7 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
+from stream_router.errors import StreamRouterError
 from stream_router.review.backend import ReviewStatus
 from stream_router.review.events import EventSource, LoopEvent, epoch_s
 
@@ -34,7 +35,7 @@ LOOP_NAME = re.compile(r"[a-z0-9](-*[a-z0-9])*")
 MAX_LOOP_NAME = 63
 
 
-class MalformedMessage(ValueError):
+class MalformedMessage(StreamRouterError, ValueError):
     """A message body that is not the event it should be; the reason never quotes the body."""
 
 

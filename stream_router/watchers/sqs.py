@@ -12,7 +12,8 @@ on. Messages that are not the expected event (not JSON, wrong shape) are logged 
 body, counted in ``counts.unparseable`` and deleted, so they cannot come back forever; valid
 messages with nothing to report (other detail-types, ``s3:TestEvent``, other keys) are deleted
 and counted in ``counts.ignored``. SQS errors and emit failures back off exponentially
-(``backoff_initial_s`` doubling up to ``backoff_max_s``); setting ``stop`` ends the back-off at
+(``backoff_initial_s`` doubling up to ``backoff_max_s``, jittered: the review path's one retry
+policy, ``review/retry.py``); setting ``stop`` ends the back-off at
 once, and ends ``run`` when the poll in progress returns (at most ``wait_time_s``).
 
 ``on_poll``, when given, is called with the counters after every poll (its messages handled, or
@@ -35,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stream_router.aws.clients import AwsClients
 from stream_router.errors import ConfigError
 from stream_router.review.events import LoopEvent
+from stream_router.review.retry import RetryPolicy
 from stream_router.settings import WatchersSettings
 from stream_router.watchers.messages import (
     MalformedMessage,
@@ -120,8 +122,7 @@ class SqsWatcher(ABC):
         }
         if visibility_timeout_s is not None:
             self._receive_args["VisibilityTimeout"] = visibility_timeout_s
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
+        self._retry = RetryPolicy(base_s=backoff_initial_s, max_s=backoff_max_s)
         self._clock = clock
         self._on_poll = on_poll
         self.counts = WatcherCounts()
@@ -236,7 +237,7 @@ class SqsWatcher(ABC):
             self._on_poll(self.counts)
 
     def _backoff(self, failures: int) -> float:
-        return float(min(self._backoff_max_s, self._backoff_initial_s * 2 ** (failures - 1)))
+        return self._retry.delay(failures)
 
 
 class EventBridgeSqsWatcher(SqsWatcher):

@@ -469,4 +469,12 @@ async def test_over_budget_requests_are_held_in_the_ledger_across_a_restart() ->
     await run.settle()
     states = Counter(e.state for e in run.world.entries().values())
     assert states == {State.STARTED: 2, State.HELD: 2}  # the held ones stay held, in the ledger
+    # A raised budget: the new owner checks held entries again at once and starts them.
+    run.review = settings(budgets={"general": {"per_day": 100}}, budget_fallback="hold")
+    await run.restart()
+    await run.world.until(
+        lambda: Counter(e.state for e in run.world.entries().values()) == {State.STARTED: 4},
+        "all four started",
+    )
+    assert max(run.backend.created.values()) == 1
     await run.scheduler.close()

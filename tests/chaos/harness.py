@@ -1,0 +1,555 @@
+"""The chaos run: a steady prediction stream through every fault at once, then an account.
+
+On the sandbox (Apache Kafka, moto, the A2I emulator with simulated reviewers), one ingest
+process and two review processes (so partitions move between them) route a steady stream of
+predictions while a schedule of faults strikes, overlapping:
+
+- SIGKILL of the ingest process and of each review process, each restarted after a pause;
+- a broker restart (records, offsets and the ledger survive it);
+- emulator storms: throttling (a low request quota: 429), 500s, the open-loops quota (402),
+  added latency; and an emulator restart;
+- windows in which S3 and SQS do not answer (the moto server is stopped with SIGSTOP);
+- duplicate, late and out-of-order completion notices (copies of EventBridge events sent to
+  the watchers' queue long after the fact);
+- a removed and a corrupted output.json.
+
+Then the faults stop, every process is running, and :func:`account` reads the output and
+dead-letter topics whole and accounts for every input event by id:
+
+- exactly one final outcome per event (identical redeliveries counted separately);
+- no conflicting outcomes; no event with a second first loop (the emulator's loops by name);
+  no loop without an outcome;
+- recovery time after each fault: from the fault's end to the next outcome published.
+
+``scripts/chaos`` runs it (``--long`` for the on-demand length); ``tests/chaos/test_chaos.py``
+runs a short one in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream_router.naming import first_name_of
+from stream_router.sandbox.process import ManagedProcess
+from stream_router.sandbox.settings import FlowDefinition, Latency, Reviewers, SandboxSettings
+from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from stream_router.settings import Settings
+from stream_router.topics import create_topics
+
+PARTITIONS = 4
+LABELS = ["cat", "dog", "bird", "other"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how hard: the short run for CI, the long one on demand."""
+
+    duration_s: float
+    rate_per_s: float
+    kills_per_role: int
+    settle_s: float = 300.0
+
+    @classmethod
+    def short(cls) -> Plan:
+        return cls(duration_s=100.0, rate_per_s=20.0, kills_per_role=2, settle_s=300.0)
+
+    @classmethod
+    def long(cls) -> Plan:
+        return cls(duration_s=900.0, rate_per_s=30.0, kills_per_role=10, settle_s=600.0)
+
+
+@dataclass
+class Fault:
+    kind: str
+    started_s: float
+    ended_s: float | None = None
+
+
+@dataclass
+class Report:
+    events: int
+    outcomes: int
+    lost: list[str]
+    conflicting: dict[str, list[str]]
+    duplicate_identical: int
+    duplicate_loops: int
+    loops_without_outcome: list[str]
+    kills: Counter[str]
+    recovery_s: dict[str, list[float]]
+    faults: list[Fault] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"events {self.events}, outcomes {self.outcomes}, lost {len(self.lost)}, "
+            f"conflicting {len(self.conflicting)}, duplicate-identical "
+            f"{self.duplicate_identical}, duplicate loops {self.duplicate_loops}, "
+            f"loops without outcome {len(self.loops_without_outcome)}",
+            "kills: " + ", ".join(f"{role} {n}" for role, n in sorted(self.kills.items())),
+        ]
+        for kind, times in sorted(self.recovery_s.items()):
+            out.append(
+                f"recovery after {kind} ({len(times)}): median {statistics.median(times):.1f} s, "
+                f"max {max(times):.1f} s"
+            )
+        if self.lost:
+            out.append(f"lost (first 10): {self.lost[:10]}")
+        if self.conflicting:
+            out.append(f"conflicting (first 5): {dict(list(self.conflicting.items())[:5])}")
+        return out
+
+    @property
+    def clean(self) -> bool:
+        return not (
+            self.lost or self.conflicting or self.duplicate_loops or self.loops_without_outcome
+        )
+
+
+def sandbox_settings() -> SandboxSettings:
+    quick = Reviewers(
+        pickup=Latency(distribution="fixed", median_s=1.0),
+        work=Latency(distribution="fixed", median_s=1.0),
+    )
+    return SandboxSettings(flow_definitions=[FlowDefinition(name="chaos", reviewers=quick)])
+
+
+def router_settings(info: SandboxInfo, tag: str, work: Path) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap_servers": info.bootstrap_servers, "session_timeout_s": 6,
+                  "heartbeat_interval_s": 1},
+        "ingest": {"input_topics": [f"chaos-in-{tag}"], "output_topic": f"chaos-out-{tag}",
+                   "review_requests_topic": f"chaos-rr-{tag}",
+                   "dead_letter_topic": f"chaos-dlq-{tag}", "group_id": f"chaos-ingest-{tag}",
+                   "fetch_wait_s": 0.05},
+        "policies": {"version": "chaos", "routes": [{
+            "name": "general", "review_flow": info.flow_definition_arns["chaos"],
+            "policy": {"type": "confidence", "below": 0.7}}]},
+        "review": {"app_id": f"chaos-review-{tag}", "loop_events_topic": f"chaos-le-{tag}",
+                   "topic_partitions": PARTITIONS, "rate_per_s": 20, "burst": 5,
+                   "data_dir": str(work / "review-data"), "monitor_interval_s": 5,
+                   "catch_up_after_s": 15},
+        "watchers": {"event_queue_url": info.event_queue_url,
+                     "output_queue_url": info.output_queue_url, "wait_time_s": 1,
+                     "reconcile_interval_s": 10, "reconcile_grace_s": 20},
+        "topics": {"partitions": PARTITIONS},
+        "aws": {"region": info.region},
+        "metrics": {"enabled": False},
+        "logging": {"level": "INFO"},
+    }  # fmt: skip
+
+
+class Roles:
+    """The router's processes: one ingest, two review instances."""
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.config = config
+        self.env = env
+        self.procs: dict[str, ManagedProcess] = {}
+        self.kills: Counter[str] = Counter()
+
+    def _make(self, name: str) -> ManagedProcess:
+        role = "ingest" if name == "ingest" else "review"
+        data = self.config.parent / f"data-{name}"
+        env = {**self.env, "STREAM_ROUTER_REVIEW__DATA_DIR": str(data)}
+        return ManagedProcess(
+            f"chaos-{name}",
+            [sys.executable, "-m", "stream_router.cli", "run", "--role", role,
+             "--config", str(self.config)],
+            ready_pattern=r"assigned \d+ partitions|Worker ready|ledger read",
+            env=env,
+            log_path=self.config.parent / f"{name}.log",
+            stop_timeout_s=60,
+        )  # fmt: skip
+
+    def start(self, name: str) -> None:
+        proc = self._make(name)
+        proc.start()
+        self.procs[name] = proc
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.running():
+            proc.kill()
+            self.kills[name] += 1
+
+    def ensure_running(self) -> None:
+        for name in ("ingest", "review-a", "review-b"):
+            proc = self.procs.get(name)
+            if proc is None or not proc.running():
+                self.start(name)
+
+    async def stop(self) -> None:
+        for proc in self.procs.values():
+            await proc.stop_async()
+
+
+class Stream:
+    """The steady prediction stream, and what each event should become."""
+
+    def __init__(self, bootstrap: str, topic: str, tag: str, rate_per_s: float) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.tag = tag
+        self.rate_per_s = rate_per_s
+        self.sent: dict[str, str] = {}  # event id -> "review" or "accepted"
+
+    async def run(self, duration_s: float) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            request_timeout_ms=120_000, retry_backoff_ms=500,
+        )  # fmt: skip
+        await producer.start()
+        try:
+            start = time.monotonic()
+            index = 0
+            while time.monotonic() - start < duration_s:
+                due = start + index / self.rate_per_s
+                await asyncio.sleep(max(0.0, due - time.monotonic()))  # pacing the stream
+                event_id = f"{self.tag}-e{index}"
+                unsure = index % 3 == 0
+                event = {"event_id": event_id, "label": LABELS[index % 4],
+                         "ground_truth": LABELS[(index + index % 2) % 4],
+                         "confidence": 0.5 if unsure else 0.95}  # fmt: skip
+                await producer.send(self.topic, orjson.dumps(event), key=event_id.encode())
+                self.sent[event_id] = "review" if unsure else "accepted"
+                index += 1
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+
+class Outcomes:
+    """Reads the output and dead-letter topics as they grow."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.records: list[tuple[str, float, dict[str, Any]]] = []
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
+                                          enable_auto_commit=False)  # fmt: skip
+        await self._consumer.start()
+        tps = [TopicPartition(t, p) for t in self.topics for p in range(PARTITIONS)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+
+    async def poll(self) -> None:
+        assert self._consumer is not None
+        try:
+            batches = await self._consumer.getmany(timeout_ms=500)
+        except KafkaError:  # the broker restarts: read again on the next poll
+            return
+        for tp, records in batches.items():
+            for record in records:
+                if record.value is not None:
+                    value = orjson.loads(record.value)
+                    self.records.append((tp.topic, record.timestamp / 1000, value))
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def by_event(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = defaultdict(list)
+        for _, _, value in self.records:
+            event_id, verdict = verdict_of(value)
+            if event_id is not None:
+                found[event_id].append(verdict)
+        return found
+
+
+def verdict_of(value: dict[str, Any]) -> tuple[str | None, str]:
+    """(event id, what became of it) of an output or dead-letter record."""
+    if "decision" in value:
+        review = value.get("review") or {}
+        detail = review.get("label") or review.get("failure_code") or ""
+        return value.get("event_id"), f"{value['decision']}:{json.dumps(detail)}"
+    request = value.get("review_request")
+    if isinstance(request, dict):
+        return request.get("event_id"), f"dead-lettered:{value.get('reason_class')}"
+    return None, "dead-lettered"  # an input that never became an event
+
+
+class Faults:
+    """The fault schedule, each fault recorded with its window."""
+
+    def __init__(self, sandbox: Sandbox, roles: Roles, rng: random.Random) -> None:
+        self.sandbox = sandbox
+        self.roles = roles
+        self.rng = rng
+        self.log: list[Fault] = []
+
+    async def _window(self, kind: str, begin: Callable[[], Awaitable[None]],
+                      end: Callable[[], Awaitable[None]], length_s: float) -> None:  # fmt: skip
+        fault = Fault(kind, time.monotonic())
+        self.log.append(fault)
+        await begin()
+        try:
+            await asyncio.sleep(length_s)  # the fault's window
+        finally:
+            await end()
+            fault.ended_s = time.monotonic()
+
+    async def kill(self, name: str) -> None:
+        async def down() -> None:
+            self.roles.kill(name)
+
+        async def up() -> None:
+            self.roles.start(name)
+
+        await self._window(f"kill {name}", down, up, self.rng.uniform(1.0, 4.0))
+
+    async def storm(self) -> None:
+        storms: list[tuple[str, dict[str, Any]]] = [
+            ("429 storm", {"quota_rps": 3.0, "quota_burst": 1}),
+            ("500 storm", {"internal_error_rate": 0.3}),
+            ("402 storm", {"max_active_loops": 5}),
+            ("latency storm", {"extra_latency_s": 1.5}),
+        ]  # fmt: skip
+        kind, changes = self.rng.choice(storms)
+        calm = {"quota_rps": None, "internal_error_rate": 0.0, "max_active_loops": None,
+                "extra_latency_s": 0.0}  # fmt: skip
+
+        async def begin() -> None:
+            await self.sandbox.a2i.set_faults(**changes)
+
+        async def end() -> None:
+            await self.sandbox.a2i.set_faults(**calm)
+
+        await self._window(kind, begin, end, 10.0)
+
+    async def aws_silent(self) -> None:
+        pid = self.sandbox.moto.process.pid
+        assert pid is not None
+
+        async def begin() -> None:
+            os.kill(pid, signal.SIGSTOP)
+
+        async def end() -> None:
+            os.kill(pid, signal.SIGCONT)
+
+        await self._window("S3 and SQS silent", begin, end, 10.0)
+
+    async def broker_restart(self) -> None:
+        async def begin() -> None:
+            await self.sandbox.broker.restart()
+
+        async def nothing() -> None:
+            return None
+
+        await self._window("broker restart", begin, nothing, 0.0)
+
+    async def emulator_restart(self) -> None:
+        async def begin() -> None:
+            await self.sandbox.a2i.restart()
+
+        async def nothing() -> None:
+            return None
+
+        await self._window("emulator restart", begin, nothing, 0.0)
+
+    async def notices(self, info: SandboxInfo) -> None:
+        """Copies of old completion events, sent again late and out of order."""
+        sqs = boto3.client("sqs", endpoint_url=info.aws_endpoint_url, region_name=info.region,
+                           aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
+        a2i = boto3.client("sagemaker-a2i-runtime", endpoint_url=info.a2i_endpoint_url,
+                           region_name=info.region, aws_access_key_id="x",
+                           aws_secret_access_key="x")  # fmt: skip
+        fault = Fault("duplicate and late notices", time.monotonic())
+        self.log.append(fault)
+        loops = await asyncio.to_thread(_loops, a2i, info.flow_definition_arns["chaos"])
+        ended = [loop for loop in loops if loop["HumanLoopStatus"] != "InProgress"]
+        self.rng.shuffle(ended)
+        for loop in ended[:20]:
+            body = _status_event(loop, info)
+            for _ in range(self.rng.choice([1, 2])):
+                await asyncio.to_thread(sqs.send_message, QueueUrl=info.event_queue_url,
+                                        MessageBody=json.dumps(body))  # fmt: skip
+        fault.ended_s = time.monotonic()
+
+    async def outputs(self, info: SandboxInfo) -> None:
+        """Remove one output.json and corrupt another, of loops still open."""
+        s3 = boto3.client("s3", endpoint_url=info.aws_endpoint_url, region_name=info.region,
+                          aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
+        fault = Fault("removed and corrupted output.json", time.monotonic())
+        self.log.append(fault)
+        listing = await asyncio.to_thread(
+            s3.list_objects_v2, Bucket=info.output_bucket, Prefix=info.output_prefix
+        )
+        keys = [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("output.json")]
+        if len(keys) >= 2:
+            removed, corrupted = self.rng.sample(keys[-40:], 2)
+            await asyncio.to_thread(s3.delete_object, Bucket=info.output_bucket, Key=removed)
+            await asyncio.to_thread(s3.put_object, Bucket=info.output_bucket, Key=corrupted,
+                                    Body=b"{not json")  # fmt: skip
+        fault.ended_s = time.monotonic()
+
+
+def _loops(a2i: Any, flow: str) -> list[dict[str, Any]]:
+    return [
+        summary
+        for page in a2i.get_paginator("list_human_loops").paginate(FlowDefinitionArn=flow)
+        for summary in page["HumanLoopSummaries"]
+    ]
+
+
+def _status_event(loop: dict[str, Any], info: SandboxInfo) -> dict[str, Any]:
+    name = loop["HumanLoopName"]
+    output = None
+    if loop["HumanLoopStatus"] == "Completed":
+        output = {"outputS3Uri": f"s3://{info.output_bucket}/{info.output_prefix}/{name}"}
+    return {
+        "version": "0", "id": str(uuid.uuid4()),
+        "detail-type": "SageMaker A2I HumanLoop Status Change", "source": "aws.sagemaker",
+        "account": "123456789012", "time": "2026-12-02T00:00:00Z", "region": info.region,
+        "resources": [], "detail": {
+            "creationTime": "2026-12-02T00:00:00Z", "failureCode": None, "failureReason": None,
+            "flowDefinitionArn": info.flow_definition_arns["chaos"],
+            "humanLoopArn": f"arn:aws:sagemaker:{info.region}:123456789012:human-loop/{name}",
+            "humanLoopName": name, "humanLoopOutput": output,
+            "humanLoopStatus": loop["HumanLoopStatus"],
+        },
+    }  # fmt: skip
+
+
+async def run(plan: Plan, work: Path, seed: int = 0, echo: Callable[[str], None] = print) -> Report:
+    """One chaos run on a fresh sandbox (see the module docstring); returns the account."""
+    rng = random.Random(seed)
+    tag = uuid.uuid4().hex[:6]
+    async with Sandbox(sandbox_settings(), broker="kafka", state_dir=work / "sandbox") as sandbox:
+        info = sandbox.info()
+        raw = router_settings(info, tag, work)
+        config = work / "router.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        await create_topics(Settings.model_validate(raw))
+        await sandbox.broker.create_topics([f"chaos-in-{tag}"], partitions=PARTITIONS)
+        roles = Roles(config, info.router_env())
+        roles.ensure_running()
+        stream = Stream(info.bootstrap_servers, f"chaos-in-{tag}", tag, plan.rate_per_s)
+        outcomes = Outcomes(info.bootstrap_servers, [f"chaos-out-{tag}", f"chaos-dlq-{tag}"])
+        await outcomes.start()
+        faults = Faults(sandbox, roles, rng)
+        producing = asyncio.ensure_future(stream.run(plan.duration_s))
+        reading = asyncio.ensure_future(_read_until(outcomes, producing, stream, plan))
+        try:
+            await _schedule(faults, plan, info, echo)
+            await producing
+            roles.ensure_running()
+            echo(f"stream done: {len(stream.sent)} events; waiting for every outcome")
+            await reading
+        finally:
+            producing.cancel()
+            reading.cancel()
+            await roles.stop()
+            await outcomes.stop()
+        a2i = boto3.client("sagemaker-a2i-runtime", endpoint_url=info.a2i_endpoint_url,
+                           region_name=info.region, aws_access_key_id="x",
+                           aws_secret_access_key="x")  # fmt: skip
+        loops = await asyncio.to_thread(_loops, a2i, info.flow_definition_arns["chaos"])
+    return account(stream.sent, outcomes, loops, roles.kills, faults.log)
+
+
+async def _schedule(faults: Faults, plan: Plan, info: SandboxInfo,
+                    echo: Callable[[str], None]) -> None:  # fmt: skip
+    """Every fault at least once, kills ``kills_per_role`` times per role, overlapping."""
+    steps: list[Callable[[], Awaitable[None]]] = []
+    for name in ("ingest", "review-a", "review-b"):
+        steps += [lambda n=name: faults.kill(n)] * plan.kills_per_role  # type: ignore[misc]
+    steps += [faults.storm] * max(4, plan.kills_per_role)
+    steps += [faults.aws_silent] * max(1, plan.kills_per_role // 3)
+    steps += [faults.broker_restart, faults.emulator_restart]
+    steps += [lambda: faults.notices(info), lambda: faults.outputs(info)]
+    faults.rng.shuffle(steps)
+    gap = plan.duration_s * 0.85 / len(steps)
+    running: list[asyncio.Future[None]] = []
+    for step in steps:
+        await asyncio.sleep(faults.rng.uniform(0.3, 1.0) * gap * 2)  # the schedule's pacing
+        running.append(asyncio.ensure_future(step()))
+        echo(f"{time.strftime('%H:%M:%S')} fault: {faults.log[-1].kind if faults.log else '?'}")
+    await asyncio.gather(*running)
+
+
+async def _read_until(outcomes: Outcomes, producing: asyncio.Future[None], stream: Stream,
+                      plan: Plan) -> None:  # fmt: skip
+    deadline: float | None = None
+    while True:
+        await outcomes.poll()
+        if producing.done():
+            if deadline is None:
+                deadline = time.monotonic() + plan.settle_s
+            if set(outcomes.by_event()) >= set(stream.sent) or time.monotonic() > deadline:
+                return
+
+
+def account(
+    sent: dict[str, str],
+    outcomes: Outcomes,
+    loops: list[dict[str, Any]],
+    kills: Counter[str],
+    faults: list[Fault],
+) -> Report:
+    by_event = outcomes.by_event()
+    lost = sorted(set(sent) - set(by_event))
+    conflicting = {e: v for e, v in by_event.items() if e in sent and len(set(v)) > 1}
+    duplicates = sum(len(v) - 1 for e, v in by_event.items() if e in sent and len(set(v)) == 1)
+    first_loops = Counter(
+        loop["HumanLoopName"] for loop in loops if not loop["HumanLoopName"].endswith("-a2")
+    )
+    duplicate_loops = sum(n - 1 for n in first_loops.values() if n > 1)
+    named = {
+        value["review"]["loop_name"]
+        for _, _, value in outcomes.records
+        if value.get("review") and value["review"].get("loop_name")
+    } | {
+        value["review_request"]["loop_name"]
+        for _, _, value in outcomes.records
+        if isinstance(value.get("review_request"), dict)
+    }
+    with_outcome = {first_name_of(name) for name in named}
+    without = sorted(
+        loop["HumanLoopName"] for loop in loops
+        if first_name_of(loop["HumanLoopName"]) not in with_outcome
+    )  # fmt: skip
+    times = sorted(ts for _, ts, _ in outcomes.records)
+    recovery: dict[str, list[float]] = defaultdict(list)
+    epoch_offset = time.time() - time.monotonic()
+    for fault in faults:
+        if fault.ended_s is None:
+            continue
+        ended = fault.ended_s + epoch_offset
+        after = [ts for ts in times if ts >= ended]
+        if after:
+            recovery[fault.kind].append(after[0] - ended)
+    recovery = {k: v for k, v in recovery.items() if v}
+    return Report(
+        events=len(sent),
+        outcomes=sum(1 for e in by_event if e in sent),
+        lost=lost,
+        conflicting=conflicting,
+        duplicate_identical=duplicates,
+        duplicate_loops=duplicate_loops,
+        loops_without_outcome=without,
+        kills=kills,
+        recovery_s=recovery,
+        faults=faults,
+    )

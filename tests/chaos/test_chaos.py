@@ -1,0 +1,23 @@
+"""The short chaos run (the long one: ``scripts/chaos --long``); see ``tests/chaos/harness.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import Plan, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+
+async def test_every_event_ends_once_through_every_fault_at_once(tmp_path: Path) -> None:
+    report = await run(Plan.short(), tmp_path, seed=7)
+    text = "\n".join(report.lines())
+    print(text)  # the figures, in the test's output
+    assert report.events > 1000
+    assert report.lost == [], text
+    assert report.conflicting == {}, text
+    assert report.duplicate_loops == 0, text
+    assert report.loops_without_outcome == [], text
+    assert min(report.kills.values()) >= Plan.short().kills_per_role, text

@@ -1,0 +1,67 @@
+"""Ledger entries: the one wire format, every state round-trips, and what does not decode."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream_router.review.ledger import (
+    BUDGET_KEY,
+    CorruptLedger,
+    End,
+    PartitionLedger,
+    State,
+    decode,
+    encode,
+    pending,
+)
+from tests.unit.review.requests import review_request
+
+NOW = 1_700_000_000.0
+
+
+def test_every_state_round_trips() -> None:
+    entry = pending(review_request("e1"), NOW)
+    started = entry.moved(State.STARTED, NOW + 1, started_s=NOW + 1, deadline_s=NOW + 99)
+    ended = started.moved(State.ENDED, NOW + 2, end=End("Completed", "s3://b/k", source="s3"))
+    escalated = ended.moved(State.ESCALATED, NOW + 3, attempt=2, flow="fd-experts", end=None)
+    held = entry.moved(State.HELD, NOW + 4, due_s=NOW + 3600)
+    closed = ended.moved(State.CLOSED, NOW + 5, outcome="reviewed")
+    for each in (entry, started, ended, escalated, held, closed):
+        assert decode(encode(each)) == each
+    assert closed.request is None  # a closed entry drops its request
+    assert escalated.name == f"{entry.first_name}-a2"
+    assert [s.open for s in State] == [False, False, True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"{not json", "does not decode"),
+        (b'{"v": 1, "closed": true}', "ledger format 1"),
+        (b'{"v": 2, "state": "started"}', "does not decode"),
+    ],
+)
+def test_a_record_that_does_not_decode_is_an_error_naming_why(value: bytes, message: str) -> None:
+    with pytest.raises(CorruptLedger, match=message):
+        decode(value)
+
+
+def test_an_open_entry_without_its_request_is_corrupt() -> None:
+    entry = pending(review_request("e1"), NOW)
+    data = orjson.loads(encode(entry))
+    data["request"] = None
+    with pytest.raises(CorruptLedger, match="without a request"):
+        decode(orjson.dumps(data))
+
+
+def test_a_partition_applies_records_in_order_and_tombstones_delete() -> None:
+    ledger = PartitionLedger(0, next_offset=0)
+    entry = pending(review_request("e1"), NOW)
+    ledger.apply(entry.first_name, encode(entry))
+    ledger.apply(BUDGET_KEY, orjson.dumps({"general": {"hour_spent": 1}}))
+    assert ledger.entries[entry.first_name] == entry
+    assert ledger.budget == {"general": {"hour_spent": 1}}
+    ledger.apply(entry.first_name, None)
+    assert ledger.entries == {}
+    assert ledger.count(State.PENDING) == 0
