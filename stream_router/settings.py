@@ -341,7 +341,7 @@ class ReviewSettings(Section):
         8,
         ge=1,
         le=256,
-        description="Steps (starts, result fetches) each owned partition runs at once.",
+        description="Starts each owned partition runs at once, and as many result fetches.",
     )
     ledger_retention_s: float = Field(
         7 * 86_400.0,

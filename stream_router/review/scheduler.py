@@ -44,7 +44,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -129,12 +129,20 @@ class _Partition:
     blocked: list[Entry] = field(default_factory=list)  # startable, waiting for room in flight
     busy: set[str] = field(default_factory=set)
     parked: dict[str, tuple[float, int, str, Entry]] = field(default_factory=dict)
+    #: Steps under way per lane, and what waits for a place: starts wait for rate tokens, so
+    #: they have ``review.concurrency`` places of their own and never hold up results.
+    lanes: Counter[str] = field(default_factory=Counter)
+    waiting: dict[str, list[tuple[float, int, str, Entry]]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
     worker: asyncio.Task[None] | None = None
     steps: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def _lane(entry: Entry) -> str:
+    return "start" if entry.state.startable else "finish"
 
 
 @dataclass(frozen=True)
@@ -418,8 +426,6 @@ class ReviewScheduler:
             await self._prune(owned)
             now = self.clock()
             while owned.due and owned.due[0][0] <= now:
-                if len(owned.busy) >= self.review.concurrency:
-                    break
                 item = heapq.heappop(owned.due)
                 _, _, first, entry = item
                 if owned.ledger.entries.get(first) is not entry:
@@ -427,16 +433,21 @@ class ReviewScheduler:
                 if first in owned.busy:
                     owned.parked[first] = item  # queued again when its step ends
                     continue
+                lane = _lane(entry)
+                if owned.lanes[lane] >= self.review.concurrency:
+                    owned.waiting.setdefault(lane, []).append(item)  # requeued when one ends
+                    continue
                 if entry.state.startable and not self._room_to_start(owned, entry):
                     continue
                 if entry.state.startable:
                     self._starting += 1
+                owned.lanes[lane] += 1
                 step = asyncio.ensure_future(self._step(owned, entry))
                 owned.busy.add(first)
                 owned.steps.add(step)
                 step.add_done_callback(functools.partial(self._stepped, owned, entry))
             timeout = None
-            if owned.due and len(owned.busy) < self.review.concurrency:
+            if owned.due:
                 timeout = max(0.0, owned.due[0][0] - self.clock())
             if owned.closed:
                 prune_at = owned.closed[0][0] + self.review.ledger_retention_s - self.clock()
@@ -511,6 +522,10 @@ class ReviewScheduler:
         """A step ended (done, failed or cancelled, even before it ran): free its place."""
         owned.steps.discard(step)
         owned.busy.discard(entry.first_name)
+        lane = _lane(entry)
+        owned.lanes[lane] -= 1
+        for item in owned.waiting.pop(lane, []):
+            heapq.heappush(owned.due, item)
         if entry.state.startable:
             self._starting -= 1
             self._release()

@@ -19,7 +19,8 @@ dead-letter topics whole and accounts for every input event by id:
 - exactly one final outcome per event (identical redeliveries counted separately);
 - no conflicting outcomes; no event with a second first loop (the emulator's loops by name);
   no loop without an outcome;
-- recovery time after each fault: from the fault's end to the next outcome published.
+- recovery time after each fault: from the fault's end to the next outcome published (for a
+  fault of the review path, the next outcome of a review: accepted events flow meanwhile).
 
 ``scripts/chaos`` runs it (``--long`` for the on-demand length); ``tests/chaos/test_chaos.py``
 runs a short one in CI.
@@ -293,7 +294,10 @@ def verdict_of(value: dict[str, Any]) -> tuple[str | None, str]:
 class Faults:
     """The fault schedule, each fault recorded with its window."""
 
-    def __init__(self, sandbox: Sandbox, roles: Roles, rng: random.Random) -> None:
+    def __init__(
+        self, sandbox: Sandbox, roles: Roles, rng: random.Random, echo: Callable[[str], None]
+    ) -> None:
+        self.echo = echo
         self.sandbox = sandbox
         self.roles = roles
         self.rng = rng
@@ -303,6 +307,7 @@ class Faults:
                       end: Callable[[], Awaitable[None]], length_s: float) -> None:  # fmt: skip
         fault = Fault(kind, time.monotonic())
         self.log.append(fault)
+        self.echo(f"{time.strftime('%H:%M:%S')} fault: {kind} ({length_s:.0f} s)")
         await begin()
         try:
             await asyncio.sleep(length_s)  # the fault's window
@@ -377,6 +382,7 @@ class Faults:
                            aws_secret_access_key="x")  # fmt: skip
         fault = Fault("duplicate and late notices", time.monotonic())
         self.log.append(fault)
+        self.echo(f"{time.strftime('%H:%M:%S')} fault: {fault.kind}")
         loops = await asyncio.to_thread(_loops, a2i, info.flow_definition_arns["chaos"])
         ended = [loop for loop in loops if loop["HumanLoopStatus"] != "InProgress"]
         self.rng.shuffle(ended)
@@ -393,6 +399,7 @@ class Faults:
                           aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
         fault = Fault("removed and corrupted output.json", time.monotonic())
         self.log.append(fault)
+        self.echo(f"{time.strftime('%H:%M:%S')} fault: {fault.kind}")
         listing = await asyncio.to_thread(
             s3.list_objects_v2, Bucket=info.output_bucket, Prefix=info.output_prefix
         )
@@ -448,7 +455,7 @@ async def run(plan: Plan, work: Path, seed: int = 0, echo: Callable[[str], None]
         stream = Stream(info.bootstrap_servers, f"chaos-in-{tag}", tag, plan.rate_per_s)
         outcomes = Outcomes(info.bootstrap_servers, [f"chaos-out-{tag}", f"chaos-dlq-{tag}"])
         await outcomes.start()
-        faults = Faults(sandbox, roles, rng)
+        faults = Faults(sandbox, roles, rng, echo)
         producing = asyncio.ensure_future(stream.run(plan.duration_s))
         reading = asyncio.ensure_future(_read_until(outcomes, producing, stream, plan))
         try:
@@ -485,7 +492,6 @@ async def _schedule(faults: Faults, plan: Plan, info: SandboxInfo,
     for step in steps:
         await asyncio.sleep(faults.rng.uniform(0.3, 1.0) * gap * 2)  # the schedule's pacing
         running.append(asyncio.ensure_future(step()))
-        echo(f"{time.strftime('%H:%M:%S')} fault: {faults.log[-1].kind if faults.log else '?'}")
     await asyncio.gather(*running)
 
 
@@ -530,13 +536,18 @@ def account(
         loop["HumanLoopName"] for loop in loops
         if first_name_of(loop["HumanLoopName"]) not in with_outcome
     )  # fmt: skip
-    times = sorted(ts for _, ts, _ in outcomes.records)
+    every = sorted(ts for _, ts, _ in outcomes.records)
+    # Review outcomes: what a fault of the review path delays (accepted events flow meanwhile).
+    reviewed = sorted(
+        ts for _, ts, v in outcomes.records if v.get("review") or v.get("review_request")
+    )
     recovery: dict[str, list[float]] = defaultdict(list)
     epoch_offset = time.time() - time.monotonic()
     for fault in faults:
         if fault.ended_s is None:
             continue
         ended = fault.ended_s + epoch_offset
+        times = every if fault.kind == "kill ingest" else reviewed
         after = [ts for ts in times if ts >= ended]
         if after:
             recovery[fault.kind].append(after[0] - ended)
