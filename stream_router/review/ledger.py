@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -195,9 +195,6 @@ class PartitionLedger:
         else:
             self.entries[key] = decode(value)
 
-    def count(self, *states: State) -> int:
-        return sum(entry.state in states for entry in self.entries.values())
-
 
 class LedgerLog(Protocol):
     """Where the ledger is kept: a compacted topic partitioned like review-requests."""
@@ -229,12 +226,3 @@ class KafkaLedgerLog:
         async for record in self._reader.read(self.topic, partition, None, None):
             if record.key is not None:
                 yield record.key.decode(), record.value
-
-
-def entries_by_state(ledgers: Mapping[int, PartitionLedger]) -> dict[State, int]:
-    """How many entries each state has over ``ledgers`` (for metrics)."""
-    counts = dict.fromkeys(State, 0)
-    for ledger in ledgers.values():
-        for entry in ledger.entries.values():
-            counts[entry.state] += 1
-    return counts

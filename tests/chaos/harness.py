@@ -356,22 +356,18 @@ class Faults:
         await self._window("S3 and SQS silent", begin, end, 10.0)
 
     async def broker_restart(self) -> None:
-        async def begin() -> None:
-            await self.sandbox.broker.restart()
-
-        async def nothing() -> None:
-            return None
-
-        await self._window("broker restart", begin, nothing, 0.0)
+        await self._instant("broker restart", self.sandbox.broker.restart)
 
     async def emulator_restart(self) -> None:
-        async def begin() -> None:
-            await self.sandbox.a2i.restart()
+        await self._instant("emulator restart", self.sandbox.a2i.restart)
+
+    async def _instant(self, kind: str, action: Callable[[], Awaitable[None]]) -> None:
+        """A fault that is over once ``action`` returns (a restart)."""
 
         async def nothing() -> None:
             return None
 
-        await self._window("emulator restart", begin, nothing, 0.0)
+        await self._window(kind, action, nothing, 0.0)
 
     async def notices(self, info: SandboxInfo) -> None:
         """Copies of old completion events, sent again late and out of order."""

@@ -64,4 +64,3 @@ def test_a_partition_applies_records_in_order_and_tombstones_delete() -> None:
     assert ledger.budget == {"general": {"hour_spent": 1}}
     ledger.apply(entry.first_name, None)
     assert ledger.entries == {}
-    assert ledger.count(State.PENDING) == 0
