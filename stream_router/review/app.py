@@ -187,7 +187,6 @@ class ReviewService:
         app.agent(self.loop_events, name="loop-events", concurrency=1)(
             self._agent("loop-events", self._on_loop_events)
         )
-        self.task("open-backend", self._open, required=False)
         self.supervisor.heartbeat("monitor", review.monitor_interval_s)
         self.task("monitor", self._monitor_loop)
         self.reconciler = Reconciler(
@@ -264,7 +263,8 @@ class ReviewService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Before the worker starts: connect the direct reader, create the ledger if missing."""
+        """Before the worker starts: connect the direct reader, create the ledger if missing,
+        open the review backend."""
         await self.reader.start()
         review = self.settings.review
         created = await self.reader.ensure_topic(
@@ -275,6 +275,9 @@ class ReviewService:
         )
         if created:
             logger.info("created the review ledger topic %s", self.topics.ledger)
+        # Open before the worker starts: a partition's worker may need the backend as soon as
+        # it has read its ledger (an entry ended before a restart is published then).
+        await self._open()
 
     async def _open(self) -> None:
         opener = getattr(self.backend, "open", None)

@@ -95,6 +95,7 @@ class Report:
     duplicate_loops: int
     loops_without_outcome: list[str]
     kills: Counter[str]
+    exits: Counter[str]  #: processes that exited on their own (restarted, as k8s would)
     recovery_s: dict[str, list[float]]
     faults: list[Fault] = field(default_factory=list)
 
@@ -105,6 +106,8 @@ class Report:
             f"{self.duplicate_identical}, duplicate loops {self.duplicate_loops}, "
             f"loops without outcome {len(self.loops_without_outcome)}",
             "kills: " + ", ".join(f"{role} {n}" for role, n in sorted(self.kills.items())),
+            "exits on their own: "
+            + (", ".join(f"{r} {n}" for r, n in sorted(self.exits.items())) or "none"),
         ]
         for kind, times in sorted(self.recovery_s.items()):
             out.append(
@@ -120,7 +123,11 @@ class Report:
     @property
     def clean(self) -> bool:
         return not (
-            self.lost or self.conflicting or self.duplicate_loops or self.loops_without_outcome
+            self.lost
+            or self.conflicting
+            or self.duplicate_loops
+            or self.loops_without_outcome
+            or self.exits
         )
 
 
@@ -165,6 +172,8 @@ class Roles:
         self.env = env
         self.procs: dict[str, ManagedProcess] = {}
         self.kills: Counter[str] = Counter()
+        self.exits: Counter[str] = Counter()  #: exits on their own (not killed)
+        self._turns: dict[str, asyncio.Lock] = {}
 
     def _make(self, name: str) -> ManagedProcess:
         role = "ingest" if name == "ingest" else "review"
@@ -191,11 +200,23 @@ class Roles:
             proc.kill()
             self.kills[name] += 1
 
+    def turn(self, name: str) -> asyncio.Lock:
+        return self._turns.setdefault(name, asyncio.Lock())
+
     def ensure_running(self) -> None:
         for name in ("ingest", "review-a", "review-b"):
             proc = self.procs.get(name)
             if proc is None or not proc.running():
                 self.start(name)
+
+    async def supervise(self) -> None:
+        """As an orchestrator would: restart a process that exited on its own (counted)."""
+        while True:
+            for name, proc in list(self.procs.items()):
+                if not proc.running() and not self.turn(name).locked():
+                    self.exits[name] += 1
+                    self.start(name)
+            await asyncio.sleep(1.0)  # an orchestrator's probe period
 
     async def stop(self) -> None:
         for proc in self.procs.values():
@@ -322,7 +343,8 @@ class Faults:
         async def up() -> None:
             self.roles.start(name)
 
-        await self._window(f"kill {name}", down, up, self.rng.uniform(1.0, 4.0))
+        async with self.roles.turn(name):  # one kill of a role at a time: each one counts
+            await self._window(f"kill {name}", down, up, self.rng.uniform(1.0, 4.0))
 
     async def storm(self) -> None:
         storms: list[tuple[str, dict[str, Any]]] = [
@@ -453,6 +475,7 @@ async def run(plan: Plan, work: Path, seed: int = 0, echo: Callable[[str], None]
         await outcomes.start()
         faults = Faults(sandbox, roles, rng, echo)
         producing = asyncio.ensure_future(stream.run(plan.duration_s))
+        supervising = asyncio.ensure_future(roles.supervise())
         reading = asyncio.ensure_future(_read_until(outcomes, producing, stream, plan))
         try:
             await _schedule(faults, plan, info, echo)
@@ -463,13 +486,14 @@ async def run(plan: Plan, work: Path, seed: int = 0, echo: Callable[[str], None]
         finally:
             producing.cancel()
             reading.cancel()
+            supervising.cancel()
             await roles.stop()
             await outcomes.stop()
         a2i = boto3.client("sagemaker-a2i-runtime", endpoint_url=info.a2i_endpoint_url,
                            region_name=info.region, aws_access_key_id="x",
                            aws_secret_access_key="x")  # fmt: skip
         loops = await asyncio.to_thread(_loops, a2i, info.flow_definition_arns["chaos"])
-    return account(stream.sent, outcomes, loops, roles.kills, faults.log)
+    return account(stream.sent, outcomes, loops, roles.kills, roles.exits, faults.log)
 
 
 async def _schedule(faults: Faults, plan: Plan, info: SandboxInfo,
@@ -508,6 +532,7 @@ def account(
     outcomes: Outcomes,
     loops: list[dict[str, Any]],
     kills: Counter[str],
+    exits: Counter[str],
     faults: list[Fault],
 ) -> Report:
     by_event = outcomes.by_event()
@@ -557,6 +582,7 @@ def account(
         duplicate_loops=duplicate_loops,
         loops_without_outcome=without,
         kills=kills,
+        exits=exits,
         recovery_s=recovery,
         faults=faults,
     )

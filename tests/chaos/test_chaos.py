@@ -20,4 +20,5 @@ async def test_every_event_ends_once_through_every_fault_at_once(tmp_path: Path)
     assert report.conflicting == {}, text
     assert report.duplicate_loops == 0, text
     assert report.loops_without_outcome == [], text
+    assert report.exits == {}, text  # no process died of a fault it should survive
     assert min(report.kills.values()) >= Plan.short().kills_per_role, text
