@@ -72,7 +72,17 @@ class UpstreamError(StreamRouterError):
 
 
 class ReviewThrottled(UpstreamError):
-    """The review backend throttled us (or failed transiently); retry after a pause."""
+    """The review backend throttled us (or failed transiently); retry after a pause.
+
+    ``maybe_started``: the backend may have done the work before failing (a 5xx), so a start
+    that met it may have created the review; a 429 refused it for sure.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, maybe_started: bool = False
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.maybe_started = maybe_started
 
 
 class ReviewCapacityExceeded(UpstreamError):

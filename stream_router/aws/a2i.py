@@ -352,8 +352,10 @@ def _raise_translated(exc: ClientError, what: str) -> NoReturn:
     message = exc.response.get("Error", {}).get("Message", "")
     http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     detail = f"{what}: {code} ({message})"
-    if code in _THROTTLED or code == "InternalServerException" or http_status >= 500:
+    if code in _THROTTLED:
         raise ReviewThrottled(detail) from exc
+    if code == "InternalServerException" or http_status >= 500:
+        raise ReviewThrottled(detail, maybe_started=True) from exc
     if code == "ServiceQuotaExceededException":
         raise ReviewCapacityExceeded(detail) from exc
     if code in {"ValidationException", "ResourceNotFoundException"}:

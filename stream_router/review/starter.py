@@ -8,9 +8,10 @@ For one request :meth:`Starter.start` does, in order:
    the configured fallback), unless the review exists already (a redelivery: DescribeHumanLoop
    tells) → ``ALREADY_STARTED``;
 3. waits for a token of the shared rate limiter, then calls ``backend.start`` once:
-   - throttled (429, 5xx after the SDK's retries): the budget is refunded and
-     :class:`~stream_router.errors.ReviewThrottled` propagates; the caller pauses the limiter and
-     tries again later (``review/retry.py``, the one retry policy);
+   - throttled (429, 5xx after the SDK's retries): :class:`~stream_router.errors.ReviewThrottled`
+     propagates; the caller pauses the limiter and tries again later (``review/retry.py``, the
+     one retry policy). A 429 is refunded; a 5xx is not (the review may have been created, and
+     its retry then finds it started and refunds nothing twice);
    - capacity exceeded (402): :class:`~stream_router.errors.ReviewCapacityExceeded` propagates —
      the caller pauses starts until reviews end; the budget is refunded;
    - any other upstream error (the backend unreachable) propagates without a refund: the
@@ -132,7 +133,11 @@ class Starter:
                 else StartDecision.CONFLICT
             )
             return StartResult(decision, name, flow, attempt, reason=str(exc))
-        except (ReviewCapacityExceeded, ReviewThrottled):
+        except ReviewThrottled as exc:
+            if not exc.maybe_started:  # a 429 refused it; after a 5xx the review may exist
+                budget.refund(route, spent_at)
+            raise
+        except ReviewCapacityExceeded:
             budget.refund(route, spent_at)  # refused: no review was started
             raise
         if outcome.already_started:

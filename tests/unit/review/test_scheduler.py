@@ -155,7 +155,7 @@ class FaultyBackend(FakeReviewBackend):
         if roll < 2 * self.fault_rate / 3:
             raise ReviewCapacityExceeded("402")
         if roll < self.fault_rate:
-            raise ReviewThrottled("500 after the SDK's retries")
+            raise ReviewThrottled("500 after the SDK's retries", maybe_started=True)
         outcome = await super().start(name, flow, content)
         if not outcome.already_started:
             self.created[name] += 1

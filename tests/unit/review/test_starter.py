@@ -87,6 +87,21 @@ async def test_redelivery_with_budget_left_is_refunded() -> None:
     assert backend.start_calls == ["e1-loop", "e1-loop"]
 
 
+async def test_a_5xx_is_not_refunded_and_its_retry_costs_nothing_more() -> None:
+    """After a 5xx the review may exist: keeping the spend means it is counted either way."""
+    budget = Budget({"general": BudgetLimits(per_day=5)})
+    starter, backend, _ = make()
+    backend.fail_next(ReviewThrottled("500", maybe_started=True))
+    with pytest.raises(ReviewThrottled):
+        await starter.start(review_request(), name="e1-loop", flow="fd", attempt=1, budget=budget)
+    assert budget.remaining("general", NOW_S)["day"] == 4
+    retried = await starter.start(
+        review_request(), name="e1-loop", flow="fd", attempt=1, budget=budget
+    )
+    assert retried.decision is StartDecision.STARTED
+    assert budget.remaining("general", NOW_S)["day"] == 3  # over-counted by one, never under
+
+
 async def test_throttling_propagates_after_one_call_and_refunds() -> None:
     budget = Budget({"general": BudgetLimits(per_day=5)})
     starter, backend, time = make()
