@@ -315,7 +315,9 @@ class ReviewService:
         async for event in stream.events():
             with self.supervisor.handling("review-requests"):
                 message = event.message
-                await self.scheduler.take_request(message.partition, message.offset, event.value)
+                await self.scheduler.take_request(
+                    message.partition, message.offset, event.value, message.key, _ms(message)
+                )
 
     async def _on_loop_events(self, stream: Any) -> None:
         await self._opened.wait()
@@ -331,7 +333,7 @@ class ReviewService:
 
     async def _malformed_loop_event(self, message: Any, value: bytes, exc: Exception) -> None:
         source = SourceRef(message.topic, message.partition, message.offset, message.key,
-                           message.timestamp)  # fmt: skip
+                           _ms(message))  # fmt: skip
         logger.error("loop event at %s is malformed (%r); dead-lettered", source, exc)
         letter = dead_letter(value, source, MALFORMED_LOOP_EVENT, repr(exc), self.clock())
         await self._send_keyed(self.dead_letter, message.key, letter)
@@ -466,6 +468,11 @@ def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) 
             # ... and the process exits non-zero, so the orchestrator restarts it.
             raise SystemExit(EXIT_DIED) from None
         raise
+
+
+def _ms(message: Any) -> int | None:
+    """A faust message's timestamp (epoch seconds, a float) in epoch milliseconds."""
+    return None if message.timestamp is None else int(message.timestamp * 1000)
 
 
 def _secret(value: Any) -> str | None:

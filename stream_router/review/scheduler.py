@@ -247,7 +247,14 @@ class ReviewScheduler:
 
     # -- intake (the agents) -------------------------------------------------------------------
 
-    async def take_request(self, partition: int, offset: int, value: bytes | None) -> bool:
+    async def take_request(
+        self,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+    ) -> bool:
         """Record one review-requests record; returns once it is recorded (rule 1).
 
         Returns False, recording nothing, when the partition is not owned here (it moved in a
@@ -266,7 +273,7 @@ class ReviewScheduler:
                     "review-requests partition %d: offsets %d-%d were not delivered; re-read "
                     "%d record(s)", partition, ledger.next_offset, offset - 1, recovered,
                 )  # fmt: skip
-            await self._record(owned, offset, value)
+            await self._record(owned, offset, value, key, timestamp_ms)
             ledger.next_offset = max(ledger.next_offset, offset + 1)
         return True
 

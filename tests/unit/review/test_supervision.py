@@ -122,7 +122,8 @@ async def records(*events: Any) -> AsyncIterator[Any]:
 
 
 def request_event(partition: int, offset: int, value: bytes) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset), value=value)
+    message = SimpleNamespace(partition=partition, offset=offset, key=None, timestamp=0)
+    return SimpleNamespace(message=message, value=value)
 
 
 async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
@@ -138,7 +139,7 @@ async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
     await review._open()
     assert review.readiness_problem() == "no review partitions assigned"
 
-    async def broken(partition: int, offset: int, value: bytes) -> bool:
+    async def broken(partition: int, offset: int, value: bytes, *_: object) -> bool:
         raise KeyError("route")  # a bug: nothing handles it
 
     monkeypatch.setattr(review.scheduler, "take_request", broken)
