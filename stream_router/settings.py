@@ -303,8 +303,8 @@ class ReviewSettings(Section):
     )
     budget_fallback: Literal["hold", "accept-unreviewed", "dead-letter"] = Field(
         "hold",
-        description="When a budget is spent: hold (stop consuming review requests, Kafka keeps "
-        "them), accept-unreviewed (publish the model's decision), or dead-letter.",
+        description="When a budget is spent: hold (the request waits in the ledger until the "
+        "window resets), accept-unreviewed (publish the model's decision), or dead-letter.",
     )
     projection: list[str] = Field(
         default_factory=list,
