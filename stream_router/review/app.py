@@ -307,6 +307,8 @@ class ReviewService:
             if tp.topic == topic:
                 await self.scheduler.revoke(tp.partition)
                 self._commits.pop(tp.partition, None)
+                with contextlib.suppress(KeyError):  # another instance reports it now
+                    self.metrics.requests_backlog.remove(str(tp.partition))
 
     # -- agents ------------------------------------------------------------------------------
 
