@@ -7,7 +7,6 @@ timestamp of the oldest unrecorded request); time is a fake clock moved by the t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
