@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -99,6 +100,7 @@ class SqsWatcher(ABC):
         max_messages: int = 10,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 60.0,
+        rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         on_poll: Callable[[WatcherCounts], None] | None = None,
     ) -> None:
@@ -122,7 +124,9 @@ class SqsWatcher(ABC):
         }
         if visibility_timeout_s is not None:
             self._receive_args["VisibilityTimeout"] = visibility_timeout_s
-        self._retry = RetryPolicy(base_s=backoff_initial_s, max_s=backoff_max_s)
+        self._retry = RetryPolicy(
+            base_s=backoff_initial_s, max_s=backoff_max_s, rng=rng or random.Random()
+        )
         self._clock = clock
         self._on_poll = on_poll
         self.counts = WatcherCounts()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -343,6 +344,13 @@ async def test_sqs_errors_back_off_and_stop_interrupts_the_back_off(
     assert watcher.counts.received == 0
 
 
+class Ceiling(random.Random):
+    """A random source whose ``uniform(a, b)`` is always ``b``."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 async def test_sqs_errors_back_off_exponentially_up_to_the_cap(
     clients: AwsClients, sandbox_info: SandboxInfo
 ) -> None:
@@ -361,6 +369,7 @@ async def test_sqs_errors_back_off_exponentially_up_to_the_cap(
         wait_time_s=1,
         backoff_initial_s=0.2,
         backoff_max_s=0.4,
+        rng=Ceiling(),  # each delay at the top of its jitter range, to measure the growth
         on_poll=on_poll,
     )
     await run_until_counts(watcher, four_failures)
