@@ -173,6 +173,7 @@ class Roles:
         self.procs: dict[str, ManagedProcess] = {}
         self.kills: Counter[str] = Counter()
         self.exits: Counter[str] = Counter()  #: exits on their own (not killed)
+        self.lives: Counter[str] = Counter()
         self._turns: dict[str, asyncio.Lock] = {}
 
     def _make(self, name: str) -> ManagedProcess:
@@ -185,11 +186,12 @@ class Roles:
              "--config", str(self.config)],
             ready_pattern=r"assigned \d+ partitions|Worker ready|ledger read",
             env=env,
-            log_path=self.config.parent / f"{name}.log",
+            log_path=self.config.parent / f"{name}.{self.lives[name]}.log",  # one per life
             stop_timeout_s=60,
         )  # fmt: skip
 
     def start(self, name: str) -> None:
+        self.lives[name] += 1
         proc = self._make(name)
         proc.start()
         self.procs[name] = proc
