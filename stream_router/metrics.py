@@ -181,22 +181,30 @@ WATCHER_LAG_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 class ReviewMetrics:
     """The review path's metrics.
 
-    - ``stream_router_review_start_outcomes_total{route,outcome}``: started, already-started,
-      over-budget, oversize, rejected, conflict
-    - ``stream_router_review_start_throttled_total``: 429/5xx answers to starts
-    - ``stream_router_review_capacity_waits_total``: starts paused by the open-reviews quota
+    Metrics about what the review backend did carry its name, ``backend`` (``a2i`` or
+    ``label-studio``), so a dashboard can set two backends side by side.
+
+    - ``stream_router_review_start_outcomes_total{backend,route,outcome}``: started,
+      already-started, over-budget, oversize, rejected, conflict
+    - ``stream_router_review_start_throttled_total{backend}``: 429/5xx answers to starts
+    - ``stream_router_review_capacity_waits_total{backend}``: starts paused by the open-reviews
+      quota
     - ``stream_router_review_loops_in_flight``: reviews open (started, not yet published)
     - ``stream_router_review_budget_remaining{route,window}``: reviews left this hour/day
-    - ``stream_router_review_outcomes_total{outcome,status,route}``: reviewed, unreviewed,
-      dead-lettered, escalated, by the review's final status
-    - ``stream_router_review_loops_failed_total{code}``: failure codes (Expired, ...)
-    - ``stream_router_review_time_in_review_seconds``: review start to published result
+    - ``stream_router_review_outcomes_total{backend,outcome,status,route}``: reviewed,
+      unreviewed, dead-lettered, escalated, by the review's final status
+    - ``stream_router_review_loops_failed_total{backend,code}``: failure codes (Expired, ...)
+    - ``stream_router_review_time_in_review_seconds{backend}``: review start to published
+      result
     - ``stream_router_review_watcher_events_total{watcher}``: loop events forwarded
     - ``stream_router_review_watcher_last_poll_timestamp_seconds{watcher}``: stall detection
       (only a poll without errors counts)
     - ``stream_router_review_watcher_errors_total{watcher,kind}``: kind sqs, forward, unparseable
     - ``stream_router_review_watcher_event_lag_seconds{watcher}``: the event's own time (status
       change, object creation, a review's end) to its forwarding onto loop-events
+    - ``stream_router_review_webhook_posts_total{result}``: Label Studio's webhook posts
+    - ``stream_router_review_duplicate_reviews_removed_total{backend}``: second tasks of one
+      review deleted (Label Studio)
     - ``stream_router_review_requests_recovered_total``: review requests faust did not deliver,
       read directly and recorded (a gap in offsets, or left unrecorded too long)
     - ``stream_router_review_requests_duplicate_total``: copies of requests already recorded
@@ -213,24 +221,27 @@ class ReviewMetrics:
       retention
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, backend: str = "a2i") -> None:
         self.registry = registry
+        self.backend = backend
         self.start_outcomes = PromCounter(
             "stream_router_review_start_outcomes",
             "What happened to review requests at start.",
-            ["route", "outcome"],
+            ["backend", "route", "outcome"],
             registry=registry,
         )
         self.start_throttled = PromCounter(
             "stream_router_review_start_throttled",
             "Throttling or transient errors met while starting reviews.",
+            ["backend"],
             registry=registry,
-        )
+        ).labels(backend)
         self.capacity_waits = PromCounter(
             "stream_router_review_capacity_waits",
             "Starts paused because the backend's quota of open reviews was reached.",
+            ["backend"],
             registry=registry,
-        )
+        ).labels(backend)
         self.in_flight = Gauge(
             "stream_router_review_loops_in_flight",
             "Reviews started and not yet published.",
@@ -245,21 +256,22 @@ class ReviewMetrics:
         self.outcomes = PromCounter(
             "stream_router_review_outcomes",
             "Finished reviews by outcome and final status.",
-            ["outcome", "status", "route"],
+            ["backend", "outcome", "status", "route"],
             registry=registry,
         )
         self.failed = PromCounter(
             "stream_router_review_loops_failed",
             "Reviews that ended Failed, by failure code.",
-            ["code"],
+            ["backend", "code"],
             registry=registry,
         )
         self.time_in_review = Histogram(
             "stream_router_review_time_in_review_seconds",
             "From the review's start to its published result.",
+            ["backend"],
             buckets=REVIEW_BUCKETS_S,
             registry=registry,
-        )
+        ).labels(backend)
         self.watcher_events = PromCounter(
             "stream_router_review_watcher_events",
             "Loop events forwarded by each watcher.",
@@ -286,6 +298,20 @@ class ReviewMetrics:
             buckets=WATCHER_LAG_BUCKETS_S,
             registry=registry,
         )
+        self.webhook_posts = PromCounter(
+            "stream_router_review_webhook_posts",
+            "Label Studio webhook posts by result: queued (the review is checked), duplicate, "
+            "ignored (not an annotation of a review), refused (bad secret or body), dropped.",
+            ["result"],
+            registry=registry,
+        )
+        self.duplicates_removed = PromCounter(
+            "stream_router_review_duplicate_reviews_removed",
+            "Second tasks of one review found in the backend and deleted (Label Studio, whose "
+            "import is not idempotent).",
+            ["backend"],
+            registry=registry,
+        ).labels(backend)
         self.requests_recovered = PromCounter(
             "stream_router_review_requests_recovered",
             "Review requests faust did not deliver, read directly and recorded.",

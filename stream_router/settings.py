@@ -237,7 +237,8 @@ class RouteSettings(Section):
         description="Route name (lowercase, digits, - and _; at most 40 chars).",
     )
     review_flow: str = Field(
-        description="Where this route's reviews go; for A2I the flow definition ARN."
+        description="Where this route's reviews go: for A2I the flow definition ARN, for Label "
+        "Studio a key of review.label_studio.projects."
     )
     policy: dict[str, Any] = Field(description="The policy spec: {type: ..., params...}.")
     shadow: bool = Field(
@@ -271,8 +272,81 @@ class RouteBudget(Section):
     per_day: int | None = Field(None, ge=0, description="Reviews per UTC day.")
 
 
+class LabelStudioProject(Section):
+    """One flow of the Label Studio backend: the project its reviews go to."""
+
+    project: str | int = Field(
+        description="The Label Studio project: its id, or its title (unique among the token "
+        "user's projects)."
+    )
+    annotations_per_task: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Annotations that finish a review (like A2I's task count); the project "
+        "must hand each task to at least this many annotators (maximum_annotations).",
+    )
+    deadline_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="A task still short of annotations this long after it was created is "
+        "closed and its review fails with Expired (like A2I's task availability lifetime).",
+    )
+
+
+class LabelStudioWebhook(Section):
+    """The review role's endpoint for Label Studio's webhooks (ANNOTATION_CREATED/UPDATED)."""
+
+    enabled: bool = Field(True, description="Serve the endpoint and register it in Label Studio.")
+    host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in a container).")
+    port: int = Field(9102, ge=0, le=65535, description="Port to bind (0: any free port).")
+    public_url: str | None = Field(
+        None,
+        description="The URL Label Studio posts to (a load balancer's, in a cluster); default "
+        "http://<host>:<port>/label-studio/webhook.",
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="Sent by Label Studio in the X-Stream-Router-Secret header of every post; "
+        "posts without it are refused.",
+    )
+    register_on_start: bool = Field(
+        True,
+        description="Register public_url as a webhook of every configured project at start "
+        "(once per URL; left registered at stop).",
+    )
+
+
+class LabelStudioSettings(Section):
+    """The Label Studio review backend (review.backend: label-studio)."""
+
+    url: str = Field("http://127.0.0.1:8080", description="Label Studio's base URL.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="API token of a user who may create tasks in the projects (Label Studio's "
+        "Account & Settings; the legacy token type).",
+    )
+    projects: dict[str, LabelStudioProject] = Field(
+        default_factory=dict,
+        description="Flows by name (what routes' review_flow and escalation_flows name) -> "
+        "their Label Studio project.",
+    )
+    webhook: LabelStudioWebhook = Field(
+        LabelStudioWebhook(), description="The webhook endpoint (a completion signal)."
+    )
+    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one API call.")
+    page_size: int = Field(100, ge=1, le=1000, description="Tasks per page when listing.")
+
+
 class ReviewSettings(Section):
     """The review path: starting reviews, their limits, and what happens when they end."""
+
+    backend: Literal["a2i", "label-studio"] = Field(
+        "a2i", description="Who reviews: Amazon A2I, or a Label Studio server (label_studio)."
+    )
+    label_studio: LabelStudioSettings = Field(
+        LabelStudioSettings(), description="The Label Studio backend's settings."
+    )
 
     price_per_review_usd: float = Field(
         0.08, ge=0, description="Price of one human review, for cost estimates."
@@ -398,15 +472,21 @@ class AwsSettings(Section):
         return {service: url for service, url in urls.items() if url}
 
 
-WatcherName = Literal["eventbridge", "s3-output", "reconciler"]
-WATCHERS: tuple[WatcherName, ...] = ("eventbridge", "s3-output", "reconciler")
+WatcherName = Literal["eventbridge", "s3-output", "webhook", "reconciler"]
+#: The completion signals of each review backend, all on by default.
+BACKEND_WATCHERS: dict[str, tuple[WatcherName, ...]] = {
+    "a2i": ("eventbridge", "s3-output", "reconciler"),
+    "label-studio": ("webhook", "reconciler"),
+}
 
 
 class WatchersSettings(Section):
     """Completion watchers of the review role; any one of them finishes every review."""
 
-    enabled: list[WatcherName] = Field(
-        default_factory=lambda: list(WATCHERS), description="Which watchers run."
+    enabled: list[WatcherName] | None = Field(
+        None,
+        description="Which watchers run; default: every signal of the review backend (A2I: "
+        "eventbridge, s3-output, reconciler; Label Studio: webhook, reconciler).",
     )
     event_queue_url: str | None = Field(
         None, description="SQS queue receiving A2I status events from EventBridge."
@@ -425,11 +505,25 @@ class WatchersSettings(Section):
         "once it is this old (events and notifications usually come first).",
     )
 
-    def check_for_review(self) -> None:
+    def active(self, backend: str) -> tuple[WatcherName, ...]:
+        """The watchers that run with review backend ``backend``."""
+        signals = BACKEND_WATCHERS[backend]
+        if self.enabled is None:
+            return signals
+        foreign = sorted(set(self.enabled) - set(signals))
+        if foreign:
+            raise ConfigError(
+                f"watchers.enabled: {foreign} are not completion signals of review backend "
+                f"{backend} (its signals: {list(signals)})"
+            )
+        return tuple(self.enabled)
+
+    def check_for_review(self, backend: str = "a2i") -> None:
         """The review role needs the queues of its enabled SQS watchers."""
-        if "eventbridge" in self.enabled and not self.event_queue_url:
+        active = self.active(backend)
+        if "eventbridge" in active and not self.event_queue_url:
             raise ConfigError("watchers.event_queue_url: the eventbridge watcher needs it")
-        if "s3-output" in self.enabled and not self.output_queue_url:
+        if "s3-output" in active and not self.output_queue_url:
             raise ConfigError("watchers.output_queue_url: the s3-output watcher needs it")
 
 
@@ -550,6 +644,26 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first, so it overrides what the YAML file (passed as init data) says.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _flows_known_to_label_studio(self) -> Settings:
+        review = self.review
+        if review.backend != "label-studio":
+            return self
+        projects = review.label_studio.projects
+        if review.label_studio.api_token is None:
+            raise ValueError("review.label_studio.api_token: the Label Studio backend needs it")
+        named = [(f"policies.routes.{i}.review_flow", route.review_flow)
+                 for i, route in enumerate(self.policies.routes)]  # fmt: skip
+        named += [(f"review.escalation_flows.{route}", flow)
+                  for route, flow in review.escalation_flows.items()]  # fmt: skip
+        for where, flow in named:
+            if flow not in projects:
+                raise ValueError(
+                    f"{where}: flow {flow!r} is not in review.label_studio.projects "
+                    f"(known: {sorted(projects)})"
+                )
+        return self
 
     def topic_names(self) -> TopicNames:
         """The name of every topic the router uses, by role in the pipeline."""

@@ -5,7 +5,8 @@ assignment of review-requests and loop-events, one agent (one actor) on each, an
 It wires the parts of ``review/`` together::
 
     review-requests ──► agent ──► ReviewScheduler.take_request: recorded PENDING, then acked
-    watchers (SQS: EventBridge, S3 output) and the reconciler ──► loop-events
+    watchers (A2I: EventBridge and S3 output via SQS; Label Studio: its webhook posts)
+      and the reconciler ──► loop-events
     loop-events ──► agent ──► ReviewScheduler.take_loop_event: the open attempt is ENDED
     one worker per owned partition ──► start, hold, publish, escalate      (review/scheduler.py)
     the monitor ──► backlog and age metrics, readiness, records faust never delivered
@@ -43,12 +44,14 @@ from aiokafka.errors import KafkaError
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
 from stream_router.envelope import dead_letter
+from stream_router.labelstudio.backend import LabelStudioReviewBackend
+from stream_router.labelstudio.webhook import WebhookReceiver
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
-from stream_router.review.events import LoopEvent
+from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.ledger import KafkaLedgerLog, State
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.reader import PartitionReader
@@ -113,7 +116,8 @@ class ReviewService:
         clock: Any = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        settings.watchers.check_for_review()
+        settings.watchers.check_for_review(settings.review.backend)
+        active = settings.watchers.active(settings.review.backend)
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
@@ -129,9 +133,7 @@ class ReviewService:
                 max_attempts=settings.aws.max_attempts,
             )
         )
-        self.backend: Any = backend or A2IReviewBackend(
-            self.clients, content_classifiers=review.content_classifiers
-        )
+        self.backend: Any = backend or _backend(settings, self.clients, metrics, clock)
         limits = {
             route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
             for route, b in review.budgets.items()
@@ -197,13 +199,23 @@ class ReviewService:
             grace_s=settings.watchers.reconcile_grace_s,
             clock=clock,
         )
-        if "reconciler" in settings.watchers.enabled:
+        if "reconciler" in active:
             self.supervisor.heartbeat("reconciler", settings.watchers.reconcile_interval_s)
             self.task("reconciler", self._reconcile_loop)
-        watchers = sqs_watchers(settings.watchers, self.clients, self.emit, self._poll_reporter)
+        watchers = []
+        if review.backend == "a2i":
+            watchers = sqs_watchers(settings.watchers, self.clients, self.emit, self._poll_reporter)
         for watcher in watchers:
             self.supervisor.heartbeat(watcher.kind, float(settings.watchers.wait_time_s))
             self.task(watcher.kind, self._watch_task(watcher))
+        self.webhook: WebhookReceiver | None = None
+        if "webhook" in active and review.label_studio.webhook.enabled:
+            self.webhook = WebhookReceiver(
+                review.label_studio.webhook,
+                functools.partial(self.reconciler.report_if_finished, source=EventSource.WEBHOOK),
+                counted=lambda result: metrics.webhook_posts.labels(result).inc(),
+            )
+            self.task("webhook", self._webhook_task)
         app.on_before_shutdown.connect(self._shut_down)
 
     # -- supervision and readiness -----------------------------------------------------------
@@ -278,6 +290,11 @@ class ReviewService:
         # Open before the worker starts: a partition's worker may need the backend as soon as
         # it has read its ledger (an entry ended before a restart is published then).
         await self._open()
+        if self.webhook is not None:
+            await self.webhook.start()
+            if review.label_studio.webhook.register_on_start:
+                ids = list(self.backend.project_ids().values())
+                await self.webhook.register(self.backend.client, ids)
 
     async def _open(self) -> None:
         opener = getattr(self.backend, "open", None)
@@ -289,6 +306,8 @@ class ReviewService:
         """Stop in order: the workers and sweeps that use the backend, then the backend."""
         self._stop.set()  # watchers and an embedded ingest finish what they hold
         await self.scheduler.close()
+        if self.webhook is not None:
+            await self.webhook.stop()
         async with self._sweeping:
             closer = getattr(self.backend, "close", None)
             if closer is not None:
@@ -365,6 +384,11 @@ class ReviewService:
                 self.supervisor.beat(watcher)
 
         return report
+
+    async def _webhook_task(self) -> None:
+        await self._opened.wait()
+        assert self.webhook is not None
+        await self.webhook.run(self._stop)
 
     def _watch_task(self, watcher: SqsWatcher) -> Callable[[], Awaitable[None]]:
         async def watch() -> None:
@@ -470,6 +494,18 @@ def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) 
             # ... and the process exits non-zero, so the orchestrator restarts it.
             raise SystemExit(EXIT_DIED) from None
         raise
+
+
+def _backend(
+    settings: Settings, clients: AwsClients, metrics: ReviewMetrics, clock: Callable[[], float]
+) -> Any:
+    """The review backend ``review.backend`` names."""
+    review = settings.review
+    if review.backend == "label-studio":
+        return LabelStudioReviewBackend(
+            review.label_studio, clock=clock, removed=metrics.duplicates_removed.inc
+        )
+    return A2IReviewBackend(clients, content_classifiers=review.content_classifiers)
 
 
 def _ms(message: Any) -> int | None:

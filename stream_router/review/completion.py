@@ -85,6 +85,7 @@ class Completer:
                 observed_s=now,
                 started_s=entry.started_s,
                 status=state.status,
+                backend=self.settings.backend,
             )
             return Completion(Action.PUBLISH, "reviewed", record)
         return await self._failed(
@@ -115,5 +116,6 @@ class Completer:
             ended_s=self.clock(),
             loop_name=entry.name,
             review_flow=entry.flow,
+            backend=settings.backend,
         )
         return Completion(Action.PUBLISH, "unreviewed", record)

@@ -1,8 +1,9 @@
 """Loop events: what a watcher learned about a review, on the loop-events topic.
 
-Every watcher (EventBridge via SQS, S3 output notifications via SQS, the reconciler) turns what
-it sees into a :class:`LoopEvent` keyed by the review (human loop) name. Several events for one
-review are normal (each watcher, redeliveries); completion dedupes them.
+Every watcher (for A2I EventBridge via SQS and S3 output notifications via SQS, for Label
+Studio its webhook posts, and the reconciler) turns what it sees into a :class:`LoopEvent`
+keyed by the review (human loop) name. Several events for one review are normal (each watcher,
+redeliveries); completion dedupes them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def epoch_s(timestamp: object) -> float | None:
 class EventSource(StrEnum):
     EVENTBRIDGE = "eventbridge"
     S3_OUTPUT = "s3-output"
+    WEBHOOK = "webhook"  #: Label Studio's webhook post, checked with a describe
     RECONCILER = "reconciler"
 
 

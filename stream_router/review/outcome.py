@@ -1,7 +1,8 @@
 """Result envelopes (v1) for the review path: reviewed by people, or published unreviewed.
 
 Built from the review request (``review/request.py``, validated when it arrived) and what
-became of the review:
+became of the review, on either backend (``review.backend``: ``review.backend`` in the record
+names it; nothing else differs):
 
 - a :class:`~stream_router.review.consolidate.Consolidation` gives decision ``reviewed``: the
   model's ``prediction`` unchanged and a ``review`` object with the consolidated label,
@@ -53,6 +54,7 @@ def reviewed_record(
     observed_s: float,
     started_s: float | None = None,
     status: ReviewStatus = ReviewStatus.COMPLETED,
+    backend: str = "a2i",
 ) -> dict[str, Any]:
     """The envelope (as a dict) of a prediction people reviewed; see the module doc for times."""
     if status not in _WITH_OUTPUT:
@@ -64,6 +66,7 @@ def reviewed_record(
     model_label = record["prediction"]["label"]
     record["decision"] = "reviewed"
     record["review"] = {
+        "backend": backend,
         "loop_name": consolidation.name,
         "review_flow": consolidation.flow,
         "status": status.value,
@@ -90,11 +93,17 @@ def reviewed_envelope(
     observed_s: float,
     started_s: float | None = None,
     status: ReviewStatus = ReviewStatus.COMPLETED,
+    backend: str = "a2i",
 ) -> bytes:
     """:func:`reviewed_record` serialised for the output topic."""
     return orjson.dumps(
         reviewed_record(
-            request, consolidation, observed_s=observed_s, started_s=started_s, status=status
+            request,
+            consolidation,
+            observed_s=observed_s,
+            started_s=started_s,
+            status=status,
+            backend=backend,
         )
     )
 
@@ -108,6 +117,7 @@ def unreviewed_record(
     ended_s: float | None = None,
     loop_name: str | None = None,
     review_flow: str | None = None,
+    backend: str = "a2i",
 ) -> dict[str, Any]:
     """The envelope (as a dict) of a prediction published without a human review.
 
@@ -121,6 +131,7 @@ def unreviewed_record(
     requested_s = request.requested_s
     record["decision"] = "unreviewed"
     record["review"] = {
+        "backend": backend,
         "loop_name": loop_name if loop_name is not None else request.loop_name,
         "review_flow": review_flow if review_flow is not None else request.review_flow,
         "status": None if status is None else status.value,
@@ -140,6 +151,7 @@ def unreviewed_envelope(
     ended_s: float | None = None,
     loop_name: str | None = None,
     review_flow: str | None = None,
+    backend: str = "a2i",
 ) -> bytes:
     """:func:`unreviewed_record` serialised for the output topic."""
     return orjson.dumps(
@@ -151,6 +163,7 @@ def unreviewed_envelope(
             ended_s=ended_s,
             loop_name=loop_name,
             review_flow=review_flow,
+            backend=backend,
         )
     )
 

@@ -64,13 +64,17 @@ class Reconciler:
                 await self.report_if_finished(entry.name)
         self.metrics.watcher_last_poll.labels("reconciler").set(now)
 
-    async def report_if_finished(self, name: str) -> None:
+    async def report_if_finished(
+        self, name: str, source: EventSource = EventSource.RECONCILER
+    ) -> None:
+        """Describe review ``name``; when it has ended, emit what the backend says as a loop
+        event from ``source`` (Label Studio's webhook posts are checked this way too)."""
         state = await self.backend.describe(name)
         if state is not None and state.status.terminal:
             await self.emit(
                 LoopEvent(
                     state.name,
-                    EventSource.RECONCILER,
+                    source,
                     state.status,
                     state.output_uri,
                     state.flow,

@@ -560,7 +560,8 @@ class ReviewScheduler:
         )
         if result.decision is not StartDecision.STARTED:
             await self._save_budget(owned)  # refunded, or nothing spent
-        self.metrics.start_outcomes.labels(request.route, result.decision.value).inc()
+        metrics = self.metrics
+        metrics.start_outcomes.labels(metrics.backend, request.route, result.decision.value).inc()
         now = self.clock()
         budgets = (p.budget for p in self.partitions.values())
         for window, left in remaining(budgets, request.route, now).items():
@@ -614,7 +615,7 @@ class ReviewScheduler:
         if accept:
             record = unreviewed_envelope(
                 request, failure_code=code, reason=reason, loop_name=entry.name,
-                review_flow=entry.flow,
+                review_flow=entry.flow, backend=self.review.backend,
             )  # fmt: skip
             await self.outlets.output(request.key_bytes(), record)
             outcome = "unreviewed"
@@ -622,7 +623,7 @@ class ReviewScheduler:
             record = review_dead_letter(request.fields, code, reason, self.clock())
             await self.outlets.dead_letter(request.key_bytes(), record)
             outcome = "dead-lettered"
-        self.metrics.outcomes.labels(outcome, "none", request.route).inc()
+        self.metrics.outcomes.labels(self.metrics.backend, outcome, "none", request.route).inc()
         await self._put(owned, entry.moved(State.CLOSED, self.clock(), outcome=outcome))
 
     async def _complete(self, owned: _Partition, entry: Entry) -> None:
@@ -644,8 +645,10 @@ class ReviewScheduler:
             await self.outlets.dead_letter(request.key_bytes(), completion.record)
         status = end.status or ReviewStatus.COMPLETED.value
         if status == ReviewStatus.FAILED.value:
-            self.metrics.failed.labels(end.failure_code or "unknown").inc()
-        self.metrics.outcomes.labels(completion.outcome, status, request.route).inc()
+            self.metrics.failed.labels(self.metrics.backend, end.failure_code or "unknown").inc()
+        self.metrics.outcomes.labels(
+            self.metrics.backend, completion.outcome, status, request.route
+        ).inc()
         if entry.started_s is not None:
             self.metrics.time_in_review.observe(max(0.0, now - entry.started_s))
         if completion.action is Action.ESCALATE and completion.next_flow:

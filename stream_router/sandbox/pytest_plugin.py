@@ -12,7 +12,9 @@ Session-wide (started once, stopped at the end, never left running):
   (``fast``, ``panel`` with three workers, ``never`` that always expires, ``slow`` for stops);
 - ``sandbox``: the running :class:`~stream_router.sandbox.stack.Sandbox`;
 - ``broker_kind``: ``"kafka"`` or ``"tansu"``, the broker the session runs on;
-- ``sandbox_info``: its addresses, queue URLs and flow ARNs.
+- ``sandbox_info``: its addresses, queue URLs and flow ARNs;
+- ``label_studio_info``: the same sandbox with Label Studio added (its projects, one per flow
+  definition, and the simulated annotators), started the first time a test asks for it.
 
 Per test:
 
@@ -110,6 +112,12 @@ async def sandbox(
 
 @pytest.fixture(scope="session")
 def sandbox_info(sandbox: Sandbox) -> SandboxInfo:
+    return sandbox.info()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def label_studio_info(sandbox: Sandbox) -> SandboxInfo:
+    await sandbox.start_label_studio()
     return sandbox.info()
 
 

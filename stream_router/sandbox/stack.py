@@ -1,4 +1,4 @@
-"""The whole sandbox in one context manager: moto, the broker and the A2I emulator.
+"""The whole sandbox in one context manager: moto, the broker, the A2I emulator, Label Studio.
 
 Usage::
 
@@ -8,19 +8,25 @@ Usage::
         sandbox.resources.event_queue_url
 
 The broker is Apache Kafka where Java exists and Tansu elsewhere (``broker="kafka"|"tansu"``;
-see :mod:`stream_router.sandbox.broker`). The three processes start at once; the sandbox is ready
-when moto answers and its resources exist, the broker answers (Tansu on s3:// storage starts only
-once its bucket exists in moto) and the emulator listens. Stop order is emulator, broker, moto.
+see :mod:`stream_router.sandbox.broker`). With ``backend="label-studio"`` a real Label Studio
+(``sandbox/labelstudio/server.py``) runs beside them, with one project per flow definition and
+the simulated annotators (``sandbox/labelstudio/annotators.py``); moto and the A2I emulator run
+either way (they are small, and the demo's A2I path needs them). The processes start at once;
+the sandbox is ready when moto answers and its resources exist, the broker answers (Tansu on
+s3:// storage starts only once its bucket exists in moto), the emulator listens and Label
+Studio, when asked for, answers and has its projects. Stop order is annotators, Label Studio,
+emulator, broker, moto.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -40,12 +46,15 @@ from stream_router.sandbox.broker import (
     default_broker_kind,
 )
 from stream_router.sandbox.kafka import KafkaBroker
+from stream_router.sandbox.labelstudio.annotators import AnnotatorsProcess
+from stream_router.sandbox.labelstudio.server import LabelStudioServer
 from stream_router.sandbox.process import Lifecycle
 from stream_router.sandbox.settings import SandboxSettings
 
 logger = logging.getLogger(__name__)
 
 BrokerStorage = Literal["memory", "s3"]
+Backend = Literal["a2i", "label-studio"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,12 @@ class SandboxInfo:
     flow_definition_arns: dict[str, str]
     state_dir: str
     broker: str = "tansu"
+    backend: str = "a2i"
+    label_studio_url: str | None = None
+    label_studio_token: str | None = None
+    label_studio_user: str | None = None  #: the admin's email and password, to log in
+    label_studio_password: str | None = None
+    label_studio_projects: dict[str, int] = field(default_factory=dict)  #: by flow name
 
     def env(self) -> dict[str, str]:
         """Environment variables that point any AWS SDK or CLI, and Kafka clients, here."""
@@ -84,11 +99,15 @@ class SandboxInfo:
         With these, ``config/router.yaml`` runs both roles against the sandbox (its flow ARNs
         are the sandbox's default flow definitions).
         """
-        return {
+        env = {
             **self.env(),
             "STREAM_ROUTER_WATCHERS__EVENT_QUEUE_URL": self.event_queue_url,
             "STREAM_ROUTER_WATCHERS__OUTPUT_QUEUE_URL": self.output_queue_url,
         }
+        if self.label_studio_url and self.label_studio_token:
+            env["STREAM_ROUTER_REVIEW__LABEL_STUDIO__URL"] = self.label_studio_url
+            env["STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN"] = self.label_studio_token
+        return env
 
 
 class Sandbox(Lifecycle):
@@ -101,6 +120,7 @@ class Sandbox(Lifecycle):
         broker: BrokerKind | None = None,
         broker_storage: BrokerStorage = "memory",
         state_dir: Path | None = None,
+        backend: Backend = "a2i",
     ) -> None:
         self.settings = settings or SandboxSettings()
         self.broker_kind: BrokerKind = broker or default_broker_kind()
@@ -109,6 +129,7 @@ class Sandbox(Lifecycle):
                 "broker_storage is Tansu's choice; Apache Kafka keeps its data in the state dir"
             )
         self.broker_storage = broker_storage
+        self.backend: Backend = backend
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="stream-router-sandbox-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +137,9 @@ class Sandbox(Lifecycle):
         self._broker: Broker | None = None
         self._a2i: A2IEmulator | None = None
         self._resources: AwsResources | None = None
+        self._label_studio: LabelStudioServer | None = None
+        self._annotators: AnnotatorsProcess | None = None
+        self.label_studio_projects: dict[str, int] = {}
         self.startup_s: float | None = None
 
     @property
@@ -129,6 +153,18 @@ class Sandbox(Lifecycle):
         if self._a2i is None:
             raise RuntimeError("the sandbox is not started")
         return self._a2i
+
+    @property
+    def label_studio(self) -> LabelStudioServer:
+        if self._label_studio is None:
+            raise RuntimeError("the sandbox runs no Label Studio (backend='label-studio')")
+        return self._label_studio
+
+    @property
+    def annotators(self) -> AnnotatorsProcess:
+        if self._annotators is None:
+            raise RuntimeError("the sandbox runs no Label Studio (backend='label-studio')")
+        return self._annotators
 
     @property
     def resources(self) -> AwsResources:
@@ -148,6 +184,8 @@ class Sandbox(Lifecycle):
                 state_dir=self.state_dir / "a2i",
             )
             self._a2i.launch()
+            if self.backend == "label-studio":
+                await self._launch_label_studio()  # starts while the rest comes up
             storage = None
             if self.broker_storage == "s3":
                 storage = S3Storage(
@@ -172,14 +210,46 @@ class Sandbox(Lifecycle):
                     self.settings.topics, partitions=self.settings.topic_partitions
                 )
             await self._a2i.ready()
+            if self.backend == "label-studio":
+                await self.start_label_studio()
         except BaseException:
             await self.stop()
             raise
         self.startup_s = time.monotonic() - started
         logger.info("sandbox ready in %.2f s", self.startup_s)
 
+    async def _launch_label_studio(self) -> LabelStudioServer:
+        if self._label_studio is None:
+            self._label_studio = LabelStudioServer(state_dir=self.state_dir / "label-studio")
+        server = self._label_studio
+        if not server.process.running():
+            await server.prepare()  # installs it on first use
+            server.launch()
+        return server
+
+    async def start_label_studio(self) -> LabelStudioServer:
+        """Label Studio with its projects and annotators (at start with ``backend=
+        "label-studio"``; a running sandbox of either backend may add it later, as tests do)."""
+        server = await self._launch_label_studio()
+        if self._annotators is not None and self._annotators.process.running():
+            return server
+        await server.ready()
+        flows = list(self.settings.flow_definitions)
+        made = await server.provision(flows)
+        self.label_studio_projects = made.projects
+        self._annotators = AnnotatorsProcess(
+            self.settings,
+            url=server.url,
+            token=server.token,
+            projects=made.projects,
+            users=made.annotators,
+            state_dir=self.state_dir / "label-studio",
+        )
+        await self._annotators.start()
+        return server
+
     async def stop(self) -> None:
-        for component in (self._a2i, self._broker):
+        for component in (self._annotators, self._label_studio, self._a2i, self._broker):
             if component is not None:
                 await component.stop()
         await self.moto.stop()
@@ -189,7 +259,7 @@ class Sandbox(Lifecycle):
 
     def info(self) -> SandboxInfo:
         resources = self.resources
-        return SandboxInfo(
+        info = SandboxInfo(
             bootstrap_servers=self.broker.bootstrap_servers,
             aws_endpoint_url=self.moto.endpoint_url,
             a2i_endpoint_url=self.a2i.endpoint_url,
@@ -203,6 +273,18 @@ class Sandbox(Lifecycle):
             },
             state_dir=str(self.state_dir),
             broker=self.broker_kind,
+            backend=self.backend,
+        )
+        server = self._label_studio
+        if server is None:
+            return info
+        return dataclasses.replace(
+            info,
+            label_studio_url=server.url,
+            label_studio_token=server.token,
+            label_studio_user=server.credentials.email,
+            label_studio_password=server.credentials.password,
+            label_studio_projects=dict(self.label_studio_projects),
         )
 
     def env(self) -> dict[str, str]:
@@ -211,8 +293,7 @@ class Sandbox(Lifecycle):
     def resident_bytes(self) -> int:
         """Resident memory of the sandbox's processes (broker, moto, emulator)."""
         processes = [self.moto.process]
-        if self._broker is not None:
-            processes.append(self._broker.process)
-        if self._a2i is not None:
-            processes.append(self._a2i.process)
+        for component in (self._broker, self._a2i, self._label_studio, self._annotators):
+            if component is not None:
+                processes.append(component.process)
         return sum(p.resident_bytes() for p in processes)

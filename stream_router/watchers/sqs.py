@@ -285,13 +285,14 @@ def sqs_watchers(
     on_poll: Callable[[str], Callable[[WatcherCounts], None]],
 ) -> list[SqsWatcher]:
     """The SQS watchers ``settings`` enables (with their queue); ``on_poll(kind)`` reports polls."""
+    active = settings.active("a2i")
     queues: list[tuple[type[SqsWatcher], str | None]] = [
         (EventBridgeSqsWatcher, settings.event_queue_url),
         (S3OutputSqsWatcher, settings.output_queue_url),
     ]
     watchers: list[SqsWatcher] = []
     for watcher, queue_url in queues:
-        if watcher.kind in settings.enabled and queue_url:
+        if watcher.kind in active and queue_url:
             poll = on_poll(watcher.kind)
             watchers.append(
                 watcher(clients, queue_url, emit, wait_time_s=settings.wait_time_s, on_poll=poll)

@@ -25,7 +25,12 @@ def test_rows_show_scraped_names_types_and_labels() -> None:
     by_name = {row.name: row for row in metrics_docs.rows()}
     assert by_name["stream_router_ingest_consumed_total"].type == "counter"
     assert by_name["stream_router_ingest_consumer_lag"].labels == ("topic", "partition")
-    assert by_name["stream_router_review_outcomes_total"].labels == ("outcome", "status", "route")
+    assert by_name["stream_router_review_outcomes_total"].labels == (
+        "backend",
+        "outcome",
+        "status",
+        "route",
+    )
     latency = by_name["stream_router_ingest_decision_latency_seconds"]
     assert (latency.type, latency.labels) == ("histogram", ())
     assert all(row.help for row in by_name.values())

@@ -255,6 +255,7 @@ def test_unreviewed_envelopes(
     assert record["decision"] == "unreviewed"
     assert record["prediction"]["label"] == "dog"
     assert record["review"] == {
+        "backend": "a2i",
         "loop_name": "evt-42-abc123",
         "review_flow": "fd-animals",
         "status": None if status is None else status.value,
