@@ -1,11 +1,12 @@
 """The ``stream-router`` command.
 
-stream-router demo [--duration S] [--rate N] [--config F]
+stream-router demo [--duration S] [--rate N] [--config F] [--backend a2i|label-studio]
                                         the router on the sandbox with a synthetic model
 stream-router tail TOPIC                print a topic's records as JSON lines
 stream-router topics create --config F  create the router's topics that are missing
-stream-router sandbox up [--broker kafka|tansu] [--config F]
-                                        broker, moto and A2I emulator in the foreground
+stream-router sandbox up [--broker kafka|tansu] [--config F] [--backend a2i|label-studio]
+                                        broker, moto and A2I emulator (and Label Studio) in
+                                        the foreground
 stream-router sandbox env               shell exports for the running sandbox
 """
 
@@ -48,8 +49,14 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
         print("stream-router: --broker-storage is for --broker tansu", file=sys.stderr)
         return 2
     print(f"# broker: {_BROKER_REASON[broker, args.broker is not None]}", flush=True)
+    if args.backend == "label-studio":
+        print("# reviews: Label Studio (installed into its own environment on first use)")
     async with Sandbox(
-        settings, broker=broker, broker_storage=args.broker_storage, state_dir=args.state_dir
+        settings,
+        broker=broker,
+        broker_storage=args.broker_storage,
+        state_dir=args.state_dir,
+        backend=args.backend,
     ) as sandbox:
         info = sandbox.info()
         info_file = _info_file()
@@ -58,6 +65,7 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
             json.dumps({"pid": os.getpid(), **dataclasses.asdict(info)}, indent=2),
             encoding="utf-8",
         )
+        info_file.chmod(0o600)  # it holds the sandbox's Label Studio login
         print(
             f"sandbox ready in {sandbox.startup_s:.2f} s "
             f"({sandbox.resident_bytes() / 1e6:.0f} MB resident)"
@@ -67,6 +75,13 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
         print(f"# output bucket: s3://{info.output_bucket}/{info.output_prefix}")
         print(f"# status events queue: {info.event_queue_url}")
         print(f"# output.json notifications queue: {info.output_queue_url}")
+        if info.label_studio_url:
+            print(
+                f"# Label Studio: {info.label_studio_url} (log in as {info.label_studio_user}, "
+                f"password {info.label_studio_password}); projects "
+                f"{json.dumps(info.label_studio_projects)}; router config: "
+                "config/router-label-studio.yaml"
+            )
         print('# in another shell: eval "$(stream-router sandbox env)"; Ctrl-C stops', flush=True)
         try:
             await stop.wait()
@@ -132,6 +147,7 @@ def _demo(args: argparse.Namespace) -> int:
         summary_json=args.summary_json,
         live=False if args.plain else None,
         broker=args.broker,
+        backend=args.backend,
     )
     return asyncio.run(run_demo(settings, options))
 
@@ -226,7 +242,9 @@ def _policies_list(args: argparse.Namespace) -> int:
 def _add_sandbox_commands(commands: Any) -> None:
     sandbox = commands.add_parser("sandbox", help="the local sandbox")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
-    up = sandbox_commands.add_parser("up", help="run broker, moto and A2I emulator")
+    up = sandbox_commands.add_parser(
+        "up", help="run broker, moto and A2I emulator (and Label Studio with --backend)"
+    )
     up.add_argument("--config", type=Path, help="sandbox settings YAML (config/sandbox.yaml)")
     up.add_argument(
         "--broker",
@@ -238,6 +256,13 @@ def _add_sandbox_commands(commands: Any) -> None:
         choices=("memory", "s3"),
         default="memory",
         help="Tansu only: s3 keeps broker data in moto across broker restarts",
+    )
+    up.add_argument(
+        "--backend",
+        choices=("a2i", "label-studio"),
+        default="a2i",
+        help="label-studio also runs a real Label Studio with one project per flow definition "
+        "and simulated annotators",
     )
     up.add_argument("--state-dir", type=Path, help="keep emulator state and logs here")
     up.add_argument("--topic", action="append", default=[], help="create this topic (repeat)")
@@ -297,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         choices=("kafka", "tansu"),
         help="sandbox broker: Apache Kafka (default where Java exists) or Tansu (no Java)",
+    )
+    demo.add_argument(
+        "--backend",
+        choices=("a2i", "label-studio"),
+        default="a2i",
+        help="who reviews: the A2I emulator (default) or a real Label Studio (installed into "
+        "its own environment on first use)",
     )
     demo.add_argument("--state-dir", type=Path, help="keep configs and the router log here")
     demo.add_argument(

@@ -41,9 +41,20 @@ def _arn(flow: str, arns: dict[str, str]) -> str:
 
 
 def router_config(
-    demo: DemoSettings, info: SandboxInfo, *, metrics_port: int, data_dir: Path
+    demo: DemoSettings,
+    info: SandboxInfo,
+    *,
+    metrics_port: int,
+    data_dir: Path,
+    backend: str = "a2i",
+    webhook_port: int = 0,
 ) -> dict[str, Any]:
-    """The router's configuration (as YAML data) for this demo run on this sandbox."""
+    """The router's configuration (as YAML data) for this demo run on this sandbox.
+
+    With ``backend="label-studio"`` the reviews go to the sandbox's Label Studio: each flow
+    definition is a project there (annotations per task: its task count; deadline: its task
+    availability lifetime), and the completion signals are Label Studio's.
+    """
     config = _merge(
         {
             "review": {"topic_partitions": demo.producer.topic_partitions},
@@ -66,6 +77,8 @@ def router_config(
         },
     )
     config["logging"]["level"] = "INFO"  # the ready line is an INFO line
+    if backend == "label-studio":
+        return _on_label_studio(config, demo, info, webhook_port)
     arns = info.flow_definition_arns
     for route in config.get("policies", {}).get("routes", []):
         if isinstance(route, dict) and isinstance(route.get("review_flow"), str):
@@ -73,6 +86,37 @@ def router_config(
     flows = config.get("review", {}).get("escalation_flows", {})
     for route_name, flow in list(flows.items()):
         flows[route_name] = _arn(flow, arns)
+    return config
+
+
+def _on_label_studio(
+    config: dict[str, Any], demo: DemoSettings, info: SandboxInfo, webhook_port: int
+) -> dict[str, Any]:
+    if not info.label_studio_url or not info.label_studio_token:
+        raise ValueError("the sandbox runs no Label Studio: start it with backend label-studio")
+    projects = {
+        flow.name: {
+            "project": info.label_studio_projects[flow.name],
+            "annotations_per_task": flow.task_count,
+            "deadline_s": flow.task_availability_lifetime_s,
+        }
+        for flow in demo.sandbox.flow_definitions
+    }
+    config = _merge(
+        config,
+        {
+            "review": {
+                "backend": "label-studio",
+                "label_studio": {
+                    "url": info.label_studio_url,
+                    "api_token": info.label_studio_token,
+                    "projects": projects,
+                    "webhook": {"port": webhook_port},
+                },
+            }
+        },
+    )
+    config.get("watchers", {}).pop("enabled", None)  # Label Studio's own signals
     return config
 
 

@@ -36,7 +36,7 @@ from stream_router.demo.summary import Summary, render, summarize
 from stream_router.demo.tracker import MetricsSnapshot, OutcomeTracker, scrape
 from stream_router.sandbox.broker import BrokerKind
 from stream_router.sandbox.process import ManagedProcess, ProcessStartError, free_port
-from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from stream_router.sandbox.stack import Backend, Sandbox, SandboxInfo
 from stream_router.settings import Settings
 from stream_router.topics import create_topics
 
@@ -54,6 +54,7 @@ class DemoOptions:
     summary_json: Path | None = None
     live: bool | None = None  #: None: redraw only when the output is a terminal
     broker: BrokerKind | None = None  #: None: Apache Kafka where Java exists, else Tansu
+    backend: Backend = "a2i"  #: who reviews: the A2I emulator, or a real Label Studio
 
 
 async def run_demo(settings: DemoSettings, options: DemoOptions, out: TextIO = sys.stdout) -> int:
@@ -83,12 +84,19 @@ async def _demo(settings: DemoSettings, options: DemoOptions, console: Console) 
     workdir.mkdir(parents=True, exist_ok=True)
     ok = False
     try:
+        reviewers = (
+            "Label Studio with simulated annotators"
+            if options.backend == "label-studio"
+            else "A2I emulator with simulated reviewers"
+        )
         console.say(
-            "starting the sandbox: Kafka-protocol broker, moto (S3, SQS, EventBridge), "
-            "A2I emulator with simulated reviewers"
+            f"starting the sandbox: Kafka-protocol broker, moto (S3, SQS, EventBridge), {reviewers}"
         )
         async with Sandbox(
-            settings.sandbox, broker=options.broker, state_dir=workdir / "sandbox"
+            settings.sandbox,
+            broker=options.broker,
+            state_dir=workdir / "sandbox",
+            backend=options.backend,
         ) as sandbox:
             info = sandbox.info()
             broker = "Apache Kafka" if info.broker == "kafka" else "Tansu"
@@ -97,7 +105,14 @@ async def _demo(settings: DemoSettings, options: DemoOptions, console: Console) 
             )
             port = free_port()
             router_settings = write_router_config(
-                router_config(settings, info, metrics_port=port, data_dir=workdir / "review-data"),
+                router_config(
+                    settings,
+                    info,
+                    metrics_port=port,
+                    data_dir=workdir / "review-data",
+                    backend=options.backend,
+                    webhook_port=free_port(),
+                ),
                 workdir / "router.yaml",
             )
             await create_topics(router_settings)

@@ -56,7 +56,12 @@ from typing import TYPE_CHECKING, Any, Self
 import orjson
 
 from stream_router.errors import ConfigError, ReviewRejected
-from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound, name_filter
+from stream_router.labelstudio.client import (
+    LabelStudioAuthError,
+    LabelStudioClient,
+    LabelStudioNotFound,
+    name_filter,
+)
 from stream_router.labelstudio.tasks import CONTENT_FIELD, NAME_FIELD, answer_content, task
 from stream_router.review.backend import (
     ReviewBackend,
@@ -117,6 +122,12 @@ class LabelStudioReviewBackend:
         await self.client.open()
         try:
             await self._resolve_projects()
+        except LabelStudioAuthError as exc:
+            await self.client.close()
+            raise ConfigError(
+                f"review.label_studio.api_token: Label Studio at {self.settings.url} refused it "
+                f"({exc})"
+            ) from exc
         except BaseException:
             await self.client.close()
             raise
@@ -327,14 +338,15 @@ class LabelStudioReviewBackend:
         The one owner of "one task per review" (see the module docstring)."""
         kept, *extra = sorted(found, key=lambda candidate: int(candidate["id"]))
         for duplicate in extra:
+            if not await self.client.delete_task(int(duplicate["id"])):
+                continue  # someone else deleted it
             logger.warning(
-                "review %s: task %s duplicates task %s (%d annotation(s) on it); deleted",
+                "review %s: task %s duplicated task %s (%d annotation(s) on it); deleted",
                 name,
                 duplicate["id"],
                 kept["id"],
                 int(duplicate.get("total_annotations") or 0),
             )
-            await self.client.delete_task(int(duplicate["id"]))
             self.removed()
         return kept
 

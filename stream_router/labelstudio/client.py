@@ -184,12 +184,13 @@ class LabelStudioClient:
         )
         return answer
 
-    async def delete_task(self, task_id: int) -> None:
-        """Delete a task; one that is gone already is not an error."""
+    async def delete_task(self, task_id: int) -> bool:
+        """Delete a task; False when it was gone already (not an error)."""
         try:
             await self.request("DELETE", f"/api/tasks/{task_id}/")
         except LabelStudioNotFound:
-            return
+            return False
+        return True
 
     async def tasks(
         self, project_id: int, *, query: str | None = None, page_size: int = 100

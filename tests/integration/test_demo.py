@@ -132,3 +132,26 @@ def test_a_demo_that_cannot_drain_exits_non_zero_and_says_why(
     assert summary["missing"]
     assert summary["produced"] == 15
     assert sum(summary["counts"].values()) + len(summary["missing"]) == 15
+
+
+@pytest.mark.label_studio
+def test_the_demo_runs_on_label_studio(tmp_path: Path, broker_kind: str) -> None:
+    summary_path = tmp_path / "summary.json"
+    result = subprocess.run(
+        [
+            *DEMO,
+            *("--backend", "label-studio", "--duration", "10", "--rate", "5"),
+            *("--summary-json", str(summary_path), "--state-dir", str(tmp_path / "work")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        env={**os.environ, "STREAM_ROUTER_SANDBOX_BROKER": broker_kind},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Label Studio with simulated annotators" in result.stdout
+    assert "OK: all 50 events reached exactly one outcome" in result.stdout
+    check_adds_up(json.loads(summary_path.read_text()), produced=50)
+    config = yaml.safe_load((tmp_path / "work" / "router.yaml").read_text())
+    assert config["review"]["backend"] == "label-studio"
