@@ -246,7 +246,12 @@ def test_registry_exposes_suffixed_names() -> None:
     assert "stream_router_review_outcomes_total" in series
     assert "stream_router_review_time_in_review_seconds_bucket" in series
     assert "stream_router_ingest_decision_latency_seconds_count" in series
-    assert series["stream_router_review_outcomes_total"] == {"outcome", "status", "route"}
+    assert series["stream_router_review_outcomes_total"] == {
+        "backend",
+        "outcome",
+        "status",
+        "route",
+    }
 
 
 @pytest.mark.parametrize("source", ["alerts", "dashboard"])
