@@ -67,7 +67,11 @@ def registry_series() -> dict[str, frozenset[str]]:
     registry = CollectorRegistry()
     for holder in (IngestMetrics(registry), ReviewMetrics(registry)):
         for value in vars(holder).values():
-            if isinstance(value, MetricWrapperBase) and value._labelnames:
+            if (
+                isinstance(value, MetricWrapperBase)
+                and value._labelnames
+                and not value._labelvalues
+            ):
                 value.labels(*(["x"] * len(value._labelnames)))
     series: dict[str, set[str]] = {}
     for family in registry.collect():
