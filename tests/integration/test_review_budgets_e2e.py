@@ -21,6 +21,7 @@ from stream_router.review.shares import share
 from stream_router.sandbox.process import free_port
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce
+from tests.integration.review_backends import Backend
 from tests.integration.router_process import router
 from tests.integration.test_review_e2e import (
     PARTITIONS,
@@ -71,7 +72,7 @@ async def test_budget_counts_survive_a_restart(
     outputs = await create_topics(sandbox, tag)
     path = tmp_path / "router.yaml"
     settings = config(
-        sandbox_info,
+        Backend("a2i", sandbox_info),
         tag,
         tmp_path,
         budgets={"general": {"per_day": per_day}},
@@ -140,7 +141,11 @@ async def test_hold_keeps_requests_until_the_budget_allows_them(
     path = tmp_path / "router.yaml"
     port = free_port()
     settings = config(
-        sandbox_info, tag, tmp_path, budgets={"general": {"per_day": 2}}, budget_fallback="hold"
+        Backend("a2i", sandbox_info),
+        tag,
+        tmp_path,
+        budgets={"general": {"per_day": 2}},
+        budget_fallback="hold",
     )
     settings["metrics"] = {"enabled": True, "port": port}
     path.write_text(yaml.safe_dump(settings))
@@ -211,7 +216,7 @@ async def test_a_held_escalation_is_resumed_after_a_restart(
     path = tmp_path / "router.yaml"
     port = free_port()
     settings = config(
-        sandbox_info,
+        Backend("a2i", sandbox_info),
         tag,
         tmp_path,
         budgets={"general": {"per_day": PARTITIONS}},  # one loop per partition: no escalation

@@ -22,6 +22,7 @@ import yaml
 
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.shares import share
+from stream_router.sandbox.aws import client as sandbox_client
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.envelope_schema import envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
@@ -123,6 +124,19 @@ async def create_topics(sandbox: Sandbox, tag: str) -> dict[str, int]:
     names = [f"in-{tag}", f"out-{tag}", f"rr-{tag}", f"dlq-{tag}", f"le-{tag}"]
     await sandbox.broker.create_topics(names, partitions=PARTITIONS)
     return {f"out-{tag}": PARTITIONS, f"dlq-{tag}": PARTITIONS, f"rr-{tag}": PARTITIONS}
+
+
+def emulator_loops(info: SandboxInfo, names: set[str]) -> Counter[str]:
+    """How many human loops the A2I emulator's ``fast`` flow holds for each of ``names``."""
+    a2i = sandbox_client("sagemaker-a2i-runtime", info.a2i_endpoint_url, info.region)
+    found: Counter[str] = Counter()
+    paginator = a2i.get_paginator("list_human_loops")
+    for page in paginator.paginate(FlowDefinitionArn=info.flow_definition_arns["fast"]):
+        for summary in page["HumanLoopSummaries"]:
+            if summary["HumanLoopName"] in names:
+                found[summary["HumanLoopName"]] += 1
+    a2i.close()
+    return found
 
 
 async def run_until_done(

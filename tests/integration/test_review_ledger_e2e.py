@@ -14,6 +14,7 @@ import yaml
 
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce
+from tests.integration.review_backends import Backend
 from tests.integration.test_review_e2e import (
     PARTITIONS,
     check_exactly_once,
@@ -39,7 +40,7 @@ async def test_closed_entries_are_deleted_after_the_retention(
     )
     outputs = await create_topics(sandbox, tag)
     path = tmp_path / "router.yaml"
-    settings = config(sandbox_info, tag, tmp_path, ledger_retention_s=1)
+    settings = config(Backend("a2i", sandbox_info), tag, tmp_path, ledger_retention_s=1)
     settings["topics"] = {"review_requests_retention_s": 1}
     path.write_text(yaml.safe_dump(settings))
 
@@ -57,7 +58,7 @@ async def test_closed_entries_are_deleted_after_the_retention(
             path, sandbox_env, reader, lambda r: set(outcome_records(r, tag)) >= set(fate)
         )
         await reader.poll()
-    check_exactly_once(reader, fate, tag, sandbox_info)
+    await check_exactly_once(reader, fate, tag, Backend("a2i", sandbox_info))
 
     first_reviews = {e for e, f in first_fate.items() if f == "review"}
     reviewed_names = {

@@ -20,6 +20,7 @@ from stream_router.aws.a2i import MAX_INPUT_CHARS
 from stream_router.sandbox.aws import client as sandbox_client
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce
+from tests.integration.review_backends import Backend
 from tests.integration.router_process import router
 from tests.integration.test_review_e2e import (
     PARTITIONS,
@@ -61,7 +62,7 @@ async def run(
     tag = uuid.uuid4().hex[:8]
     info = sandbox.info()
     outputs = await create_topics(sandbox, tag)
-    settings = config(info, tag, tmp_path)
+    settings = config(Backend("a2i", info), tag, tmp_path)
     change(settings, info)
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(settings))
@@ -194,7 +195,7 @@ async def test_oversize_input_is_published_unreviewed(
         [f"rr-{tag}"], partitions=PARTITIONS, configs={"max.message.bytes": str(8 << 20)}
     )
     outputs = await create_topics(sandbox, tag)
-    settings = config(info, tag, tmp_path)
+    settings = config(Backend("a2i", info), tag, tmp_path)
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(settings))
     records, fate = events(3, tag)  # one review request, to copy
