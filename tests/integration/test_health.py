@@ -28,6 +28,7 @@ from stream_router.sandbox.process import ManagedProcess, free_port
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration import test_ingest, test_review_e2e
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
+from tests.integration.review_backends import Backend
 from tests.integration.router_process import router
 
 pytestmark = pytest.mark.integration
@@ -136,7 +137,7 @@ def crash_config(sandbox: Sandbox, tag: str, tmp: Path, role: str) -> dict[str, 
     if role == "ingest":
         data = ingest_config(sandbox, tag, free_port())
     else:
-        data = test_review_e2e.config(info, tag, tmp)
+        data = test_review_e2e.config(Backend("a2i", info), tag, tmp)
         data["metrics"] = {"enabled": True, "port": free_port()}
     data["policies"] = {
         "version": "crash",
@@ -234,7 +235,7 @@ async def test_sigterm_drains_the_embedded_ingest(
     """Under ``all``, SIGTERM mid-stream: what was produced is exactly what was committed."""
     tag = uuid.uuid4().hex[:8]
     info: SandboxInfo = sandbox.info()
-    data = test_review_e2e.config(info, tag, tmp_path)
+    data = test_review_e2e.config(Backend("a2i", info), tag, tmp_path)
     data["ingest"].update(batch_max_records=10, max_in_flight_batches=0)
     outputs = await test_review_e2e.create_topics(sandbox, tag)
     config = tmp_path / "router.yaml"
@@ -278,7 +279,7 @@ async def test_faust_roles_serve_the_endpoints_from_start_up(
     sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, role: str
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    data = test_review_e2e.config(sandbox.info(), tag, tmp_path)
+    data = test_review_e2e.config(Backend("a2i", sandbox.info()), tag, tmp_path)
     port = free_port()
     data["metrics"] = {"enabled": True, "port": port}
     await test_review_e2e.create_topics(sandbox, tag)
@@ -317,7 +318,7 @@ async def test_json_logs_are_json_and_hold_no_secret_or_payload(
         "aws": f"aws-secret-{uuid.uuid4().hex}",
     }
     marker = f"PAYLOAD-{uuid.uuid4().hex}"
-    data = test_review_e2e.config(info, tag, tmp_path)
+    data = test_review_e2e.config(Backend("a2i", info), tag, tmp_path)
     data["logging"] = {"level": "INFO", "format": "json"}
     data["kafka"]["sasl_password"] = secrets["sasl"]  # present in settings, unused on PLAINTEXT
     data["kafka"]["ssl_key_password"] = secrets["key"]

@@ -26,6 +26,7 @@ from stream_router.sandbox.kafka import KafkaBroker
 from stream_router.sandbox.kafka.security import BrokerSecurity, make_authority, make_security
 from stream_router.sandbox.stack import Sandbox
 from tests.integration.kafka_helpers import TopicReader
+from tests.integration.review_backends import Backend
 from tests.integration.test_review_e2e import (
     PARTITIONS,
     config,
@@ -89,7 +90,7 @@ async def test_both_roles_route_and_review_over_a_secured_listener(
     tag = uuid.uuid4().hex[:8]
     names = [f"in-{tag}", f"out-{tag}", f"rr-{tag}", f"dlq-{tag}", f"le-{tag}"]
     await broker.create_topics(names, partitions=PARTITIONS)
-    settings = config(sandbox.info(), tag, tmp_path)
+    settings = config(Backend("a2i", sandbox.info()), tag, tmp_path)
     settings["kafka"] = kafka_section(security, how)
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(settings))
@@ -142,7 +143,7 @@ async def test_a_wrong_password_fails_start_up_clearly_without_the_secret(
     role: str,
 ) -> None:
     _, security = secured
-    settings = config(sandbox.info(), uuid.uuid4().hex[:8], tmp_path)
+    settings = config(Backend("a2i", sandbox.info()), uuid.uuid4().hex[:8], tmp_path)
     wrong = "not-the-password-" + uuid.uuid4().hex
     settings["kafka"] = kafka_section(security, "scram", sasl_password=wrong)
     path = tmp_path / "router.yaml"
@@ -165,7 +166,7 @@ async def test_an_untrusted_broker_certificate_fails_start_up_clearly(
 ) -> None:
     _, security = secured
     make_authority(tmp_path / "other-ca", "a CA the broker's certificate is not from")
-    settings = config(sandbox.info(), uuid.uuid4().hex[:8], tmp_path)
+    settings = config(Backend("a2i", sandbox.info()), uuid.uuid4().hex[:8], tmp_path)
     settings["kafka"] = kafka_section(
         security, "scram", ssl_cafile=str(tmp_path / "other-ca" / "ca.pem")
     )
