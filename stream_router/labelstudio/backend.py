@@ -49,7 +49,6 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -71,6 +70,7 @@ from stream_router.review.backend import (
     StartOutcome,
     WorkerAnswer,
 )
+from stream_router.review.events import epoch_s
 from stream_router.settings import LabelStudioSettings
 
 logger = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class LabelStudioReviewBackend:
             target.project_id, query=query, page_size=self.settings.page_size
         ):
             name = (found.get("data") or {}).get(NAME_FIELD)
-            created = _epoch(found.get("created_at"))
+            created = epoch_s(found.get("created_at"))
             if not isinstance(name, str) or _closed_s(found) is not None:
                 continue
             known = self._known.get(name)
@@ -362,7 +362,7 @@ class LabelStudioReviewBackend:
 
     async def _state(self, flow: _Flow, found: dict[str, Any]) -> ReviewState:
         name = str((found.get("data") or {}).get(NAME_FIELD))
-        created = _epoch(found.get("created_at"))
+        created = epoch_s(found.get("created_at"))
         answers = _annotations(found)
         closed = _closed_s(found)
         state = ReviewState(name, ReviewStatus.IN_PROGRESS, flow.name, created_at_s=created)
@@ -425,22 +425,13 @@ def _answer(annotation: Mapping[str, Any]) -> WorkerAnswer:
 
 
 def _submitted_s(annotation: Mapping[str, Any]) -> float | None:
-    return _epoch(annotation.get("updated_at")) or _epoch(annotation.get("created_at"))
+    return epoch_s(annotation.get("updated_at")) or epoch_s(annotation.get("created_at"))
 
 
 def _closed_s(found: Mapping[str, Any]) -> float | None:
     mine = (found.get("meta") or {}).get(META_KEY) or {}
     closed = mine.get("closed_s") if isinstance(mine, Mapping) else None
     return float(closed) if isinstance(closed, int | float) else None
-
-
-def _epoch(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _task_id(uri: str, name: str) -> int:

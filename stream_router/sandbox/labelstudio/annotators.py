@@ -30,7 +30,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from stream_router.errors import UpstreamError
 from stream_router.labelstudio.backend import META_KEY
 from stream_router.labelstudio.client import LabelStudioClient
 from stream_router.labelstudio.tasks import CONTENT_FIELD, NAME_FIELD, choice_result
+from stream_router.review.events import epoch_s
 from stream_router.sandbox.a2i.reviewers import LoopPlan, plan_loop
 from stream_router.sandbox.process import ManagedProcess, ProcessService
 from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
@@ -166,7 +166,7 @@ class Annotators:
             name = data.get(NAME_FIELD)
             if closed is not None or not isinstance(name, str):
                 continue
-            created = _epoch(found.get("created_at")) or time.time()
+            created = epoch_s(found.get("created_at")) or time.time()
             plan = plan_loop(flow, name, data.get(CONTENT_FIELD) or {}, created)
             done = {i for i, user in enumerate(self.users) if user in _annotators(found)}
             if not plan.answers:
@@ -180,15 +180,6 @@ def _annotators(found: dict[str, Any]) -> set[int]:
     for who in found.get("annotators") or []:
         ids.add(int(who["id"]) if isinstance(who, dict) else int(who))
     return ids
-
-
-def _epoch(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 async def _main(args: argparse.Namespace) -> None:
