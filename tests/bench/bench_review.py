@@ -1,19 +1,27 @@
-"""Benchmark: the review path's StartHumanLoop rate and its completion overhead.
+"""Benchmark: the review path's start rate and completion overhead, per review backend.
 
-    .venv/bin/python tests/bench/bench_review.py [--requests 300] [--rate 10] [--intake 3000]
+    .venv/bin/python tests/bench/bench_review.py [--backend both|a2i|label-studio]
+        [--requests 300] [--rate 10] [--capacity 200] [--intake 3000]
 
-On the sandbox, N review requests wait in the review-requests topic; ``stream-router run --role
-review`` starts them at the configured rate (burst 2: the first two are immediate, then the
-steady rate)
-against an emulator whose quota is twice that rate. Simulated reviewers answer one second after
-a loop starts.
+One sandbox runs the A2I emulator and, for ``label-studio``, a real Label Studio with its
+simulated annotators; both backends are measured in the same run, so the figures sit side by
+side. For each backend, N review requests wait in a fresh review-requests topic and
+``stream-router run --role review`` starts them at the configured rate (burst 2: the first two
+are immediate, then the steady rate); the emulator's quota is twice that rate. Simulated
+reviewers (the same model for both backends) answer one second after a review starts.
 
-Prints:
-- the achieved StartHumanLoop rate (loop creation times from ListHumanLoops) against the
-  configured one, and the 429s seen (target: within 3 %, no 429);
-- the completion overhead: from the reviewer's submission (the loop's end) to the reviewed
-  record's creation in Kafka, p50 and p99;
-- the intake of one review instance (``--intake N``, 0 to skip): N requests wait in a fresh
+Prints, per backend:
+- the achieved start rate (loop creation times from ListHumanLoops; task creation times from
+  Label Studio's task list) against the configured one, and the 429s seen (target: within 3 %,
+  no 429);
+- the completion overhead: from the reviewer's submission (the loop's end, the annotation's
+  time) to the reviewed record's creation in Kafka, p50 and p99;
+- the capacity (``--capacity N``, 0 to skip): N requests with no rate limit and no emulator
+  quota, so the figure is how many reviews per second the backend takes (tasks created per
+  second for Label Studio), with its ratio to A2I's emulator;
+- Label Studio's start-up time (a fresh data directory: migrations, admin user, projects) and
+  its resident memory after the runs;
+- the intake of one review instance (``--intake N``, 0 to skip; A2I): N requests wait in a fresh
   review-requests topic; the review role records each in its ledger before faust commits it,
   so the rate at which the group's committed offsets reach the end is the rate of requests
   recorded per second (``rate_per_s`` 0.1 keeps the backend out of what is measured).
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -31,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +51,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_router.envelope import review_request
+from stream_router.labelstudio.client import LabelStudioClient
 from stream_router.models import Prediction, SourceRef
 from stream_router.naming import loop_name
 from stream_router.policies.routes import Decision
+from stream_router.review.events import epoch_s
+from stream_router.sandbox.process import rss_bytes
 from stream_router.sandbox.settings import (
     Faults,
     FlowDefinition,
@@ -51,20 +64,23 @@ from stream_router.sandbox.settings import (
     Reviewers,
     SandboxSettings,
 )
-from stream_router.sandbox.stack import Sandbox
+from stream_router.sandbox.stack import Sandbox, SandboxInfo
 
 PARTITIONS = 4
+FLOW = "bench"
+UNLIMITED_RPS = 1000.0  # the capacity runs: far above what either backend takes
 
 
-def requests(count: int, flow: str) -> list[tuple[bytes, bytes]]:
+def requests(count: int, flow: str, tag: str) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(count):
-        event = {"event_id": f"b{i}", "label": "cat", "confidence": 0.5, "ground_truth": "dog"}
+        event_id = f"b{tag}-{i}"
+        event = {"event_id": event_id, "label": "cat", "confidence": 0.5, "ground_truth": "dog"}
         prediction = Prediction(
-            f"b{i}", "cat", 0.5, None, None, None, time.time(), event,
+            event_id, "cat", 0.5, None, None, None, time.time(), event,
             SourceRef("bench-in", 0, i, f"k{i}".encode()),
         )  # fmt: skip
-        name = loop_name(f"b{i}", "bench")
+        name = loop_name(event_id, "bench")
         decision = Decision(True, "general", flow, "bench", "benchmark")
         out.append(
             (name.encode(), review_request(prediction, decision, "bench", name, time.time()))
@@ -77,8 +93,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def review_config(info: Any, tag: str, topics: dict[str, str], rate: float, tmp: str) -> Any:
-    return {
+def review_config(
+    info: SandboxInfo, backend: str, tag: str, topics: dict[str, str], rate: float, tmp: str
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "kafka": {"bootstrap_servers": info.bootstrap_servers, "session_timeout_s": 6,
                   "heartbeat_interval_s": 1},
         "ingest": {"review_requests_topic": topics["rr"], "output_topic": topics["out"],
@@ -86,15 +104,26 @@ def review_config(info: Any, tag: str, topics: dict[str, str], rate: float, tmp:
         "review": {"app_id": f"bench-{tag}", "loop_events_topic": topics["le"],
                    "topic_partitions": PARTITIONS, "rate_per_s": rate, "burst": 2,
                    "concurrency": 16, "data_dir": str(Path(tmp) / "data")},
-        "watchers": {"enabled": ["eventbridge"], "event_queue_url": info.event_queue_url,
-                     "wait_time_s": 1},
         "aws": {"region": info.region},
         "metrics": {"enabled": False},
         "logging": {"level": "WARNING"},
     }  # fmt: skip
+    if backend == "a2i":
+        config["watchers"] = {"enabled": ["eventbridge"], "event_queue_url": info.event_queue_url,
+                              "wait_time_s": 1}  # fmt: skip
+    else:  # Label Studio's own signals: its webhook and the reconciler
+        config["review"]["backend"] = "label-studio"
+        config["review"]["label_studio"] = {
+            "url": info.label_studio_url,
+            "api_token": info.label_studio_token,
+            "projects": {FLOW: {"project": info.label_studio_projects[FLOW],
+                                "annotations_per_task": 1, "deadline_s": 3600}},
+            "webhook": {"port": 0},
+        }  # fmt: skip
+    return config
 
 
-def start_review(info: Any, config: Any, tmp: str) -> subprocess.Popen[bytes]:
+def start_review(info: SandboxInfo, config: dict[str, Any], tmp: str) -> subprocess.Popen[bytes]:
     path = Path(tmp) / "review.yaml"
     path.write_text(yaml.safe_dump(config))
     return subprocess.Popen(
@@ -122,18 +151,103 @@ async def fill(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -
         await producer.stop()
 
 
+@dataclass
+class Run:
+    """One backend's run: when each review was created, and the reviewed records."""
+
+    backend: str
+    count: int
+    rate: float
+    created: list[float] = field(default_factory=list)
+    results: list[tuple[float, Any]] = field(default_factory=list)
+    throttled: int | None = None  #: 429s the backend answered (None: it has no quota)
+    failed: int | None = None  #: 500s the backend answered
+
+    @property
+    def achieved(self) -> float:
+        if len(self.created) < 2 or self.created[-1] <= self.created[0]:
+            return 0.0
+        return (len(self.created) - 1) / (self.created[-1] - self.created[0])
+
+    def overhead(self) -> list[float]:
+        return [
+            record_ts - envelope["review"]["ended_s"]
+            for record_ts, envelope in self.results
+            if envelope.get("review") and envelope["review"].get("ended_s")
+        ]
+
+
+async def run(sandbox: Sandbox, backend: str, count: int, rate: float) -> Run:
+    """N requests through one review instance on ``backend``, until N records are out."""
+    info = sandbox.info()
+    tag = uuid.uuid4().hex[:6]
+    topics = await new_topics(sandbox, tag)
+    flow = info.flow_definition_arns[FLOW] if backend == "a2i" else FLOW
+    records = requests(count, flow, tag)
+    names = {key.decode() for key, _ in records}
+    before = await sandbox.a2i.stats() if backend == "a2i" else None
+    await fill(info.bootstrap_servers, topics["rr"], records)
+    with tempfile.TemporaryDirectory() as tmp:
+        router = start_review(info, review_config(info, backend, tag, topics, rate, tmp), tmp)
+        try:
+            results = await read_results(info.bootstrap_servers, topics["out"], count)
+        finally:
+            router.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(router.wait, 60)
+    outcome = Run(backend, count, rate, results=results)
+    if backend == "a2i":
+        outcome.created = a2i_created(info, flow, names)
+        after = await sandbox.a2i.stats()
+        assert before is not None
+        outcome.throttled = _count(after, before, "ThrottlingException")
+        outcome.failed = _count(after, before, "InternalServerException")
+    else:
+        outcome.created = await label_studio_created(info, names)
+    return outcome
+
+
+def _count(after: dict[str, Any], before: dict[str, Any], error: str) -> int:
+    now = after["requests"].get("StartHumanLoop", {}).get(error, 0)
+    then = before["requests"].get("StartHumanLoop", {}).get(error, 0)
+    return int(now - then)
+
+
+def a2i_created(info: SandboxInfo, flow: str, names: set[str]) -> list[float]:
+    a2i = boto3.client("sagemaker-a2i-runtime", endpoint_url=info.a2i_endpoint_url,
+                       region_name=info.region, aws_access_key_id="x",
+                       aws_secret_access_key="x")  # fmt: skip
+    return sorted(
+        s["CreationTime"].timestamp()
+        for page in a2i.get_paginator("list_human_loops").paginate(FlowDefinitionArn=flow)
+        for s in page["HumanLoopSummaries"]
+        if s["HumanLoopName"] in names
+    )
+
+
+async def label_studio_created(info: SandboxInfo, names: set[str]) -> list[float]:
+    if not info.label_studio_url or not info.label_studio_token:
+        raise RuntimeError("the sandbox runs no Label Studio")
+    created: list[float] = []
+    async with LabelStudioClient(info.label_studio_url, info.label_studio_token) as client:
+        async for task in client.tasks(info.label_studio_projects[FLOW], page_size=500):
+            when = epoch_s(task.get("created_at"))
+            if task.get("data", {}).get("review_name") in names and when is not None:
+                created.append(when)
+    return sorted(created)
+
+
 async def intake(sandbox: Sandbox, count: int) -> None:
     """Requests recorded per second by one review instance (see the module docstring)."""
     info = sandbox.info()
     tag = uuid.uuid4().hex[:6]
     topics = await new_topics(sandbox, tag)
     await fill(info.bootstrap_servers, topics["rr"],
-               requests(count, info.flow_definition_arns["bench"]))  # fmt: skip
+               requests(count, info.flow_definition_arns[FLOW], tag))  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=info.bootstrap_servers)
     await admin.start()
     tps = [TopicPartition(topics["rr"], p) for p in range(PARTITIONS)]
     with tempfile.TemporaryDirectory() as tmp:
-        router = start_review(info, review_config(info, tag, topics, 0.1, tmp), tmp)
+        router = start_review(info, review_config(info, "a2i", tag, topics, 0.1, tmp), tmp)
         first: tuple[float, int] | None = None
         done = time.monotonic()
         deadline = time.monotonic() + 600
@@ -160,55 +274,74 @@ async def intake(sandbox: Sandbox, count: int) -> None:
           f"(from the first commit to the last; {PARTITIONS} partitions, one agent)")  # fmt: skip
 
 
-async def main(count: int, rate: float, intake_count: int) -> None:
+def label_studio_rss(sandbox: Sandbox) -> int:
+    """Resident memory of Label Studio's process and its children."""
+    pid = sandbox.label_studio.process.pid
+    if pid is None:
+        return 0
+    pids, seen = [pid], 0
+    while seen < len(pids):
+        for task in Path(f"/proc/{pids[seen]}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that ended while being read
+                pids.extend(int(x) for x in (task / "children").read_text().split())
+        seen += 1
+    return sum(rss_bytes(p) for p in pids)
+
+
+def report(paced: Run) -> None:
+    print(f"{paced.backend}: review requests {paced.count}; reviews created "
+          f"{len(paced.created)}; results {len(paced.results)}")  # fmt: skip
+    quota = ("no quota" if paced.throttled is None
+             else f"429s: {paced.throttled}, 500s: {paced.failed}")  # fmt: skip
+    print(f"{paced.backend}: start rate configured {paced.rate:.2f}/s, achieved "
+          f"{paced.achieved:.2f}/s ({(paced.achieved / paced.rate - 1) * 100:+.1f} %); "
+          f"{quota}")  # fmt: skip
+    overhead = paced.overhead()
+    if overhead:
+        print(f"{paced.backend}: completion -> reviewed record, {len(overhead)} results: "
+              f"p50 {percentile(overhead, 0.5) * 1000:.0f} ms, "
+              f"p99 {percentile(overhead, 0.99) * 1000:.0f} ms, "
+              f"mean {statistics.mean(overhead) * 1000:.0f} ms")  # fmt: skip
+
+
+async def main(backends: list[str], count: int, rate: float, capacity: int,
+               intake_count: int) -> None:  # fmt: skip
     fixed = Reviewers(
         pickup=Latency(distribution="fixed", median_s=0.5),
         work=Latency(distribution="fixed", median_s=0.5),
     )
     settings = SandboxSettings(
-        flow_definitions=[FlowDefinition(name="bench", reviewers=fixed)],
+        flow_definitions=[FlowDefinition(name=FLOW, reviewers=fixed)],
         faults=Faults(quota_rps=rate * 2, quota_burst=2),
     )
     async with Sandbox(settings) as sandbox:
-        info = sandbox.info()
-        flow = info.flow_definition_arns["bench"]
-        tag = uuid.uuid4().hex[:6]
-        topics = await new_topics(sandbox, tag)
-        await fill(info.bootstrap_servers, topics["rr"], requests(count, flow))
-
-        with tempfile.TemporaryDirectory() as tmp:
-            router = start_review(info, review_config(info, tag, topics, rate, tmp), tmp)
-            results = await read_results(info.bootstrap_servers, topics["out"], count)
-            router.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(router.wait, 60)
-
-        a2i = boto3.client("sagemaker-a2i-runtime", endpoint_url=info.a2i_endpoint_url,
-                           region_name=info.region, aws_access_key_id="x",
-                           aws_secret_access_key="x")  # fmt: skip
-        created = sorted(
-            s["CreationTime"].timestamp()
-            for page in a2i.get_paginator("list_human_loops").paginate(FlowDefinitionArn=flow)
-            for s in page["HumanLoopSummaries"]
-        )
-        stats = await sandbox.a2i.stats()
+        started_s = None
+        if "label-studio" in backends:
+            began = time.monotonic()
+            await sandbox.start_label_studio()
+            started_s = time.monotonic() - began
+        paced = [await run(sandbox, backend, count, rate) for backend in backends]
+        unlimited = []
+        if capacity:
+            await sandbox.a2i.set_faults(quota_rps=UNLIMITED_RPS * 10, quota_burst=1000)
+            unlimited = [await run(sandbox, b, capacity, UNLIMITED_RPS) for b in backends]
+        resident = label_studio_rss(sandbox) if started_s is not None else 0
         if intake_count:
+            await sandbox.a2i.set_faults(quota_rps=rate * 2, quota_burst=2)
             await intake(sandbox, intake_count)
-    starts = stats["requests"].get("StartHumanLoop", {})
-    achieved = (len(created) - 1) / (created[-1] - created[0])
-    print(f"review requests: {count}; loops created: {len(created)}; results: {len(results)}")
-    print(f"StartHumanLoop rate: configured {rate:.2f}/s, achieved {achieved:.2f}/s "
-          f"({(achieved / rate - 1) * 100:+.1f} %); 429s: {starts.get('ThrottlingException', 0)}, "
-          f"500s: {starts.get('InternalServerException', 0)}")  # fmt: skip
-    overhead = [
-        record_ts - envelope["review"]["ended_s"]
-        for record_ts, envelope in results
-        if envelope.get("review") and envelope["review"].get("ended_s")
-    ]
-    if overhead:
-        print(f"completion overhead (reviewer submission -> reviewed record), {len(overhead)} "
-              f"results: p50 {percentile(overhead, 0.5) * 1000:.0f} ms, "
-              f"p99 {percentile(overhead, 0.99) * 1000:.0f} ms, "
-              f"mean {statistics.mean(overhead) * 1000:.0f} ms")  # fmt: skip
+    for one in paced:
+        report(one)
+    for one in unlimited:
+        print(f"{one.backend}: capacity, {one.count} requests with no rate limit: "
+              f"{one.achieved:.1f} reviews created/s ({len(one.created)} created, "
+              f"{len(one.results)} results)")  # fmt: skip
+    rates = {one.backend: one.achieved for one in unlimited}
+    if rates.get("a2i") and "label-studio" in rates:
+        print(f"capacity ratio, Label Studio / A2I emulator: "
+              f"{rates['label-studio'] / rates['a2i']:.2f}")  # fmt: skip
+    if started_s is not None:
+        print(f"label-studio: start-up to provisioned (fresh data dir) {started_s:.1f} s; "
+              f"resident memory after the runs {resident / 1e6:.0f} MB")  # fmt: skip
 
 
 async def read_results(bootstrap: str, topic: str, count: int) -> list[tuple[float, Any]]:
@@ -231,11 +364,14 @@ async def read_results(bootstrap: str, topic: str, count: int) -> list[tuple[flo
 
 def cli() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=("both", "a2i", "label-studio"), default="both")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--capacity", type=int, default=200)
     parser.add_argument("--intake", type=int, default=3000)
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.rate, args.intake))
+    backends = ["a2i", "label-studio"] if args.backend == "both" else [args.backend]
+    asyncio.run(main(backends, args.requests, args.rate, args.capacity, args.intake))
 
 
 if __name__ == "__main__":
