@@ -6,7 +6,8 @@ The README's configuration table is this module's output between two marker comm
     .venv/bin/python -m stream_router.config_docs --write README.md
 
 Rows follow the YAML layout: ``kafka.bootstrap_servers``; list items show as ``routes[]``
-and dictionary values as ``budgets.<route>``. Scalars name their environment variable.
+and dictionary values as ``budgets.<route>`` (or the key the field names). Scalars name their
+environment variable.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def rows(
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         env_name = f"{env}{name}".upper() if env is not None else None
-        nested, item_key = _nested(field.annotation)
+        nested, item_key = _nested(field.annotation, field)
         yield Row(
             key,
             _type_name(field.annotation),
@@ -59,15 +60,17 @@ def rows(
             yield from rows(nested, f"{key}{item_key}.", child_env)
 
 
-def _nested(annotation: Any) -> tuple[type[BaseModel] | None, str]:
-    """The section a field holds, and how its rows are keyed ("" / "[]" / ".<name>")."""
+def _nested(annotation: Any, field: FieldInfo) -> tuple[type[BaseModel] | None, str]:
+    """The section a field holds, and how its rows are keyed ("" / "[]" / ".<key>": a
+    dictionary's key is what the field's ``json_schema_extra["keyed_by"]`` says, else route)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, ""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is list and args and _is_model(args[0]):
         return args[0], "[]"
     if origin is dict and len(args) == 2 and _is_model(args[1]):
-        return args[1], ".<route>"
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        return args[1], f".<{extra.get('keyed_by', 'route')}>"
     return None, ""
 
 

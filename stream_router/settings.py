@@ -330,6 +330,7 @@ class LabelStudioSettings(Section):
         default_factory=dict,
         description="Flows by name (what routes' review_flow and escalation_flows name) -> "
         "their Label Studio project.",
+        json_schema_extra={"keyed_by": "flow"},
     )
     webhook: LabelStudioWebhook = Field(
         LabelStudioWebhook(), description="The webhook endpoint (a completion signal)."
