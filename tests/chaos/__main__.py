@@ -1,4 +1,5 @@
-"""``python -m tests.chaos [--long] [--seed N]``: one chaos run, its figures, exit 1 if unclean."""
+"""``python -m tests.chaos [--long] [--seed N] [--backend a2i|label-studio]``: one chaos run,
+its figures, exit 1 if unclean."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/chaos")
     parser.add_argument("--long", action="store_true", help="the on-demand run (15 minutes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=("a2i", "label-studio"), default="a2i")
     parser.add_argument("--keep", type=Path, help="keep the logs and state in this directory")
     args = parser.parse_args()
     plan = Plan.long() if args.long else Plan.short()
     with tempfile.TemporaryDirectory(prefix="stream-router-chaos-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        report = asyncio.run(run(plan, work, seed=args.seed))
+        report = asyncio.run(run(plan, work, seed=args.seed, backend=args.backend))
     for line in report.lines():
         print(line)
     return 0 if report.clean else 1

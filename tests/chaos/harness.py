@@ -22,13 +22,19 @@ dead-letter topics whole and accounts for every input event by id:
 - recovery time after each fault: from the fault's end to the next outcome published (for a
   fault of the review path, the next outcome of a review: accepted events flow meanwhile).
 
-``scripts/chaos`` runs it (``--long`` for the on-demand length); ``tests/chaos/test_chaos.py``
-runs a short one in CI.
+With ``backend="label-studio"`` the reviews go to a real Label Studio with simulated
+annotators instead, and the backend's faults are its own: Label Studio restarted, Label Studio
+silent (SIGSTOP) for a window, and duplicate, late and out-of-order webhook posts for finished
+tasks sent to both review instances (the kills and the broker restart are the same).
+
+``scripts/chaos`` runs it (``--long`` for the on-demand length, ``--backend label-studio``);
+``tests/chaos/test_chaos.py`` runs a short one of each backend in CI.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -43,16 +49,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import boto3
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from stream_router.labelstudio.client import LabelStudioClient
+from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.naming import first_name_of
-from stream_router.sandbox.process import ManagedProcess
+from stream_router.sandbox.process import ManagedProcess, free_port
 from stream_router.sandbox.settings import FlowDefinition, Latency, Reviewers, SandboxSettings
-from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from stream_router.sandbox.stack import Backend, Sandbox, SandboxInfo
 from stream_router.settings import Settings
 from stream_router.topics import create_topics
 
@@ -139,8 +148,11 @@ def sandbox_settings() -> SandboxSettings:
     return SandboxSettings(flow_definitions=[FlowDefinition(name="chaos", reviewers=quick)])
 
 
-def router_settings(info: SandboxInfo, tag: str, work: Path) -> dict[str, Any]:
-    return {
+def router_settings(
+    info: SandboxInfo, tag: str, work: Path, backend: str = "a2i"
+) -> dict[str, Any]:
+    flow = info.flow_definition_arns["chaos"] if backend == "a2i" else "chaos"
+    config: dict[str, Any] = {
         "kafka": {"bootstrap_servers": info.bootstrap_servers, "session_timeout_s": 6,
                   "heartbeat_interval_s": 1},
         "ingest": {"input_topics": [f"chaos-in-{tag}"], "output_topic": f"chaos-out-{tag}",
@@ -148,7 +160,7 @@ def router_settings(info: SandboxInfo, tag: str, work: Path) -> dict[str, Any]:
                    "dead_letter_topic": f"chaos-dlq-{tag}", "group_id": f"chaos-ingest-{tag}",
                    "fetch_wait_s": 0.05},
         "policies": {"version": "chaos", "routes": [{
-            "name": "general", "review_flow": info.flow_definition_arns["chaos"],
+            "name": "general", "review_flow": flow,
             "policy": {"type": "confidence", "below": 0.7}}]},
         "review": {"app_id": f"chaos-review-{tag}", "loop_events_topic": f"chaos-le-{tag}",
                    "topic_partitions": PARTITIONS, "rate_per_s": 20, "burst": 5,
@@ -162,6 +174,15 @@ def router_settings(info: SandboxInfo, tag: str, work: Path) -> dict[str, Any]:
         "metrics": {"enabled": False},
         "logging": {"level": "INFO"},
     }  # fmt: skip
+    if backend == "label-studio":
+        lifetime = sandbox_settings().flow_definitions[0].task_availability_lifetime_s
+        config["review"]["backend"] = "label-studio"
+        config["review"]["label_studio"] = {
+            "url": info.label_studio_url, "api_token": info.label_studio_token,
+            "projects": {"chaos": {"project": info.label_studio_projects["chaos"],
+                                   "annotations_per_task": 1, "deadline_s": lifetime}},
+        }  # fmt: skip
+    return config
 
 
 class Roles:
@@ -170,6 +191,8 @@ class Roles:
     def __init__(self, config: Path, env: dict[str, str]) -> None:
         self.config = config
         self.env = env
+        #: each review instance's webhook port, the same in every life (one URL registered)
+        self.webhook_ports = {name: free_port() for name in ("review-a", "review-b")}
         self.procs: dict[str, ManagedProcess] = {}
         self.kills: Counter[str] = Counter()
         self.exits: Counter[str] = Counter()  #: exits on their own (not killed)
@@ -180,6 +203,8 @@ class Roles:
         role = "ingest" if name == "ingest" else "review"
         data = self.config.parent / f"data-{name}"
         env = {**self.env, "STREAM_ROUTER_REVIEW__DATA_DIR": str(data)}
+        if name in self.webhook_ports:
+            env["STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__PORT"] = str(self.webhook_ports[name])
         return ManagedProcess(
             f"chaos-{name}",
             [sys.executable, "-m", "stream_router.cli", "run", "--role", role,
@@ -385,6 +410,41 @@ class Faults:
     async def emulator_restart(self) -> None:
         await self._instant("emulator restart", self.sandbox.a2i.restart)
 
+    async def label_studio_restart(self) -> None:
+        await self._instant("Label Studio restart", self.sandbox.label_studio.restart)
+
+    async def label_studio_silent(self) -> None:
+        pid = self.sandbox.label_studio.process.pid
+        assert pid is not None
+
+        async def begin() -> None:
+            os.kill(pid, signal.SIGSTOP)
+
+        async def end() -> None:
+            os.kill(pid, signal.SIGCONT)
+
+        await self._window("Label Studio silent", begin, end, 10.0)
+
+    async def webhook_notices(self, info: SandboxInfo) -> None:
+        """Copies of annotation posts for finished tasks, sent again late and out of order to
+        both review instances (Label Studio itself posts each once)."""
+        fault = Fault("duplicate and late webhook posts", time.monotonic())
+        self.log.append(fault)
+        self.echo(f"{time.strftime('%H:%M:%S')} fault: {fault.kind}")
+        finished = [task for task in await _tasks(info) if task.get("total_annotations")]
+        self.rng.shuffle(finished)
+        async with aiohttp.ClientSession() as session:
+            for task in finished[:20]:
+                body = {"action": self.rng.choice(["ANNOTATION_CREATED", "ANNOTATION_UPDATED"]),
+                        "task": {"id": task["id"], "data": task.get("data")},
+                        "annotation": {"id": 0}}  # fmt: skip
+                for port in self.roles.webhook_ports.values():
+                    with contextlib.suppress(aiohttp.ClientError):  # an instance killed now
+                        url = f"http://127.0.0.1:{port}/label-studio/webhook"
+                        async with session.post(url, json=body) as answer:
+                            await answer.read()
+        fault.ended_s = time.monotonic()
+
     async def _instant(self, kind: str, action: Callable[[], Awaitable[None]]) -> None:
         """A fault that is over once ``action`` returns (a restart)."""
 
@@ -432,6 +492,26 @@ class Faults:
         fault.ended_s = time.monotonic()
 
 
+async def _tasks(info: SandboxInfo) -> list[dict[str, Any]]:
+    """Every task of the chaos flow's Label Studio project."""
+    assert info.label_studio_url is not None
+    assert info.label_studio_token is not None
+    async with LabelStudioClient(info.label_studio_url, info.label_studio_token) as client:
+        project = info.label_studio_projects["chaos"]
+        return [task async for task in client.tasks(project, page_size=500)]
+
+
+async def _review_names(info: SandboxInfo, backend: str) -> list[str]:
+    """The name of every review the backend holds (a loop, a task): paid reviews."""
+    if backend == "label-studio":
+        return [str((task.get("data") or {}).get(NAME_FIELD)) for task in await _tasks(info)]
+    a2i = boto3.client("sagemaker-a2i-runtime", endpoint_url=info.a2i_endpoint_url,
+                       region_name=info.region, aws_access_key_id="x",
+                       aws_secret_access_key="x")  # fmt: skip
+    loops = await asyncio.to_thread(_loops, a2i, info.flow_definition_arns["chaos"])
+    return [loop["HumanLoopName"] for loop in loops]
+
+
 def _loops(a2i: Any, flow: str) -> list[dict[str, Any]]:
     return [
         summary
@@ -459,13 +539,21 @@ def _status_event(loop: dict[str, Any], info: SandboxInfo) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def run(plan: Plan, work: Path, seed: int = 0, echo: Callable[[str], None] = print) -> Report:
+async def run(
+    plan: Plan,
+    work: Path,
+    seed: int = 0,
+    echo: Callable[[str], None] = print,
+    backend: Backend = "a2i",
+) -> Report:
     """One chaos run on a fresh sandbox (see the module docstring); returns the account."""
     rng = random.Random(seed)
     tag = uuid.uuid4().hex[:6]
-    async with Sandbox(sandbox_settings(), broker="kafka", state_dir=work / "sandbox") as sandbox:
+    async with Sandbox(
+        sandbox_settings(), broker="kafka", state_dir=work / "sandbox", backend=backend
+    ) as sandbox:
         info = sandbox.info()
-        raw = router_settings(info, tag, work)
+        raw = router_settings(info, tag, work, backend)
         config = work / "router.yaml"
         config.write_text(yaml.safe_dump(raw))
         await create_topics(Settings.model_validate(raw))
@@ -480,7 +568,7 @@ async def run(plan: Plan, work: Path, seed: int = 0, echo: Callable[[str], None]
         supervising = asyncio.ensure_future(roles.supervise())
         reading = asyncio.ensure_future(_read_until(outcomes, producing, stream, plan))
         try:
-            await _schedule(faults, plan, info, echo)
+            await _schedule(faults, plan, info, backend)
             await producing
             roles.ensure_running()
             echo(f"stream done: {len(stream.sent)} events; waiting for every outcome")
@@ -491,23 +579,25 @@ async def run(plan: Plan, work: Path, seed: int = 0, echo: Callable[[str], None]
             supervising.cancel()
             await roles.stop()
             await outcomes.stop()
-        a2i = boto3.client("sagemaker-a2i-runtime", endpoint_url=info.a2i_endpoint_url,
-                           region_name=info.region, aws_access_key_id="x",
-                           aws_secret_access_key="x")  # fmt: skip
-        loops = await asyncio.to_thread(_loops, a2i, info.flow_definition_arns["chaos"])
-    return account(stream.sent, outcomes, loops, roles.kills, roles.exits, faults.log)
+        reviews = await _review_names(info, backend)
+    return account(stream.sent, outcomes, reviews, roles.kills, roles.exits, faults.log)
 
 
-async def _schedule(faults: Faults, plan: Plan, info: SandboxInfo,
-                    echo: Callable[[str], None]) -> None:  # fmt: skip
+async def _schedule(faults: Faults, plan: Plan, info: SandboxInfo, backend: Backend) -> None:
     """Every fault at least once, kills ``kills_per_role`` times per role, overlapping."""
     steps: list[Callable[[], Awaitable[None]]] = []
     for name in ("ingest", "review-a", "review-b"):
         steps += [lambda n=name: faults.kill(n)] * plan.kills_per_role  # type: ignore[misc]
-    steps += [faults.storm] * max(4, plan.kills_per_role)
-    steps += [faults.aws_silent] * max(1, plan.kills_per_role // 3)
-    steps += [faults.broker_restart, faults.emulator_restart]
-    steps += [lambda: faults.notices(info), lambda: faults.outputs(info)]
+    steps += [faults.broker_restart]
+    if backend == "a2i":
+        steps += [faults.storm] * max(4, plan.kills_per_role)
+        steps += [faults.aws_silent] * max(1, plan.kills_per_role // 3)
+        steps += [faults.emulator_restart]
+        steps += [lambda: faults.notices(info), lambda: faults.outputs(info)]
+    else:
+        steps += [faults.label_studio_silent] * max(2, plan.kills_per_role // 3)
+        steps += [faults.label_studio_restart]
+        steps += [lambda: faults.webhook_notices(info)] * 2
     faults.rng.shuffle(steps)
     gap = plan.duration_s * 0.85 / len(steps)
     running: list[asyncio.Future[None]] = []
@@ -532,7 +622,7 @@ async def _read_until(outcomes: Outcomes, producing: asyncio.Future[None], strea
 def account(
     sent: dict[str, str],
     outcomes: Outcomes,
-    loops: list[dict[str, Any]],
+    reviews: list[str],
     kills: Counter[str],
     exits: Counter[str],
     faults: list[Fault],
@@ -541,9 +631,7 @@ def account(
     lost = sorted(set(sent) - set(by_event))
     conflicting = {e: v for e, v in by_event.items() if e in sent and len(set(v)) > 1}
     duplicates = sum(len(v) - 1 for e, v in by_event.items() if e in sent and len(set(v)) == 1)
-    first_loops = Counter(
-        loop["HumanLoopName"] for loop in loops if not loop["HumanLoopName"].endswith("-a2")
-    )
+    first_loops = Counter(name for name in reviews if not name.endswith("-a2"))
     duplicate_loops = sum(n - 1 for n in first_loops.values() if n > 1)
     named = {
         value["review"]["loop_name"]
@@ -555,10 +643,7 @@ def account(
         if isinstance(value.get("review_request"), dict)
     }
     with_outcome = {first_name_of(name) for name in named}
-    without = sorted(
-        loop["HumanLoopName"] for loop in loops
-        if first_name_of(loop["HumanLoopName"]) not in with_outcome
-    )  # fmt: skip
+    without = sorted(name for name in reviews if first_name_of(name) not in with_outcome)
     every = sorted(ts for _, ts, _ in outcomes.records)
     # Review outcomes: what a fault of the review path delays (accepted events flow meanwhile).
     reviewed = sorted(

@@ -6,13 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from stream_router.sandbox.stack import Backend
 from tests.chaos.harness import Plan, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
-async def test_every_event_ends_once_through_every_fault_at_once(tmp_path: Path) -> None:
-    report = await run(Plan.short(), tmp_path, seed=7)
+@pytest.mark.parametrize(
+    "backend", ["a2i", pytest.param("label-studio", marks=pytest.mark.label_studio)]
+)
+async def test_every_event_ends_once_through_every_fault_at_once(
+    tmp_path: Path, backend: Backend
+) -> None:
+    report = await run(Plan.short(), tmp_path, seed=7, backend=backend)
     text = "\n".join(report.lines())
     print(text)  # the figures, in the test's output
     assert report.events > 1000

@@ -79,7 +79,7 @@ async def opened(fake: FakeLabelStudio) -> LabelStudioReviewBackend:
 
 async def queued(backend: LabelStudioReviewBackend, count: int) -> None:
     """Until ``count`` starts wait behind the import in flight (event-loop turns, no time)."""
-    while len(backend._queued.get("general", [])) < count:
+    while len(backend._queued.get("general", [])) < count:  # noqa: ASYNC110 - loop turns
         await asyncio.sleep(0)
 
 

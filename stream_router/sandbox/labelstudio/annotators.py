@@ -37,7 +37,7 @@ import orjson
 
 from stream_router.errors import UpstreamError
 from stream_router.labelstudio.backend import META_KEY
-from stream_router.labelstudio.client import LabelStudioClient
+from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound
 from stream_router.labelstudio.tasks import CONTENT_FIELD, NAME_FIELD, choice_result
 from stream_router.review.events import epoch_s
 from stream_router.sandbox.a2i.reviewers import LoopPlan, plan_loop
@@ -139,12 +139,16 @@ class Annotators:
             for index, answer in enumerate(tracked.plan.answers):
                 if index in tracked.done or answer.submitted_at > now:
                     continue
-                await self.client.create_annotation(
-                    tracked.task_id,
-                    choice_result(answer.label),
-                    completed_by=self.users[index],
-                    lead_time=round(answer.submitted_at - answer.accepted_at, 3),
-                )
+                try:
+                    await self.client.create_annotation(
+                        tracked.task_id,
+                        choice_result(answer.label),
+                        completed_by=self.users[index],
+                        lead_time=round(answer.submitted_at - answer.accepted_at, 3),
+                    )
+                except LabelStudioNotFound:  # deleted meanwhile (a second task of a review)
+                    tracked.done.update(range(len(tracked.plan.answers)))
+                    break
                 tracked.done.add(index)
                 self.submitted += 1
             if len(tracked.done) == len(tracked.plan.answers):
