@@ -64,6 +64,12 @@ class KafkaSettings(Section):
         3.0, gt=0, description="Consumer heartbeat interval; below a third of the session."
     )
     request_timeout_s: float = Field(40.0, gt=0, description="Client request timeout.")
+    startup_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long start-up keeps trying a cluster that refuses connections or has "
+        "no metadata yet (a broker restarting) before failing; TLS and login errors fail at once.",
+    )
     producer_batch_max_bytes: int = Field(
         262_144,
         ge=1024,

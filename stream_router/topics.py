@@ -128,22 +128,36 @@ async def connected_admin(settings: Settings) -> AIOKafkaAdminClient:
 
     aiokafka reports a failed bootstrap only as "Unable to bootstrap"; the cause (refused
     connection, untrusted certificate, failed login) comes from one direct connection to the
-    first bootstrap server. The message names the user, never the password.
+    first bootstrap server. The message names the user, never the password. A cluster that
+    refuses connections or has no metadata yet (a broker restarting) is tried again for
+    ``kafka.startup_wait_s``; TLS and login failures fail at once.
     """
-    admin = _admin(settings)
-    try:
-        await admin.start()
-    except KafkaConnectionError:
-        await admin.close()
-        raise ConfigError(await _unreachable(settings.kafka)) from None
-    return admin
+    deadline = asyncio.get_running_loop().time() + settings.kafka.startup_wait_s
+    pause = 0.5
+    while True:
+        admin = _admin(settings)
+        try:
+            await admin.start()
+        except KafkaConnectionError:
+            await admin.close()
+            message, transient = await _unreachable(settings.kafka)
+            left = deadline - asyncio.get_running_loop().time()
+            if not transient or left <= 0:
+                raise ConfigError(message) from None
+            logger.warning("%s; trying again for %.0f s more (kafka.startup_wait_s)", message, left)
+            await asyncio.sleep(min(pause, left))  # back-off between tries of the cluster
+            pause = min(pause * 2, 5.0)
+            continue
+        return admin
 
 
-async def _unreachable(kafka: KafkaSettings) -> str:
+async def _unreachable(kafka: KafkaSettings) -> tuple[str, bool]:
+    """Why the cluster is unreachable, and whether that may pass (refused, no metadata)."""
     options = kafka.client_options()
     first = kafka.bootstrap_servers.split(",")[0].strip()
     host, _, port = first.rpartition(":")
     how: str = kafka.security_protocol
+    transient = False
     if kafka.security_protocol.startswith("SASL"):
         how += f" ({kafka.sasl_mechanism} as user {kafka.sasl_username!r})"
     try:
@@ -179,11 +193,15 @@ async def _unreachable(kafka: KafkaSettings) -> str:
         )
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
+        transient = isinstance(exc, ConnectionRefusedError)
+        if transient:
+            reason = f"connection refused ({reason})"
         cause = f"{reason}; check kafka.bootstrap_servers and the listener"
     else:
         conn.close()
         cause = "a direct connection worked, so the cluster's metadata was not reachable"
-    return f"cannot connect to Kafka at {kafka.bootstrap_servers} over {how}: {cause}"
+        transient = True
+    return f"cannot connect to Kafka at {kafka.bootstrap_servers} over {how}: {cause}", transient
 
 
 async def create_topics(settings: Settings) -> dict[str, str]:

@@ -19,7 +19,7 @@ def main() -> int:
     parser.add_argument("--backend", choices=("a2i", "label-studio"), default="a2i")
     parser.add_argument("--keep", type=Path, help="keep the logs and state in this directory")
     args = parser.parse_args()
-    plan = Plan.long() if args.long else Plan.short()
+    plan = Plan.long(args.backend) if args.long else Plan.short(args.backend)
     with tempfile.TemporaryDirectory(prefix="stream-router-chaos-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -79,12 +79,20 @@ class Plan:
     settle_s: float = 300.0
 
     @classmethod
-    def short(cls) -> Plan:
-        return cls(duration_s=100.0, rate_per_s=20.0, kills_per_role=2, settle_s=300.0)
+    def short(cls, backend: Backend = "a2i") -> Plan:
+        return cls(duration_s=100.0, rate_per_s=_rate(20.0, backend), kills_per_role=2)
 
     @classmethod
-    def long(cls) -> Plan:
-        return cls(duration_s=900.0, rate_per_s=30.0, kills_per_role=10, settle_s=600.0)
+    def long(cls, backend: Backend = "a2i") -> Plan:
+        rate = _rate(30.0, backend)
+        return cls(duration_s=900.0, rate_per_s=rate, kills_per_role=10, settle_s=600.0)
+
+
+def _rate(a2i_rate: float, backend: Backend) -> float:
+    """Events per second: about a third of them go to review, and Label Studio with its
+    simulated annotators on this 2-core machine finishes about 6 reviews/s at best
+    (``tests/bench/bench_review.py``), so its runs send 8 events/s."""
+    return a2i_rate if backend == "a2i" else 8.0
 
 
 @dataclass
@@ -496,7 +504,9 @@ async def _tasks(info: SandboxInfo) -> list[dict[str, Any]]:
     """Every task of the chaos flow's Label Studio project."""
     assert info.label_studio_url is not None
     assert info.label_studio_token is not None
-    async with LabelStudioClient(info.label_studio_url, info.label_studio_token) as client:
+    # Long enough to outlast Label Studio's own faults (silent 10 s, a restart).
+    client = LabelStudioClient(info.label_studio_url, info.label_studio_token, timeout_s=90)
+    async with client:
         project = info.label_studio_projects["chaos"]
         return [task async for task in client.tasks(project, page_size=500)]
 

@@ -18,14 +18,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 async def test_every_event_ends_once_through_every_fault_at_once(
     tmp_path: Path, backend: Backend
 ) -> None:
-    report = await run(Plan.short(), tmp_path, seed=7, backend=backend)
+    plan = Plan.short(backend)
+    report = await run(plan, tmp_path, seed=7, backend=backend)
     text = "\n".join(report.lines())
     print(text)  # the figures, in the test's output
-    assert report.events > 1000
+    assert report.events >= plan.duration_s * plan.rate_per_s * 0.9
     assert report.lost == [], text
     assert report.conflicting == {}, text
     assert report.duplicate_loops == 0, text
     assert report.loops_without_outcome == [], text
     # Exits on their own are reported (and make scripts/chaos exit 1), not asserted here: one
     # review instance exited once in a CI run with its cause unseen; each life now keeps its log.
-    assert min(report.kills.values()) >= Plan.short().kills_per_role, text
+    assert min(report.kills.values()) >= plan.kills_per_role, text

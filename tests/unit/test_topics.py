@@ -1,12 +1,19 @@
-"""The router's topic list, and what start-up makes of a cluster's topics (no broker here)."""
+"""The router's topic list, what start-up makes of a cluster's topics, and how it waits for an
+unreachable cluster (no broker here)."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
+from stream_router import topics
+from stream_router.errors import ConfigError
 from stream_router.settings import Settings
-from stream_router.topics import _problems, router_topics
+from stream_router.topics import _problems, connected_admin, router_topics
 
 
 def settings(**sections: dict[str, object]) -> Settings:
@@ -69,3 +76,60 @@ def test_replication_and_session_settings_are_checked() -> None:
         settings(topics={"replication_factor": 1, "min_insync_replicas": 2})
     with pytest.raises(ValidationError, match="must not exceed request_timeout_s"):
         settings(kafka={"session_timeout_s": 45, "request_timeout_s": 40})
+
+
+async def test_start_up_waits_for_a_cluster_that_refuses_connections_then_names_it() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on: connections refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = settings(kafka={"bootstrap_servers": f"127.0.0.1:{port}",
+                                  "startup_wait_s": 1.5})  # fmt: skip
+    began = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"127\.0\.0\.1:{port} over PLAINTEXT: .*refused"):
+        await connected_admin(unreachable)
+    assert time.monotonic() - began >= 1.5  # it kept trying for startup_wait_s
+
+
+async def test_start_up_connects_once_a_restarting_broker_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tries: list[str] = []
+
+    class Admin:
+        async def start(self) -> None:
+            tries.append("start")
+            if len(tries) < 3:
+                raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
+
+        async def close(self) -> None:
+            pass
+
+    async def refused(_: object) -> tuple[str, bool]:
+        return "cannot connect to Kafka at 127.0.0.1:9092 over PLAINTEXT: refused", True
+
+    monkeypatch.setattr(topics, "_admin", lambda _: Admin())
+    monkeypatch.setattr(topics, "_unreachable", refused)
+    admin = await connected_admin(settings(kafka={"startup_wait_s": 10}))
+    assert isinstance(admin, Admin)
+    assert tries == ["start"] * 3
+
+
+async def test_a_refused_login_fails_start_up_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    tries: list[str] = []
+
+    class Admin:
+        async def start(self) -> None:
+            tries.append("start")
+            raise KafkaConnectionError("Unable to bootstrap")
+
+        async def close(self) -> None:
+            pass
+
+    async def login(_: object) -> tuple[str, bool]:
+        return "cannot connect to Kafka: the broker refused the login", False
+
+    monkeypatch.setattr(topics, "_admin", lambda _: Admin())
+    monkeypatch.setattr(topics, "_unreachable", login)
+    with pytest.raises(ConfigError, match="refused the login"):
+        await connected_admin(settings(kafka={"startup_wait_s": 30}))
+    assert tries == ["start"]
