@@ -225,6 +225,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def tree_rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` and all its descendants (``/proc/PID/task/*/children``)."""
+    pids, seen = [pid], 0
+    while seen < len(pids):
+        with contextlib.suppress(OSError):  # a process or thread that ended meanwhile
+            for task in list(Path(f"/proc/{pids[seen]}/task").iterdir()):
+                with contextlib.suppress(OSError):
+                    pids.extend(int(x) for x in (task / "children").read_text().split())
+        seen += 1
+    return sum(rss_bytes(p) for p in pids)
+
+
 class Lifecycle:
     """``start()``/``stop()``, usable as ``async with``."""
 

@@ -104,7 +104,7 @@ def settings_for(bootstrap: str, topic: str, tag: str) -> Settings:
             ],
         },
         metrics={"enabled": False},
-    )  # type: ignore[arg-type]
+    )
 
 
 async def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import statistics
@@ -56,7 +55,7 @@ from stream_router.models import Prediction, SourceRef
 from stream_router.naming import loop_name
 from stream_router.policies.routes import Decision
 from stream_router.review.events import epoch_s
-from stream_router.sandbox.process import rss_bytes
+from stream_router.sandbox.process import tree_rss_bytes
 from stream_router.sandbox.settings import (
     Faults,
     FlowDefinition,
@@ -277,15 +276,7 @@ async def intake(sandbox: Sandbox, count: int) -> None:
 def label_studio_rss(sandbox: Sandbox) -> int:
     """Resident memory of Label Studio's process and its children."""
     pid = sandbox.label_studio.process.pid
-    if pid is None:
-        return 0
-    pids, seen = [pid], 0
-    while seen < len(pids):
-        for task in Path(f"/proc/{pids[seen]}/task").iterdir():
-            with contextlib.suppress(OSError):  # a thread that ended while being read
-                pids.extend(int(x) for x in (task / "children").read_text().split())
-        seen += 1
-    return sum(rss_bytes(p) for p in pids)
+    return 0 if pid is None else tree_rss_bytes(pid)
 
 
 def report(paced: Run) -> None:

@@ -19,14 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stream_router.sandbox.process import rss_bytes
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.extend(int(x) for x in (task / "children").read_text().split())
-    return found
+from stream_router.sandbox.process import tree_rss_bytes
 
 
 def one_run(broker: str) -> tuple[float, float, float]:
@@ -48,7 +41,7 @@ def one_run(broker: str) -> tuple[float, float, float]:
         if not first.startswith("sandbox ready in"):
             raise RuntimeError(f"unexpected output: {first!r}")
         internal = float(first.split()[3])
-        rss = rss_bytes(up.pid) + sum(rss_bytes(c) for c in children(up.pid))
+        rss = tree_rss_bytes(up.pid)
         up.send_signal(signal.SIGINT)
         up.wait(timeout=30)
         up.stdout.close()
