@@ -401,7 +401,10 @@ class Faults:
         await self._window(kind, begin, end, 10.0)
 
     async def aws_silent(self) -> None:
-        pid = self.sandbox.moto.process.pid
+        await self._frozen("S3 and SQS silent", self.sandbox.moto.process.pid)
+
+    async def _frozen(self, kind: str, pid: int | None) -> None:
+        """A server that does not answer for 10 s (stopped with SIGSTOP, then continued)."""
         assert pid is not None
 
         async def begin() -> None:
@@ -410,7 +413,7 @@ class Faults:
         async def end() -> None:
             os.kill(pid, signal.SIGCONT)
 
-        await self._window("S3 and SQS silent", begin, end, 10.0)
+        await self._window(kind, begin, end, 10.0)
 
     async def broker_restart(self) -> None:
         await self._instant("broker restart", self.sandbox.broker.restart)
@@ -422,16 +425,7 @@ class Faults:
         await self._instant("Label Studio restart", self.sandbox.label_studio.restart)
 
     async def label_studio_silent(self) -> None:
-        pid = self.sandbox.label_studio.process.pid
-        assert pid is not None
-
-        async def begin() -> None:
-            os.kill(pid, signal.SIGSTOP)
-
-        async def end() -> None:
-            os.kill(pid, signal.SIGCONT)
-
-        await self._window("Label Studio silent", begin, end, 10.0)
+        await self._frozen("Label Studio silent", self.sandbox.label_studio.process.pid)
 
     async def webhook_notices(self, info: SandboxInfo) -> None:
         """Copies of annotation posts for finished tasks, sent again late and out of order to
