@@ -17,6 +17,7 @@ import pytest
 from stream_router.errors import ReviewRejected
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
 from stream_router.labelstudio.tasks import NAME_FIELD
+from stream_router.review.backend import StartOutcome
 from stream_router.settings import LabelStudioSettings
 
 CONTENT = {"event": {"text": "a photo"}, "prediction": {"label": "cat", "confidence": 0.4}}
@@ -77,6 +78,18 @@ async def opened(fake: FakeLabelStudio) -> LabelStudioReviewBackend:
     return backend
 
 
+async def holding(
+    name: str,
+) -> tuple[FakeLabelStudio, LabelStudioReviewBackend, asyncio.Task[StartOutcome]]:
+    """An open backend whose start of ``name`` is in flight, its import held open."""
+    fake = FakeLabelStudio()
+    backend = await opened(fake)
+    fake.hold.clear()
+    first = asyncio.create_task(backend.start(name, "general", CONTENT))
+    await fake.importing.wait()
+    return fake, backend, first
+
+
 async def queued(backend: LabelStudioReviewBackend, count: int) -> None:
     """Until ``count`` starts wait behind the import in flight (event-loop turns, no time)."""
     while len(backend._queued.get("general", [])) < count:  # noqa: ASYNC110 - loop turns
@@ -84,11 +97,7 @@ async def queued(backend: LabelStudioReviewBackend, count: int) -> None:
 
 
 async def test_starts_arriving_during_an_import_share_the_next_one() -> None:
-    fake = FakeLabelStudio()
-    backend = await opened(fake)
-    fake.hold.clear()
-    first = asyncio.create_task(backend.start("n0", "general", CONTENT))
-    await fake.importing.wait()
+    fake, backend, first = await holding("n0")
     names = [f"n{i}" for i in range(1, 26)] + ["n3", "n7"]  # two redelivered at once
     rest = [asyncio.create_task(backend.start(name, "general", CONTENT)) for name in names]
     await queued(backend, len(rest))
@@ -107,11 +116,7 @@ async def test_starts_arriving_during_an_import_share_the_next_one() -> None:
 
 
 async def test_a_rejected_batch_is_sent_again_one_by_one_so_only_the_bad_review_fails() -> None:
-    fake = FakeLabelStudio()
-    backend = await opened(fake)
-    fake.hold.clear()
-    first = asyncio.create_task(backend.start("first", "general", CONTENT))
-    await fake.importing.wait()
+    fake, backend, first = await holding("first")
     contents = {"good-1": CONTENT, "bad": {**CONTENT, "poison": True}, "good-2": CONTENT}
     rest = {n: asyncio.create_task(backend.start(n, "general", c)) for n, c in contents.items()}
     await queued(backend, len(rest))
@@ -131,11 +136,7 @@ async def test_a_rejected_batch_is_sent_again_one_by_one_so_only_the_bad_review_
 
 
 async def test_closing_fails_the_starts_in_flight_and_queued_instead_of_leaving_them() -> None:
-    fake = FakeLabelStudio()
-    backend = await opened(fake)
-    fake.hold.clear()
-    sent = asyncio.create_task(backend.start("sent", "general", CONTENT))
-    await fake.importing.wait()
+    _, backend, sent = await holding("sent")
     waiting = asyncio.create_task(backend.start("waiting", "general", CONTENT))
     await queued(backend, 1)
     await backend.close()

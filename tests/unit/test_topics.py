@@ -90,46 +90,43 @@ async def test_start_up_waits_for_a_cluster_that_refuses_connections_then_names_
     assert time.monotonic() - began >= 1.5  # it kept trying for startup_wait_s
 
 
+class FlakyCluster:
+    """Admin clients whose start fails the first ``failures`` times, for the reason given."""
+
+    def __init__(self, failures: int, reason: str, transient: bool) -> None:
+        self.failures, self.reason, self.transient = failures, reason, transient
+        self.tries = 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(topics, "_admin", lambda _: self)
+        monkeypatch.setattr(topics, "_unreachable", self.unreachable)
+
+    async def start(self) -> None:
+        self.tries += 1
+        if self.tries <= self.failures:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
+
+    async def close(self) -> None:
+        pass
+
+    async def unreachable(self, _: object) -> tuple[str, bool]:
+        return f"cannot connect to Kafka at 127.0.0.1:9092 over PLAINTEXT: {self.reason}", (
+            self.transient
+        )
+
+
 async def test_start_up_connects_once_a_restarting_broker_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tries: list[str] = []
-
-    class Admin:
-        async def start(self) -> None:
-            tries.append("start")
-            if len(tries) < 3:
-                raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
-
-        async def close(self) -> None:
-            pass
-
-    async def refused(_: object) -> tuple[str, bool]:
-        return "cannot connect to Kafka at 127.0.0.1:9092 over PLAINTEXT: refused", True
-
-    monkeypatch.setattr(topics, "_admin", lambda _: Admin())
-    monkeypatch.setattr(topics, "_unreachable", refused)
-    admin = await connected_admin(settings(kafka={"startup_wait_s": 10}))
-    assert isinstance(admin, Admin)
-    assert tries == ["start"] * 3
+    cluster = FlakyCluster(failures=2, reason="connection refused", transient=True)
+    cluster.install(monkeypatch)
+    assert await connected_admin(settings(kafka={"startup_wait_s": 10})) is cluster
+    assert cluster.tries == 3
 
 
 async def test_a_refused_login_fails_start_up_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    tries: list[str] = []
-
-    class Admin:
-        async def start(self) -> None:
-            tries.append("start")
-            raise KafkaConnectionError("Unable to bootstrap")
-
-        async def close(self) -> None:
-            pass
-
-    async def login(_: object) -> tuple[str, bool]:
-        return "cannot connect to Kafka: the broker refused the login", False
-
-    monkeypatch.setattr(topics, "_admin", lambda _: Admin())
-    monkeypatch.setattr(topics, "_unreachable", login)
+    cluster = FlakyCluster(failures=99, reason="the broker refused the login", transient=False)
+    cluster.install(monkeypatch)
     with pytest.raises(ConfigError, match="refused the login"):
         await connected_admin(settings(kafka={"startup_wait_s": 30}))
-    assert tries == ["start"]
+    assert cluster.tries == 1
