@@ -332,8 +332,8 @@ class LabelStudioReviewBackend:
                 continue
             self._remember(name, target, int(found["id"]))
             yield ReviewState(name, ReviewStatus.IN_PROGRESS, flow, created_at_s=created)
-        for name in sorted(duplicated):
-            await self._find(target, name)  # keeps the first task of the name, deletes others
+        if duplicated:  # keeps the first task of each name, deletes the others
+            await self._find_many(target, sorted(duplicated))
 
     # -- internals -------------------------------------------------------------------------------
 
