@@ -44,6 +44,7 @@ from aiokafka.errors import KafkaError
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
 from stream_router.envelope import dead_letter
+from stream_router.errors import ConfigError
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
 from stream_router.labelstudio.webhook import WebhookReceiver
 from stream_router.metrics import ReviewMetrics
@@ -71,6 +72,13 @@ MALFORMED_LOOP_EVENT = "malformed_loop_event"  #: dead-letter reason on loop-eve
 
 def faust_app(settings: Settings) -> faust.App:
     kafka, review = settings.kafka, settings.review
+    try:  # faust creates only the last folder of its data directory
+        review.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"review.data_dir: cannot create {review.data_dir} ({exc.strerror}); set "
+            "STREAM_ROUTER_REVIEW__DATA_DIR to a writable folder"
+        ) from exc
     return faust.App(
         review.app_id,
         broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],

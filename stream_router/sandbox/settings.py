@@ -56,11 +56,15 @@ class Reviewers(_Section):
         0.05, ge=0, le=1, description="Probability that one worker answers a wrong label."
     )
     ground_truth_path: str = Field(
-        "ground_truth",
-        description="Dotted path in InputContent of the true label; the answer when present.",
+        "event.ground_truth",
+        description="Dotted path in InputContent of the true label; the answer when present. "
+        "The router's InputContent nests the event's projected fields under `event` (so the "
+        "field must be in review.projection to be seen).",
     )
     model_label_path: str = Field(
-        "label", description="Dotted path in InputContent of the model's label (the fallback)."
+        "prediction.label",
+        description="Dotted path in InputContent of the model's label (the fallback); the "
+        "router puts it at `prediction.label`.",
     )
     labels: list[str] = Field(
         default_factory=lambda: ["cat", "dog", "bird", "other"],

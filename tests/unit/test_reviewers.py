@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream_router.review.content import input_content
 from stream_router.sandbox.a2i.reviewers import (
     LoopPlan,
     human_answers,
@@ -17,8 +20,10 @@ from stream_router.sandbox.a2i.reviewers import (
     sample,
     true_label,
 )
-from stream_router.sandbox.settings import FlowDefinition, Latency, Reviewers
+from stream_router.sandbox.settings import FlowDefinition, Latency, Reviewers, SandboxSettings
+from tests.unit.review.requests import review_request
 
+REPO = Path(__file__).resolve().parents[2]
 names = st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True)
 
 
@@ -26,28 +31,40 @@ def flow(**reviewers: object) -> FlowDefinition:
     return FlowDefinition(name="f", task_count=3, reviewers=Reviewers.model_validate(reviewers))
 
 
+def router_content(label: str | None = None, truth: str | None = None) -> dict[str, Any]:
+    """InputContent as the router writes it (``review/content.py``): the model's label under
+    ``prediction``, the projected event (here with its ground truth) under ``event``."""
+    event = {} if truth is None else {"ground_truth": truth}
+    request = review_request("evt-1", label=label or "", **event)
+    built = input_content(request, [], attempt=1)
+    if label is None:
+        built["prediction"]["label"] = None
+        built["event"].pop("label")
+    return built
+
+
 @given(name=names, created=st.floats(min_value=0, max_value=4e9), seed=st.integers(0, 10**6))
 def test_same_loop_same_plan(name: str, created: float, seed: int) -> None:
     fd = flow(seed=seed)
-    content = {"label": "cat", "ground_truth": "dog"}
+    content = router_content("cat", truth="dog")
     assert plan_loop(fd, name, content, created) == plan_loop(fd, name, content, created)
 
 
 @given(name=names)
 def test_plan_round_trips_through_json(name: str) -> None:
-    plan = plan_loop(flow(), name, {"label": "cat"}, 1_700_000_000.0)
+    plan = plan_loop(flow(), name, router_content("cat"), 1_700_000_000.0)
     assert LoopPlan.from_json(plan.to_json()) == plan
 
 
 def test_ground_truth_wins_over_model_label_without_errors() -> None:
     fd = flow(error_rate=0.0)
     for index in range(50):
-        plan = plan_loop(fd, f"loop-{index}", {"label": "cat", "ground_truth": "dog"}, 0.0)
+        plan = plan_loop(fd, f"loop-{index}", router_content("cat", truth="dog"), 0.0)
         assert [a.label for a in plan.answers] == ["dog", "dog", "dog"]
 
 
 def test_model_label_is_the_fallback() -> None:
-    plan = plan_loop(flow(error_rate=0.0), "x", {"label": "bird"}, 0.0)
+    plan = plan_loop(flow(error_rate=0.0), "x", router_content("bird"), 0.0)
     assert {a.label for a in plan.answers} == {"bird"}
 
 
@@ -56,7 +73,7 @@ def test_error_rate_is_respected_roughly() -> None:
     answers = [
         a.label
         for i in range(400)
-        for a in plan_loop(fd, f"l{i}", {"ground_truth": "cat"}, 0.0).answers
+        for a in plan_loop(fd, f"l{i}", router_content(truth="cat"), 0.0).answers
     ]
     wrong = sum(label != "cat" for label in answers) / len(answers)
     assert 0.25 < wrong < 0.35
@@ -67,7 +84,7 @@ def test_abandoned_loops_expire_at_the_lifetime() -> None:
     fd = FlowDefinition(
         name="f", task_availability_lifetime_s=60, reviewers=Reviewers(abandon_rate=1.0)
     )
-    plan = plan_loop(fd, "x", {"label": "cat"}, 100.0)
+    plan = plan_loop(fd, "x", router_content("cat"), 100.0)
     assert plan.expires
     assert plan.ends_at == 160.0
     assert plan.answers == ()
@@ -83,7 +100,7 @@ def test_pickup_after_the_lifetime_expires() -> None:
 
 
 def test_timings_are_ordered_and_distinct_workers() -> None:
-    plan = plan_loop(flow(), "x", {"label": "cat"}, 1000.0)
+    plan = plan_loop(flow(), "x", router_content("cat"), 1000.0)
     assert len({a.worker_id for a in plan.answers}) == 3
     for answer in plan.answers:
         assert 1000.0 <= answer.accepted_at <= answer.submitted_at <= plan.ends_at
@@ -107,14 +124,24 @@ def test_lookup_and_true_label() -> None:
     assert lookup({"a": {"b": 3}}, "a.b") == 3
     assert lookup({"a": 1}, "a.b") is None
     fd = FlowDefinition(name="f", reviewers=Reviewers(ground_truth_path="meta.truth"))
-    assert true_label(fd, {"meta": {"truth": 7}, "label": "x"}) == "7"
-    assert true_label(fd, {"meta": {"truth": True}, "label": "x"}) == "x"
+    assert true_label(fd, {"meta": {"truth": 7}, "prediction": {"label": "x"}}) == "7"
+    assert true_label(fd, {"meta": {"truth": True}, "prediction": {"label": "x"}}) == "x"
+
+
+def test_the_example_sandbox_config_answers_the_routers_ground_truth() -> None:
+    """config/sandbox.yaml's reviewers read the fields where the router puts them."""
+    settings = SandboxSettings.from_yaml(REPO / "config" / "sandbox.yaml")
+    for fd in settings.flow_definitions:
+        careful = fd.model_copy(update={"reviewers": fd.reviewers.model_copy(
+            update={"error_rate": 0.0})})  # fmt: skip
+        assert true_label(careful, router_content("cat", truth="dog")) == "dog"
+        assert true_label(careful, router_content("cat")) == "cat"
     assert true_label(fd, {}) is None
 
 
 def test_human_answers_shape() -> None:
     fd = flow()
-    plan = plan_loop(fd, "x", {"label": "cat"}, 1_700_000_000.0)
+    plan = plan_loop(fd, "x", router_content("cat"), 1_700_000_000.0)
     entries = human_answers(fd, plan, "eu-west-1")
     assert len(entries) == 3
     assert entries[0]["answerContent"] == {"label": {"label": plan.answers[0].label}}
