@@ -40,7 +40,7 @@ class BacktestReport:
             f"accepted: {self.accepted} ({self.accepted / total:.1%})",
             f"to review: {self.reviews} ({self.reviews / total:.1%})",
             f"dead-lettered: {sum(self.dead_lettered.values())}"
-            + (f" ({dict(self.dead_lettered)})" if self.dead_lettered else ""),
+            + (f" ({_counts(self.dead_lettered)})" if self.dead_lettered else ""),
             "",
             f"{'route':<20} {'label':<20} {'reviews':>8} {'share':>7}",
         ]
@@ -49,9 +49,12 @@ class BacktestReport:
         for route, count in sorted(self.by_route.items()):
             lines.append(f"{route:<20} {'(all labels)':<20} {count:>8} {count / total:>7.1%}")
         if self.shadow_hits:
-            lines.append("")
+            lines += ["", "shadow routes and policies (evaluated and counted, never routed):"]
             for (route, policy), count in sorted(self.shadow_hits.items()):
-                lines.append(f"shadow {route}/{policy} would review {count}")
+                lines.append(
+                    f"  {route}/{policy} would review {count} ({count / total:.1%}), "
+                    f"${count * price_per_review_usd:,.2f} if routed"
+                )
         cost = self.reviews * price_per_review_usd
         lines += [
             "",
@@ -65,6 +68,8 @@ def backtest(settings: Settings, lines: Iterable[bytes], topic: str = "backtest"
     routes = Routes(settings.policies)
     routes.start()
     report = BacktestReport()
+    for key in routes.shadow_keys():  # listed even when they would review nothing
+        report.shadow_hits[key] = 0
     batch: list[Prediction] = []
     try:
         for offset, line in enumerate(lines):
@@ -92,3 +97,7 @@ def _decide(routes: Routes, batch: list[Prediction], report: BacktestReport) -> 
         else:
             report.accepted += 1
     report.shadow_hits.update(routes.drain_shadow_hits())
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counter.items()))

@@ -3,6 +3,7 @@
 stream-router demo [--duration S] [--rate N] [--config F] [--backend a2i|label-studio]
                                         the router on the sandbox with a synthetic model
 stream-router tail TOPIC                print a topic's records as JSON lines
+stream-router produce TOPIC < FILE      publish a file's lines, one record each
 stream-router topics create --config F  create the router's topics that are missing
 stream-router sandbox up [--broker kafka|tansu] [--config F] [--backend a2i|label-studio]
                                         broker, moto and A2I emulator (and Label Studio) in
@@ -22,6 +23,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +42,32 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
     settings = SandboxSettings.from_yaml(args.config)
     if args.topic:
         settings = settings.model_copy(update={"topics": [*settings.topics, *args.topic]})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     broker = args.broker or default_broker_kind()
     if broker == "kafka" and args.broker_storage != "memory":
         print("stream-router: --broker-storage is for --broker tansu", file=sys.stderr)
         return 2
+    info_file = _info_file()
+    refusal = _claim_info_file(info_file)
+    if refusal:
+        print(f"stream-router sandbox up: {refusal}", file=sys.stderr)
+        return 1
+    try:
+        return await _serve_sandbox(args, settings, broker, info_file, Sandbox)
+    finally:
+        _release_info_file(info_file)
+
+
+async def _serve_sandbox(
+    args: argparse.Namespace, settings: Any, broker: str, info_file: Path, sandbox_type: Any
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     print(f"# broker: {_BROKER_REASON[broker, args.broker is not None]}", flush=True)
     if args.backend == "label-studio":
         print("# reviews: Label Studio (installed into its own environment on first use)")
-    async with Sandbox(
+    async with sandbox_type(
         settings,
         broker=broker,
         broker_storage=args.broker_storage,
@@ -59,13 +75,7 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
         backend=args.backend,
     ) as sandbox:
         info = sandbox.info()
-        info_file = _info_file()
-        info_file.parent.mkdir(parents=True, exist_ok=True)
-        info_file.write_text(
-            json.dumps({"pid": os.getpid(), **dataclasses.asdict(info)}, indent=2),
-            encoding="utf-8",
-        )
-        info_file.chmod(0o600)  # it holds the sandbox's Label Studio login
+        _write_info_file(info_file, {"pid": os.getpid(), **dataclasses.asdict(info)})
         print(
             f"sandbox ready in {sandbox.startup_s:.2f} s "
             f"({sandbox.resident_bytes() / 1e6:.0f} MB resident)"
@@ -82,13 +92,79 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
                 f"{json.dumps(info.label_studio_projects)}; router config: "
                 "config/router-label-studio.yaml"
             )
+        print(
+            "# ports are new at every start: after a restart, stop the router and run "
+            'eval "$(stream-router sandbox env)" and topics create again',
+        )
         print('# in another shell: eval "$(stream-router sandbox env)"; Ctrl-C stops', flush=True)
-        try:
-            await stop.wait()
-        finally:
-            with contextlib.suppress(OSError):
-                info_file.unlink()
+        await stop.wait()
     return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _read_info_file(path: Path) -> dict[str, Any] | None:
+    """The sandbox state file's content; None when absent or unreadable (a stale leftover)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+
+
+def _claim_info_file(path: Path) -> str | None:
+    """Make ``path`` this process's sandbox state file, or say which sandbox holds it.
+
+    One state file, one sandbox: ``sandbox env`` reads it and a second ``sandbox up`` would
+    overwrite it (and delete it when stopping) while the first still runs. A file whose process
+    is gone is a leftover of a killed sandbox and is taken over.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            held = _read_info_file(path)
+            if held is not None and held["pid"] != os.getpid() and _pid_alive(held["pid"]):
+                where = held.get("bootstrap_servers")
+                state = f"Kafka at {where}" if where else "still starting"
+                return (
+                    f"a sandbox is already running (pid {held['pid']}, {state}; its state file "
+                    f'is {path}). Use it (eval "$(stream-router sandbox env)"), stop it '
+                    f"(Ctrl-C in its terminal, or kill {held['pid']}), or run a second one on "
+                    "its own state file: STREAM_ROUTER_SANDBOX_FILE=/tmp/second-sandbox.json "
+                    "stream-router sandbox up"
+                )
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump({"pid": os.getpid(), "starting": True}, out)
+        return None
+    return f"cannot claim the sandbox state file {path}: another sandbox keeps taking it"
+
+
+def _write_info_file(path: Path, data: dict[str, Any]) -> None:
+    """Replace the state file's content at once (``sandbox env`` never reads half a file)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    partial.chmod(0o600)  # it holds the sandbox's Label Studio login
+    os.replace(partial, path)
+
+
+def _release_info_file(path: Path) -> None:
+    held = _read_info_file(path)
+    if held is not None and held["pid"] == os.getpid():
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 _BROKER_REASON = {
@@ -107,28 +183,38 @@ def _sandbox_env(args: argparse.Namespace) -> int:
     from stream_router.sandbox.stack import SandboxInfo  # noqa: PLC0415
 
     path = _info_file()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        print(
-            f"no sandbox is running (no {path}); start one with: stream-router sandbox up",
-            file=sys.stderr,
-        )
+    deadline = time.monotonic() + args.wait
+    while True:
+        data = _read_info_file(path)
+        problem = _sandbox_problem(path, data)
+        if problem is None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)  # polling a file another process writes; nothing to await here
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 1
-    pid = int(data.pop("pid"))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        print(
-            f"the sandbox recorded in {path} (pid {pid}) is gone; start a new one", file=sys.stderr
-        )
-        return 1
+    assert data is not None
+    data.pop("pid")
     info = SandboxInfo(**data)
     if args.format == "json":
         print(json.dumps({"env": info.router_env(), **dataclasses.asdict(info)}, indent=2))
     else:
         print(_exports(info.router_env()))
     return 0
+
+
+def _sandbox_problem(path: Path, data: dict[str, Any] | None) -> str | None:
+    """Why ``sandbox env`` cannot answer yet (None: it can)."""
+    if data is None:
+        return f"no sandbox is running (no {path}); start one with: stream-router sandbox up"
+    if not _pid_alive(data["pid"]):
+        return f"the sandbox recorded in {path} (pid {data['pid']}) is gone; start a new one"
+    if data.get("starting"):
+        return (
+            f"the sandbox (pid {data['pid']}) is still starting; run this again once it prints "
+            "'Ctrl-C stops', or add --wait 120"
+        )
+    return None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -152,18 +238,84 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(settings, options))
 
 
-def _tail(args: argparse.Namespace) -> int:
-    from stream_router.demo.tracker import tail_main  # noqa: PLC0415
+def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
+    """aiokafka options for ``tail`` and ``produce``: the kafka section of ``--config`` and the
+    STREAM_ROUTER_KAFKA__* variables, ``--bootstrap-servers`` over both."""
+    from stream_router.errors import ConfigError  # noqa: PLC0415
+    from stream_router.settings import load_settings  # noqa: PLC0415
 
-    bootstrap = args.bootstrap_servers or os.environ.get("STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS")
-    if not bootstrap:
+    env_bootstrap = os.environ.get("STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS")
+    if args.config is None and not args.bootstrap_servers and not env_bootstrap:
+        raise ConfigError(
+            f"{args.command}: give --bootstrap-servers HOST:PORT or --config FILE, or set "
+            'STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS (eval "$(stream-router sandbox env)" does)'
+        )
+    kafka = load_settings(args.config).kafka
+    if args.bootstrap_servers:
+        kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
+    return kafka.client_options()
+
+
+def _kafka_command(name: str, args: argparse.Namespace, work: Any) -> int:
+    """Run one ``tail`` or ``produce``; Kafka's refusals become one line and exit 1."""
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    from stream_router.records import PublishError  # noqa: PLC0415
+
+    try:
+        asyncio.run(work)
+    except KeyboardInterrupt:
+        return 130
+    except (LookupError, PublishError) as exc:
+        print(f"stream-router {name}: {exc}", file=sys.stderr)
+        return 1
+    except (KafkaError, OSError) as exc:
         print(
-            "stream-router tail: give --bootstrap-servers HOST:PORT "
-            "(or set STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS)",
+            f"stream-router {name}: cannot reach Kafka at {args.bootstrap_label}: {exc}",
             file=sys.stderr,
         )
-        return 2
-    code: int = tail_main(bootstrap, args.topic, args.decision, args.follow)
+        return 1
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from stream_router.records import tail  # noqa: PLC0415
+
+    options = _kafka_options(args)
+    args.bootstrap_label = options["bootstrap_servers"]
+    return _kafka_command(
+        "tail", args, tail(options, args.topic, decision=args.decision, follow=args.follow)
+    )
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from stream_router.records import publish  # noqa: PLC0415
+
+    options = _kafka_options(args)
+    args.bootstrap_label = options["bootstrap_servers"]
+    if args.input is None:
+        lines = sys.stdin.buffer
+    else:
+        try:
+            lines = args.input.open("rb")
+        except OSError as exc:
+            print(f"stream-router produce: cannot read --input: {exc}", file=sys.stderr)
+            return 2
+    published: list[Any] = []
+
+    async def work() -> None:
+        published.append(await publish(options, args.topic, lines, key_field=args.key_field))
+
+    with lines:
+        code = _kafka_command("produce", args, work())
+    if published:
+        done = published[0]
+        print(
+            f"produced {done.records} record{'s' if done.records != 1 else ''} to {args.topic} "
+            f"({done.partitions} partition{'s' if done.partitions != 1 else ''}) on "
+            f"{args.bootstrap_label}",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -193,8 +345,12 @@ def _topics_create(args: argparse.Namespace) -> int:
     for name, result in asyncio.run(create_topics(settings)).items():
         spec = specs[name]
         configs = " ".join(f"{key}={value}" for key, value in spec.configs.items())
-        print(f"{result:8} {name}  ({spec.setting}; {spec.partitions} partitions) {configs}")
+        print(f"{result:8} {name}  ({spec.setting}; {_partitions(spec.partitions)}) {configs}")
     return 0
+
+
+def _partitions(count: int) -> str:
+    return f"{count} partition{'' if count == 1 else 's'}"
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -212,11 +368,18 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _policies_test(args: argparse.Namespace) -> int:
     from stream_router.backtest import backtest  # noqa: PLC0415
+    from stream_router.errors import ConfigError  # noqa: PLC0415
     from stream_router.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(args.config)
     price = args.price if args.price is not None else settings.review.price_per_review_usd
-    with args.input.open("rb") as lines:
+    try:
+        lines = args.input.open("rb")
+    except OSError as exc:
+        raise ConfigError(
+            f"policies test --input: cannot read {args.input}: {exc.strerror}"
+        ) from exc
+    with lines:
         report = backtest(settings, lines)
     print(report.render(price))
     return 0
@@ -269,7 +432,47 @@ def _add_sandbox_commands(commands: Any) -> None:
     up.set_defaults(handler=lambda a: asyncio.run(_sandbox_up(a)))
     env = sandbox_commands.add_parser("env", help="print exports for the running sandbox")
     env.add_argument("--format", choices=("sh", "json"), default="sh")
+    env.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for a sandbox that is starting (or about to start)",
+    )
     env.set_defaults(handler=_sandbox_env)
+
+
+def _add_record_commands(commands: Any) -> None:
+    tail = commands.add_parser("tail", help="print a topic's records as JSON lines")
+    tail.add_argument("topic")
+    _add_kafka_options(tail)
+    tail.add_argument(
+        "--decision",
+        choices=("accepted", "reviewed", "unreviewed"),
+        help="only result envelopes with this decision",
+    )
+    tail.add_argument("--follow", action="store_true", help="keep waiting for new records")
+    tail.set_defaults(handler=_tail)
+
+    produce = commands.add_parser(
+        "produce", help="publish lines of stdin (or --input) to a topic, one record per line"
+    )
+    produce.add_argument("topic")
+    _add_kafka_options(produce)
+    produce.add_argument("--input", type=Path, help="read this file instead of stdin")
+    produce.add_argument(
+        "--key-field", help="key each record by this top-level field of its JSON (e.g. event_id)"
+    )
+    produce.set_defaults(handler=_produce)
+
+
+def _add_kafka_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers", help="default: STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS or --config"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="take the kafka section (TLS, SASL) from this configuration"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,12 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plain", action="store_true", help="periodic lines, even on a terminal")
     demo.set_defaults(handler=_demo)
 
-    tail = commands.add_parser("tail", help="print a topic's records as JSON lines")
-    tail.add_argument("topic")
-    tail.add_argument("--bootstrap-servers", help="default: STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS")
-    tail.add_argument("--decision", help="only envelopes with this decision (e.g. reviewed)")
-    tail.add_argument("--follow", action="store_true", help="keep waiting for new records")
-    tail.set_defaults(handler=_tail)
+    _add_record_commands(commands)
 
     _add_sandbox_commands(commands)
     return parser

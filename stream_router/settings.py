@@ -16,6 +16,7 @@ masked. Each component receives only its own section.
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,17 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from stream_router import config_errors
 from stream_router.errors import ConfigError
 
-ENV_PREFIX = "STREAM_ROUTER_"
+ENV_PREFIX = config_errors.ENV_PREFIX
 
 
 class Section(BaseModel):
@@ -460,6 +467,11 @@ class AwsSettings(Section):
 
     region: str = Field("us-east-1", description="AWS Region.")
     a2i_endpoint_url: str | None = Field(None, description="A2I runtime endpoint override.")
+    sagemaker_endpoint_url: str | None = Field(
+        None,
+        description="SageMaker control-plane endpoint override (the A2I backend checks its "
+        "flow definitions there at start-up).",
+    )
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint override.")
     sqs_endpoint_url: str | None = Field(None, description="SQS endpoint override.")
     access_key_id: SecretStr | None = Field(
@@ -473,6 +485,7 @@ class AwsSettings(Section):
     def endpoint_urls(self) -> dict[str, str]:
         urls = {
             "sagemaker-a2i-runtime": self.a2i_endpoint_url,
+            "sagemaker": self.sagemaker_endpoint_url,
             "s3": self.s3_endpoint_url,
             "sqs": self.sqs_endpoint_url,
         }
@@ -705,12 +718,10 @@ def load_settings(path: Path | None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, path)) from exc
+    except SettingsError as exc:  # an environment variable that is not the JSON it must be
+        raise ConfigError(config_errors.describe_environment_error(Settings, os.environ)) from exc
 
 
 def describe_validation_error(exc: ValidationError, path: Path | None) -> str:
-    where = f" in {path}" if path else ""
-    lines = [f"invalid configuration{where}:"]
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {location}: {error['msg']}")
-    return "\n".join(lines)
+    """One line per problem, naming the setting (see ``config_errors.py``)."""
+    return config_errors.describe_validation_error(exc, path, Settings)

@@ -245,6 +245,7 @@ def _where(settings: Settings, info: SandboxInfo, port: int, workdir: Path) -> d
     )
     return {
         "metrics_url": f"http://127.0.0.1:{port}/metrics",
+        "readiness_url": f"http://127.0.0.1:{port}/readyz",
         "bootstrap_servers": info.bootstrap_servers,
         "topics": {
             "predictions": ingest.input_topics[0],
@@ -267,6 +268,7 @@ def _report(summary: Summary, console: Console, options: DemoOptions) -> None:
     console.say("")
     console.say("where to look:")
     console.say(f"  metrics            {where['metrics_url']}")
+    console.say(f"  readiness          {where['readiness_url']} (and /healthz)")
     console.say(
         f"  predictions        {topics['predictions']} (Kafka at {where['bootstrap_servers']})"
     )

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stream_router.config_errors import describe_validation_error
 from stream_router.errors import ConfigError
 from stream_router.sandbox.settings import (
     FlowDefinition,
@@ -30,7 +31,6 @@ from stream_router.sandbox.settings import (
     Reviewers,
     SandboxSettings,
 )
-from stream_router.settings import describe_validation_error
 
 
 class _Section(BaseModel):
@@ -198,7 +198,7 @@ class DemoSettings(_Section):
                 data["drain_timeout_s"] = drain_timeout_s
             return DemoSettings.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, None)) from exc
+            raise ConfigError(describe_validation_error(exc, None, DemoSettings)) from exc
 
 
 def load_demo_settings(path: Path | None) -> DemoSettings:
@@ -216,4 +216,4 @@ def load_demo_settings(path: Path | None) -> DemoSettings:
     try:
         return DemoSettings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, path)) from exc
+        raise ConfigError(describe_validation_error(exc, path, DemoSettings)) from exc

@@ -7,24 +7,18 @@ group to join), and files every record under its event id. It keeps what the sum
 each event's outcomes, when the reviewed record was written, the reviewers' label.
 
 :func:`scrape` reads the router's Prometheus endpoint into a :class:`MetricsSnapshot`.
-
-:func:`tail` is ``stream-router tail TOPIC``, the demo's "how to consume the reviewed topic":
-it prints a topic's records as JSON lines from the beginning, by direct assignment (no group,
-nothing committed), and stops after ``idle_s`` without new records unless ``follow`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 OUTCOMES = ("accepted", "reviewed", "unreviewed", "dead-lettered")
@@ -182,68 +176,3 @@ async def scrape(url: str) -> MetricsSnapshot:
         return parse_metrics(await asyncio.to_thread(_get, url))
     except OSError:
         return MetricsSnapshot()
-
-
-async def tail(
-    bootstrap_servers: str,
-    topic: str,
-    *,
-    decision: str | None = None,
-    follow: bool = False,
-    idle_s: float = 2.0,
-    out: TextIO = sys.stdout,
-) -> int:
-    """Print the value of each record (one JSON per line); returns how many were printed.
-
-    ``decision`` keeps only result envelopes with that decision (accepted, reviewed, unreviewed).
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="stream-tail")
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [p["partition"] for p in described["partitions"]]
-    if described["error_code"] or not partitions:
-        raise LookupError(f"topic {topic!r} does not exist on {bootstrap_servers}")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id="stream-tail"
-    )
-    await consumer.start()
-    printed = 0
-    try:
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        while True:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=1000)
-            if not batch and not follow:
-                return printed
-            for records in batch.values():
-                for record in records:
-                    if decision is not None and _decision(record.value) != decision:
-                        continue
-                    out.write((record.value or b"").decode("utf-8", "replace") + "\n")
-                    printed += 1
-            out.flush()
-    finally:
-        await consumer.stop()
-
-
-def _decision(value: bytes | None) -> str | None:
-    try:
-        data = json.loads(value or b"")
-    except ValueError:
-        return None
-    return data.get("decision") if isinstance(data, dict) else None
-
-
-def tail_main(bootstrap_servers: str, topic: str, decision: str | None, follow: bool) -> int:
-    try:
-        asyncio.run(tail(bootstrap_servers, topic, decision=decision, follow=follow))
-    except KeyboardInterrupt:
-        return 130
-    except LookupError as exc:
-        print(f"stream-router tail: {exc}", file=sys.stderr)
-        return 1
-    return 0

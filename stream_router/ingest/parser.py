@@ -16,6 +16,7 @@ naming a class outside it (an object may leave classes out).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -287,7 +288,11 @@ class EventParser:
         unit = self.mapping.timestamp_unit
         if unit == "iso8601":
             if not isinstance(raw, str):
-                raise PoisonEvent("bad_type", f"{name} must be an ISO 8601 string")
+                raise PoisonEvent(
+                    "bad_type",
+                    f"{name} must be an ISO 8601 string, got {_short(raw)} (epoch numbers: set "
+                    "ingest.mapping.timestamp_unit to s or ms)",
+                )
             try:
                 moment = datetime.fromisoformat(raw)
             except ValueError as exc:
@@ -296,5 +301,15 @@ class EventParser:
                 moment = moment.replace(tzinfo=UTC)  # naive times are taken as UTC
             return moment.timestamp()
         if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            raise PoisonEvent("bad_type", f"{name} must be a finite number, got {_short(raw)}")
+            hint = ""
+            if isinstance(raw, str):
+                with contextlib.suppress(ValueError):
+                    datetime.fromisoformat(raw)
+                    hint = " (an ISO 8601 time: set ingest.mapping.timestamp_unit to iso8601)"
+            units = "milliseconds" if unit == "ms" else "seconds"
+            raise PoisonEvent(
+                "bad_type",
+                f"{name} must be a finite number of {units} since the epoch "
+                f"(ingest.mapping.timestamp_unit: {unit}), got {_short(raw)}{hint}",
+            )
         return float(raw) / 1000.0 if unit == "ms" else float(raw)

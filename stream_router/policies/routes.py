@@ -101,6 +101,12 @@ class Routes:
             )
         return decisions  # type: ignore[return-value]  # every slot is filled above
 
+    def shadow_keys(self) -> list[tuple[str, str]]:
+        """Every shadow route and shadow policy, as the (route, policy) keys of its hits."""
+        keys = [(route.name, route.policy.name) for route in self.routes if route.shadow]
+        keys += [(route_name, shadow.name) for route_name, shadow in self._shadows]
+        return keys
+
     def drain_shadow_hits(self) -> Counter[tuple[str, ...]]:
         """Shadow hits since the last call, as {(route, policy): count}; resets them."""
         hits = self.shadow_route_hits

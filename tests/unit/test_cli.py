@@ -58,3 +58,51 @@ def test_policies_list_shows_built_ins(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     for name in ("confidence", "margin", "entropy", "sample", "field", "required_fields"):
         assert any(line.startswith(name + " ") for line in out.splitlines()), name
+
+
+def test_policies_test_names_a_missing_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(REPO / "config" / "router.yaml")
+    missing = tmp_path / "events.jsonl"
+    assert main(["policies", "test", "--config", config, "--input", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"stream-router: policies test --input: cannot read {missing}: No such file or directory\n"
+    )
+
+
+def test_policies_test_lists_shadow_routes_without_python_reprs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config, events = REPO / "config" / "router.yaml", REPO / "config" / "sample-events.jsonl"
+    assert main(["policies", "test", "--config", str(config), "--input", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert "dead-lettered: 2 (missing_field 1, not_json 1)" in out
+    assert "{" not in out
+    # config/router.yaml's entropy-trial route is shadow: listed even when it would review none
+    assert "  entropy-trial/policies.routes.3.policy would review " in out
+
+
+def test_tail_refuses_an_unknown_decision(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["tail", "predictions-routed", "--decision", "bogus"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["tail", "produce"])
+def test_kafka_commands_say_where_the_broker_comes_from(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    assert main([command, "predictions"]) == 2
+    err = capsys.readouterr().err
+    assert "--bootstrap-servers HOST:PORT or --config FILE" in err
+    assert 'eval "$(stream-router sandbox env)"' in err
+
+
+def test_topics_create_counts_partitions_in_words(capsys: pytest.CaptureFixture[str]) -> None:
+    from stream_router.cli import _partitions  # noqa: PLC0415
+
+    assert [_partitions(n) for n in (1, 4)] == ["1 partition", "4 partitions"]

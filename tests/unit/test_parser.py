@@ -75,6 +75,38 @@ def test_iso_timestamps_naive_means_utc() -> None:
 
 
 @pytest.mark.parametrize(
+    ("timestamp", "unit", "says"),
+    [
+        (
+            "2020-01-01T00:00:00Z",
+            "s",
+            "timestamp must be a finite number of seconds since the epoch "
+            "(ingest.mapping.timestamp_unit: s), got '2020-01-01T00:00:00Z' (an ISO 8601 time: "
+            "set ingest.mapping.timestamp_unit to iso8601)",
+        ),
+        (
+            "soon",
+            "ms",
+            "number of milliseconds since the epoch (ingest.mapping.timestamp_unit: ms)",
+        ),
+        (
+            1_577_836_800,
+            "iso8601",
+            "timestamp must be an ISO 8601 string, got 1577836800 (epoch numbers: set "
+            "ingest.mapping.timestamp_unit to s or ms)",
+        ),
+    ],
+)
+def test_a_timestamp_of_another_unit_points_at_the_setting(
+    timestamp: object, unit: str, says: str
+) -> None:
+    with pytest.raises(PoisonEvent) as caught:
+        parse({"label": "x", "confidence": 1, "timestamp": timestamp}, timestamp_unit=unit)
+    assert caught.value.reason_class == "bad_type"
+    assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("raw", "reason_class"),
     [
         (b"{not json", "not_json"),

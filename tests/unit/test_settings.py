@@ -45,9 +45,20 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("kafka: {bootstrap_serverz: x}", "kafka.bootstrap_serverz: Extra inputs"),
-        ("ingest: {mapping: {lable: x}}", "ingest.mapping.lable: Extra inputs"),
-        ("nonsense: 1", "nonsense: Extra inputs"),
+        (
+            "kafka: {bootstrap_serverz: x}",
+            "kafka.bootstrap_serverz: unknown setting; did you mean kafka.bootstrap_servers?",
+        ),
+        (
+            "ingest: {mapping: {lable: x}}",
+            "ingest.mapping.lable: unknown setting; did you mean ingest.mapping.label?",
+        ),
+        (
+            "policies: {routes: [{name: r, review_flow: f, policy: {type: sample}, shadw: true}]}",
+            "policies.routes.0.shadw: unknown setting; did you mean policies.routes.0.shadow?",
+        ),
+        ("review: {label_studio: {projects: {g: {projct: p}}}}", "did you mean review.label"),
+        ("nonsense: 1", "nonsense: unknown setting"),
         ("ingest: {batch_max_records: 0}", "ingest.batch_max_records"),
         ("policies: {routes: [{name: Bad Name, review_flow: x, policy: {}}]}", "routes.0.name"),
         ("kafka: {security_protocol: SASL_SSL}", "sasl_mechanism, sasl_username, sasl_password"),
@@ -60,6 +71,51 @@ def test_bad_configuration_names_the_field(tmp_path: Path, text: str, expected: 
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, text))
     assert expected in str(caught.value)
+
+
+def test_an_unknown_variable_is_named_with_a_suggestion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAM_ROUTER_INGEST__BATCH_MAX_RECORD", "5")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert str(caught.value).splitlines()[1] == (
+        "  ingest.batch_max_record: unknown setting; did you mean ingest.batch_max_records? "
+        "(from the environment variable STREAM_ROUTER_INGEST__BATCH_MAX_RECORD)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "STREAM_ROUTER_INGEST__INPUT_TOPICS",
+            "predictions",
+            "STREAM_ROUTER_INGEST__INPUT_TOPICS: ingest.input_topics is a list, so the "
+            "environment variable takes JSON, for example "
+            """STREAM_ROUTER_INGEST__INPUT_TOPICS='["predictions"]'""",
+        ),
+        (
+            "STREAM_ROUTER_INGEST__INPUT_TOPICS",
+            "a, b",
+            """STREAM_ROUTER_INGEST__INPUT_TOPICS='["a", "b"]'""",
+        ),
+        ("STREAM_ROUTER_REVIEW__BUDGETS", "general", "review.budgets is a mapping"),
+        (
+            "STREAM_ROUTER_WATCHERS__ENABLED",
+            "reconciler",
+            "it takes JSON, for example STREAM_ROUTER_WATCHERS__ENABLED='[\"reconciler\"]'",
+        ),
+    ],
+)
+def test_a_plain_string_for_a_list_names_the_variable_and_its_json(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert expected in str(caught.value)
+    assert len(str(caught.value).splitlines()) <= 2  # the problem, on one line
 
 
 def test_secrets_are_masked(tmp_path: Path) -> None:

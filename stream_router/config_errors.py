@@ -1,0 +1,154 @@
+"""Configuration mistakes explained: which key, where it came from, and the fix.
+
+A user meets these before anything runs, so each one is a line naming the setting's path (and
+the environment variable when the value came from one), with a suggestion where one exists:
+the nearest known key for a typo, the JSON form for a list or mapping given as plain text in
+an environment variable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+ENV_PREFIX = "STREAM_ROUTER_"  #: of every setting's environment variable
+_COMPLEX = (list, tuple, set, frozenset, dict)
+
+
+def env_name(location: Sequence[str | int]) -> str:
+    """The environment variable of a setting's path (``ingest.input_topics`` →
+    ``STREAM_ROUTER_INGEST__INPUT_TOPICS``)."""
+    return ENV_PREFIX + "__".join(str(part) for part in location).upper()
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (through Optional, list, dict values)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found.extend(_models_in(arg))
+    return found
+
+
+def _field_annotation(root: type[BaseModel], location: Sequence[str | int]) -> Any:
+    """The annotation of the field at ``location`` (None when there is no such field)."""
+    models: list[type[BaseModel]] = [root]
+    annotation: Any = None
+    for part in location:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            continue  # an index into a list of sections
+        for model in models:
+            field = model.model_fields.get(str(part))
+            if field is not None:
+                annotation = field.annotation
+                models = _models_in(annotation)
+                break
+        else:
+            if annotation is not None and typing.get_origin(annotation) is dict:
+                args = typing.get_args(annotation)
+                annotation = args[1] if len(args) == 2 else Any
+                models = _models_in(annotation)
+                continue
+            return None
+    return annotation
+
+
+def _known_keys(root: type[BaseModel], parent: Sequence[str | int]) -> list[str]:
+    annotation: Any = root if not parent else _field_annotation(root, parent)
+    keys: list[str] = []
+    for model in _models_in(annotation):
+        keys.extend(model.model_fields)
+    return keys
+
+
+def _is_complex(annotation: Any) -> bool:
+    if annotation is None:
+        return False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_complex(arg) for arg in typing.get_args(annotation) if arg is not None)
+    return origin in _COMPLEX or annotation in _COMPLEX or bool(_models_in(annotation))
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence(arg) for arg in typing.get_args(annotation))
+    return origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set, frozenset)
+
+
+def _json_example(variable: str, value: str, annotation: Any) -> str:
+    """``VARIABLE='<value as JSON>'``: a comma-separated value as a list, else a mapping's form."""
+    if _is_sequence(annotation):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+        return f"{variable}='{json.dumps(items)}'"
+    return f"""{variable}='{{"key": "value"}}'"""
+
+
+def describe_validation_error(
+    exc: ValidationError, path: Path | None, root: type[BaseModel]
+) -> str:
+    """One line per problem: the setting's path, where the value came from, what to do."""
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        location = error["loc"]
+        dotted = ".".join(str(part) for part in location) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden" and location:
+            message = "unknown setting"
+            known = _known_keys(root, location[:-1])
+            close = difflib.get_close_matches(str(location[-1]), known, n=1, cutoff=0.6)
+            if close:
+                suggestion = ".".join([*(str(p) for p in location[:-1]), close[0]])
+                message += f"; did you mean {suggestion}?"
+        variable = env_name(location)
+        if variable in os.environ:
+            message += f" (from the environment variable {variable})"
+            if error["type"] in ("list_type", "dict_type", "model_type", "tuple_type", "set_type"):
+                annotation = _field_annotation(root, location)
+                message += "; it takes JSON, for example " + _json_example(
+                    variable, os.environ[variable], annotation
+                )
+        lines.append(f"  {dotted}: {message}")
+    return "\n".join(lines)
+
+
+def describe_environment_error(root: type[BaseModel], environ: Mapping[str, str]) -> str:
+    """Name the variable pydantic-settings could not decode, and its JSON form.
+
+    Lists, mappings and sections come from the environment as JSON; a plain value there (such
+    as ``STREAM_ROUTER_INGEST__INPUT_TOPICS=predictions``) fails before validation, and
+    pydantic-settings' own error names only the top-level section.
+    """
+    for variable, value in sorted(environ.items()):
+        if not variable.upper().startswith(ENV_PREFIX):
+            continue
+        location = variable[len(ENV_PREFIX) :].lower().split("__")
+        annotation = _field_annotation(root, location)
+        if not _is_complex(annotation):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            pass
+        else:
+            continue
+        kind = "a list" if _is_sequence(annotation) else "a mapping"
+        return (
+            f"{variable}: {'.'.join(location)} is {kind}, so the environment variable takes "
+            f"JSON, for example {_json_example(variable, value, annotation)}"
+        )
+    return (
+        "a STREAM_ROUTER_* environment variable of a list or mapping setting is not JSON "
+        '(lists and maps take JSON there, e.g. STREAM_ROUTER_INGEST__INPUT_TOPICS=\'["a","b"]\')'
+    )
