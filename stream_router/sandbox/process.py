@@ -75,8 +75,10 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         stop_timeout_s: float = 5.0,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.log_path = log_path
@@ -117,6 +119,7 @@ class ManagedProcess:
             text=True,
             bufsize=1,
             env=env,
+            cwd=self.cwd,
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl, no locks taken
         )
