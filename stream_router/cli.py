@@ -258,16 +258,25 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _kafka_command(name: str, args: argparse.Namespace, work: Any) -> int:
     """Run one ``tail`` or ``produce``; Kafka's refusals become one line and exit 1."""
-    from aiokafka.errors import KafkaError  # noqa: PLC0415
+    from aiokafka.errors import KafkaConnectionError, KafkaError  # noqa: PLC0415
 
     from stream_router.records import PublishError  # noqa: PLC0415
 
+    if not args.verbose:  # its connection errors become the one line below
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         asyncio.run(work)
     except KeyboardInterrupt:
         return 130
     except (LookupError, PublishError) as exc:
         print(f"stream-router {name}: {exc}", file=sys.stderr)
+        return 1
+    except KafkaConnectionError:
+        print(
+            f"stream-router {name}: cannot reach Kafka at {args.bootstrap_label}: no broker "
+            "answered (for the sandbox: is it running? eval \"$(stream-router sandbox env)\")",
+            file=sys.stderr,
+        )
         return 1
     except (KafkaError, OSError) as exc:
         print(

@@ -75,6 +75,9 @@ def test_demo_keeps_running_and_the_commands_it_prints_work(
             metrics = response.read().decode()
         assert "stream_router_ingest_consumed_total" in metrics
         assert "stream_router_review_loops_in_flight" in metrics
+        assert f"readiness          {where['readiness_url']}" in output
+        with urllib.request.urlopen(where["readiness_url"], timeout=5) as response:  # noqa: S310
+            assert json.loads(response.read()) == {"status": "ready"}
 
         argv = shlex.split(where["consume_reviewed"])
         assert argv[0].endswith("stream-router")
