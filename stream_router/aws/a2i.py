@@ -2,16 +2,18 @@
 
 Usage::
 
-    async with A2IReviewBackend(clients, content_classifiers=["FreeOfAdultContent"]) as a2i:
+    async with A2IReviewBackend(clients, flows=flow_uses(settings)) as a2i:
         outcome = await a2i.start(name, flow_definition_arn, {"label": "cat"})
         state = await a2i.describe(name)
         if state and state.output_uri:
             result = await a2i.fetch_result(state)
 
-A review's ``flow`` is the flow definition ARN; its ``name`` is the human loop name. The
-``sagemaker-a2i-runtime`` and ``s3`` clients are entered once, by :meth:`A2IReviewBackend.open`
-(or ``async with``), and shared by every call. botocore retries 429 and 5xx itself (standard
-mode, ``AwsEndpoints.max_attempts``); what is left after its retries maps to the review errors:
+A review's ``flow`` is the flow definition ARN; its ``name`` is the human loop name.
+:meth:`A2IReviewBackend.open` (or ``async with``) first checks that every flow definition given
+as ``flows`` exists and is Active (``aws/flows.py``: a ConfigError naming the setting
+otherwise), then enters the ``sagemaker-a2i-runtime`` and ``s3`` clients once, shared by every
+call. botocore retries 429 and 5xx itself (standard mode, ``AwsEndpoints.max_attempts``); what
+is left after its retries maps to the review errors:
 
 =================================  ===================================================
 A2I error                          raised
@@ -42,6 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from stream_router.aws.a2i_output import parse_output, split_s3_uri
 from stream_router.aws.clients import AwsClients
+from stream_router.aws.flows import STARTUP_WAIT_S, FlowUse, check_flow_definitions
 from stream_router.errors import (
     ConfigError,
     ReviewCapacityExceeded,
@@ -77,6 +80,8 @@ class A2IReviewBackend:
         *,
         content_classifiers: Sequence[str] = (),
         page_size: int = 100,
+        flows: Sequence[FlowUse] = (),
+        startup_wait_s: float = STARTUP_WAIT_S,
     ) -> None:
         unknown = sorted(set(content_classifiers) - CONTENT_CLASSIFIERS)
         if unknown:
@@ -88,6 +93,8 @@ class A2IReviewBackend:
         self._clients = clients
         self._classifiers = list(content_classifiers)
         self._page_size = page_size
+        self._flows = tuple(flows)
+        self._startup_wait_s = startup_wait_s
         self._stack: AsyncExitStack | None = None
         self._a2i: Any = None
         self._s3: Any = None
@@ -95,9 +102,13 @@ class A2IReviewBackend:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the A2I and S3 clients (once; :meth:`close` releases them)."""
+        """Check the flow definitions, then create the A2I and S3 clients (once; :meth:`close`
+        releases them). A flow that is missing or not Active raises ConfigError naming it."""
         if self._stack is not None:
             return
+        if self._flows:
+            async with self._clients.client("sagemaker") as sagemaker:
+                await check_flow_definitions(sagemaker, self._flows, wait_s=self._startup_wait_s)
         stack = AsyncExitStack()
         try:
             self._a2i = await stack.enter_async_context(

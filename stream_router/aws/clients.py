@@ -2,6 +2,8 @@
 
 An endpoint left unset falls through to the AWS SDK's own resolution, which honours the
 standard ``AWS_ENDPOINT_URL_<SERVICE>`` variables (``stream-router sandbox env`` prints them).
+``sagemaker`` is SageMaker's control plane, asked at start-up whether the configured flow
+definitions exist (``aws/flows.py``); ``sagemaker-a2i-runtime`` runs the human loops.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import aioboto3
 from botocore.config import Config
 
-SERVICES = ("sagemaker-a2i-runtime", "s3", "sqs", "events")
+SERVICES = ("sagemaker-a2i-runtime", "sagemaker", "s3", "sqs", "events")
 
 
 @dataclass(frozen=True)

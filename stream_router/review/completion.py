@@ -106,6 +106,10 @@ class Completer:
                 logger.info("review %s %s (%s): escalating", entry.name, status, code)
                 return Completion(Action.ESCALATE, "escalated", next_flow=next_flow)
         if settings.on_failure == "dead-letter":
+            logger.warning(
+                "review %s (route %s) ended %s, dead-lettered: %s: %s",
+                entry.name, request.route, status or "unknown", code, reason,
+            )  # fmt: skip
             record = review_dead_letter(request.fields, code, reason, self.clock())
             return Completion(Action.DEAD_LETTER, "dead-lettered", record)
         record = unreviewed_envelope(

@@ -620,6 +620,8 @@ class ReviewScheduler:
             await self.outlets.output(request.key_bytes(), record)
             outcome = "unreviewed"
         else:
+            logger.warning("review %s (route %s, flow %s) not started, dead-lettered: %s: %s",
+                           entry.name, request.route, entry.flow, code, reason)  # fmt: skip
             record = review_dead_letter(request.fields, code, reason, self.clock())
             await self.outlets.dead_letter(request.key_bytes(), record)
             outcome = "dead-lettered"
@@ -633,6 +635,8 @@ class ReviewScheduler:
         try:
             completion = await self.completer.complete(entry)
         except ReviewRejected as exc:  # its output is missing or unreadable: nothing to publish
+            logger.warning("review %s (route %s) dead-lettered: %s: %s",
+                           entry.name, request.route, OUTPUT_UNREADABLE, exc)  # fmt: skip
             record = review_dead_letter(request.fields, OUTPUT_UNREADABLE, str(exc), self.clock())
             completion = Completion(Action.DEAD_LETTER, "dead-lettered", record)
         now = self.clock()

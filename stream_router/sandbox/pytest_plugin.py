@@ -18,7 +18,9 @@ Session-wide (started once, stopped at the end, never left running):
 
 Per test:
 
-- ``sandbox_env``: the sandbox's AWS/Kafka variables set in ``os.environ`` for the test;
+- ``sandbox_env``: the sandbox's AWS/Kafka variables set in ``os.environ`` for the test
+  (``AWS_ENDPOINT_URL_SAGEMAKER`` among them: a router started with them checks its flow
+  definitions at the emulator);
 - ``a2i_faults``: the shared emulator's fault injection, reset to none after the test;
 - ``a2i_emulator_factory``: a private emulator (own port and state dir) for tests that restart
   or break it, stopped after the test.

@@ -79,11 +79,21 @@ class SandboxInfo:
     label_studio_password: str | None = None
     label_studio_projects: dict[str, int] = field(default_factory=dict)  #: by flow name
 
+    @property
+    def sagemaker_endpoint_url(self) -> str:
+        """SageMaker's control plane (DescribeFlowDefinition): the A2I emulator serves it."""
+        return self.a2i_endpoint_url
+
     def env(self) -> dict[str, str]:
-        """Environment variables that point any AWS SDK or CLI, and Kafka clients, here."""
+        """Environment variables that point any AWS SDK or CLI, and Kafka clients, here.
+
+        ``AWS_ENDPOINT_URL_SAGEMAKER`` is SageMaker's control plane, where the router checks its
+        flow definitions at start-up; the A2I emulator answers there too.
+        """
         return {
             "STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "AWS_ENDPOINT_URL_SAGEMAKER_A2I_RUNTIME": self.a2i_endpoint_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_endpoint_url,
             "AWS_ENDPOINT_URL_S3": self.aws_endpoint_url,
             "AWS_ENDPOINT_URL_SQS": self.aws_endpoint_url,
             "AWS_ENDPOINT_URL_EVENTBRIDGE": self.aws_endpoint_url,

@@ -140,6 +140,7 @@ def test_router_role_is_least_privilege(template: dict[str, Any]) -> None:
     granted = {a for s in found for a in as_list(s["Action"])}
     assert granted == {
         "sagemaker:StartHumanLoop",
+        "sagemaker:DescribeFlowDefinition",
         "sagemaker:DescribeHumanLoop",
         "sagemaker:StopHumanLoop",
         "sagemaker:DeleteHumanLoop",
@@ -152,6 +153,9 @@ def test_router_role_is_least_privilege(template: dict[str, Any]) -> None:
         "sqs:GetQueueUrl",
     }
     assert by_sid["StartLoopsOnThisFlow"]["Resource"] == {"Fn::Sub": FLOW_ARN}
+    # The review role's start-up check (stream_router/aws/flows.py), on this flow only.
+    assert by_sid["CheckThisFlowAtStart"]["Action"] == "sagemaker:DescribeFlowDefinition"
+    assert by_sid["CheckThisFlowAtStart"]["Resource"] == {"Fn::Sub": FLOW_ARN}
     assert by_sid["ReadOutput"]["Resource"] == {"Fn::Sub": "${OutputBucket.Arn}/${OutputPrefix}/*"}
     assert by_sid["ReceiveFromWatcherQueues"]["Resource"] == [
         {"Fn::GetAtt": ["EventQueue", "Arn"]},

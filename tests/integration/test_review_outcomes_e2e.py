@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_router.aws.a2i import MAX_INPUT_CHARS
 from stream_router.sandbox.aws import client as sandbox_client
+from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.kafka_helpers import TopicReader, produce
 from tests.integration.review_backends import Backend
@@ -150,15 +151,21 @@ async def test_escalation_stops_after_max_attempts(
 
 
 async def test_a_rejected_start_is_dead_lettered_with_the_reason(
-    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, a2i_emulator_factory: Any
 ) -> None:
-    """StartHumanLoop answers 400 ValidationException (an unknown flow definition)."""
+    """StartHumanLoop answers 400 ValidationException (an unknown flow definition). The
+    start-up check passes: it asks another emulator, which has the flow (as if the flow
+    definition were deleted after the router started)."""
+    control = await a2i_emulator_factory(
+        SandboxSettings(flow_definitions=[FlowDefinition(name="no-such-flow")])
+    )
+    env = {**sandbox_env, "AWS_ENDPOINT_URL_SAGEMAKER": control.endpoint_url}
 
     def change(settings: Settings, info: SandboxInfo) -> None:
         arn = info.flow_definition_arns["fast"].rsplit("/", 1)[0] + "/no-such-flow"
         settings["policies"]["routes"][0]["review_flow"] = arn
 
-    reader, fate, tag = await run(sandbox, sandbox_env, tmp_path, 9, change)
+    reader, fate, tag = await run(sandbox, env, tmp_path, 9, change)
     records = single(reader, tag, fate)
     for event_id in reviewed_events(fate):
         record = records[event_id]

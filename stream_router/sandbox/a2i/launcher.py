@@ -4,6 +4,7 @@ Usage::
 
     async with A2IEmulator(settings, aws_endpoint_url=moto.endpoint_url) as a2i:
         a2i.endpoint_url                        # for boto3/aioboto3 'sagemaker-a2i-runtime'
+                                                # and 'sagemaker' (DescribeFlowDefinition)
         await a2i.set_faults(quota_rps=5)       # while it runs
         await a2i.restart()                     # loops survive: state is in state_dir
 """

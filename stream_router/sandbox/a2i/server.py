@@ -11,6 +11,15 @@ Routes (``sagemaker-a2i-runtime`` 2019-11-07)::
 Errors carry the ``x-amzn-ErrorType`` header and a ``{"Message": ...}`` body, which is how
 botocore recognises modeled exceptions (``client.exceptions.ConflictException``, ...).
 
+SageMaker's control plane (``sagemaker`` 2017-07-24, JSON 1.1; ``control.py``) shares the port::
+
+    POST   /   X-Amz-Target: SageMaker.DescribeFlowDefinition    DescribeFlowDefinition
+
+Fault injection (``faults``) applies to the runtime API only, never to the control plane: the
+faults model A2I's quotas and errors under load, and the router asks the control plane once, at
+start-up (it would retry a throttled or failing check, ``aws/flows.py``, but a test of the
+runtime's faults should not depend on that wait).
+
 Sandbox-only routes, under ``/_sandbox``: ``health``, ``faults`` (GET, and PUT with the fields to
 change, while running), ``stats`` (request counts by operation and outcome, loops by status).
 
@@ -48,6 +57,7 @@ from stream_router.sandbox.a2i.api import (
     HumanLoopApi,
     output_key,
 )
+from stream_router.sandbox.a2i.control import CONTENT_TYPE, ControlPlaneApi
 from stream_router.sandbox.a2i.reviewers import human_answers, iso_millis
 from stream_router.sandbox.a2i.store import Loop, LoopStore
 from stream_router.sandbox.aws import client
@@ -180,6 +190,7 @@ class Emulator:
             schedule=self.schedule,
             max_active_loops=lambda: self.faults.faults.max_active_loops,
         )
+        self.control = ControlPlaneApi(settings, created_at=clock())
         self.requests: dict[str, Counter[str]] = defaultdict(Counter)
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
@@ -281,6 +292,7 @@ class Emulator:
         app.router.add_post("/human-loops/stop", self._op("StopHumanLoop", self._stop))
         app.router.add_get("/human-loops/{name}", self._op("DescribeHumanLoop", self._describe))
         app.router.add_delete("/human-loops/{name}", self._op("DeleteHumanLoop", self._delete))
+        app.router.add_post("/", self._control_plane)
         app.router.add_get("/_sandbox/health", self._health)
         app.router.add_get("/_sandbox/faults", self._get_faults)
         app.router.add_put("/_sandbox/faults", self._put_faults)
@@ -314,6 +326,24 @@ class Emulator:
             return web.json_response(body, headers={"x-amzn-RequestId": request_id})
 
         return serve
+
+    async def _control_plane(self, request: web.Request) -> web.Response:
+        """SageMaker's JSON 1.1 protocol: the operation is in X-Amz-Target; no faults apply."""
+        target = request.headers.get("X-Amz-Target")
+        operation = self.control.operation(target)
+        headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+        try:
+            body = self.control.call(target, await self._json_body(request))
+        except ApiError as err:
+            self.requests[operation][err.kind.code] += 1
+            return web.json_response(
+                {"__type": err.kind.code, "message": err.message},
+                status=err.kind.status,
+                headers=headers,
+                content_type=CONTENT_TYPE,
+            )
+        self.requests[operation]["OK"] += 1
+        return web.json_response(body, headers=headers, content_type=CONTENT_TYPE)
 
     @staticmethod
     async def _json_body(request: web.Request) -> Any:
