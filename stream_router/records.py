@@ -9,7 +9,7 @@ malformed lines included (they are how a dead letter looks). ``key_field`` keys 
 by a top-level field of the line's JSON (the router keys its results like its input); a line
 that is not a JSON object, or lacks the field, is sent without a key.
 
-Every record is acknowledged (``acks=all``, idempotent) before the command returns. A record
+Every record is acknowledged (``acks=all``) before the command returns. A record
 the broker refuses stops it, naming the line: the lines before it are published, and some after
 it may be (up to a thousand are in flight at once).
 
@@ -88,10 +88,14 @@ async def publish(
 ) -> Published:
     """Send each non-blank line of ``lines`` to ``topic`` as one record (module docstring)."""
     partitions = await topic_partitions(client_options, topic)
-    producer = AIOKafkaProducer(
-        **client_options, acks="all", enable_idempotence=True, max_request_size=max_request_bytes
-    )
-    await producer.start()
+    # Not idempotent: Tansu answers InitProducerId with an error; a retried send may then write
+    # a line twice, which the router treats as any redelivery (one outcome per event id).
+    producer = AIOKafkaProducer(**client_options, acks="all", max_request_size=max_request_bytes)
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # a failed start leaves its connections open otherwise
+        raise
     sent = 0
     try:
         pending: list[tuple[int, asyncio.Future[Any]]] = []
@@ -133,7 +137,11 @@ async def tail(
     """Print the value of each record of ``topic``, one per line; returns how many."""
     partitions = await topic_partitions(client_options, topic)
     consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
     printed = 0
     try:
         assigned = [TopicPartition(topic, p) for p in partitions]

@@ -350,6 +350,19 @@ class LabelStudioSettings(Section):
     )
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one API call.")
     page_size: int = Field(100, ge=1, le=1000, description="Tasks per page when listing.")
+    image_field: str | None = Field(
+        None,
+        pattern=r"^[^.\s]+(\.[^.\s]+)*$",
+        description="Dotted path of a review.projection field holding an image URL (http or "
+        "https): the task shows the image above the event's fields instead of the URL among "
+        "them. The reviewer's browser loads it.",
+    )
+    text_field: str | None = Field(
+        None,
+        pattern=r"^[^.\s]+(\.[^.\s]+)*$",
+        description="Dotted path of a review.projection field holding text to read: the task "
+        "shows it as a block above the event's fields instead of among them.",
+    )
 
 
 class ReviewSettings(Section):

@@ -56,7 +56,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -123,7 +123,10 @@ class LabelStudioReviewBackend:
         *,
         clock: Callable[[], float] = time.time,
         removed: Callable[[], None] = lambda: None,
+        prediction_fields: Collection[str] = (),
     ) -> None:
+        """``prediction_fields``: the event's paths of the model's label, confidence and
+        scores (``ingest.mapping``), which tasks show in their model line, not in the table."""
         if settings.api_token is None:
             raise ConfigError("review.label_studio.api_token: the Label Studio backend needs it")
         self.settings = settings
@@ -134,6 +137,7 @@ class LabelStudioReviewBackend:
         )
         self.clock = clock
         self.removed = removed
+        self.prediction_fields = frozenset(prediction_fields)
         self._importing = asyncio.Lock()
         self._flows: dict[str, _Flow] = {}
         self._known: OrderedDict[str, tuple[_Flow, int]] = OrderedDict()
@@ -405,7 +409,17 @@ class LabelStudioReviewBackend:
         content = {waiting.name: waiting.content for waiting in batch}
         async with self._importing:
             ids = await self.client.import_tasks(
-                flow.project_id, [task(name, content[name]) for name in new]
+                flow.project_id,
+                [
+                    task(
+                        name,
+                        content[name],
+                        image_field=self.settings.image_field,
+                        text_field=self.settings.text_field,
+                        hidden=self.prediction_fields,
+                    )
+                    for name in new
+                ],
             )
         if len(ids) != len(new):
             raise UpstreamError(

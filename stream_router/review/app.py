@@ -43,6 +43,7 @@ from aiokafka.errors import KafkaError
 
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
+from stream_router.aws.flows import flow_uses
 from stream_router.envelope import dead_letter
 from stream_router.errors import ConfigError
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
@@ -510,10 +511,16 @@ def _backend(
     """The review backend ``review.backend`` names."""
     review = settings.review
     if review.backend == "label-studio":
+        mapping = settings.ingest.mapping
         return LabelStudioReviewBackend(
-            review.label_studio, clock=clock, removed=metrics.duplicates_removed.inc
+            review.label_studio,
+            clock=clock,
+            removed=metrics.duplicates_removed.inc,
+            prediction_fields=[p for p in (mapping.label, mapping.confidence, mapping.scores) if p],
         )
-    return A2IReviewBackend(clients, content_classifiers=review.content_classifiers)
+    return A2IReviewBackend(
+        clients, content_classifiers=review.content_classifiers, flows=flow_uses(settings)
+    )
 
 
 def _ms(message: Any) -> int | None:

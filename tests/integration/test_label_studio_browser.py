@@ -5,17 +5,30 @@ simulated annotators never pick a task up, so the only annotation is the one mad
 browser: log in, open the task, choose a label, submit. The reviewed envelope on the output
 topic must carry that label. A screenshot of the task page is kept in the test's temporary
 folder (``label-studio-task.png``; its path is printed).
+
+Before choosing, the test reads the task as the reviewer sees it (``labelstudio/tasks.py``): the
+projected fields as a table of dotted names and readable values (the event's own label,
+confidence and scores, and a field the projection leaves out, not among them), the image of
+``image_field`` (served from loopback by the test, and loaded) and the text of ``text_field``,
+the model's label and confidence once, its scores once, the model's label pre-selected, and
+no JSON anywhere in the form.
 """
 
 from __future__ import annotations
 
+import re
+import struct
 import time
 import uuid
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import yaml
-from playwright.async_api import async_playwright
+from aiohttp import web
+from playwright.async_api import Locator, async_playwright, expect
 
 from stream_router.labelstudio.client import LabelStudioClient, name_filter
 from stream_router.labelstudio.tasks import NAME_FIELD
@@ -27,12 +40,64 @@ from tests.integration.test_review_e2e import config, create_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
 
+#: The labeling form of the task page (Label Studio's editor, without its Data Manager table).
+FORM = "[class*='main-view__annotation']"
 #: How the machine's own Chromium runs here: headless, and nothing beyond loopback.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
+
+
+#: The image the task shows: 96 x 64 pixels, so the test can tell it loaded.
+IMAGE_SIZE = (96, 64)
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A one-colour PNG image."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@asynccontextmanager
+async def image_server(served: list[str]) -> AsyncIterator[str]:
+    """An HTTP server on loopback serving ``/cat.png``; its base URL. Paths asked for go to
+    ``served``."""
+    image = png(*IMAGE_SIZE, (120, 120, 130))
+
+    async def cat(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.Response(body=image, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/cat.png", cat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def cells(table: Locator) -> list[list[str]]:
+    """The text of each body row's cells."""
+    return [
+        await row.locator("td").all_inner_texts() for row in await table.locator("tbody tr").all()
+    ]
 
 
 async def test_a_person_labels_a_task_in_the_browser_and_the_label_is_published(
@@ -51,20 +116,35 @@ async def test_a_person_labels_a_task_in_the_browser_and_the_label_is_published(
     settings = config(Backend("label-studio", info), tag, tmp_path)
     settings["policies"]["routes"][0]["review_flow"] = "never"
     settings["review"]["label_studio"]["projects"]["never"]["deadline_s"] = 600.0
+    settings["review"]["label_studio"]["image_field"] = "photo"
+    settings["review"]["label_studio"]["text_field"] = "caption"
+    settings["review"]["projection"] = [
+        "event_id", "label", "confidence", "scores", "model", "model_version", "photo",
+        "caption", "camera.id", "camera.exposure_s", "amount",
+    ]  # fmt: skip
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(settings))
     event_id = f"{tag}-person"
-    event = {"event_id": event_id, "label": "cat", "confidence": 0.3, "model_version": "m1"}
-    await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", [json_record(event, "k")])
+    served: list[str] = []
+    caption = "A grey cat on a mat, or a small dog?"
     project = info.label_studio_projects["never"]
     shot = tmp_path / "label-studio-task.png"
 
     process = router(path, "all", sandbox_env)
-    process.start()
     async with (
+        image_server(served) as images,
         TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader,
         LabelStudioClient(info.label_studio_url, info.label_studio_token) as admin,
     ):
+        event = {
+            "event_id": event_id, "label": "cat", "confidence": 0.3,
+            "scores": {"cat": 0.3, "dog": 0.2}, "model": "pets", "model_version": "m1",
+            "photo": f"{images}/cat.png", "caption": caption,
+            "camera": {"id": 7, "exposure_s": 0.0123456, "serial": "left out"},
+            "amount": 1234.5, "secret": "not-for-reviewers",
+        }  # fmt: skip
+        await produce(sandbox.broker.bootstrap_servers, f"in-{tag}", [json_record(event, "k")])
+        process.start()
         try:
             await process.wait_ready_async(60)
             await reader.until(lambda r: len(r.records[f"rr-{tag}"]) == 1, 60)
@@ -92,8 +172,42 @@ async def test_a_person_labels_a_task_in_the_browser_and_the_label_is_published(
                 await page.click("button[type=submit]")
                 await page.wait_for_url(lambda url: "/user/login" not in url)
                 await page.goto(f"{info.label_studio_url}/projects/{project}/data?task={task_id}")
-                choice = page.locator("label.ant-radio-wrapper", has_text="dog")
+                form = page.locator(FORM)
+                said = form.get_by_text("Model: cat (confidence 0.3)", exact=True)
+                await expect(said).to_have_count(1)  # waits for the task to render
+                await expect(
+                    form.get_by_text("Scores: cat 0.3 · dog 0.2", exact=True)
+                ).to_have_count(1)
+                await expect(form.get_by_text(caption, exact=True)).to_have_count(1)
+                table = form.locator("table")
+                await expect(table.locator("tbody tr")).to_have_count(6)
+                assert await table.locator("thead th").all_inner_texts() == ["Field", "Value"]
+                assert await cells(table) == [
+                    ["event_id", event_id],
+                    ["model", "pets"],
+                    ["model_version", "m1"],
+                    ["camera.id", "7"],
+                    ["camera.exposure_s", "0.01235"],
+                    ["amount", "1234.5"],
+                ]
+                image = form.locator('img[alt="photo"]')
+                await expect(image).to_have_count(1)
+                loaded = await image.element_handle()
+                await page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=loaded)
+                size = await image.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+                assert tuple(size) == IMAGE_SIZE
+                assert set(served) == {"/cat.png"}  # the browser loaded it from here
+                checked = form.locator("label.ant-radio-wrapper-checked")
+                # the model's label pre-selected (a choice's text ends in its hotkey, "[1]")
+                await expect(checked).to_have_text([re.compile(r"^cat(\[\d+\])?$")])
+                text = await form.inner_text()
+                assert text.count("confidence") == 1
+                assert text.count("Model:") == 1
+                for unwanted in ("{", "}", '":', "not-for-reviewers", "left out", "_identity"):
+                    assert unwanted not in text, (unwanted, text)
+                choice = form.locator("label.ant-radio-wrapper", has_text="dog")
                 await choice.click()
+                await expect(checked).to_have_text([re.compile(r"^dog(\[\d+\])?$")])
                 await page.screenshot(path=str(shot), full_page=True)
                 await page.get_by_label("Submit current annotation").click()
                 await reader.until(lambda r: len(r.records[f"out-{tag}"]) >= 1, 60)

@@ -22,7 +22,6 @@ before that would be told the coordinator is not available).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import fcntl
 import hashlib
@@ -33,7 +32,6 @@ import struct
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -44,6 +42,7 @@ from aiokafka.errors import KafkaError
 from stream_router.sandbox.broker import Broker
 from stream_router.sandbox.kafka.security import BrokerSecurity
 from stream_router.sandbox.process import ManagedProcess, ProcessStartError, free_port
+from stream_router.sandbox.tokens import kafka_cluster_id
 
 logger = logging.getLogger(__name__)
 
@@ -266,16 +265,11 @@ class KafkaBroker(Broker):
         return codecs
 
     def _format(self, lib: Path) -> None:
-        # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding; like
-        # Kafka's own, never one starting with "-" (the tool would read it as an option).
-        cluster_id = "-"
-        while cluster_id.startswith("-"):
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         command = self._jvm(
             lib,
             "kafka.tools.StorageTool",
             "format",
-            f"--cluster-id={cluster_id}",
+            f"--cluster-id={kafka_cluster_id()}",  # never starting with "-" (sandbox/tokens.py)
             "-c",
             str(self.config_path),
             *(self.security.format_arguments() if self.security else []),

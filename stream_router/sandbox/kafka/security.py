@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from stream_router.sandbox.process import free_port
+from stream_router.sandbox.tokens import urlsafe_token
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 _LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -175,8 +175,8 @@ def make_security(folder: Path, *, username: str = "stream-router") -> BrokerSec
         ssl_port=free_port(),
         sasl_ssl_port=free_port(),
         username=username,
-        password=secrets.token_urlsafe(18),
-        keystore_password=secrets.token_urlsafe(18),
+        password=urlsafe_token(18),
+        keystore_password=urlsafe_token(18),
     )
     broker_key = ec.generate_private_key(ec.SECP256R1())
     broker_cert = _certificate("127.0.0.1", broker_key, ca_cert.subject, ca_key, server=True)

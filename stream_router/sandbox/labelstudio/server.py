@@ -26,7 +26,8 @@ do the same (``SSRF_PROTECTION_ENABLED=false``).
 
 :meth:`LabelStudioServer.provision` makes one project per sandbox flow definition (title = the
 flow's name, labeling configuration from its reviewers' labels, ``maximum_annotations`` = its
-task count) and one user per simulated annotator, and is idempotent.
+task count) and one user per simulated annotator, and is idempotent; a project an older sandbox
+made gets today's labeling configuration.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -49,11 +49,13 @@ from pathlib import Path
 
 import aiohttp
 
+from stream_router.errors import ReviewRejected
 from stream_router.labelstudio.client import LabelStudioClient
 from stream_router.labelstudio.tasks import labeling_config
 from stream_router.sandbox.kafka import cache_dir
 from stream_router.sandbox.process import ManagedProcess, ProcessService, free_port
 from stream_router.sandbox.settings import FlowDefinition
+from stream_router.sandbox.tokens import hex_token, urlsafe_token
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +138,16 @@ class Credentials:
 
     @classmethod
     def of(cls, state_dir: Path) -> Credentials:
+        """The folder's credentials, made on first use (``sandbox/tokens.py``: neither value
+        starts with ``-``, which ``label-studio start`` would read as an option)."""
         path = state_dir / "credentials.json"
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(data["email"], data["password"], data["token"])
-        made = cls(ADMIN_EMAIL, secrets.token_urlsafe(18), secrets.token_hex(20))
+            # An older sandbox may have stored a password starting with "-": Label Studio
+            # never started with it (so no user has it), and new credentials replace it.
+            if not str(data["password"]).startswith("-"):
+                return cls(data["email"], data["password"], data["token"])
+        made = cls(ADMIN_EMAIL, urlsafe_token(18), hex_token(20))
         path.write_text(json.dumps(made.__dict__), encoding="utf-8")
         path.chmod(0o600)
         return made
@@ -191,7 +198,7 @@ class LabelStudioServer(ProcessService):
     def _secret_key(self) -> str:
         path = self.state_dir / "secret-key"
         if not path.is_file():
-            path.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+            path.write_text(urlsafe_token(48), encoding="utf-8")
             path.chmod(0o600)
         return path.read_text(encoding="utf-8")
 
@@ -247,15 +254,20 @@ class LabelStudioServer(ProcessService):
         """One project per flow and ``annotators`` users (default: the largest task count)."""
         wanted = annotators if annotators is not None else max(f.task_count for f in flows)
         async with self.client() as ls:
-            existing = {p["title"]: int(p["id"]) for p in await ls.projects()}
+            existing = {p["title"]: p for p in await ls.projects()}
             projects: dict[str, int] = {}
             for flow in flows:
-                if flow.name in existing:
-                    projects[flow.name] = existing[flow.name]
+                config = labeling_config(flow.reviewers.labels)
+                found = existing.get(flow.name)
+                if found is not None:
+                    projects[flow.name] = int(found["id"])
+                    # made by an older sandbox (Label Studio keeps it without the last newline)
+                    if str(found.get("label_config") or "").strip() != config.strip():
+                        await self._relabel(ls, int(found["id"]), config)
                     continue
                 made = await ls.create_project(
                     flow.name,
-                    labeling_config(flow.reviewers.labels),
+                    config,
                     maximum_annotations=flow.task_count,
                     description=f"stream_router sandbox flow {flow.name}",
                 )
@@ -269,6 +281,18 @@ class LabelStudioServer(ProcessService):
                     users[email] = int(made["id"])
                 ids.append(users[email])
         return LabelStudioResources(projects, ids)
+
+    @staticmethod
+    async def _relabel(ls: LabelStudioClient, project_id: int, config: str) -> None:
+        """Give a project of an older sandbox today's labeling configuration (Label Studio
+        refuses one its annotations do not fit, such as a label they chose dropped: then the
+        project keeps its own, and its tasks may show less)."""
+        try:
+            await ls.request("PATCH", f"/api/projects/{project_id}", body={"label_config": config})
+        except ReviewRejected as exc:
+            logger.warning("project %s keeps its labeling configuration: %s", project_id, exc)
+        else:
+            logger.info("project %s has today's labeling configuration", project_id)
 
 
 def main() -> None:  # pragma: no cover - a command for scripts/test
