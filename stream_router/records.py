@@ -64,9 +64,11 @@ def record_key(line: bytes, key_field: str | None) -> bytes | None:
 async def topic_partitions(client_options: dict[str, Any], topic: str) -> list[int]:
     """The partitions of ``topic``; LookupError when it does not exist."""
     admin = AIOKafkaAdminClient(**client_options)
-    await admin.start()
     try:
-        (described,) = await admin.describe_topics([topic])
+        await admin.start()
+        # Listed first: describing a missing topic creates it on brokers that auto-create (Tansu).
+        listed = topic in await admin.list_topics()
+        described = (await admin.describe_topics([topic]))[0] if listed else {}
     finally:
         await admin.close()
     partitions = described.get("partitions") or []
