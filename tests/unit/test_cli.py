@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,22 @@ def test_topics_create_counts_partitions_in_words(capsys: pytest.CaptureFixture[
     from stream_router.cli import _partitions  # noqa: PLC0415
 
     assert [_partitions(n) for n in (1, 4)] == ["1 partition", "4 partitions"]
+
+
+@pytest.mark.parametrize("config", ["router.yaml", "router-label-studio.yaml"])
+def test_the_example_configs_judge_a_scores_less_event_by_its_confidence(
+    config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As their comments say: without class scores, confidence decides (margin's
+    ``when_missing`` would otherwise send every such event to a paid review)."""
+    from stream_router.backtest import backtest  # noqa: PLC0415
+    from stream_router.settings import load_settings  # noqa: PLC0415
+
+    monkeypatch.setenv("STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN", "unused")
+    settings = load_settings(REPO / "config" / config)
+    event = {"event_id": "e1", "label": "cat", "confidence": 0.97, "model": "pets-v1",
+             "model_version": "3"}  # fmt: skip
+    report = backtest(settings, [json.dumps(event).encode()])
+    assert (report.accepted, report.reviews) == (1, 0)
+    unsure = backtest(settings, [json.dumps({**event, "confidence": 0.5}).encode()])
+    assert unsure.by_route == {"general": 1}
