@@ -11,16 +11,43 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 ENV_PREFIX = "STREAM_ROUTER_"  #: of every setting's environment variable
 _COMPLEX = (list, tuple, set, frozenset, dict)
+_URL_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
+MASK = "**********"
+
+
+def mask_url_passwords(data: Any) -> Any:
+    """``data`` with the password of every URL's userinfo masked (``http://u:**********@h``)."""
+    if isinstance(data, str):
+        return _URL_PASSWORD.sub(rf"\1:{MASK}@", data)
+    if isinstance(data, dict):
+        return {key: mask_url_passwords(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [mask_url_passwords(value) for value in data]
+    return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the offending line (it may hold a secret)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return exc.__class__.__name__
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        where = exc.context_mark
+        text += f" ({exc.context} at line {where.line + 1}, column {where.column + 1})"
+    return text
 
 
 def env_name(location: Sequence[str | int]) -> str:

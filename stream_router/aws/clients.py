@@ -24,8 +24,8 @@ class AwsEndpoints:
 
     region: str
     endpoint_urls: dict[str, str] = field(default_factory=dict)
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)  #: never in a repr or log
     max_attempts: int = 3
 
 

@@ -174,3 +174,32 @@ def test_tombstones_are_skipped_unless_dead_lettered(tmp_path: Path) -> None:
     assert load_settings(path).ingest.tombstones == "dead_letter"
     with pytest.raises(ConfigError, match=r"ingest\.tombstones"):
         load_settings(write(tmp_path, "ingest: {tombstones: drop}\n"))
+
+
+def test_a_password_inside_a_url_is_masked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "review:\n  backend: label-studio\n  label_studio:\n"
+        "    url: http://admin:s3cret@127.0.0.1:8080/ls\n    api_token: t0ken\n"
+        "    projects: {}\n",
+    )
+    shown = str(load_settings(path).masked())
+    assert "s3cret" not in shown
+    assert "http://admin:**********@127.0.0.1:8080/ls" in shown
+    assert "t0ken" not in shown
+
+
+def test_a_yaml_error_does_not_echo_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  sasl_password: [hunter2\nreview: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "hunter2" not in str(caught.value)
+    assert "line 3, column 7" in str(caught.value)
+
+
+def test_aws_endpoints_never_show_the_secret_key() -> None:
+    from stream_router.aws.clients import AwsEndpoints  # noqa: PLC0415
+
+    endpoints = AwsEndpoints("us-east-1", access_key_id="AKIDEXAMPLE", secret_access_key="wJalr")
+    assert "wJalr" not in repr(endpoints)
+    assert "AKIDEXAMPLE" not in repr(endpoints)
