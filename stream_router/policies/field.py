@@ -20,8 +20,11 @@ gt, ge      numbers) or a string (strings compare with strings, by code point)
 in, not_in  is / is not one of ``value`` (a non-empty list of scalars)
 exists      is present in the event (``null`` counts as present)
 missing     is absent from the event
-matches     is a string that ``value`` (a regex) matches **in full** (``re.fullmatch``); write
-            ``.*foo.*`` to find ``foo`` anywhere, ``(?i)`` to ignore case
+matches     is a string that ``value`` (a regex) matches **in full**; write ``.*foo.*`` to
+            find ``foo`` anywhere, ``(?i)`` to ignore case. Patterns run in RE2 (google-re2):
+            time linear in the text whatever the pattern, so a hostile event cannot stall a
+            partition (Python's ``re`` backtracks: ``(a+)+`` on 24 characters took 0.47 s,
+            doubling with each one more); RE2 has no backreferences or lookaround
 ==========  ======================================================================
 
 Equality follows JSON: ``true`` is not ``1``, ``1`` equals ``1.0``, a list or mapping in the
@@ -36,11 +39,11 @@ the value is of the other kind (a string against a number, ``null``, a boolean, 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from math import isnan
 from typing import Any, Final, Literal, get_args
 
+import re2  # type: ignore[import-untyped]
 from pydantic import (
     Field,
     ValidationInfo,
@@ -139,9 +142,13 @@ class FieldRuleParams(PolicyParams):
             if not isinstance(value, str):
                 raise ValueError(f"op 'matches' needs a regex string, got {value!r}")
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"{value!r} is not a valid regex: {exc}") from exc
+                _compile(value)
+            except re2.error as exc:
+                raise ValueError(
+                    f"{value!r} is not a valid RE2 regex ({_reason(exc)}); patterns run in RE2, "
+                    "in time linear in the text, so backreferences and lookaround are not "
+                    "available"
+                ) from exc
         return value
 
 
@@ -200,8 +207,19 @@ def _ordered(op: str, target: Any) -> Test:
     return with_number
 
 
+def _compile(pattern: str) -> Any:
+    options = re2.Options()
+    options.log_errors = False  # the error is raised, with its reason, instead
+    return re2.compile(pattern, options)
+
+
+def _reason(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else exc
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+
+
 def _matching(pattern: str) -> Test:
-    fullmatch = re.compile(pattern).fullmatch
+    fullmatch = _compile(pattern).fullmatch
 
     def matches(value: Any) -> bool | None:
         return fullmatch(value) is not None if isinstance(value, str) else None

@@ -150,7 +150,12 @@ def test_long_values_are_cut_in_reasons() -> None:
         ({"field": "a", "op": "gt", "value": None}, ("value",), "a number or a string"),
         ({"field": "a", "op": "eq", "value": math.nan}, ("value",), "NaN"),
         ({"field": "a", "op": "matches", "value": 5}, ("value",), "regex string"),
-        ({"field": "a", "op": "matches", "value": "("}, ("value",), "not a valid regex"),
+        ({"field": "a", "op": "matches", "value": "("}, ("value",), "not a valid RE2 regex"),
+        (
+            {"field": "a", "op": "matches", "value": r"(a)\1"},
+            ("value",),
+            "backreferences and lookaround are not available",
+        ),
         ({"field": "a", "op": "eq", "value": {"k": 1}}, ("value",), ""),
         (
             {"field": "a", "op": "exists", "when_incomparable": "maybe"},
@@ -167,3 +172,11 @@ def test_bad_params_name_the_field(
     errors = caught.value.errors()
     assert {error["loc"][:1] for error in errors} == {loc[:1]}
     assert any(message in error["msg"] for error in errors)
+
+
+def test_a_hostile_text_cannot_stall_a_match() -> None:
+    """RE2 runs in time linear in the text: ``(a+)+`` against a megabyte of ``a`` ending in
+    ``b`` (exponential for a backtracking engine) finishes in one call."""
+    policy = build(FieldRulePolicy, {"field": "t", "op": "matches", "value": "(a+)+"})
+    hostile = make_prediction(event={"t": "a" * 1_000_000 + "b"})
+    assert not policy.check(hostile).review
