@@ -11,6 +11,12 @@ role's partition counts and retention) before a client starts. Every role serves
 loop. SIGTERM drains: ingest stops fetching, finishes, produces and commits the batch in hand
 (under ``all`` before the faust worker stops). A background task that dies is reported by
 ``/readyz`` and takes the process down with exit code 1, so the orchestrator restarts it.
+
+Shutdown is bounded even when no broker answers: ingest gives the batches in hand
+``ingest.drain_timeout_s``, then stops without committing them (their records are consumed
+again after the restart, at-least-once, and the log says so), and closing each Kafka client
+takes at most ``ingest.clients.CLOSE_TIMEOUT_S`` more (:func:`shutdown_bound_s`). Every path
+that built an ingest closes its clients, a failed start too.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from stream_router.errors import ConfigError
 from stream_router.health import Health, HealthServer, TaskDied, ingest_check
 from stream_router.ingest.loop import Ingest
+from stream_router.kafka_clients import CLOSE_TIMEOUT_S
 from stream_router.metrics import IngestMetrics
 from stream_router.policies.routes import Routes
 from stream_router.settings import MetricsSettings, Settings
@@ -35,7 +42,11 @@ logger = logging.getLogger(__name__)
 
 ROLES = ("ingest", "review", "all")
 EXIT_TASK_DIED = 1
-DRAIN_TIMEOUT_S = 60.0
+
+
+def shutdown_bound_s(settings: Settings) -> float:
+    """The longest ingest's shutdown takes after SIGTERM: the drain, then closing two clients."""
+    return settings.ingest.drain_timeout_s + 2 * CLOSE_TIMEOUT_S
 
 
 def build_ingest(settings: Settings, registry: CollectorRegistry) -> Ingest:
@@ -71,20 +82,20 @@ async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    server = await serve(settings.metrics, registry, health)
+    server: HealthServer | None = None
     try:
+        server = await serve(settings.metrics, registry, health)
         await check_topics(settings, role)  # readiness meanwhile: nothing assigned yet
         await ingest.start()
-        try:
-            await health.supervise("ingest", ingest.run(stop))
-            logger.info("stopping: the batch in hand is finished and committed")
-        finally:
-            await ingest.stop()
+        await health.supervise("ingest", ingest.run(stop))
     except TaskDied:
         raise SystemExit(EXIT_TASK_DIED) from None
     finally:
-        if server is not None:
-            await server.stop()
+        try:
+            await ingest.stop()  # whatever start reached, even nothing
+        finally:
+            if server is not None:
+                await server.stop()
 
 
 class EmbeddedIngest:
@@ -114,24 +125,30 @@ class EmbeddedIngest:
     async def run(self) -> None:
         try:
             self.ingest = ingest = build_ingest(self.settings, self.registry)  # on the loop
-            await ingest.start()
             try:
+                await ingest.start()
                 await ingest.run(self._stop)
-                logger.info("stopping: the batch in hand is finished and committed")
             finally:
                 await ingest.stop()
         finally:
             self._done.set()
 
     async def drain(self, *_: Any, **__: Any) -> None:
+        """Stop fetching and wait until the batch in hand is committed and the clients closed
+        (``Ingest.run`` and ``Ingest.stop`` bound both; see the module docstring)."""
         self.health.stopping = True
         self._stop.set()
         if self.ingest is None:
             return  # never started: nothing in hand
+        bound = shutdown_bound_s(self.settings) + CLOSE_TIMEOUT_S  # run and stop bound it first
         try:
-            await asyncio.wait_for(self._done.wait(), DRAIN_TIMEOUT_S)
+            await asyncio.wait_for(self._done.wait(), bound)
         except TimeoutError:
-            logger.warning("ingest did not drain within %.0f s; stopping anyway", DRAIN_TIMEOUT_S)
+            logger.warning(
+                "ingest did not stop within %.0f s; the worker stops anyway (what was not "
+                "committed is consumed again after the restart)",
+                bound,
+            )
 
 
 def run_review_role(settings: Settings, role: str) -> None:
@@ -161,7 +178,15 @@ def run_review_role(settings: Settings, role: str) -> None:
         ingest.__qualname__ = "ingest"  # the name its supervisor reports
         extra.append(ingest)
     # The worker runs this loop: the endpoints answer from it from start-up to exit.
-    app.loop.run_until_complete(serve(settings.metrics, registry, health))
-    app.loop.run_until_complete(check_topics(settings, role))  # readiness meanwhile: starting
-    app.loop.run_until_complete(service.prepare())
+    loop = app.loop
+    server: HealthServer | None = None
+    try:
+        server = loop.run_until_complete(serve(settings.metrics, registry, health))
+        loop.run_until_complete(check_topics(settings, role))  # readiness meanwhile: starting
+        loop.run_until_complete(service.prepare())
+    except BaseException:
+        loop.run_until_complete(service.close())  # what prepare opened (its reader, backend)
+        if server is not None:
+            loop.run_until_complete(server.stop())
+        raise
     run_worker(service, extra_tasks=extra)

@@ -274,7 +274,7 @@ def _kafka_command(name: str, args: argparse.Namespace, work: Any) -> int:
     except KafkaConnectionError:
         print(
             f"stream-router {name}: cannot reach Kafka at {args.bootstrap_label}: no broker "
-            "answered (for the sandbox: is it running? eval \"$(stream-router sandbox env)\")",
+            'answered (for the sandbox: is it running? eval "$(stream-router sandbox env)")',
             file=sys.stderr,
         )
         return 1
@@ -366,11 +366,14 @@ def _config_check(args: argparse.Namespace) -> int:
     import yaml  # noqa: PLC0415
 
     from stream_router.policies.routes import Routes  # noqa: PLC0415
+    from stream_router.review.shares import budget_notes  # noqa: PLC0415
     from stream_router.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(args.file)
     routes = Routes(settings.policies)  # loads and validates every policy
     print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
+    for warning in [*settings.privacy_warnings(), *budget_notes(settings)]:
+        print(f"# warning: {warning}")
     print(f"# valid: {len(routes.routes)} routes, policy version {routes.version}")
     return 0
 

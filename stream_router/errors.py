@@ -14,6 +14,9 @@
     │                                 (stream_router.watchers.messages)
     ├── MalformedRequest              a review-requests record that is not a review request:
     │                                 dead-lettered (stream_router.review.request)
+    ├── UnconfiguredRequest           a review request naming a route or flow the configuration
+    │                                 does not review: dead-lettered, never started
+    │                                 (stream_router.review.request: UnknownRoute, UnknownFlow)
     ├── CorruptLedger                 fatal: a ledger record does not decode
     │                                 (stream_router.review.ledger)
     └── UpstreamError                 a dependency failed; retriable unless said otherwise

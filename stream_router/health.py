@@ -17,6 +17,7 @@ the orchestrator restarts it (:class:`TaskDied`). After SIGTERM the role reports
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ from typing import Protocol, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stream_router.errors import StreamRouterError
+from stream_router.errors import ConfigError, StreamRouterError
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,19 @@ class TaskDied(StreamRouterError):
 
 
 class Progress(Protocol):
-    """What the ingest check reads (``stream_router.ingest.loop.Ingest`` has both)."""
+    """What the ingest check reads (``stream_router.ingest.loop.Ingest`` has all of it)."""
 
     assigned: asyncio.Event  # set while partitions are owned
     last_progress_s: float | None  # clock time of the last completed fetch
+
+    @property
+    def brokers(self) -> str:
+        """The cluster's address, for messages (``kafka.bootstrap_servers``)."""
+        ...
+
+    def fetches_answered(self) -> dict[str, float]:
+        """Clock time a broker last answered a fetch of each owned partition, by name."""
+        ...
 
 
 class Health:
@@ -103,10 +113,15 @@ class Health:
 def ingest_check(
     ingest: Progress, stall_after_s: float, clock: Callable[[], float] = time.time
 ) -> Check:
-    """Ready while the ingest owns partitions and completed a fetch within ``stall_after_s``.
+    """Ready while the ingest owns partitions, completed a fetch within ``stall_after_s``,
+    and a broker answered a fetch of each owned partition within ``stall_after_s``.
 
     A fetch completes even when it returns nothing, so an idle but healthy loop stays ready;
     a loop stuck (on the broker, on acknowledgements, or wedged) stops completing fetches.
+    A completed fetch does not mean a broker answered, though: with no broker reachable the
+    loop's fetches keep completing, empty, after their timeout. What a broker answered is
+    what the Kafka client recorded of its background fetches (``Ingest.fetches_answered``),
+    so an unreachable cluster, or a partition without a leader, stops the answers.
     """
 
     def check() -> str | None:
@@ -115,9 +130,22 @@ def ingest_check(
         last = ingest.last_progress_s
         if last is None:
             return "no fetch completed yet"
-        idle = clock() - last
+        now = clock()
+        idle = now - last
         if idle > stall_after_s:
             return f"no fetch completed for {idle:.0f} s (stall threshold {stall_after_s:g} s)"
+        answered = ingest.fetches_answered()
+        silent = sorted(name for name, at in answered.items() if now - at > stall_after_s)
+        if silent:
+            longest = now - min(answered[name] for name in silent)
+            shown = ", ".join(silent[:3])
+            if len(silent) > 3:
+                shown += f" and {len(silent) - 3} more"
+            return (
+                f"Kafka at {ingest.brokers} answered no fetch of {shown} for {longest:.0f} s "
+                f"(stall threshold {stall_after_s:g} s): the brokers are unreachable or these "
+                "partitions have no leader"
+            )
         return None
 
     return check
@@ -144,11 +172,7 @@ class HealthServer:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
-            raise OSError(
-                exc.errno,
-                f"cannot serve metrics on {self.host}:{self.port} ({exc.strerror}); "
-                "free the port or set metrics.port",
-            ) from exc
+            raise ConfigError(port_taken("metrics", self.host, self.port, exc)) from exc
         address = self._runner.addresses[0]
         self.port = int(address[1])
         logger.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", self.host, self.port)
@@ -169,6 +193,25 @@ class HealthServer:
         if problems:
             return _json(503, {"status": "not ready", "problems": problems})
         return _json(200, {"status": "ready"})
+
+
+def port_taken(setting: str, host: str, port: int, exc: OSError) -> str:
+    """One line for an address that cannot be bound: the setting, what is wrong, the fix.
+
+    ``setting`` is the dotted path of the settings section holding ``host`` and ``port`` (such
+    as ``metrics``); the fix names them by path and by environment variable.
+    """
+    env = "STREAM_ROUTER_" + "__".join(part.upper() for part in setting.split("."))
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{setting}.port: another process listens on {host}:{port}; set {env}__PORT to a "
+            "free port (0 picks any)"
+        )
+    return (
+        f"{setting}.host/{setting}.port: cannot listen on {host}:{port} "
+        f"({exc.strerror or exc}); set {env}__HOST to an address of this machine and "
+        f"{env}__PORT to a free port"
+    )
 
 
 def _json(status: int, body: dict[str, object]) -> web.Response:

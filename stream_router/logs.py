@@ -9,6 +9,13 @@ or secrets. With ``logging.format: json`` every line on stderr is one JSON objec
 Fields passed with ``extra=`` become keys of their own; an exception adds ``exc_type`` and
 ``exc_info`` (the traceback text). The root handler is the only handler, so the libraries'
 loggers (faust, mode, aiokafka, botocore) go through the same formatter.
+
+Repeated lines of the Kafka libraries are summarised (:class:`RepeatSummary`): with the broker
+down, aiokafka logs the same few connection errors dozens of times a second, which would bury
+the lines that matter. The first of a run is logged, then one line per
+:data:`SUMMARY_INTERVAL_S` with the count::
+
+    ERROR aiokafka: repeated 612 times in the last 10 s: Unable connect to node with id 1: ...
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -28,6 +39,10 @@ from stream_router.settings import LoggingSettings
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 #: Libraries that log request bodies or group chatter below WARNING.
 _QUIET = ("aiokafka", "botocore", "aiobotocore", "aioboto3", "boto3", "urllib3", "s3transfer")
+#: Libraries whose repeated lines are summarised (aiokafka's, also in faust's consumer thread).
+SUMMARISED = ("aiokafka", "faust", "mode")
+#: Seconds a run of repeated lines is counted before its summary line.
+SUMMARY_INTERVAL_S = 10.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,6 +78,128 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=_jsonable)
 
 
+@dataclass
+class _Run:
+    """Repeats of one (logger, level, template) counted since ``opened``."""
+
+    opened: float
+    repeats: int = 0
+    last: logging.LogRecord | None = None
+
+
+class RepeatSummary(logging.Filter):
+    """Lets the first of a run of repeated library lines through, then one summary a window.
+
+    Two records repeat each other when they come from the same logger at the same level with
+    the same message template (``record.msg`` before its arguments: ``Unable connect to node
+    with id %s: %s`` repeats whatever the node and the error). The first record of a run passes;
+    its repeats are counted, not logged. Once ``interval_s`` has passed since the run's window
+    opened, the next record handled (of any logger) or :meth:`flush` logs one summary of the
+    window through ``emit``: the newest repeat's text, at its level, as "repeated N times in the
+    last S s: ...", with ``repeats`` and ``window_s`` as fields of their own (JSON keys). The
+    run goes on with a new window; a window without repeats ends it, so the next occurrence is
+    logged as a first again. Records below ``level`` (faust's start-up chatter: "Creating
+    topic %r" for each topic) and of loggers outside ``loggers`` pass untouched.
+
+    Records may arrive from several threads (faust runs its Kafka consumer in one): the
+    counting is locked, the emitting is not.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[logging.LogRecord], object],
+        *,
+        interval_s: float = SUMMARY_INTERVAL_S,
+        loggers: tuple[str, ...] = SUMMARISED,
+        level: int = logging.WARNING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.emit = emit
+        self.interval_s = interval_s
+        self.loggers = loggers
+        self.level = level
+        self.clock = clock
+        self._runs: dict[tuple[str, int, str], _Run] = {}
+        self._next_due = float("inf")
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "repeats"):
+            return True  # a summary of ours
+        now = self.clock()
+        passes = True
+        with self._lock:
+            summaries = self._close_windows(now) if now >= self._next_due else []
+            if record.levelno >= self.level and record.name.split(".", 1)[0] in self.loggers:
+                key = (record.name, record.levelno, str(record.msg))
+                run = self._runs.get(key)
+                if run is None:
+                    self._runs[key] = _Run(opened=now)
+                    self._next_due = min(self._next_due, now + self.interval_s)
+                else:
+                    run.repeats += 1
+                    run.last = record
+                    passes = False
+        for summary in summaries:
+            self.emit(summary)
+        return passes
+
+    def flush(self) -> None:
+        """Log the summaries of every open window now (at exit)."""
+        with self._lock:
+            summaries = self._close_windows(self.clock(), final=True)
+        for summary in summaries:
+            self.emit(summary)
+
+    def _close_windows(self, now: float, *, final: bool = False) -> list[logging.LogRecord]:
+        summaries = []
+        for key, run in list(self._runs.items()):
+            if not final and now - run.opened < self.interval_s:
+                continue
+            if run.last is not None:
+                summaries.append(_summary(run.last, run.repeats, now - run.opened))
+            if final or run.last is None:
+                del self._runs[key]
+            else:
+                self._runs[key] = _Run(opened=now)
+        opened = [run.opened for run in self._runs.values()]
+        self._next_due = min(opened) + self.interval_s if opened else float("inf")
+        return summaries
+
+
+def _summary(last: logging.LogRecord, repeats: int, window_s: float) -> logging.LogRecord:
+    try:
+        text = last.getMessage()
+    except (TypeError, ValueError):  # arguments that do not fit the template
+        text = str(last.msg)
+    summary = logging.LogRecord(
+        last.name,
+        last.levelno,
+        last.pathname,
+        last.lineno,
+        "repeated %d time%s in the last %.0f s: %s",
+        (repeats, "" if repeats == 1 else "s", window_s, text),
+        None,
+    )
+    summary.repeats = repeats
+    summary.window_s = round(window_s, 1)
+    return summary
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler: stderr, with the repeats of :data:`SUMMARISED` summarised."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summary = RepeatSummary(self.handle)
+        self.addFilter(self.summary)
+
+    def close(self) -> None:
+        self.summary.flush()  # logging.shutdown at exit: the last windows' counts
+        super().close()
+
+
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     logging.getLogger("stream_router").critical(
         "uncaught %s; exiting", kind.__name__, exc_info=(kind, exc, tb)
@@ -70,7 +207,7 @@ def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackTy
 
 
 def configure_logging(settings: LoggingSettings) -> None:
-    handler = logging.StreamHandler()
+    handler = _Handler()
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
         sys.excepthook = _log_uncaught  # a crash's traceback becomes one JSON line too

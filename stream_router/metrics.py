@@ -210,6 +210,9 @@ class ReviewMetrics:
     - ``stream_router_review_requests_duplicate_total``: copies of requests already recorded
     - ``stream_router_review_requests_malformed_total``: review-requests records that are not
       review requests (dead-lettered)
+    - ``stream_router_review_requests_refused_total{reason}``: review requests naming a route or
+      flow the configuration does not review (``unknown_route``, ``unknown_flow``; dead-lettered,
+      never started)
     - ``stream_router_review_loop_events_ignored_total``: notices of no open attempt
       (duplicates, late, or of an earlier attempt)
     - ``stream_router_review_requests_backlog{partition}``: review requests not yet recorded
@@ -330,6 +333,13 @@ class ReviewMetrics:
         self.requests_malformed = PromCounter(
             "stream_router_review_requests_malformed",
             "Review-requests records that are not review requests (dead-lettered).",
+            registry=registry,
+        )
+        self.requests_refused = PromCounter(
+            "stream_router_review_requests_refused",
+            "Review requests naming a route or flow the configuration does not review, by "
+            "reason (unknown_route, unknown_flow): dead-lettered, never started or billed.",
+            ["reason"],
             registry=registry,
         )
         self.loop_events_ignored = PromCounter(

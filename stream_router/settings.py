@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -228,7 +236,16 @@ class IngestSettings(Section):
         60.0,
         gt=0,
         description="Readiness reports ingest stalled when it completed no fetch for this long "
-        "(a fetch completes even when empty; a batch waiting for the broker does not).",
+        "(a fetch completes even when empty; a batch waiting for the broker does not), or when "
+        "no broker answered a fetch of an owned partition for this long (Kafka unreachable).",
+    )
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM, how long ingest waits for the batches in hand to be acknowledged "
+        "and committed; past it (a broker that cannot take them) it stops anyway, and their "
+        "records are consumed again after the restart (at-least-once). Keep it well under the "
+        "orchestrator's grace period (terminationGracePeriodSeconds).",
     )
     fetch_wait_s: float = Field(
         0.2, ge=0, description="Longest wait for records before handling a smaller batch."
@@ -279,10 +296,36 @@ class PoliciesSettings(Section):
 
 
 class RouteBudget(Section):
-    """How many reviews a route may start; unset limits are unlimited."""
+    """How many reviews a route may start: per UTC hour, per UTC day, or both.
+
+    Every review is paid, so a budget fails closed: one that sets no limit is refused, and only
+    ``unlimited: true`` lifts the limits (said in words, never by leaving them out).
+    """
 
     per_hour: int | None = Field(None, ge=0, description="Reviews per UTC clock hour.")
     per_day: int | None = Field(None, ge=0, description="Reviews per UTC day.")
+    unlimited: bool = Field(
+        False,
+        description="No limit at all (only without per_hour and per_day); an entry that sets "
+        "no limit and not this is refused.",
+    )
+
+    @model_validator(mode="after")
+    def _limited_or_said_unlimited(self) -> RouteBudget:
+        limited = self.per_hour is not None or self.per_day is not None
+        if self.unlimited and limited:
+            raise ValueError("unlimited: true goes without per_hour and per_day")
+        if not self.unlimited and not limited:
+            raise ValueError(
+                "the budget sets no limit: give per_hour, per_day or both, or unlimited: true "
+                "to start paid reviews without a limit"
+            )
+        return self
+
+
+#: Reviews a day of a route ``review.budgets`` does not list when it has no ``'*'`` entry either.
+DEFAULT_REVIEWS_PER_DAY = 1000
+DEFAULT_ROUTE_BUDGET = RouteBudget(per_day=DEFAULT_REVIEWS_PER_DAY)
 
 
 class LabelStudioProject(Section):
@@ -399,8 +442,11 @@ class ReviewSettings(Section):
         1000, ge=1, description="Reviews open at once from this instance; starting waits above."
     )
     budgets: dict[str, RouteBudget] = Field(
-        default_factory=dict,
-        description="Budgets by route name; the key '*' applies to routes not listed.",
+        default_factory=lambda: {"*": {"per_day": DEFAULT_REVIEWS_PER_DAY}},
+        validate_default=True,
+        description="Budgets by route name (each a configured route); the key '*' applies to "
+        "routes not listed and, when not given, is {per_day: 1000}: no route starts reviews "
+        "without a limit unless its budget says unlimited: true.",
     )
     budget_fallback: Literal["hold", "accept-unreviewed", "dead-letter"] = Field(
         "hold",
@@ -473,6 +519,14 @@ class ReviewSettings(Section):
         Path(".stream-router/review-data"),
         description="Local state of the review application (its ledger lives in Kafka).",
     )
+
+    @field_validator("budgets")
+    @classmethod
+    def _default_budget_said(cls, budgets: dict[str, RouteBudget]) -> dict[str, RouteBudget]:
+        """The default budget becomes the ``'*'`` entry, so ``config check`` prints it."""
+        if "*" in budgets:
+            return budgets
+        return {**budgets, "*": DEFAULT_ROUTE_BUDGET}
 
 
 class AwsSettings(Section):
@@ -679,6 +733,21 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
+    def _review_settings_name_routes(self) -> Settings:
+        """``review.budgets`` and ``review.escalation_flows`` are keyed by configured routes: a
+        misspelt key would leave its route on the ``'*'`` budget, or never escalate it."""
+        routes = sorted(route.name for route in self.policies.routes)
+        for setting, keys in (("budgets", self.review.budgets),
+                              ("escalation_flows", self.review.escalation_flows)):  # fmt: skip
+            for key in keys:
+                if key not in routes and not (setting == "budgets" and key == "*"):
+                    raise ValueError(
+                        f"review.{setting}.{key}: no route is named {key!r} "
+                        f"(policies.routes: {routes})"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _flows_known_to_label_studio(self) -> Settings:
         review = self.review
         if review.backend != "label-studio":
@@ -710,9 +779,23 @@ class Settings(BaseSettings):
             ledger=f"{review.app_id}-ledger",
         )
 
+    def privacy_warnings(self) -> list[str]:
+        """What this configuration sends outside Kafka that a careful operator would narrow;
+        ``config check`` prints these and the review role logs them at start-up."""
+        if self.review.projection or not self.policies.routes:
+            return []
+        routes = ", ".join(route.name for route in self.policies.routes if not route.shadow)
+        return [
+            f"review.projection is empty: every field of an event goes to its reviewers (routes "
+            f"{routes}) and into the backend's copies (A2I loops and output.json, Label Studio "
+            "tasks); list the fields reviewers need, e.g. review.projection: [event_id, text]"
+        ]
+
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as JSON-able data, secrets shown as ``**********``."""
-        return self.model_dump(mode="json")
+        """The effective configuration as JSON-able data, secrets shown as ``**********``
+        (passwords inside URLs too: ``http://user:**********@host``)."""
+        data: dict[str, Any] = config_errors.mask_url_passwords(self.model_dump(mode="json"))
+        return data
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -724,7 +807,9 @@ def load_settings(path: Path | None) -> Settings:
         except OSError as exc:
             raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+            raise ConfigError(
+                f"{path} is not valid YAML: {config_errors.yaml_problem(exc)}"
+            ) from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:

@@ -30,7 +30,14 @@ review path starts each name once.
 Ingest never waits on AWS.
 
 Several instances share the input partitions through the consumer group. ``run`` returns when
-``stop`` is set, after finishing the batch in hand (SIGTERM drains).
+``stop`` is set, after finishing the batch in hand (SIGTERM drains), or ``ingest.drain_timeout_s``
+after ``stop`` when the broker cannot take the batches in hand: they stay uncommitted and are
+consumed again after the restart (at-least-once), which the log says.
+
+Whether a broker answers is not what a completed ``getmany`` says: it returns empty after its
+timeout whether or not any broker answered. aiokafka fetches in the background and records, per
+partition, when a broker last answered a fetch (``last_poll_timestamp``, empty answers
+included); :meth:`Ingest.fetches_answered` reports that for readiness.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from stream_router.errors import UndecodableRecords
 from stream_router.ingest.dispatch import BatchOutcome, Counts, Dispatcher, Skipped
 from stream_router.ingest.undecodable import Undecodable, describe, locate
 from stream_router.ingest.writer import BatchWriter
+from stream_router.kafka_clients import stop_consumer, stop_producer
 from stream_router.metrics import IngestMetrics
 from stream_router.policies.routes import Routes
 from stream_router.settings import IngestSettings, KafkaSettings
@@ -93,6 +101,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         logger.info("assigned %d partitions", len(assigned))
+        self.ingest.assigned_at = self.ingest.clock()
         if assigned:
             self.ingest.assigned.set()
 
@@ -145,6 +154,9 @@ class Ingest:
         ]
         self.batches = 0
         self.last_progress_s: float | None = None
+        #: Clock time of the latest assignment (a partition's fetches count from there).
+        self.assigned_at: float | None = None
+        self._routes_started = False
         self._next_offsets: dict[TopicPartition, int] = {}
         #: Set while this instance owns partitions (after a rebalance assigned some).
         self.assigned = asyncio.Event()
@@ -160,13 +172,15 @@ class Ingest:
         self.assigned.clear()
 
     async def start(self) -> None:
-        self.routes.start()
-        await self.producer.start()
+        """Start the policies and both clients; a failure closes what was opened, then raises."""
         try:
+            self.routes.start()
+            self._routes_started = True
+            await self.producer.start()
             self.consumer.subscribe(self.settings.input_topics, listener=_Listener(self))
             await self.consumer.start()
         except BaseException:
-            await self.producer.stop()
+            await self.stop()
             raise
         logger.info(
             "ingest consuming %s as group %s",
@@ -175,15 +189,48 @@ class Ingest:
         )
 
     async def stop(self) -> None:
-        """Leave the group and flush; offsets of finished batches are already committed."""
+        """Leave the group and close both clients; offsets of finished batches are committed.
+
+        Safe before :meth:`start`, after a failed start and twice: every path that built an
+        ingest calls it, so no client is left unclosed. With no broker answering it does not
+        wait on one (``clients.py``).
+        """
         try:
-            await self.consumer.stop()
+            await stop_consumer(self.consumer)
         finally:
-            await self.producer.stop()
-            self.routes.close()
+            try:
+                await stop_producer(self.producer)
+            finally:
+                if self._routes_started:
+                    self._routes_started = False
+                    self.routes.close()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Handle batches until ``stop`` is set; batches in hand are finished and committed."""
+        """Handle batches until ``stop`` is set; batches in hand are finished and committed.
+
+        Once ``stop`` is set, finishing gets ``ingest.drain_timeout_s``: past it the batches in
+        hand are given up uncommitted (consumed again after the restart) and ``run`` returns.
+        """
+        work = asyncio.ensure_future(self._handle(stop))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                await asyncio.wait({work}, timeout=self.settings.drain_timeout_s)
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work})
+                self._gave_up()
+                return
+            work.result()  # its exception, if it died
+            logger.info("stopping: the batch in hand is finished and committed")
+        finally:
+            stopped.cancel()
+            if not work.done():  # run itself was cancelled
+                work.cancel()
+                await asyncio.wait({work})
+
+    async def _handle(self, stop: asyncio.Event) -> None:
         timeout_ms = int(self.settings.fetch_wait_s * 1000)
         try:
             while not stop.is_set():
@@ -193,8 +240,40 @@ class Ingest:
                     await self.submit(batch, skipped)
                 else:
                     await self.settle(block=False)
-        finally:
-            await self.drain()
+        except Exception:
+            await self.drain()  # commit what was acknowledged before dying
+            raise
+        await self.drain()  # not when cancelled: a cancelled drain must not start again
+
+    def _gave_up(self) -> None:
+        partitions = sorted({tp for done in self._in_flight for tp in done.outcome.committed})
+        held = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions)
+        logger.warning(
+            "stopping without finishing: Kafka at %s did not acknowledge or commit the batches "
+            "in hand within ingest.drain_timeout_s (%g s) of the stop (%s); they are not "
+            "committed, so their records are consumed again after the restart (at-least-once)",
+            self.kafka.bootstrap_servers,
+            self.settings.drain_timeout_s,
+            f"{len(self._in_flight)} produced, of {held}" if held else "one being produced",
+        )
+        self._in_flight.clear()
+
+    @property
+    def brokers(self) -> str:
+        """The cluster's address as configured (``kafka.bootstrap_servers``), for messages."""
+        return self.kafka.bootstrap_servers
+
+    def fetches_answered(self) -> dict[str, float]:
+        """When a broker last answered a fetch of each owned partition (clock seconds), by
+        ``topic[partition]``; a partition not answered since its assignment counts from it."""
+        since = self.assigned_at if self.assigned_at is not None else self.clock()
+        answered: dict[str, float] = {}
+        for tp in self.consumer.assignment():
+            at_ms = self.consumer.last_poll_timestamp(tp)
+            answered[f"{tp.topic}[{tp.partition}]"] = (
+                since if at_ms is None else max(since, at_ms / 1000)
+            )
+        return answered
 
     async def fetch(self, timeout_ms: int) -> tuple[Fetched, list[Skipped]]:
         """The next records, and the undecodable offsets stepped over (see the module doc)."""

@@ -25,7 +25,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from stream_router.errors import UpstreamError
+from stream_router.errors import ConfigError, UpstreamError
+from stream_router.health import port_taken
 from stream_router.labelstudio.client import LabelStudioClient
 from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.settings import LabelStudioWebhook
@@ -77,7 +78,12 @@ class WebhookReceiver:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            host, port = self.settings.host, self.settings.port
+            raise ConfigError(port_taken("review.label_studio.webhook", host, port, exc)) from exc
         self._runner = runner
         server = site._server
         sockets = getattr(server, "sockets", None) or []

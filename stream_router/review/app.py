@@ -40,26 +40,28 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
 from stream_router.aws.flows import flow_uses
 from stream_router.envelope import dead_letter
 from stream_router.errors import ConfigError
+from stream_router.kafka_clients import stop_consumer
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
 from stream_router.labelstudio.webhook import WebhookReceiver
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
-from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.ledger import KafkaLedgerLog, State
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.reader import PartitionReader
 from stream_router.review.reconciler import Reconciler
+from stream_router.review.request import ReviewRoutes
 from stream_router.review.scheduler import Outlets, ReviewScheduler
-from stream_router.review.shares import BudgetShares
+from stream_router.review.shares import budget_shares
 from stream_router.review.starter import Starter
 from stream_router.review.supervision import Supervisor
 from stream_router.settings import KafkaSettings, Settings
@@ -80,7 +82,7 @@ def faust_app(settings: Settings) -> faust.App:
             f"review.data_dir: cannot create {review.data_dir} ({exc.strerror}); set "
             "STREAM_ROUTER_REVIEW__DATA_DIR to a writable folder"
         ) from exc
-    return faust.App(
+    app = faust.App(
         review.app_id,
         broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(kafka),
@@ -96,6 +98,30 @@ def faust_app(settings: Settings) -> faust.App:
         web_enabled=False,
         autodiscover=False,
     )
+    app.transport.Consumer = _Consumer  # the kafka:// transport, closing its client as below
+    return app
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    """faust's consumer thread, closing its aiokafka consumer the way ingest does.
+
+    With no broker answering, aiokafka's ``stop()`` ends in a stray ``CancelledError``
+    (``stream_router.kafka_clients`` explains it); in faust's thread that aborts the thread's
+    shutdown before it tells the worker, which waits mode's ``shutdown_timeout`` (60 s) and
+    logs a ``TimeoutError``. :func:`~stream_router.kafka_clients.stop_consumer` closes it
+    within a bound instead. Everything else is faust's.
+    """
+
+    async def on_thread_stop(self) -> None:
+        # What the parent does (stop the method queue, then the consumer), bounded.
+        await super(faust_aiokafka.AIOKafkaConsumerThread, self).on_thread_stop()
+        if self._consumer is not None:
+            await stop_consumer(self._consumer)
+
+
+class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -143,18 +169,7 @@ class ReviewService:
             )
         )
         self.backend: Any = backend or _backend(settings, self.clients, metrics, clock)
-        limits = {
-            route: BudgetLimits(per_hour=b.per_hour, per_day=b.per_day)
-            for route, b in review.budgets.items()
-        }
-        shares = BudgetShares(limits, limits.pop("*", BudgetLimits()), review.topic_partitions)
-        for route in shares.low_limits():
-            logger.warning(
-                "the budget of route %s is below review.topic_partitions (%d): partitions "
-                "whose share is zero always apply the fallback",
-                route,
-                review.topic_partitions,
-            )
+        shares = budget_shares(settings)  # fails closed; logs what an operator should know
         self.limiter = RateLimiter(review.rate_per_s, review.burst)
         self._stop = asyncio.Event()
         self._opened = asyncio.Event()
@@ -177,6 +192,7 @@ class ReviewService:
             limiter=self.limiter,
             log=KafkaLedgerLog(topics.ledger, self._send_to, self.reader),
             requests=self.reader,
+            routes=ReviewRoutes.from_settings(settings.policies, review),
             shares=shares,
             outlets=Outlets(
                 output=functools.partial(self._send_keyed, self.output),
@@ -198,7 +214,11 @@ class ReviewService:
         app.agent(self.loop_events, name="loop-events", concurrency=1)(
             self._agent("loop-events", self._on_loop_events)
         )
-        self.supervisor.heartbeat("monitor", review.monitor_interval_s)
+        self.supervisor.heartbeat(
+            "monitor",
+            review.monitor_interval_s,
+            doing=f"reads offsets from Kafka at {settings.kafka.bootstrap_servers}",
+        )
         self.task("monitor", self._monitor_loop)
         self.reconciler = Reconciler(
             self.backend,
@@ -284,8 +304,10 @@ class ReviewService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Before the worker starts: connect the direct reader, create the ledger if missing,
-        open the review backend."""
+        """Before the worker starts: bind the webhook endpoint (a taken port fails first),
+        connect the direct reader, create the ledger if missing, open the review backend."""
+        if self.webhook is not None:
+            await self.webhook.start()  # posts wait in its queue until the backend is open
         await self.reader.start()
         review = self.settings.review
         created = await self.reader.ensure_topic(
@@ -299,11 +321,9 @@ class ReviewService:
         # Open before the worker starts: a partition's worker may need the backend as soon as
         # it has read its ledger (an entry ended before a restart is published then).
         await self._open()
-        if self.webhook is not None:
-            await self.webhook.start()
-            if review.label_studio.webhook.register_on_start:
-                ids = list(self.backend.project_ids().values())
-                await self.webhook.register(self.backend.client, ids)
+        if self.webhook is not None and review.label_studio.webhook.register_on_start:
+            ids = list(self.backend.project_ids().values())
+            await self.webhook.register(self.backend.client, ids)
 
     async def _open(self) -> None:
         opener = getattr(self.backend, "open", None)
@@ -312,16 +332,26 @@ class ReviewService:
         self._opened.set()
 
     async def _shut_down(self, *_: Any, **__: Any) -> None:
-        """Stop in order: the workers and sweeps that use the backend, then the backend."""
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop in order: the workers and sweeps that use the backend, then the backend.
+
+        Runs as the worker shuts down, or after :meth:`prepare` failed (whatever it opened is
+        closed; what it did not open is skipped). Never raises: faust's shutdown goes no
+        further than a receiver of ``on_before_shutdown`` that raises, and would leave its
+        consumer thread running (the process then never exits). A step that fails is logged
+        and the next one runs.
+        """
         self._stop.set()  # watchers and an embedded ingest finish what they hold
-        await self.scheduler.close()
+        await _step("the review workers", self.scheduler.close())
         if self.webhook is not None:
-            await self.webhook.stop()
+            await _step("the webhook endpoint", self.webhook.stop())
         async with self._sweeping:
             closer = getattr(self.backend, "close", None)
             if closer is not None:
-                await closer()
-        await self.reader.stop()
+                await _step("the review backend", closer())
+        await _step("the ledger reader", self.reader.stop())
 
     async def _assigned(self, _sender: Any, assigned: Any, **_: Any) -> None:
         topic = self.requests.get_topic_name()
@@ -440,7 +470,9 @@ class ReviewService:
         try:
             await self._measure()
         except KafkaError as exc:  # the broker is unwell: the next pass tries again
-            logger.warning("review monitor failed: %s", exc)
+            reason = str(exc)  # aiokafka's errors start with their class name
+            logger.warning("review monitor failed: %s", reason)
+            self.supervisor.failed("monitor", reason)
             return
         self.supervisor.beat("monitor")
 
@@ -484,6 +516,22 @@ class ReviewService:
         self._stuck = stuck
 
 
+async def _step(what: str, closing: Awaitable[None]) -> None:
+    """Await one step of the shutdown; its failure is logged, not raised (a cancellation of
+    the caller still is). aiokafka's close can end in a stray ``CancelledError`` of its own
+    when no broker answers (``stream_router.kafka_clients``): that is a failure here."""
+    task = asyncio.ensure_future(closing)
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.cancelled():
+        logger.warning("stopping %s was cancelled inside the Kafka client; going on", what)
+    elif task.exception() is not None:
+        logger.warning("stopping %s failed (%r); going on", what, task.exception())
+
+
 def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) -> None:
     """Run the faust worker in the foreground until SIGTERM/SIGINT (blocking)."""
     for index, task in enumerate(extra_tasks or []):
@@ -494,6 +542,7 @@ def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) 
         quiet=True,
         override_logging=False,
     )
+    worker.spinner = None  # it writes terminal escapes to stderr, a log file or not
     # A death stops the worker as SIGTERM would (drain, flush, leave the group) ...
     service.supervisor.on_death = lambda: worker._schedule_shutdown(signal.SIGTERM)
     try:

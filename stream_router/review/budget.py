@@ -2,9 +2,12 @@
 
 Every start of a review on a custom task type is billed, and A2I has no activation conditions to
 stop it, so the review path spends from a :class:`Budget` before each start. A route may have a
-limit per hour, per day, both or neither (no limit). When a route's budget is spent, the
-configured ``review.budget_fallback`` decides what happens to the request: hold it until the budget
-resets, publish the model's decision marked unreviewed, or dead-letter it.
+limit per hour, per day, both or neither (no limit). This module only counts: which limits a
+route gets is decided once, failing closed, where the settings become limits
+(``review/shares.py``: no limit only for ``unlimited: true``, a default for a route without a
+budget, nothing for a route the configuration does not have). When a route's budget is spent,
+the configured ``review.budget_fallback`` decides what happens to the request: hold it until the
+budget resets, publish the model's decision marked unreviewed, or dead-letter it.
 
 Windows are fixed and aligned to UTC boundaries (the hour from ``hh:00:00``, the day from
 ``00:00:00`` UTC; epoch seconds are UTC, so the window start is ``now_s // length * length``),
@@ -68,8 +71,9 @@ def window_start(now_s: float, length_s: int) -> int:
 class Budget:
     """Spend counters per route against each route's :class:`BudgetLimits`.
 
-    Routes missing from ``limits`` get ``default`` (unlimited unless given); spending is counted
-    either way. Not thread-safe; pure (no I/O, time comes in as ``now_s``, epoch seconds).
+    Routes missing from ``limits`` get ``default`` (unlimited unless given: the review role
+    gives ``shares.NO_BUDGET``); spending is counted either way. Not thread-safe; pure (no I/O,
+    time comes in as ``now_s``, epoch seconds).
     """
 
     def __init__(

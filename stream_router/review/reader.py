@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from stream_router.kafka_clients import CLOSE_TIMEOUT_S, stop_consumer
 from stream_router.settings import KafkaSettings
 
 READ_TIMEOUT_MS = 1_000
+
+logger = logging.getLogger(__name__)
 
 
 class PartitionReader:
@@ -53,9 +57,12 @@ class PartitionReader:
     async def stop(self) -> None:
         consumer, admin, self._consumer, self._admin = self._consumer, self._admin, None, None
         if consumer is not None:
-            await consumer.stop()
+            await stop_consumer(consumer)  # bounded, whatever the broker does
         if admin is not None:
-            await admin.close()
+            try:
+                await asyncio.wait_for(admin.close(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                logger.warning("closing the ledger reader's admin client timed out; going on")
 
     def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -9,6 +9,14 @@ the review role dead-letters it (``reason_class`` ``malformed_request``) and mov
 
 ``fields`` keeps the request as written, so the outcome envelopes carry every field over
 unchanged (including ones a newer ingest adds).
+
+A request that parses is still only a claim: anything that can write review-requests can name
+any route and flow. :class:`ReviewRoutes` is what the configuration reviews: each route that is
+not a shadow route, with its ``review_flow``, and its ``review.escalation_flows`` entry for later
+attempts. :meth:`ReviewRoutes.check` raises :class:`UnconfiguredRequest` (``reason_class``
+``unknown_route`` or ``unknown_flow``) for anything else; the scheduler dead-letters such a
+request without starting or billing it, and :meth:`ReviewRoutes.label` keeps route names off
+metric labels unless the configuration has them.
 """
 
 from __future__ import annotations
@@ -18,12 +26,13 @@ import binascii
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 from stream_router.errors import StreamRouterError
 from stream_router.naming import is_valid_loop_name
+from stream_router.settings import PoliciesSettings, ReviewSettings
 
 #: Fields an outcome envelope carries over from the request (and so must be present).
 CARRIED = (
@@ -44,6 +53,81 @@ CARRIED = (
 
 class MalformedRequest(StreamRouterError):
     """A review-requests record that is not a review request; the message says why."""
+
+
+class UnconfiguredRequest(StreamRouterError):
+    """A review request naming a route or flow the configuration does not review.
+
+    ``reason_class`` (the dead letter's, and the label of
+    ``stream_router_review_requests_refused_total``) says which; the message names the values.
+    """
+
+    reason_class: ClassVar[str]
+
+
+class UnknownRoute(UnconfiguredRequest):
+    """The route is not one of ``policies.routes``, or is a shadow route (never reviewed)."""
+
+    reason_class = "unknown_route"
+
+
+class UnknownFlow(UnconfiguredRequest):
+    """The flow is not the route's: its ``review_flow`` (first attempt) or its
+    ``review.escalation_flows`` entry (later attempts)."""
+
+    reason_class = "unknown_flow"
+
+
+#: The ``route`` label of a metric about a route the configuration does not have (route names
+#: cannot contain parentheses, so it never collides with one).
+UNCONFIGURED_ROUTE = "(unconfigured)"
+
+
+@dataclass(frozen=True)
+class ReviewRoutes:
+    """The routes the configuration reviews, and their flows (see the module docstring)."""
+
+    flows: Mapping[str, str]  #: route -> its review_flow (shadow routes left out)
+    escalations: Mapping[str, str] = field(default_factory=dict)  #: route -> next attempt's
+    shadow: frozenset[str] = frozenset()  #: configured, never reviewed
+
+    @classmethod
+    def from_settings(cls, policies: PoliciesSettings, review: ReviewSettings) -> ReviewRoutes:
+        return cls(
+            flows={route.name: route.review_flow for route in policies.routes if not route.shadow},
+            escalations=dict(review.escalation_flows),
+            shadow=frozenset(route.name for route in policies.routes if route.shadow),
+        )
+
+    def check(self, route: str, flow: str, attempt: int = 1) -> None:
+        """Raise :class:`UnconfiguredRequest` unless attempt ``attempt`` of a review of
+        ``route`` on ``flow`` is one the configuration would start."""
+        configured = self.flows.get(route)
+        if configured is None:
+            if route in self.shadow:
+                raise UnknownRoute(f"route {route!r} is a shadow route: it is never reviewed")
+            raise UnknownRoute(
+                f"route {_shown(route)} is not a review route of the configuration "
+                f"(policies.routes: {sorted(self.flows)})"
+            )
+        if attempt > 1:
+            configured = self.escalations.get(route, "")
+            if flow != configured:
+                where = f"review.escalation_flows.{route}"
+                expected = f"{configured!r}" if configured else "no flow (no entry)"
+                raise UnknownFlow(
+                    f"attempt {attempt} of route {route!r} names flow {_shown(flow)}; "
+                    f"{where} is {expected}"
+                )
+        elif flow != configured:
+            raise UnknownFlow(
+                f"route {route!r} names flow {_shown(flow)}; its review_flow is {configured!r}"
+            )
+
+    def label(self, route: str) -> str:
+        """``route`` as a metric label value: a configured route's name, else
+        :data:`UNCONFIGURED_ROUTE` (label values never come from a record)."""
+        return route if route in self.flows or route in self.shadow else UNCONFIGURED_ROUTE
 
 
 @dataclass(frozen=True)
@@ -124,6 +208,11 @@ class ReviewRequest:
             self.loop_name, self.review_flow, self.route, self.event_id, self.policy_version,
             self.requested_s, self.label, {**self.fields, "event": {}},
         )  # fmt: skip
+
+
+def _shown(text: str) -> str:
+    """A value from a record, quoted and cut short for a message."""
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
 
 
 def _number(value: Any) -> bool:

@@ -2,8 +2,8 @@
 
 **The invariant.** Every review request that reaches review-requests ends in exactly one
 outcome (reviewed, unreviewed, or dead-lettered), and no attempt of an event is ever started
-twice as a new, paid review. The scheduler keeps it in three rules, and nothing else in the
-review path changes review state:
+twice as a new, paid review, nor at all on a route or flow the configuration does not have. The
+scheduler keeps it in four rules, and nothing else in the review path changes review state:
 
 1. *Nothing is acknowledged before it is recorded.* The review-requests agent hands each record
    to :meth:`ReviewScheduler.take_request`, which writes the request's ledger entry (PENDING) and
@@ -13,7 +13,17 @@ review path changes review state:
    record past it means faust skipped some (faust-streaming #596): the range is re-read with a
    plain consumer and recorded first. A monitor (:meth:`catch_up`) records whatever waits above
    that offset for too long, so records faust never delivers are recorded too.
-2. *Every entry is driven from the ledger only.* Each owned partition has a worker that moves its
+2. *Only configured reviews are recorded or started.* Anything that can write review-requests
+   can name any route and flow, so a request is a claim, checked against the configuration
+   (:class:`~stream_router.review.request.ReviewRoutes`): its route must be a review route
+   (configured, not shadow) and its flow that route's ``review_flow``. A request that fails is
+   dead-lettered as the record it was (``unknown_route`` or ``unknown_flow``, with its
+   review-requests offset; never as an outcome of the event it names), counted, logged at
+   WARNING, and never recorded, started or billed. The check is made again before every start,
+   for later attempts against the route's ``review.escalation_flows`` entry: an entry recorded
+   under an earlier configuration that no longer routes it is dead-lettered the same way, as
+   its event's outcome. Metric labels name a route only if the configuration has it.
+3. *Every entry is driven from the ledger only.* Each owned partition has a worker that moves its
    entries through their states (``review/ledger.py``): start (budget, rate limit, the backend
    call; ``review/starter.py``), hold, fetch the result and publish, escalate. A transition is
    written to the ledger, acknowledged, before the next step; an outcome is published before the
@@ -22,7 +32,7 @@ review path changes review state:
    started again under the same name, which the backend answers with "already started" (no
    second review), and an outcome published but not yet closed is published again, identical
    but for its observation time (consumers dedupe by ``event_id``).
-3. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
+4. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
    backend or S3) leaves the entry in its state and schedules it again after the one retry
    policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
    budget, an unreadable output) gives an outcome other than the review.
@@ -32,7 +42,10 @@ Counts are derived from the ledger: reviews in flight (STARTED and ENDED entries
 backlog and the age of the oldest pending entry (:meth:`stats`).
 
 ``tests/unit/review/test_scheduler.py`` proves the invariant under combined faults (kills at
-every step, throttling, errors) on the in-memory backend; ``tests/chaos`` proves it over the wire.
+every step, throttling, errors, forged requests mixed in) on the in-memory backend;
+``tests/chaos`` proves it over the wire, and
+``tests/integration/test_review_forged_requests_e2e.py`` rule 2 with forged records on a real
+broker and the A2I emulator.
 """
 
 from __future__ import annotations
@@ -52,7 +65,7 @@ from typing import Any, Protocol
 import orjson
 from aiokafka.errors import KafkaError
 
-from stream_router.envelope import dead_letter, review_dead_letter
+from stream_router.envelope import Omit, dead_letter, review_dead_letter
 from stream_router.errors import (
     ReviewCapacityExceeded,
     ReviewRejected,
@@ -78,7 +91,12 @@ from stream_router.review.ledger import (
 )
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.outcome import UnreviewedCode, unreviewed_envelope
-from stream_router.review.request import MalformedRequest, ReviewRequest
+from stream_router.review.request import (
+    MalformedRequest,
+    ReviewRequest,
+    ReviewRoutes,
+    UnconfiguredRequest,
+)
 from stream_router.review.retry import RetryPolicy
 from stream_router.review.shares import BudgetShares, remaining
 from stream_router.review.starter import StartDecision, Starter, StartResult
@@ -158,6 +176,7 @@ class ReviewScheduler:
     """The review path's state machine over the partitions this instance owns (see above).
 
     ``die(where, exc)`` is called for an exception no disposition covers (the process stops).
+    ``routes`` is what the configuration reviews (rule 2).
     """
 
     def __init__(
@@ -170,6 +189,7 @@ class ReviewScheduler:
         limiter: RateLimiter,
         log: LedgerLog,
         requests: RequestSource,
+        routes: ReviewRoutes,
         shares: BudgetShares,
         outlets: Outlets,
         metrics: ReviewMetrics,
@@ -187,6 +207,7 @@ class ReviewScheduler:
         self.limiter = limiter
         self.log = log
         self.requests = requests
+        self.routes = routes
         self.shares = shares
         self.outlets = outlets
         self.metrics = metrics
@@ -312,20 +333,25 @@ class ReviewScheduler:
         key: bytes | None = None,
         timestamp_ms: int | None = None,
     ) -> None:
+        source = SourceRef(self.requests.topic, owned.ledger.partition, offset, key, timestamp_ms)
         try:
             request = ReviewRequest.parse(value)
         except MalformedRequest as exc:
-            source = SourceRef(
-                self.requests.topic, owned.ledger.partition, offset, key, timestamp_ms
-            )
             logger.error("review request at %s is malformed (%s); dead-lettered", source, exc)  # noqa: TRY400
-            letter = dead_letter(value, source, MALFORMED_REQUEST, str(exc), self.clock())
-            await self.outlets.dead_letter(key, letter)
+            await self._dead_letter_record(value, source, MALFORMED_REQUEST, str(exc))
             self.metrics.requests_malformed.inc()
             return
         if request.loop_name in owned.ledger.entries:
             self.metrics.requests_duplicate.inc()
             return  # a redelivery: its entry (in whatever state) is the record of it
+        try:
+            self.routes.check(request.route, request.review_flow)
+        except UnconfiguredRequest as exc:  # rule 2: not recorded, never started
+            logger.warning("review request at %s refused, dead-lettered: %s: %s",
+                           source, exc.reason_class, exc)  # fmt: skip
+            await self._dead_letter_record(value, source, exc.reason_class, str(exc))
+            self.metrics.requests_refused.labels(exc.reason_class).inc()
+            return
         entry = pending(request, self.clock())
         size = len(encode(entry))
         if size > self.max_entry_bytes:
@@ -337,6 +363,17 @@ class ReviewScheduler:
             await self._not_started(owned, entry, request, oversize)
             return
         await self._put(owned, entry)
+
+    async def _dead_letter_record(
+        self, value: bytes | None, source: SourceRef, reason_class: str, reason: str
+    ) -> None:
+        """Dead-letter a review-requests record as it was (its value left out if the letter
+        would exceed the record limit)."""
+        now = self.clock()
+        letter = dead_letter(value, source, reason_class, reason, now)
+        if len(letter) > self.max_entry_bytes:
+            letter = dead_letter(value, source, reason_class, reason, now, omit=Omit.VALUE)
+        await self.outlets.dead_letter(source.key, letter)
 
     async def take_loop_event(self, partition: int, event: LoopEvent) -> None:
         """A watcher's notice: the open attempt it names has ENDED (others change nothing)."""
@@ -550,6 +587,11 @@ class ReviewScheduler:
         request = entry.request
         assert request is not None  # startable entries keep their request
         review = self.review
+        try:
+            self.routes.check(request.route, entry.flow, entry.attempt)
+        except UnconfiguredRequest as exc:  # rule 2: the configuration changed since
+            await self._refused(owned, entry, request, exc)
+            return
         result = await self.starter.start(
             request,
             name=entry.name,
@@ -560,13 +602,13 @@ class ReviewScheduler:
         )
         if result.decision is not StartDecision.STARTED:
             await self._save_budget(owned)  # refunded, or nothing spent
-        metrics = self.metrics
-        metrics.start_outcomes.labels(metrics.backend, request.route, result.decision.value).inc()
+        metrics, route = self.metrics, self.routes.label(request.route)
+        metrics.start_outcomes.labels(metrics.backend, route, result.decision.value).inc()
         now = self.clock()
         budgets = (p.budget for p in self.partitions.values())
         for window, left in remaining(budgets, request.route, now).items():
             if left is not None:
-                self.metrics.budget_remaining.labels(request.route, window).set(left)
+                self.metrics.budget_remaining.labels(route, window).set(left)
         if result.decision in (StartDecision.STARTED, StartDecision.ALREADY_STARTED):
             started = entry.moved(
                 State.STARTED,
@@ -593,6 +635,19 @@ class ReviewScheduler:
                 await self._put(owned, entry.moved(State.HELD, now, due_s=until))
                 return
         await self._not_started(owned, entry, request, result)
+
+    async def _refused(
+        self, owned: _Partition, entry: Entry, request: ReviewRequest, exc: UnconfiguredRequest
+    ) -> None:
+        """An entry the configuration no longer routes (rule 2): its event's dead letter."""
+        logger.warning("review %s not started, dead-lettered: %s: %s",
+                       entry.name, exc.reason_class, exc)  # fmt: skip
+        record = review_dead_letter(request.fields, exc.reason_class, str(exc), self.clock())
+        await self.outlets.dead_letter(request.key_bytes(), record)
+        metrics, route = self.metrics, self.routes.label(request.route)
+        metrics.requests_refused.labels(exc.reason_class).inc()
+        metrics.outcomes.labels(metrics.backend, "dead-lettered", "none", route).inc()
+        await self._put(owned, entry.moved(State.CLOSED, self.clock(), outcome="dead-lettered"))
 
     async def _not_started(
         self, owned: _Partition, entry: Entry, request: ReviewRequest, result: StartResult
@@ -625,7 +680,8 @@ class ReviewScheduler:
             record = review_dead_letter(request.fields, code, reason, self.clock())
             await self.outlets.dead_letter(request.key_bytes(), record)
             outcome = "dead-lettered"
-        self.metrics.outcomes.labels(self.metrics.backend, outcome, "none", request.route).inc()
+        route = self.routes.label(request.route)
+        self.metrics.outcomes.labels(self.metrics.backend, outcome, "none", route).inc()
         await self._put(owned, entry.moved(State.CLOSED, self.clock(), outcome=outcome))
 
     async def _complete(self, owned: _Partition, entry: Entry) -> None:
@@ -651,7 +707,7 @@ class ReviewScheduler:
         if status == ReviewStatus.FAILED.value:
             self.metrics.failed.labels(self.metrics.backend, end.failure_code or "unknown").inc()
         self.metrics.outcomes.labels(
-            self.metrics.backend, completion.outcome, status, request.route
+            self.metrics.backend, completion.outcome, status, self.routes.label(request.route)
         ).inc()
         if entry.started_s is not None:
             self.metrics.time_in_review.observe(max(0.0, now - entry.started_s))

@@ -20,14 +20,30 @@ limit below it leaves some partitions a share of zero (their requests always get
 
 Counters are saved before each start is called (``review/scheduler.py``): a crash between the
 save and the start over-counts that one review, never under-counts it.
+
+**Resolving the limits fails closed** (:func:`budget_shares`, the one place the settings become
+limits). Every configured route gets its own ``review.budgets`` entry, else the ``'*'`` entry,
+which the settings always have: when the configuration gives none it is the default
+(:data:`~stream_router.settings.DEFAULT_ROUTE_BUDGET`, 1,000 reviews a UTC day), which
+``stream-router config check`` prints. Only ``unlimited: true`` means no limit. A route the
+configuration does not have gets :data:`NO_BUDGET` (nothing): the scheduler refuses such
+requests before they reach a budget, and if one ever did, it would spend nothing.
+:func:`budget_notes` says what an operator should know at start: a route on the default, a route
+without a limit, a limit below the partition count.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stream_router.review.budget import Budget, BudgetLimits
+from stream_router.review.budget import UNLIMITED, Budget, BudgetLimits
+from stream_router.settings import DEFAULT_ROUTE_BUDGET, RouteBudget, Settings
+
+logger = logging.getLogger(__name__)
+
+NO_BUDGET = BudgetLimits(per_hour=0, per_day=0)  #: a route the configuration does not have
 
 
 def share(limits: BudgetLimits, partition: int, partitions: int) -> BudgetLimits:
@@ -58,16 +74,6 @@ class BudgetShares:
         self.default = default
         self.partitions = partitions
 
-    def low_limits(self) -> list[str]:
-        """Routes whose limit is below the number of partitions (some shares are zero)."""
-        low = []
-        for route, limits in [*self.limits.items(), ("*", self.default)]:
-            for limit in (limits.per_hour, limits.per_day):
-                if limit is not None and 0 < limit < self.partitions:
-                    low.append(route)
-                    break
-        return low
-
     def budget(self, partition: int, saved: Mapping[str, Any] | None = None) -> Budget:
         """The partition's budget, with the counters of a :meth:`Budget.snapshot` if given."""
         if not 0 <= partition < self.partitions:
@@ -92,3 +98,54 @@ def remaining(budgets: Iterable[Budget], route: str, now_s: float) -> dict[str, 
             current = total[window]
             total[window] = None if left is None or current is None else current + left
     return total
+
+
+def limits_of(budget: RouteBudget) -> BudgetLimits:
+    """A configured budget as limits (``unlimited: true`` is the only way to no limit)."""
+    return UNLIMITED if budget.unlimited else BudgetLimits(budget.per_hour, budget.per_day)
+
+
+def route_limits(settings: Settings) -> dict[str, BudgetLimits]:
+    """Every configured route's limits: its own ``review.budgets`` entry, else ``'*'``."""
+    budgets = settings.review.budgets
+    fallback = budgets.get("*", DEFAULT_ROUTE_BUDGET)
+    return {
+        route.name: limits_of(budgets.get(route.name, fallback))
+        for route in settings.policies.routes
+    }
+
+
+def budget_shares(settings: Settings) -> BudgetShares:
+    """The review role's budgets (see the module docstring); logs :func:`budget_notes`."""
+    for note in budget_notes(settings):
+        logger.warning("%s", note)
+    return BudgetShares(route_limits(settings), NO_BUDGET, settings.review.topic_partitions)
+
+
+def budget_notes(settings: Settings) -> list[str]:
+    """Warnings about the budgets of the routes that review (for start-up and config check)."""
+    budgets, partitions = settings.review.budgets, settings.review.topic_partitions
+    notes = []
+    for route in settings.policies.routes:
+        if route.shadow:
+            continue
+        key = route.name if route.name in budgets else "*"
+        if key == "*" and budgets.get("*") == DEFAULT_ROUTE_BUDGET:
+            notes.append(
+                f"route {route.name} has no budget of its own: it may start "
+                f"{DEFAULT_ROUTE_BUDGET.per_day} reviews a UTC day, the default of "
+                f"review.budgets.'*'; set review.budgets.{route.name} to choose"
+            )
+        limits = limits_of(budgets.get(key, DEFAULT_ROUTE_BUDGET))
+        if limits == UNLIMITED:
+            notes.append(
+                f"route {route.name} starts paid reviews without a limit "
+                f"(review.budgets.{key}: unlimited: true)"
+            )
+        if any(limit is not None and 0 < limit < partitions
+               for limit in (limits.per_hour, limits.per_day)):  # fmt: skip
+            notes.append(
+                f"the budget of route {route.name} is below review.topic_partitions "
+                f"({partitions}): partitions whose share is zero always apply the fallback"
+            )
+    return notes

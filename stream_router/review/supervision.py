@@ -17,7 +17,9 @@ The review role runs agents (``review-requests``, ``loop-events``, several actor
   must exceed the longest retry sequence (minutes, not seconds);
 - a heartbeat component (a watcher beats after every poll, the reconciler after every sweep)
   did not beat within its allowance: ``stall_after_s`` plus the component's own period (the
-  reconciler's interval). Silence is counted from the component's start.
+  reconciler's interval). Silence is counted from the component's start. Readiness then says
+  what the component does (the monitor names the Kafka cluster it reads) and the last
+  failure it reported (:meth:`Supervisor.failed`), so an unreachable dependency is named.
 
 An idle role is not stalled: an agent holding nothing, and watchers completing empty polls,
 are fine.
@@ -51,6 +53,8 @@ class Supervisor:
         self._alive: Counter[str] = Counter()
         self._required: list[str] = []
         self._beats: dict[str, tuple[float, float]] = {}  # name -> (last beat, allowance)
+        self._doing: dict[str, str] = {}  # heartbeat component -> what it does
+        self._failures: dict[str, str] = {}  # heartbeat component -> its last failure
         self._busy: dict[int, tuple[str, float | None]] = {}  # token -> (agent, since)
         self._tokens = itertools.count()
 
@@ -61,13 +65,22 @@ class Supervisor:
         if name not in self._required:
             self._required.append(name)
 
-    def heartbeat(self, name: str, period_s: float = 0.0) -> None:
-        """``name`` must :meth:`beat` at least every ``period_s + stall_after_s`` seconds."""
+    def heartbeat(self, name: str, period_s: float = 0.0, doing: str = "") -> None:
+        """``name`` must :meth:`beat` at least every ``period_s + stall_after_s`` seconds;
+        ``doing`` says what it does, for readiness ("reads offsets from Kafka at ...")."""
         self._beats[name] = (self.monotonic(), period_s + self.stall_after_s)
+        if doing:
+            self._doing[name] = doing
 
     def beat(self, name: str) -> None:
         _, allowance = self._beats.get(name, (0.0, self.stall_after_s))
         self._beats[name] = (self.monotonic(), allowance)
+        self._failures.pop(name, None)
+
+    def failed(self, name: str, reason: str) -> None:
+        """A heartbeat component's attempt failed (it goes on); readiness shows the last one
+        while the component is silent too long. The next :meth:`beat` clears it."""
+        self._failures[name] = reason
 
     async def run(self, name: str, work: Awaitable[None]) -> None:
         """Await one component's body; an exception escaping it ends the process."""
@@ -145,5 +158,11 @@ class Supervisor:
         for name, (last, allowance) in self._beats.items():
             silent = now - last
             if silent > allowance:
-                return f"{name}: no progress for {silent:.0f} s (allowed {allowance:g} s)"
+                doing = f" ({self._doing[name]})" if name in self._doing else ""
+                failure = self._failures.get(name)
+                failure = f"; last failure: {failure}" if failure else ""
+                return (
+                    f"{name}{doing}: no progress for {silent:.0f} s (allowed {allowance:g} s)"
+                    f"{failure}"
+                )
         return None

@@ -119,6 +119,11 @@ def review_config(
                                 "annotations_per_task": 1, "deadline_s": 3600}},
             "webhook": {"port": 0},
         }  # fmt: skip
+    flow = info.flow_definition_arns[FLOW] if backend == "a2i" else FLOW
+    # The requests name route `general`: the review role refuses requests of unconfigured routes.
+    config["policies"] = {"version": "bench", "routes": [{"name": "general", "review_flow": flow,
+                          "policy": {"type": "confidence", "below": 0.7}}]}  # fmt: skip
+    config["review"]["budgets"] = {"general": {"unlimited": True}}  # it measures throughput
     return config
 
 

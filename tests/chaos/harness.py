@@ -173,7 +173,9 @@ def router_settings(
         "review": {"app_id": f"chaos-review-{tag}", "loop_events_topic": f"chaos-le-{tag}",
                    "topic_partitions": PARTITIONS, "rate_per_s": 20, "burst": 5,
                    "data_dir": str(work / "review-data"), "monitor_interval_s": 5,
-                   "catch_up_after_s": 15},
+                   "catch_up_after_s": 15,
+                   # the run measures faults, not budgets: no limit, said explicitly
+                   "budgets": {"general": {"unlimited": True}}},
         "watchers": {"event_queue_url": info.event_queue_url,
                      "output_queue_url": info.output_queue_url, "wait_time_s": 1,
                      "reconcile_interval_s": 10, "reconcile_grace_s": 20},

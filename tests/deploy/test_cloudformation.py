@@ -1,7 +1,7 @@
 """The AWS resources (``deploy/aws/``): cfn-lint on the template as written and as packaged,
 the packaging step, and the properties that matter checked on the parsed template: least
 privilege, no public access, encrypted queues with dead-letter queues, the rule's flow
-definition, and Outputs that name real settings fields.
+definition, Outputs that name real settings fields, and (on MSK) one Kafka user per role.
 
 The stack without its task UI is also deployed into moto (in-process): the outputs resolve
 into valid settings, the queues have their DLQs and keys, and the rule delivers this flow's
@@ -27,7 +27,7 @@ from cfnlint.decode import cfn_yaml
 from stream_router.review.content import input_content
 from stream_router.review.request import ReviewRequest
 from stream_router.settings import ReviewSettings, Settings
-from tests.deploy.conftest import DEPLOY, REPO
+from tests.deploy.conftest import DEPLOY, REPO, render
 from tests.unit.review.requests import review_request
 
 AWS_DIR = DEPLOY / "aws"
@@ -390,3 +390,50 @@ def test_stack_without_task_ui_deploys_in_moto_and_its_outputs_resolve() -> None
             }
         )
         settings.watchers.check_for_review()
+
+
+def test_msk_gets_one_scram_user_per_router_role_when_asked(template: dict[str, Any]) -> None:
+    """With MskClusterArn: a Kafka login per role, named as the Kubernetes Deployments log in,
+    each an AmazonMSK_ secret under its own key and associated with the cluster; nothing of it
+    without the parameter, and the router's AWS role cannot read them."""
+    parameter = template["Parameters"]["MskClusterArn"]
+    assert parameter["Default"] == ""
+    assert template["Conditions"]["UseMskScram"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "MskClusterArn"}, ""]}]
+    }
+    kafka = {"KafkaCredentialsKey", "IngestKafkaSecret", "ReviewKafkaSecret", "KafkaScramSecrets"}
+    for name in kafka:
+        assert template["Resources"][name]["Condition"] == "UseMskScram", name
+    secrets = resources(template, "AWS::SecretsManager::Secret")
+    assert set(secrets) == {"IngestKafkaSecret", "ReviewKafkaSecret"}
+    default_prefix = template["Parameters"]["NamePrefix"]["Default"]
+    logins = {}
+    for name, secret in secrets.items():
+        role = name.removesuffix("KafkaSecret").lower()
+        assert secret["Name"] == {"Fn::Sub": f"AmazonMSK_${{NamePrefix}}-{role}"}  # MSK's rule
+        assert secret["KmsKeyId"] == {"Ref": "KafkaCredentialsKey"}  # a CMK, not the output's
+        generated = secret["GenerateSecretString"]
+        assert generated["GenerateStringKey"] == "password"
+        username = json.loads(generated["SecretStringTemplate"]["Fn::Sub"])["username"]
+        logins[role] = username.replace("${NamePrefix}", default_prefix)
+    assert logins == {"ingest": "stream-router-ingest", "review": "stream-router-review"}
+    docs = {
+        dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: dep
+        for dep in render(DEPLOY / "k8s" / "base")
+        if dep["kind"] == "Deployment"
+    }
+    for role, username in logins.items():
+        env = {e["name"]: e.get("value") for e in docs[role]["spec"]["template"]["spec"]
+               ["containers"][0]["env"]}  # fmt: skip
+        assert env["STREAM_ROUTER_KAFKA__SASL_USERNAME"] == username
+    (scram,) = resources(template, "AWS::MSK::BatchScramSecret").values()
+    assert scram["ClusterArn"] == {"Ref": "MskClusterArn"}
+    assert scram["SecretArnList"] == [{"Ref": "IngestKafkaSecret"}, {"Ref": "ReviewKafkaSecret"}]
+    key = template["Resources"]["KafkaCredentialsKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    role = template["Resources"]["RouterRole"]["Properties"]
+    found = [s for p in role["Policies"] for s in statements(p["PolicyDocument"])]
+    assert not any(a.startswith("secretsmanager:") for s in found for a in as_list(s["Action"]))
+    assert all(
+        {"Fn::GetAtt": ["KafkaCredentialsKey", "Arn"]} not in as_list(s["Resource"]) for s in found
+    )

@@ -4,7 +4,10 @@
   (kubernetes-validate, strict: unknown fields fail) for each version in ``K8S_VERSIONS``;
 - the ServiceMonitor (a Prometheus Operator CRD, absent from those schemas) validates against
   ``SERVICE_MONITOR_SCHEMA`` below: the fields this project uses of monitoring.coreos.com/v1,
-  unknown fields refused;
+  unknown fields refused; so do the Strimzi KafkaUsers of ``kafka-users/`` against
+  ``KAFKA_USER_SCHEMA`` (kafka.strimzi.io/v1beta2);
+- each role logs in to Kafka as its own user, from its own Secret, and the KafkaUsers and
+  deploy/README.md give each user exactly the ACLs of its role (``role_acls.py``);
 - what matters when it runs: the roles' command lines parse with the real CLI, the probes ask
   the real endpoints on the port the settings give the process, the pods run as non-root with a
   read-only root, selectors find the pods, and the ConfigMap's configuration passes the project's
@@ -27,8 +30,11 @@ from prometheus_client import CollectorRegistry
 from stream_router.cli import build_parser
 from stream_router.health import Health, HealthServer
 from stream_router.policies.routes import Routes
+from stream_router.review.budget import UNLIMITED
+from stream_router.review.shares import budget_notes, route_limits
 from stream_router.settings import ENV_PREFIX, Settings, load_settings
 from tests.deploy.conftest import DEPLOY, render
+from tests.deploy.role_acls import Acl, readme_row, role_acls
 
 K8S_VERSIONS = ("1.30.0", "1.37.0")  # oldest we claim, newest kubernetes-validate knows
 KUSTOMIZATIONS = {"base": "stream-router", "overlays/example": "ml-review"}  # -> namespace
@@ -77,6 +83,65 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
                             "interval": {"type": "string", "pattern": DURATION},
                             "scrapeTimeout": {"type": "string", "pattern": DURATION},
                         },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+KAFKA_OPERATIONS = ["Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",
+                    "AlterConfigs", "DescribeConfigs", "IdempotentWrite", "All"]  # fmt: skip
+KAFKA_ACL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resource", "operations"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["allow", "deny"]},
+        "host": {"type": "string"},
+        "operations": {"type": "array", "minItems": 1, "items": {"enum": KAFKA_OPERATIONS}},
+        "resource": {
+            "type": "object",
+            "required": ["type"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"enum": ["topic", "group", "cluster", "transactionalId"]},
+                "name": {"type": "string"},
+                "patternType": {"enum": ["literal", "prefix"]},
+            },
+        },
+    },
+}
+KAFKA_USER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "kafka.strimzi.io/v1beta2"},
+        "kind": {"const": "KafkaUser"},
+        "metadata": {
+            "type": "object",
+            "required": ["name", "namespace", "labels"],
+            "properties": {"labels": {"type": "object", "required": ["strimzi.io/cluster"]}},
+        },
+        "spec": {
+            "type": "object",
+            "required": ["authentication", "authorization"],
+            "additionalProperties": False,
+            "properties": {
+                "authentication": {
+                    "type": "object",
+                    "required": ["type"],
+                    "additionalProperties": False,
+                    "properties": {"type": {"enum": ["scram-sha-512", "tls", "tls-external"]}},
+                },
+                "authorization": {
+                    "type": "object",
+                    "required": ["type", "acls"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "type": {"const": "simple"},
+                        "acls": {"type": "array", "items": KAFKA_ACL_SCHEMA},
                     },
                 },
             },
@@ -201,6 +266,9 @@ def test_the_config_map_passes_the_projects_own_validation(
         assert Routes(settings.policies).routes, "no route: nothing would ever be reviewed"
         if role == "review":
             settings.watchers.check_for_review()
+            # Every review route under a limit the configuration chose (not the default).
+            assert UNLIMITED not in route_limits(settings).values()
+            assert budget_notes(settings) == []
 
 
 def test_every_environment_variable_names_a_real_setting(
@@ -372,3 +440,74 @@ def test_only_the_review_role_gets_the_documented_aws_identity() -> None:
     for account in objects(docs, "ServiceAccount"):
         # no IRSA annotation: the stack's RouterRole does not trust an OIDC provider
         assert "eks.amazonaws.com/role-arn" not in account["metadata"].get("annotations", {})
+
+
+def kafka_users() -> dict[str, dict[str, Any]]:
+    """The Strimzi KafkaUsers of deploy/k8s/kafka-users, by user name."""
+    return {doc["metadata"]["name"]: doc for doc in render(DEPLOY / "k8s" / "kafka-users")}
+
+
+def granted(user: dict[str, Any]) -> set[Acl]:
+    """A KafkaUser's ACLs (literal patterns, any host, allow: all this project writes)."""
+    found = set()
+    for acl in user["spec"]["authorization"]["acls"]:
+        resource = acl["resource"]
+        assert resource.get("patternType", "literal") == "literal", resource
+        assert acl.get("host", "*") == "*", acl
+        assert acl.get("type", "allow") == "allow", acl
+        found.add(Acl(resource["type"], resource["name"], tuple(acl["operations"])))
+    return found
+
+
+def test_the_kafka_users_validate_and_a_misspelt_operation_does_not() -> None:
+    users = kafka_users()
+    assert users, "deploy/k8s/kafka-users renders nothing"
+    for user in users.values():
+        jsonschema.validate(user, KAFKA_USER_SCHEMA)
+    user = next(iter(users.values()))
+    user["spec"]["authorization"]["acls"][0]["operations"] = ["Raed"]
+    with pytest.raises(jsonschema.ValidationError, match="Raed"):
+        jsonschema.validate(user, KAFKA_USER_SCHEMA)
+
+
+def test_each_role_logs_in_as_its_own_user_with_exactly_its_acls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per role: its own SASL user and Secret; the KafkaUser of that name and the README's
+    table grant exactly ``role_acls`` of its configuration; the overlay uses the same topics."""
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    users = kafka_users()
+    acls: dict[str, set[Acl]] = {}
+    for name in sorted(KUSTOMIZATIONS):
+        docs = render(DEPLOY / "k8s" / name)
+        logins, secrets = {}, {}
+        folder = tmp_path / name.replace("/", "-")
+        folder.mkdir()
+        for role in ROLES:
+            settings = pod_settings(docs, role, folder, monkeypatch)
+            assert settings.kafka.sasl_username is not None, f"{name} {role}: no Kafka user"
+            logins[role] = settings.kafka.sasl_username
+            env = {e["name"]: e for e in container(deployment(docs, role))["env"]}
+            ref = env["STREAM_ROUTER_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            secrets[role] = ref["name"]
+            expected = role_acls(settings, role)
+            assert acls.setdefault(role, expected) == expected, f"{name}: other topics than base"
+            user = users.get(logins[role])
+            assert user is not None, f"no KafkaUser {logins[role]} ({name} {role})"
+            assert user["metadata"]["labels"]["app.kubernetes.io/component"] == role
+            assert granted(user) == expected, f"KafkaUser {logins[role]}"
+            for acl in expected:
+                row = readme_row(role, logins[role], acl)
+                assert row in readme, f"deploy/README.md lacks the row {row}"
+        assert logins["ingest"] != logins["review"], f"{name}: the roles share a Kafka user"
+        assert secrets["ingest"] != secrets["review"], f"{name}: the roles share a Secret"
+    assert set(users) == {f"stream-router-{role}" for role in ROLES}
+    # What the split is for: only ingest writes review requests; ingest reads nothing of
+    # the review role's.
+    rows = [line for line in readme.splitlines() if line.startswith(("| ingest (", "| review ("))]
+    assert len(rows) == sum(len(granted) for granted in acls.values()), "extra ACL rows"
+    review_requests = next(a.name for a in acls["ingest"] if "review-requests" in a.name)
+    assert not any(a.name == review_requests and "Write" in a.operations for a in acls["review"])
+    assert {a.name for a in acls["ingest"]}.isdisjoint(
+        {"stream-router-loop-events", "stream-router-review-ledger", "stream-router-review"}
+    )

@@ -117,7 +117,14 @@ async def test_ingest_readiness_follows_partitions_and_progress(
         async with TopicReader(sandbox.broker.bootstrap_servers, outputs) as reader:
             await reader.until(lambda r: len(r.records[f"out-{tag}"]) >= 200, 60)
         with paused(sandbox.broker.process):  # a batch in hand waits for acknowledgements
-            status, body = await poll(f"{base}/readyz", lambda r: r[0] == 503, 30, process)
+            # The broker's silence may be reported a moment before the loop's stall; once both
+            # hold, the loop's stall is said first.
+            status, body = await poll(
+                f"{base}/readyz",
+                lambda r: r[0] == 503 and r[1]["problems"][0].startswith("ingest: no fetch "),
+                30,
+                process,
+            )
             assert body["problems"][0].startswith("ingest: no fetch completed for"), body
             healthz = await poll(f"{base}/healthz", lambda r: True, 5, process)
             assert healthz[0] == 200  # the loop itself is alive

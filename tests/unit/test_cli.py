@@ -126,3 +126,19 @@ def test_the_example_configs_judge_a_scores_less_event_by_its_confidence(
     assert (report.accepted, report.reviews) == (1, 0)
     unsure = backtest(settings, [json.dumps({**event, "confidence": 0.5}).encode()])
     assert unsure.by_route == {"general": 1}
+
+
+def test_config_check_warns_when_reviewers_would_see_the_whole_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "whole.yaml"
+    path.write_text(
+        "policies: {routes: [{name: general, review_flow: f, policy: {type: sample, percent: 1}}]}"
+        "\nreview: {projection: []}\n"
+    )
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "# warning: review.projection is empty: every field of an event goes to its " in out
+    assert "(routes general)" in out
+    assert main(["config", "check", str(REPO / "config" / "router.yaml")]) == 0
+    assert "# warning" not in capsys.readouterr().out

@@ -14,13 +14,19 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry, Counter
 
-from stream_router.health import Health, HealthServer, TaskDied, ingest_check
+from stream_router.errors import ConfigError
+from stream_router.health import Health, HealthServer, TaskDied, ingest_check, port_taken
 
 
 @dataclass
 class FakeProgress:
     assigned: asyncio.Event = field(default_factory=asyncio.Event)
     last_progress_s: float | None = None
+    brokers: str = "127.0.0.1:9092"
+    answered: dict[str, float] = field(default_factory=dict)
+
+    def fetches_answered(self) -> dict[str, float]:
+        return dict(self.answered)
 
 
 class Clock:
@@ -47,6 +53,29 @@ def test_ingest_check_follows_assignment_and_progress() -> None:
     assert check() is None
     progress.assigned.clear()  # revoked
     assert check() == "no input partitions assigned"
+
+
+def test_ingest_check_names_the_brokers_when_no_fetch_is_answered() -> None:
+    """Empty fetches keep completing while no broker answers; the answers are what counts."""
+    progress, clock = FakeProgress(), Clock()
+    check = ingest_check(progress, stall_after_s=30, clock=clock)
+    progress.assigned.set()
+    progress.answered = {"in[0]": clock.now, "in[1]": clock.now}
+    clock.now += 31
+    progress.last_progress_s = clock.now  # the loop's fetches complete, empty
+    assert check() == (
+        "Kafka at 127.0.0.1:9092 answered no fetch of in[0], in[1] for 31 s (stall threshold "
+        "30 s): the brokers are unreachable or these partitions have no leader"
+    )
+    progress.answered["in[0]"] = clock.now  # one partition's leader answers again
+    assert check() is not None
+    assert "of in[1] for 31 s" in str(check())
+    progress.answered = {f"in[{p}]": clock.now - 40 - p for p in range(5)}
+    assert "of in[0], in[1], in[2] and 2 more for 44 s" in str(check())
+    progress.answered = {f"in[{p}]": clock.now - 30 for p in range(5)}
+    assert check() is None  # at the threshold: still fine
+    progress.last_progress_s = clock.now - 31  # the loop is stuck too: that is said first
+    assert check() == "no fetch completed for 31 s (stall threshold 30 s)"
 
 
 def test_problems_list_dead_tasks_first_and_survive_a_broken_check() -> None:
@@ -139,13 +168,27 @@ async def test_endpoints_over_http(served: tuple[Health, CollectorRegistry, str]
             assert reply.status == 404
 
 
-async def test_a_taken_port_is_an_error_that_names_the_setting(
+async def test_a_taken_port_is_a_config_error_that_names_the_setting_and_the_fix(
     served: tuple[Health, CollectorRegistry, str],
 ) -> None:
     _, registry, base = served
     port = int(base.rsplit(":", 1)[1])
-    with pytest.raises(OSError, match=r"metrics\.port"):
+    with pytest.raises(ConfigError) as raised:
         await HealthServer(Health(), registry, "127.0.0.1", port).start()
+    assert str(raised.value) == (
+        f"metrics.port: another process listens on 127.0.0.1:{port}; set "
+        "STREAM_ROUTER_METRICS__PORT to a free port (0 picks any)"
+    )
+
+
+def test_an_address_that_cannot_be_bound_names_host_and_port() -> None:
+    error = OSError(99, "Cannot assign requested address")
+    assert port_taken("review.label_studio.webhook", "10.9.9.9", 9102, error) == (
+        "review.label_studio.webhook.host/review.label_studio.webhook.port: cannot listen on "
+        "10.9.9.9:9102 (Cannot assign requested address); set "
+        "STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__HOST to an address of this machine and "
+        "STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__PORT to a free port"
+    )
 
 
 def test_healthz_is_answered_by_the_loop_so_a_wedged_loop_gives_no_answer() -> None:

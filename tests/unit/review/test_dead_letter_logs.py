@@ -28,6 +28,7 @@ from tests.unit.review.test_scheduler import (
 
 MARKER = "PAYLOAD-7f3c1e"
 MISSING = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/sandbox-genral"
+FLOWS = {"general": MISSING, "experts": MISSING}  #: configured so (the backend refuses them)
 
 
 def warnings_about(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
@@ -60,7 +61,7 @@ async def test_a_rejected_start_logs_one_warning_with_the_reason(
     backend = FaultyBackend(random.Random(1))
     reason = f"StartHumanLoop: ValidationException (Flow definition {MISSING} does not exist)"
     backend.fail_next(ReviewRejected(reason))
-    run = scheduler(world, backend, settings())
+    run = scheduler(world, backend, settings(), FLOWS)
     try:
         with caplog.at_level(logging.WARNING, "stream_router.review"):
             name = await take(run, world, "experts")
@@ -79,7 +80,7 @@ async def test_a_failed_review_dead_lettered_by_on_failure_logs_one_warning(
 ) -> None:
     world = World(random.Random(0))
     backend = FaultyBackend(random.Random(1))
-    run = scheduler(world, backend, settings(on_failure="dead-letter"))
+    run = scheduler(world, backend, settings(on_failure="dead-letter"), FLOWS)
     try:
         with caplog.at_level(logging.WARNING, "stream_router.review"):
             name = await take(run, world, "general")

@@ -11,7 +11,17 @@ import pytest
 from stream_router.envelope import review_request as ingest_review_request
 from stream_router.models import Prediction, SourceRef
 from stream_router.policies.routes import Decision
-from stream_router.review.request import CARRIED, MalformedRequest, ReviewRequest
+from stream_router.review.request import (
+    CARRIED,
+    UNCONFIGURED_ROUTE,
+    MalformedRequest,
+    ReviewRequest,
+    ReviewRoutes,
+    UnconfiguredRequest,
+    UnknownFlow,
+    UnknownRoute,
+)
+from stream_router.settings import Settings
 from tests.unit.review.requests import REQUESTED_S, review_request
 
 
@@ -177,3 +187,76 @@ def test_without_event_drops_only_the_event() -> None:
         request.requested_s,
     )
     assert request.fields["event"]["blob"] == "x" * 100
+
+
+ROUTES = ReviewRoutes(
+    {"general": "fd-general", "experts": "fd-experts"},
+    {"general": "fd-experts"},
+    frozenset({"trial"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("route", "flow", "attempt"),
+    [("general", "fd-general", 1), ("experts", "fd-experts", 1), ("general", "fd-experts", 2),
+     ("general", "fd-experts", 3)],
+)  # fmt: skip
+def test_configured_routes_and_flows_pass(route: str, flow: str, attempt: int) -> None:
+    ROUTES.check(route, flow, attempt)
+
+
+@pytest.mark.parametrize(
+    ("route", "flow", "attempt", "error", "message"),
+    [
+        ("intruder", "fd-general", 1, UnknownRoute,
+         r"route 'intruder' is not a review route .*\['experts', 'general'\]"),
+        ("trial", "fd-general", 1, UnknownRoute, "route 'trial' is a shadow route"),
+        ("general", "fd-experts", 1, UnknownFlow,
+         "route 'general' names flow 'fd-experts'; its review_flow is 'fd-general'"),
+        ("general", "fd-general", 2, UnknownFlow,
+         "attempt 2 of route 'general' names flow 'fd-general'; review.escalation_flows.general "
+         "is 'fd-experts'"),
+        ("experts", "fd-experts", 2, UnknownFlow,
+         "review.escalation_flows.experts is no flow"),
+    ],
+)  # fmt: skip
+def test_anything_else_is_refused_with_its_reason_class(
+    route: str, flow: str, attempt: int, error: type[UnconfiguredRequest], message: str
+) -> None:
+    with pytest.raises(error, match=message) as caught:
+        ROUTES.check(route, flow, attempt)
+    assert caught.value.reason_class == {UnknownRoute: "unknown_route",
+                                         UnknownFlow: "unknown_flow"}[error]  # fmt: skip
+
+
+def test_values_from_a_record_are_cut_short_and_quoted() -> None:
+    with pytest.raises(UnknownRoute) as caught:
+        ROUTES.check("a\nb" + "x" * 500, "fd-general")
+    message = str(caught.value)
+    assert "\n" not in message  # a forged value cannot forge a log line
+    assert len(message) < 200
+    with pytest.raises(UnknownFlow, match=r"'y{80}\.\.\.'"):
+        ROUTES.check("general", "y" * 500)
+
+
+def test_metric_labels_name_configured_routes_only() -> None:
+    assert [ROUTES.label(r) for r in ("general", "trial", "intruder")] == [
+        "general",
+        "trial",
+        UNCONFIGURED_ROUTE,
+    ]
+
+
+def test_the_routes_come_from_the_settings() -> None:
+    settings = Settings.model_validate(
+        {
+            "policies": {"routes": [
+                {"name": "general", "review_flow": "fd-g", "policy": {"type": "sample"}},
+                {"name": "trial", "review_flow": "fd-g", "policy": {"type": "sample"},
+                 "shadow": True},
+            ]},
+            "review": {"escalation_flows": {"general": "fd-x"}},
+        }
+    )  # fmt: skip
+    routes = ReviewRoutes.from_settings(settings.policies, settings.review)
+    assert routes == ReviewRoutes({"general": "fd-g"}, {"general": "fd-x"}, frozenset({"trial"}))

@@ -1,10 +1,12 @@
 """The scheduler's invariant under faults that come together (the in-memory backend and ledger).
 
 Every review request ends in exactly one outcome and no attempt is started twice as a new review,
-while, in the same run: the process is killed at random points (between any two writes, in the
-middle of a start or a publish), the backend throttles, refuses for capacity and fails with 5xx,
-S3 fails, the ledger's broker refuses writes (the process dies, as it does on Kafka), faust skips
-offsets, notices arrive twice, late, and for earlier attempts, and reviews fail and escalate.
+nor a request naming a route or flow the configuration does not review (forged ones are mixed
+in, and must be dead-lettered as records, never started), while, in the same run: the process
+is killed at random points (between any two writes, in the middle of a start or a publish), the
+backend throttles, refuses for capacity and fails with 5xx, S3 fails, the ledger's broker
+refuses writes (the process dies, as it does on Kafka), faust skips offsets, notices arrive
+twice, late, and for earlier attempts, and reviews fail and escalate.
 
 Synchronisation is by events: every ledger write and every published record notifies
 :class:`World`; the test awaits conditions on it, never the clock.
@@ -33,6 +35,7 @@ from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.fake import FakeReviewBackend
 from stream_router.review.ledger import State, decode
 from stream_router.review.limiter import RateLimiter
+from stream_router.review.request import ReviewRoutes
 from stream_router.review.retry import RetryPolicy
 from stream_router.review.scheduler import Outlets, ReviewScheduler
 from stream_router.review.shares import BudgetShares
@@ -184,7 +187,18 @@ def settings(**changes: Any) -> ReviewSettings:
     return ReviewSettings(**{**base, **changes})
 
 
-def scheduler(world: World, backend: FaultyBackend, review: ReviewSettings) -> ReviewScheduler:
+FLOWS = {"general": "fd-general"}  #: the configured review routes and their flows
+
+
+def scheduler(
+    world: World,
+    backend: FaultyBackend,
+    review: ReviewSettings,
+    flows: dict[str, str] | None = None,
+    routes: ReviewRoutes | None = None,
+) -> ReviewScheduler:
+    """A scheduler of ``review``; ``routes`` (default: ``flows`` and the escalation flows of
+    ``review``) is what the configuration reviews."""
     limits = {route: BudgetLimits(b.per_hour, b.per_day) for route, b in review.budgets.items()}
     limiter = RateLimiter(review.rate_per_s, review.burst)
     return ReviewScheduler(
@@ -195,6 +209,7 @@ def scheduler(world: World, backend: FaultyBackend, review: ReviewSettings) -> R
         limiter=limiter,
         log=world,
         requests=Requests(world),
+        routes=routes or ReviewRoutes(flows or FLOWS, review.escalation_flows),
         shares=BudgetShares(limits, BudgetLimits(), PARTITIONS),
         outlets=Outlets(output=world.outlet("output"), dead_letter=world.outlet("dead-letter")),
         metrics=ReviewMetrics(CollectorRegistry()),
@@ -210,8 +225,8 @@ def outcomes_by_event(world: World) -> dict[str, list[tuple[str, Any]]]:
         if record["topic"] == "output":
             event_id, review = record["event_id"], record["review"]
             verdict = (record["decision"], review.get("label") or review.get("failure_code"))
-        elif record["reason_class"] == "malformed_request":
-            continue  # not an event's outcome
+        elif "review_request" not in record:
+            continue  # a record dead-lettered as it was (malformed, refused): no event's outcome
         else:
             event_id = record["review_request"]["event_id"]
             verdict = ("dead-lettered", record["reason_class"])
@@ -230,6 +245,7 @@ class Run:
         self.events = events
         self.partition_of: dict[str, int] = {}
         self.fate: dict[str, str] = {}  # event id -> complete, fail
+        self.forged: set[str] = set()  # loop names of forged requests
         self.kills = 0
         self.scheduler = scheduler(self.world, self.backend, self.review)
         for partition in range(PARTITIONS):
@@ -244,6 +260,11 @@ class Run:
             records.append(Record(len(records), orjson.dumps(dict(request.fields))))
             if index % 11 == 5:  # not a review request at all
                 records.append(Record(len(records), b"{not json"))
+            if index % 7 == 3:  # forged: a route or a flow the configuration does not have
+                forged = {"route": "intruder"} if index % 2 else {"flow": "fd-forged"}
+                fake = review_request(f"forged-{index}", **forged)
+                records.append(Record(len(records), orjson.dumps(dict(fake.fields))))
+                self.forged.add(fake.loop_name)
             self.partition_of[request.loop_name] = partition
             self.fate[event_id] = self.rng.choice(["complete", "complete", "fail"])
 
@@ -393,6 +414,12 @@ class Run:
             [rec for records in self.world.requests.values() for rec in records
              if rec.value == b"{not json"]
         )  # fmt: skip
+        refused = [r for r in self.world.outputs
+                   if r.get("reason_class") in ("unknown_route", "unknown_flow")]  # fmt: skip
+        assert {orjson.loads(r["value"])["loop_name"] for r in refused} == self.forged
+        assert all("review_request" not in r for r in refused)  # never an event's outcome
+        assert not self.forged & {name.removesuffix("-a2") for name in self.backend.start_calls}
+        assert not self.forged & set(self.world.entries()), "a forged request was recorded"
 
 
 @pytest.mark.parametrize("seed", range(12))

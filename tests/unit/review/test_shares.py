@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from stream_router.review.budget import Budget, BudgetLimits
-from stream_router.review.shares import BudgetShares, remaining, share
+from stream_router.review.shares import NO_BUDGET, BudgetShares, budget_shares, remaining, share
+from stream_router.settings import Settings
 
 NOW = 1_700_000_000.0
 
@@ -57,9 +58,8 @@ def test_remaining_adds_up_budgets_and_no_limit_wins() -> None:
     assert remaining([], "general", NOW) == {"hour": 0, "day": 0}
 
 
-def test_the_default_limits_are_shared_too_and_low_limits_are_reported() -> None:
+def test_the_default_limits_are_shared_too() -> None:
     shares = BudgetShares({"rare": BudgetLimits(per_day=2)}, BudgetLimits(per_hour=8), 4)
-    assert shares.low_limits() == ["rare"]
     assert shares.budget(3).limits("other") == BudgetLimits(per_hour=2)
     assert shares.budget(3).limits("rare") == BudgetLimits(per_day=0)
     with pytest.raises(ValueError, match="partition 4 is outside 0-3"):
@@ -68,9 +68,23 @@ def test_the_default_limits_are_shared_too_and_low_limits_are_reported() -> None
         shares.budget(-1)
 
 
-def test_a_low_default_limit_is_reported_as_star() -> None:
-    shares = BudgetShares({}, BudgetLimits(per_day=3), 4)
-    assert shares.low_limits() == ["*"]
+def test_the_review_roles_budgets_fail_closed() -> None:
+    """Every configured route gets limits; a route the configuration lacks gets none at all."""
+    route = {"review_flow": "fd", "policy": {"type": "sample", "percent": 1}}
+    settings = Settings.model_validate(
+        {
+            "policies": {"routes": [{"name": "general", **route}, {"name": "audit", **route}]},
+            "review": {"topic_partitions": 2, "budgets": {"general": {"per_day": 4}}},
+        }
+    )
+    shares = budget_shares(settings)
+    assert shares.default == NO_BUDGET
+    budget = shares.budget(0)
+    assert budget.limits("general") == BudgetLimits(per_day=2)
+    assert budget.limits("audit") == BudgetLimits(per_day=500)  # half the default's 1000
+    assert budget.limits("intruder") == BudgetLimits(per_hour=0, per_day=0)
+    assert not budget.try_spend("intruder", NOW)
+    assert budget.available_at_s("intruder", NOW) is None  # never: its fallback applies
 
 
 def test_partitions_must_be_positive() -> None:

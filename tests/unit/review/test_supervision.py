@@ -106,6 +106,36 @@ async def test_a_heartbeat_component_stalls_when_silent_beyond_its_period() -> N
         await task
 
 
+async def test_a_silent_heartbeat_says_what_it_does_and_its_last_failure() -> None:
+    clock = Clock()
+    supervisor = Supervisor(5, monotonic=clock)
+    supervisor.heartbeat("monitor", 1, doing="reads offsets from Kafka at 127.0.0.1:9092")
+    started = asyncio.Event()
+
+    async def passes() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(supervisor.run("monitor", passes()))
+    await started.wait()
+    supervisor.failed("monitor", "KafkaConnectionError: Unable to bootstrap")
+    clock.now += 6
+    assert supervisor.problem() is None  # a failure within the allowance is not a problem yet
+    clock.now += 1
+    assert supervisor.problem() == (
+        "monitor (reads offsets from Kafka at 127.0.0.1:9092): no progress for 7 s (allowed "
+        "6 s); last failure: KafkaConnectionError: Unable to bootstrap"
+    )
+    supervisor.beat("monitor")  # a pass succeeds: the failure is forgotten
+    clock.now += 7
+    assert supervisor.problem() == (
+        "monitor (reads offsets from Kafka at 127.0.0.1:9092): no progress for 7 s (allowed 6 s)"
+    )
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def service(tmp_path: Path) -> ReviewService:
     settings = Settings.model_validate(
         {

@@ -1,0 +1,148 @@
+"""Closing Kafka clients within a bound, whatever aiokafka's own close does.
+
+The stray cancellation itself needs a broker that goes away under an assigned consumer: the
+integration tests (``tests/integration/test_broker_down.py``) meet it for real. Here the clients'
+close is replaced by what it does then (hang, or raise a cancellation of its own), and the
+aiokafka internals the finishing touches are checked to exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
+from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.consumer.subscription_state import SubscriptionState
+
+from stream_router import kafka_clients as clients
+from stream_router.kafka_clients import stop_consumer, stop_producer
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeFetcher:
+    """What aiokafka's fetcher holds: its routine and the fetch tasks it started."""
+
+    def __init__(self, tasks: list[asyncio.Task[None]]) -> None:
+        self._fetch_task = tasks[0]
+        self._pending_tasks = set(tasks[1:])
+
+
+async def forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def stray_cancellation() -> None:
+    """What ``AIOKafkaConsumer.stop`` does with fetch tasks in their retry back-off."""
+    fetch = asyncio.ensure_future(forever())
+    fetch.cancel()
+    await fetch  # re-raises the fetch task's CancelledError, as Fetcher.close does
+
+
+class FakeConsumer:
+    def __init__(self, stop: object) -> None:
+        self._stop = stop
+        self._client = FakeClient()
+        self.tasks = [asyncio.ensure_future(forever()) for _ in range(3)]
+        self._fetcher = FakeFetcher(self.tasks)
+        self.stopping = asyncio.Event()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await self._stop()  # type: ignore[operator]
+
+
+async def test_a_consumer_whose_close_cancels_itself_is_closed_and_nothing_is_raised() -> None:
+    consumer = FakeConsumer(stray_cancellation)
+    await stop_consumer(consumer, timeout_s=30)  # type: ignore[arg-type]
+    assert consumer._client.closed
+    assert all(task.cancelled() for task in consumer.tasks)
+
+
+async def test_a_consumer_close_that_hangs_is_abandoned_after_the_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = FakeConsumer(forever)
+    await stop_consumer(consumer, timeout_s=0.05)  # type: ignore[arg-type]
+    assert consumer._client.closed
+    assert all(task.cancelled() for task in consumer.tasks)
+    assert "the Kafka consumer could not leave its group within 0.05 s" in caplog.text
+
+
+async def test_a_clean_close_is_left_alone_and_its_error_raised() -> None:
+    async def fine() -> None:
+        return None
+
+    consumer = FakeConsumer(fine)
+    await stop_consumer(consumer, timeout_s=30)  # type: ignore[arg-type]
+    assert not consumer._client.closed  # aiokafka closed it itself
+    assert not any(task.done() for task in consumer.tasks)
+    for task in consumer.tasks:
+        task.cancel()
+
+    async def broken() -> None:
+        raise RuntimeError("bug in close")
+
+    with pytest.raises(RuntimeError, match="bug in close"):
+        await stop_consumer(FakeConsumer(broken), timeout_s=30)  # type: ignore[arg-type]
+
+
+async def test_the_callers_cancellation_propagates_and_cancels_the_close() -> None:
+    consumer = FakeConsumer(forever)
+    closing = asyncio.ensure_future(stop_consumer(consumer, timeout_s=30))  # type: ignore[arg-type]
+    await consumer.stopping.wait()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert not consumer._client.closed  # not finished by us: the caller is going away
+    for task in consumer.tasks:
+        task.cancel()
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sender_task = asyncio.ensure_future(forever())
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self._sender = FakeSender()
+        self.client = FakeClient()
+
+    async def stop(self) -> None:
+        await forever()  # unsent records, and no broker to take them
+
+
+async def test_a_producer_that_cannot_send_its_last_records_is_closed_after_the_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    producer = FakeProducer()
+    await stop_producer(producer, timeout_s=0.05)  # type: ignore[arg-type]
+    assert producer.client.closed
+    assert producer._sender.sender_task.cancelled()
+    assert "the Kafka producer could not send its last records within 0.05 s" in caplog.text
+
+
+async def test_the_aiokafka_internals_used_exist_and_a_never_started_client_closes() -> None:
+    """If aiokafka renames what ``clients.py`` reaches into, this fails first."""
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    assert consumer._fetcher is None
+    assert isinstance(consumer._client, AIOKafkaClient)
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+    assert producer._sender.sender_task is None
+    fetcher = Fetcher(AIOKafkaClient(bootstrap_servers="127.0.0.1:1"), SubscriptionState())
+    assert isinstance(fetcher._fetch_task, asyncio.Task)
+    assert fetcher._pending_tasks == set()
+    await fetcher.close()
+    await stop_consumer(consumer, timeout_s=clients.CLOSE_TIMEOUT_S)
+    await stop_producer(producer, timeout_s=clients.CLOSE_TIMEOUT_S)
