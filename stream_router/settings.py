@@ -482,7 +482,23 @@ class ReviewSettings(Section):
         2, ge=1, le=5, description="Reviews per event at most, escalations included."
     )
     delete_finished: bool = Field(
-        False, description="Delete reviews from the backend once their result is published."
+        False,
+        description="Delete reviews from the backend once their result is published (A2I: "
+        "DeleteHumanLoop; Label Studio: the task and its annotations), so the backend keeps no "
+        "copy of the review input. output.json stays in S3 for its bucket's lifecycle.",
+    )
+    reviewer_data: Literal["full", "pseudonymous", "minimal"] = Field(
+        "full",
+        description="What reviewed envelopes say of the people who reviewed: full (worker ids "
+        "and each answer's whole content, comments included), pseudonymous (worker ids replaced "
+        "by HMAC-SHA256 pseudonyms under pseudonym_key, content kept), minimal (pseudonyms, and "
+        "only each answer's label, no other content).",
+    )
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Key of the worker pseudonyms (reviewer_data pseudonymous or minimal); "
+        "without one they are keyed by app_id, which anyone can repeat: small worker ids (Label "
+        "Studio user numbers) could then be found by trying them.",
     )
     concurrency: int = Field(
         8,

@@ -170,6 +170,8 @@ class ReviewService:
         )
         self.backend: Any = backend or _backend(settings, self.clients, metrics, clock)
         shares = budget_shares(settings)  # fails closed; logs what an operator should know
+        for warning in settings.privacy_warnings():
+            logger.warning("%s", warning)
         self.limiter = RateLimiter(review.rate_per_s, review.burst)
         self._stop = asyncio.Event()
         self._opened = asyncio.Event()

@@ -26,7 +26,12 @@ from stream_router.envelope import review_dead_letter
 from stream_router.review.backend import ReviewBackend, ReviewState, ReviewStatus
 from stream_router.review.consolidate import consolidate
 from stream_router.review.ledger import Entry
-from stream_router.review.outcome import UnreviewedCode, reviewed_envelope, unreviewed_envelope
+from stream_router.review.outcome import (
+    ReviewerData,
+    UnreviewedCode,
+    reviewed_envelope,
+    unreviewed_envelope,
+)
 from stream_router.settings import ReviewSettings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +63,11 @@ class Completer:
         self.backend = backend
         self.settings = settings
         self.clock = clock
+        key = settings.pseudonym_key
+        self.reviewers = ReviewerData(
+            settings.reviewer_data,
+            key.get_secret_value().encode() if key else settings.app_id.encode(),
+        )
 
     async def complete(self, entry: Entry) -> Completion:
         end, request = entry.end, entry.request
@@ -86,6 +96,7 @@ class Completer:
                 started_s=entry.started_s,
                 status=state.status,
                 backend=self.settings.backend,
+                reviewers=self.reviewers,
             )
             return Completion(Action.PUBLISH, "reviewed", record)
         return await self._failed(

@@ -23,9 +23,12 @@ started at the backend, when the caller knows it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -47,6 +50,33 @@ class UnreviewedCode(StrEnum):
     NO_OUTPUT = "NoOutput"  #: the review ended (e.g. Stopped) without any answer
 
 
+@dataclass(frozen=True)
+class ReviewerData:
+    """What a reviewed envelope says of its reviewers (``review.reviewer_data``).
+
+    ``full`` publishes the backend's worker ids and each answer's whole content (free-text
+    comments included); ``pseudonymous`` replaces each worker id by the first 16 hex digits of
+    HMAC-SHA256(key, worker id): stable, so agreement per worker can still be studied, and not
+    reversible without the key; ``minimal`` also empties each answer's content (``{}``), keeping
+    only the answer the answer path read.
+    """
+
+    mode: Literal["full", "pseudonymous", "minimal"] = "full"
+    key: bytes = b""
+
+    def worker(self, worker_id: str) -> str:
+        if self.mode == "full":
+            return worker_id
+        digest = hmac.new(self.key, worker_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"p-{digest[:16]}"
+
+    def content(self, content: Any) -> Any:
+        return {} if self.mode == "minimal" else _plain(content)
+
+
+FULL = ReviewerData()
+
+
 def reviewed_record(
     request: ReviewRequest,
     consolidation: Consolidation,
@@ -55,6 +85,7 @@ def reviewed_record(
     started_s: float | None = None,
     status: ReviewStatus = ReviewStatus.COMPLETED,
     backend: str = "a2i",
+    reviewers: ReviewerData = FULL,
 ) -> dict[str, Any]:
     """The envelope (as a dict) of a prediction people reviewed; see the module doc for times."""
     if status not in _WITH_OUTPUT:
@@ -77,7 +108,7 @@ def reviewed_record(
         "answered": consolidation.answered,
         "tie": consolidation.tie,
         "corrected": is_correction(consolidation.label, model_label),
-        "answers": [_answer(answer) for answer in consolidation.answers],
+        "answers": [_answer(answer, reviewers) for answer in consolidation.answers],
         "started_s": started_s,
         "ended_s": ended_s,
         "review_latency_s": max(0.0, ended_s - requested_s),
@@ -94,6 +125,7 @@ def reviewed_envelope(
     started_s: float | None = None,
     status: ReviewStatus = ReviewStatus.COMPLETED,
     backend: str = "a2i",
+    reviewers: ReviewerData = FULL,
 ) -> bytes:
     """:func:`reviewed_record` serialised for the output topic."""
     return orjson.dumps(
@@ -104,6 +136,7 @@ def reviewed_envelope(
             started_s=started_s,
             status=status,
             backend=backend,
+            reviewers=reviewers,
         )
     )
 
@@ -198,11 +231,11 @@ def _json_answer(answer: Answer | None) -> Any:
     return list(answer) if isinstance(answer, tuple) else answer
 
 
-def _answer(answer: RawAnswer) -> dict[str, Any]:
+def _answer(answer: RawAnswer, reviewers: ReviewerData) -> dict[str, Any]:
     return {
-        "worker_id": answer.worker_id,
+        "worker_id": reviewers.worker(answer.worker_id),
         "answer": _json_answer(answer.answer),
-        "content": _plain(answer.content),
+        "content": reviewers.content(answer.content),
         "accepted_s": answer.accepted_at_s,
         "submitted_s": answer.submitted_at_s,
         "time_spent_s": answer.time_spent_s,

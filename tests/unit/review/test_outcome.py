@@ -22,6 +22,7 @@ from stream_router.review.backend import ReviewResult, ReviewStatus, WorkerAnswe
 from stream_router.review.consolidate import consolidate
 from stream_router.review.outcome import (
     REVIEW_SCHEMA,
+    ReviewerData,
     UnreviewedCode,
     is_correction,
     reviewed_envelope,
@@ -178,6 +179,37 @@ def test_reviewed_envelope_of_three_workers() -> None:
         "decided_s": REQUESTED_S,
         "reviewed_s": base + 70,
     }
+
+
+@pytest.mark.parametrize("mode", ["pseudonymous", "minimal"])
+def test_reviewer_data_pseudonyms_and_minimal_content(mode: str) -> None:
+    """Worker ids become keyed pseudonyms (stable per worker, different under another key);
+    minimal also empties each answer's content; the envelope stays valid."""
+    with_comment = WorkerAnswer(
+        worker_id="w1", content={"label": {"label": "cat"}, "comment": "my name is Ann"},
+        accepted_at_s=None, submitted_at_s=REQUESTED_S + 5, time_spent_s=None,
+    )  # fmt: skip
+    consolidation = consolidate(review_of(with_comment, answer("w2", "cat", REQUESTED_S + 9)))
+
+    def published(key: bytes) -> list[dict[str, Any]]:
+        reviewers = ReviewerData(mode, key)  # type: ignore[arg-type]
+        record = reviewed_record(
+            request(), consolidation, observed_s=REQUESTED_S + 10, reviewers=reviewers
+        )
+        validate(record)
+        answers: list[dict[str, Any]] = record["review"]["answers"]
+        return answers
+
+    first, again, other = published(b"k1"), published(b"k1"), published(b"k2")
+    ids = [a["worker_id"] for a in first]
+    assert ids == [a["worker_id"] for a in again]  # stable
+    assert ids != [a["worker_id"] for a in other]  # keyed
+    assert all(i.startswith("p-") and len(i) == 18 for i in ids)
+    assert len(set(ids)) == 2
+    assert "w1" not in json.dumps(first)
+    assert [a["answer"] for a in first] == ["cat", "cat"]
+    shown = json.dumps(first)
+    assert ("my name is Ann" in shown) == (mode == "pseudonymous")
 
 
 def test_envelope_bytes_match_the_record() -> None:
