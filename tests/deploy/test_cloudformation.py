@@ -11,11 +11,13 @@ notification, and enforces no IAM or KMS policy: those are checked on the parsed
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib.resources import files as resources_of
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import moto
 import pytest
 from cfnlint.decode import cfn_yaml
 
+from stream_router.naming import loop_name
 from stream_router.review.content import input_content
 from stream_router.review.request import ReviewRequest
 from stream_router.settings import ReviewSettings, Settings
@@ -39,6 +42,7 @@ FLOW_ARN = (
     "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
     ":flow-definition/${FlowDefinitionName}"
 )
+HUMAN_LOOPS = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:human-loop/*"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -87,6 +91,37 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def resolved(value: Any, conditions: dict[str, bool]) -> Any:
+    """``value`` with each ``Fn::If`` taken by ``conditions`` and ``AWS::NoValue`` dropped."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, then, otherwise = value["Fn::If"]
+            return resolved(then if conditions[name] else otherwise, conditions)
+        pairs = ((k, resolved(v, conditions)) for k, v in value.items())
+        return {k: v for k, v in pairs if v != NO_VALUE}
+    if isinstance(value, list):
+        items = (resolved(v, conditions) for v in value)
+        return [v for v in items if v != NO_VALUE]
+    return value
+
+
+def router_statements(template: dict[str, Any], **conditions: bool) -> list[dict[str, Any]]:
+    """The RouterRole's permission statements as deployed under ``conditions``."""
+    policies = resolved(template["Resources"]["RouterRole"]["Properties"]["Policies"], conditions)
+    return [s for p in policies for s in statements(p["PolicyDocument"])]
+
+
+ALL_CONDITIONS = [
+    {"UsePodIdentity": pod, "UseMskScram": msk, "DeletesLoops": delete}
+    for pod in (True, False)
+    for msk in (True, False)
+    for delete in (True, False)
+]
+
+
 @pytest.mark.parametrize("which", ["source", "packaged"])
 def test_cfn_lint_reports_nothing(which: str, packaged: Path) -> None:
     path = TEMPLATE if which == "source" else packaged
@@ -123,9 +158,9 @@ def test_packaging_refuses_a_packaged_template_and_an_oversized_task(
     assert not (tmp_path / "y").exists()
 
 
-def test_router_role_is_least_privilege(template: dict[str, Any]) -> None:
-    role = template["Resources"]["RouterRole"]["Properties"]
-    found = [s for p in role["Policies"] for s in statements(p["PolicyDocument"])]
+@pytest.mark.parametrize("deletes", [False, True], ids=["keeps-loops", "deletes-loops"])
+def test_router_role_is_least_privilege(template: dict[str, Any], deletes: bool) -> None:
+    found = router_statements(template, DeletesLoops=deletes)
     assert all(s["Effect"] == "Allow" for s in found)
     by_sid = {s["Sid"]: s for s in found}
     for statement in found:
@@ -138,12 +173,12 @@ def test_router_role_is_least_privilege(template: dict[str, Any]) -> None:
         ("ListLoops", ["sagemaker:ListHumanLoops"])
     ]
     granted = {a for s in found for a in as_list(s["Action"])}
+    # No StopHumanLoop: the router never stops a loop. DeleteHumanLoop only for a router that
+    # deletes finished loops (review.delete_finished).
     assert granted == {
         "sagemaker:StartHumanLoop",
         "sagemaker:DescribeFlowDefinition",
         "sagemaker:DescribeHumanLoop",
-        "sagemaker:StopHumanLoop",
-        "sagemaker:DeleteHumanLoop",
         "sagemaker:ListHumanLoops",
         "s3:GetObject",
         "kms:Decrypt",
@@ -151,7 +186,17 @@ def test_router_role_is_least_privilege(template: dict[str, Any]) -> None:
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
         "sqs:GetQueueUrl",
-    }
+    } | ({"sagemaker:DeleteHumanLoop"} if deletes else set())
+    loops = {"Fn::Sub": HUMAN_LOOPS}
+    assert (by_sid["DescribeLoops"]["Action"], by_sid["DescribeLoops"]["Resource"]) == (
+        "sagemaker:DescribeHumanLoop",
+        loops,
+    )
+    deleting = by_sid.get("DeleteFinishedLoops")
+    assert deleting == (
+        {"Sid": "DeleteFinishedLoops", "Effect": "Allow", "Action": "sagemaker:DeleteHumanLoop",
+         "Resource": loops} if deletes else None
+    )  # fmt: skip
     assert by_sid["StartLoopsOnThisFlow"]["Resource"] == {"Fn::Sub": FLOW_ARN}
     # The review role's start-up check (stream_router/aws/flows.py), on this flow only.
     assert by_sid["CheckThisFlowAtStart"]["Action"] == "sagemaker:DescribeFlowDefinition"
@@ -161,6 +206,116 @@ def test_router_role_is_least_privilege(template: dict[str, Any]) -> None:
         {"Fn::GetAtt": ["EventQueue", "Arn"]},
         {"Fn::GetAtt": ["OutputQueue", "Arn"]},
     ]
+
+
+def test_delete_finished_loops_follows_the_setting_of_that_name(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["DeleteFinishedLoops"]
+    assert parameter["Default"] == str(ReviewSettings().delete_finished).lower()
+    assert "review.delete_finished" in parameter["Description"]
+    assert "delete_finished" in ReviewSettings.model_fields
+    assert template["Conditions"]["DeletesLoops"] == {
+        "Fn::Equals": [{"Ref": "DeleteFinishedLoops"}, "true"]
+    }
+
+
+def review_service_account() -> tuple[str, str]:
+    """(namespace, service account) of the review pods in the kustomize base."""
+    docs = render(DEPLOY / "k8s" / "base")
+    (review,) = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "review"
+    ]
+    return review["metadata"]["namespace"], review["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+def test_router_role_trusts_only_the_review_service_account(template: dict[str, Any]) -> None:
+    """EKS Pod Identity: the pods.eks.amazonaws.com principal of this account, and only for a
+    session tagged with the cluster, namespace and service account the parameters name, whose
+    defaults are the kustomize base's review pods. Otherwise exactly the named principal."""
+    role = template["Resources"]["RouterRole"]["Properties"]["AssumeRolePolicyDocument"]
+    (pod_identity,) = statements(resolved(role, {"UsePodIdentity": True}))
+    assert pod_identity["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert pod_identity["Action"] == ["sts:AssumeRole", "sts:TagSession"]
+    assert pod_identity["Condition"] == {
+        "StringEquals": {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+            "aws:RequestTag/eks-cluster-arn": {"Ref": "EksClusterArn"},
+            "aws:RequestTag/kubernetes-namespace": {"Ref": "RouterNamespace"},
+            "aws:RequestTag/kubernetes-service-account": {"Ref": "RouterServiceAccount"},
+        }
+    }
+    parameters = template["Parameters"]
+    namespace, account = review_service_account()
+    assert parameters["RouterNamespace"]["Default"] == namespace
+    assert parameters["RouterServiceAccount"]["Default"] == account
+    assert account != "stream-router-ingest"
+    for name, value in [("RouterNamespace", namespace), ("RouterServiceAccount", account)]:
+        assert re.fullmatch(parameters[name]["AllowedPattern"], value), name
+        assert not re.fullmatch(parameters[name]["AllowedPattern"], "*"), f"{name} takes a wildcard"
+    cluster = parameters["EksClusterArn"]["AllowedPattern"]
+    assert re.fullmatch(cluster, "arn:aws:eks:us-east-1:123456789012:cluster/ml")
+    assert not re.fullmatch(cluster, "arn:aws:eks:us-east-1:123456789012:cluster/*")
+    # Pod Identity without a cluster is refused before anything is created.
+    rule = template["Rules"]["PodIdentityNamesItsCluster"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "RouterTrustPrincipalArn"}, ""]}
+    assert rule["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "EksClusterArn"}, ""]}]
+    }
+    (named,) = statements(resolved(role, {"UsePodIdentity": False}))
+    assert named["Principal"] == {"AWS": {"Ref": "RouterTrustPrincipalArn"}}
+    assert named["Action"] == "sts:AssumeRole"
+
+
+def iam_reference() -> dict[str, Any]:
+    """cfn-lint's copy of the Service Authorization Reference (actions, resource types, keys)."""
+    text = resources_of("cfnlint.data.AdditionalSpecs").joinpath("Policies.json").read_text()
+    reference: dict[str, Any] = json.loads(text)
+    return reference
+
+
+def test_human_loop_permissions_cannot_be_narrowed_further() -> None:
+    """Why DescribeHumanLoop and DeleteHumanLoop stay on human-loop/* (deploy/aws/README.md):
+    the actions act on the human-loop resource type only, which has no condition keys (no tags,
+    no flow definition), and its ARN holds only the loop's name, which starts with the event id,
+    not with anything of this router's. ListHumanLoops has no resource type at all. A change in
+    the reference (a new key) fails this test: narrow the policy then."""
+    sagemaker = iam_reference()["sagemaker"]
+    actions = {name.lower(): spec for name, spec in sagemaker["Actions"].items()}
+    for action in ("DescribeHumanLoop", "DeleteHumanLoop", "StopHumanLoop"):
+        assert actions[action.lower()] == {"Resources": ["human-loop"]}, action
+    assert actions["listhumanloops"] == {}
+    human_loop = sagemaker["Resources"]["human-loop"]
+    assert human_loop.get("ConditionKeys", []) == []
+    assert human_loop["ARNFormats"] == [
+        "arn:${Partition}:sagemaker:${Region}:${Account}:human-loop/.*"
+    ]
+    names = [loop_name(event, "2026-11-1") for event in ("evt-0042", "order-7", "zz-1", "42")]
+    assert len({name[0] for name in names}) == len(names), "loop names share a first character"
+    readme = (AWS_DIR / "README.md").read_text(encoding="utf-8")
+    assert "no condition keys" in readme
+    assert "stream_router/naming.py" in readme
+
+
+def test_the_router_never_stops_a_loop() -> None:
+    """RouterRole has no StopHumanLoop because nothing outside the sandbox calls a backend's
+    ``stop(name)``; a call added later fails here, naming where, so the permission comes with it."""
+    calls = []
+    for path in sorted((REPO / "stream_router").rglob("*.py")):
+        if "sandbox" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "stop"
+                and (node.args or node.keywords)
+            ):
+                calls.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert calls == [], (
+        f"StopHumanLoop is not granted (deploy/aws), yet stop(...) is called: {calls}"
+    )
 
 
 def test_flow_definition_role_trusts_sagemaker_of_this_account_only(
@@ -342,12 +497,18 @@ def test_stack_without_task_ui_deploys_in_moto_and_its_outputs_resolve() -> None
     del body["Resources"]["TaskUi"]
     del body["Outputs"]["FlowDefinitionInput"]
     workteam = "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/reviewers"
+    cluster = "arn:aws:eks:us-east-1:123456789012:cluster/ml"
     with moto.mock_aws():
         cfn = boto3.client("cloudformation", region_name="us-east-1")
+        parameters = {
+            "WorkteamArn": workteam,
+            "EksClusterArn": cluster,
+            "RouterNamespace": "ml-review",
+        }
         cfn.create_stack(
             StackName="stream-router",
             TemplateBody=json.dumps(body),
-            Parameters=[{"ParameterKey": "WorkteamArn", "ParameterValue": workteam}],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             Capabilities=["CAPABILITY_IAM"],
         )
         (stack,) = cfn.describe_stacks(StackName="stream-router")["Stacks"]
@@ -391,6 +552,19 @@ def test_stack_without_task_ui_deploys_in_moto_and_its_outputs_resolve() -> None
         )
         settings.watchers.check_for_review()
 
+        # The role's trust, with the parameters filled in: the example overlay's review pods.
+        role_name = outputs["RouterRoleArn"].rsplit("/", 1)[1]
+        trust = boto3.client("iam", region_name="us-east-1").get_role(RoleName=role_name)["Role"][
+            "AssumeRolePolicyDocument"
+        ]
+        (statement,) = trust["Statement"]
+        assert statement["Condition"]["StringEquals"] == {
+            "aws:SourceAccount": "123456789012",
+            "aws:RequestTag/eks-cluster-arn": cluster,
+            "aws:RequestTag/kubernetes-namespace": "ml-review",
+            "aws:RequestTag/kubernetes-service-account": "stream-router-review",
+        }
+
 
 def test_msk_gets_one_scram_user_per_router_role_when_asked(template: dict[str, Any]) -> None:
     """With MskClusterArn: a Kafka login per role, named as the Kubernetes Deployments log in,
@@ -431,9 +605,11 @@ def test_msk_gets_one_scram_user_per_router_role_when_asked(template: dict[str, 
     assert scram["SecretArnList"] == [{"Ref": "IngestKafkaSecret"}, {"Ref": "ReviewKafkaSecret"}]
     key = template["Resources"]["KafkaCredentialsKey"]["Properties"]
     assert key["EnableKeyRotation"] is True
-    role = template["Resources"]["RouterRole"]["Properties"]
-    found = [s for p in role["Policies"] for s in statements(p["PolicyDocument"])]
-    assert not any(a.startswith("secretsmanager:") for s in found for a in as_list(s["Action"]))
-    assert all(
-        {"Fn::GetAtt": ["KafkaCredentialsKey", "Arn"]} not in as_list(s["Resource"]) for s in found
-    )
+    for conditions in ALL_CONDITIONS:
+        found = router_statements(template, **conditions)
+        actions = [a for s in found for a in as_list(s["Action"])]
+        assert not any(a.startswith("secretsmanager:") for a in actions)
+        assert all(
+            {"Fn::GetAtt": ["KafkaCredentialsKey", "Arn"]} not in as_list(s["Resource"])
+            for s in found
+        )

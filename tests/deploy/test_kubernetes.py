@@ -427,16 +427,23 @@ def test_secrets_are_referenced_never_committed_and_documented() -> None:
 
 
 def test_only_the_review_role_gets_the_documented_aws_identity() -> None:
-    """The router role trusts EKS Pod Identity: its association names the review's account."""
+    """The router role trusts EKS Pod Identity for one namespace and service account: the
+    association both READMEs show names the example's namespace and the review's account."""
     docs = render(DEPLOY / "k8s" / "overlays" / "example")
-    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
     accounts = {
         role: deployment(docs, role)["spec"]["template"]["spec"]["serviceAccountName"]
         for role in ROLES
     }
     assert accounts["ingest"] != accounts["review"]
-    assert f"--service-account {accounts['review']} --role-arn <RouterRoleArn>" in readme
-    assert f"--service-account {accounts['ingest']}" not in readme
+    namespace = KUSTOMIZATIONS["overlays/example"]
+    association = (
+        rf"--namespace {namespace}\s+"
+        rf"--service-account {accounts['review']} --role-arn <RouterRoleArn>"
+    )
+    for readme in (DEPLOY / "README.md", DEPLOY / "aws" / "README.md"):
+        text = readme.read_text(encoding="utf-8")
+        assert re.search(association, text), f"{readme} lacks the association {association}"
+        assert f"--service-account {accounts['ingest']}" not in text
     for account in objects(docs, "ServiceAccount"):
         # no IRSA annotation: the stack's RouterRole does not trust an OIDC provider
         assert "eks.amazonaws.com/role-arn" not in account["metadata"].get("annotations", {})

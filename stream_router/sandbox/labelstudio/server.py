@@ -20,9 +20,11 @@ The server runs ``label-studio start`` bound to 127.0.0.1 with its SQLite databa
 token, enabled for the organization) come from the command line, generated once per state
 folder and kept in ``credentials.json`` so a restart keeps them. Settings that would reach
 beyond loopback are off: the version check against PyPI, analytics, Sentry. Label Studio's
-protection against webhooks to private addresses is off too, because the router's webhook
-endpoint is on loopback here; a deployment reaching its router over a private network has to
-do the same (``SSRF_PROTECTION_ENABLED=false``).
+protection against requests to private addresses (webhooks, URL imports) stays on, narrowed to
+let the router's webhook endpoint on loopback through: the banned networks are
+:data:`BANNED_NETWORKS`, every private, link-local (the cloud's instance metadata) and reserved
+range but 127.0.0.0/8 and ::1. A deployment does the same with the router's own network
+(README, "Choosing a review backend").
 
 :meth:`LabelStudioServer.provision` makes one project per sandbox flow definition (title = the
 flow's name, labeling configuration from its reviewers' labels, ``maximum_annotations`` = its
@@ -61,13 +63,28 @@ logger = logging.getLogger(__name__)
 
 ADMIN_EMAIL = "admin@example.com"
 ANNOTATOR_EMAIL = "annotator-{index}@example.com"
+#: Networks Label Studio may not send requests to (webhooks, URL imports): private, shared,
+#: link-local (169.254.169.254 is the cloud's instance metadata), documentation, multicast and
+#: reserved ranges, and IPv6's equivalents; everything but loopback, where the router listens.
+BANNED_NETWORKS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "::/128", "fc00::/7", "fe80::/10",
+    "ff00::/8", "2001:db8::/32",
+    # IPv6 forms that carry an IPv4 address (mapped, translated, NAT64, Teredo, 6to4): without
+    # them [::ffff:a9fe:a9fe] would reach 169.254.169.254.
+    "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "2001::/32",
+    "2002::/16",
+)  # fmt: skip
 #: Environment of the server: nothing beyond loopback, no prompts.
 SERVER_ENV = {
     "LATEST_VERSION_CHECK": "false",
     "COLLECT_ANALYTICS": "false",
     "SENTRY_DSN": "",
     "FRONTEND_SENTRY_DSN": "",
-    "SSRF_PROTECTION_ENABLED": "false",
+    "SSRF_PROTECTION_ENABLED": "true",
+    "USE_DEFAULT_BANNED_SUBNETS": "false",  # its list includes loopback, where the router is
+    "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_NETWORKS),
     "FEATURE_FLAGS_OFFLINE": "true",
     "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
     "PYTHONUNBUFFERED": "1",
