@@ -16,11 +16,13 @@ masked. Each component receives only its own section.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -354,23 +356,89 @@ class LabelStudioWebhook(Section):
     """The review role's endpoint for Label Studio's webhooks (ANNOTATION_CREATED/UPDATED)."""
 
     enabled: bool = Field(True, description="Serve the endpoint and register it in Label Studio.")
-    host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in a container).")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind (0.0.0.0 in a container); an address other than loopback "
+        "needs secret (or allow_without_secret).",
+    )
     port: int = Field(9102, ge=0, le=65535, description="Port to bind (0: any free port).")
     public_url: str | None = Field(
         None,
-        description="The URL Label Studio posts to (a load balancer's, in a cluster); default "
-        "http://<host>:<port>/label-studio/webhook.",
+        description="The URL Label Studio posts to (a load balancer's, in a cluster; one URL "
+        "for all instances of a router); default http://<host>:<port>/label-studio/webhook. A "
+        "host other than loopback here needs secret too (or allow_without_secret).",
     )
     secret: SecretStr | None = Field(
         None,
+        min_length=1,
         description="Sent by Label Studio in the X-Stream-Router-Secret header of every post; "
-        "posts without it are refused.",
+        "posts without it are refused (401). Label Studio shows it to the members of the "
+        "organization: it keeps strangers out, not them.",
+    )
+    allow_without_secret: bool = Field(
+        False,
+        description="Serve a host or public_url other than loopback without a secret: anyone "
+        "who reaches the port can then post (each valid post costs one describe of a review). "
+        "Without it, such a configuration is refused at start-up.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=16_384,
+        le=4_194_304,
+        description="Largest post read. Label Studio's post is about 4 KiB plus the task's data "
+        "(the review's content and its rows: 5 KiB in all in the demo); a larger one is "
+        "refused (413) and its review ends at the reconciler's next sweep instead. A post is "
+        "parsed whole: JSON of empty objects takes 36 times its size while parsed.",
+    )
+    read_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Time a client has to send a request's headers (from connecting, or from "
+        "the previous answer) and again to send its body; then the connection is closed (a "
+        "late body is answered 408).",
     )
     register_on_start: bool = Field(
         True,
         description="Register public_url as a webhook of every configured project at start "
-        "(once per URL; left registered at stop).",
+        "and renew it every 5 minutes (left registered at stop), and delete this router's "
+        "registrations of other URLs (same path, its marker or secret header, same secret) "
+        "not renewed for 15 minutes: earlier runs on other ports or hosts.",
     )
+
+    @model_validator(mode="after")
+    def _secret_unless_loopback(self) -> LabelStudioWebhook:
+        """An endpoint others can reach takes posts only with the secret, unless told."""
+        if not self.enabled or self.secret is not None or self.allow_without_secret:
+            return self
+        exposed = [
+            f"{name} {value}"
+            for name, value, host in (
+                ("host", self.host, self.host),
+                ("public_url", self.public_url, urlsplit(self.public_url or "").hostname),
+            )
+            if value is not None and not _is_loopback(host or "")
+        ]
+        if exposed:
+            verb = "are" if len(exposed) > 1 else "is"
+            raise ValueError(
+                f"{' and '.join(exposed)} {verb} not loopback and no secret is set: anyone who "
+                "reaches the endpoint could post to it. Set review.label_studio.webhook.secret "
+                "(STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__SECRET; the router registers it "
+                "with the webhook in Label Studio), or "
+                "review.label_studio.webhook.allow_without_secret: true to serve it open anyway"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    """``host`` names this machine's loopback interface only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve anywhere
 
 
 class LabelStudioSettings(Section):
@@ -381,6 +449,14 @@ class LabelStudioSettings(Section):
         None,
         description="API token of a user who may create tasks in the projects (Label Studio's "
         "Account & Settings; the legacy token type).",
+    )
+    task_tag_key: SecretStr | None = Field(
+        None,
+        description="Key of the tag (HMAC-SHA256 of flow and review name) the router puts in "
+        "every task it creates; a task under a review's name is taken for the review only if "
+        "its tag verifies. Default: derived from api_token, so a new token disowns the open "
+        "tasks (set this to keep them). Not webhook.secret: Label Studio shows webhook headers "
+        "to project members.",
     )
     projects: dict[str, LabelStudioProject] = Field(
         default_factory=dict,

@@ -9,19 +9,35 @@ Usage::
             result = await ls.fetch_result(state)
 
 A review is one task (``labelstudio/tasks.py``) in the project of its flow
-(``review.label_studio.projects``); its ``name`` is stored in the task's data. How A2I's ideas
-map here:
+(``review.label_studio.projects``); its ``name`` and its tag are stored in the task's data. How
+A2I's ideas map here:
 
 - **start** is idempotent per name: Label Studio's import is not, so a start first looks for
   a task of that name in the project and, when there is one (a redelivered request, a crash
   after the import), answers ``already_started=True`` without importing again.
+- **only the router's tasks** are reviews (``labelstudio/ownership.py``): any member can import
+  a task under a (predictable) review name, so each task the router imports carries its tag, an
+  HMAC of flow and name, and a look-up takes a task only when the tag verifies. Others under a
+  review's name are left alone, neither taken nor deleted, logged and counted (``foreign``).
+  The key is ``task_tag_key``, else derived from ``api_token``; never ``webhook.secret``, which
+  Label Studio shows to the organization's members with every webhook's headers.
+- **answers are untrusted**: members can store any JSON in a task, so every task is read by
+  ``labelstudio/stored.py``, and one that does not read (a list for an object, a label outside
+  the element's choices, a name or tag changed under the router, a task Label Studio itself
+  fails on) ends its review as A2I's unreadable output.json does: describe answers Completed
+  with the task as output, and :meth:`fetch_result` raises ``MalformedTask`` (a
+  ``ReviewRejected``), which the scheduler dead-letters as ``OutputUnreadable``. A listing
+  leaves such a task out, logged and counted (``malformed``), and goes on. Names are looked up
+  with ``client.names_query`` (a ``contains`` filter no task's data can make Label Studio
+  refuse) and the exact name kept.
 - **one task per name** (:meth:`LabelStudioReviewBackend._one_task`): Label Studio has no unique
   key a task could carry, and it may apply an import long after the client gave up on it (seen
   here: an import of a process killed mid-call landed 11 s later, behind SQLite's write lock),
-  so a look-then-import can still leave two tasks of one name. The task with the lowest id
-  (the first one Label Studio stored) is the review; whoever sees another one of that name
-  deletes it: the start right after its import, every describe that looks the name up, and
-  the reconciler's listing of open tasks. ``removed`` is told of each one (a metric). Imports
+  so a look-then-import can still leave two tasks of one name. The tagged task with the lowest
+  id (the first one Label Studio stored) is the review; whoever sees another tagged one of that
+  name deletes it (both are the router's, or the other is a copy made later): the start right
+  after its import, every describe that looks the name up, and the reconciler's listing of
+  open tasks. ``removed`` is told of each one (a metric). Imports
   of one process are sent one at a time, which keeps Label Studio's write lock, and so such
   late imports, rare.
 - **starts go in batches** (:meth:`LabelStudioReviewBackend._start_batches`): Label Studio
@@ -31,23 +47,27 @@ map here:
   a batch is in flight go together in the next one (at most ``_BATCH_TASKS`` tasks and
   ``_BATCH_CHARS`` characters). A batch Label Studio rejects is split into single starts, so a
   bad review fails alone.
-- **status** is derived from the task: ``Completed`` once it has ``annotations_per_task``
-  annotations that were not skipped; ``Failed`` with code ``Expired`` once it was closed; else
-  ``InProgress``. Label Studio has no task lifetime, so the backend enforces ``deadline_s``
-  itself: asked about a task short of annotations past its deadline (the reconciler asks about
-  every overdue or unlisted review), it *closes* it, recording ``closed_s`` in the task's meta,
-  and the review fails. A closed task stays closed: annotations arriving later are not used.
-  Label Studio Community cannot lock a task, so a person may still open a closed one; the
-  labeling view shows nothing of the close.
+- **status** is derived from the task: ``Completed`` once ``annotations_per_task`` annotators
+  gave an annotation that was not skipped (one per annotator: ``StoredTask.counted``);
+  ``Failed`` with code ``Expired`` once it was closed; else ``InProgress``. Label Studio has
+  no task lifetime, so the backend enforces ``deadline_s`` itself: asked about a task short of
+  annotations past its deadline (the reconciler asks about every overdue or unlisted review),
+  it *closes* it, recording ``closed_s`` in the task's meta, and the review fails. A closed
+  task stays closed: annotations arriving later are not used. Label Studio Community cannot
+  lock a task, so a person may still open a closed one; the labeling view shows nothing of the
+  close.
 - **output** is the task itself: ``output_uri`` is its API URL, and :meth:`fetch_result` reads
-  its annotations (one answer per annotation, skipped ones left out).
+  the answers of the first ``annotations_per_task`` annotators (later ones are left out, as A2I
+  has exactly its task count of workers; a task short of them is rejected). A choices answer
+  must be one of the element's choices in the project's labeling configuration, read at
+  :meth:`open` (for the review form: the route's labels); any other is malformed.
 - **pending** lists the flow's tasks still short of annotations and not closed or overdue.
 
 Names are looked up by a Data Manager filter on ``data.review_name`` (a scan of the project's
 tasks in Label Studio's database; up to ``_LOOKUP_NAMES`` names per call); the project and task
-of every name this process started or found are kept, so describes after a start cost one call.
-A describe that finds a review complete keeps the task it read for the :meth:`fetch_result`
-that follows (one call less per review).
+of every name this process started or found (tagged) are kept, so describes after a start cost
+one call. A describe that finds a review complete keeps the task it read for the
+:meth:`fetch_result` that follows (one call less per review).
 """
 
 from __future__ import annotations
@@ -67,31 +87,39 @@ from stream_router.errors import ConfigError, ReviewRejected, UpstreamError
 from stream_router.labelstudio.client import (
     LabelStudioAuthError,
     LabelStudioClient,
+    LabelStudioFailed,
     LabelStudioNotFound,
-    name_filter,
+    names_query,
 )
-from stream_router.labelstudio.tasks import CONTENT_FIELD, NAME_FIELD, answer_content, task
+from stream_router.labelstudio.ownership import FOREIGN, MALFORMED, Ownership
+from stream_router.labelstudio.stored import (
+    META_KEY,
+    Form,
+    MalformedTask,
+    StoredTask,
+    read_form,
+)
+from stream_router.labelstudio.tasks import NAME_FIELD, tag_key, task, task_tag
 from stream_router.review.backend import (
     ReviewBackend,
     ReviewResult,
     ReviewState,
     ReviewStatus,
     StartOutcome,
-    WorkerAnswer,
 )
-from stream_router.review.events import epoch_s
 from stream_router.settings import LabelStudioSettings
 
 logger = logging.getLogger(__name__)
 
 MAX_INPUT_CHARS = 10 * 1024 * 1024  #: the longest review input (JSON characters) sent
-META_KEY = "stream_router"  #: the task meta key this backend writes (``closed_s``)
 EXPIRED = "Expired"
 _KNOWN_NAMES = 100_000  #: names whose task is remembered (least recently used dropped)
 _BATCH_TASKS = 100  #: the most tasks one import sends
 _BATCH_CHARS = 4 * 1024 * 1024  #: the most JSON characters of content one import sends
 _LOOKUP_NAMES = 20  #: names per lookup (the query is in the URL)
 _COMPLETED_KEPT = 1_000  #: tasks kept from a describe for the fetch that follows
+
+__all__ = ["EXPIRED", "FOREIGN", "MALFORMED", "META_KEY", "LabelStudioReviewBackend"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,7 @@ class _Flow:
     project_id: int
     required: int
     deadline_s: float
+    form: Form | None  #: the project's answerable elements; None: Label Studio gave none
 
 
 @dataclass
@@ -113,7 +142,11 @@ class _Start:
 
 
 class LabelStudioReviewBackend:
-    """Human reviews as Label Studio tasks; see the module docstring."""
+    """Human reviews as Label Studio tasks; see the module docstring.
+
+    ``removed()`` is called for each duplicate task deleted, ``ignored(reason)`` once for each
+    task left alone (``foreign`` or ``malformed``); both are metric hooks.
+    """
 
     max_input_chars = MAX_INPUT_CHARS
 
@@ -123,6 +156,7 @@ class LabelStudioReviewBackend:
         *,
         clock: Callable[[], float] = time.time,
         removed: Callable[[], None] = lambda: None,
+        ignored: Callable[[str], None] = lambda reason: None,
         prediction_fields: Collection[str] = (),
     ) -> None:
         """``prediction_fields``: the event's paths of the model's label, confidence and
@@ -130,10 +164,13 @@ class LabelStudioReviewBackend:
         if settings.api_token is None:
             raise ConfigError("review.label_studio.api_token: the Label Studio backend needs it")
         self.settings = settings
+        self._tag_key = tag_key((settings.task_tag_key or settings.api_token).get_secret_value())
+        self.ownership = Ownership(self._tag_key, ignored)
         self.client = LabelStudioClient(
             settings.url,
             settings.api_token.get_secret_value(),
             timeout_s=settings.request_timeout_s,
+            unserved=self.ownership.unserved,
         )
         self.clock = clock
         self.removed = removed
@@ -141,7 +178,7 @@ class LabelStudioReviewBackend:
         self._importing = asyncio.Lock()
         self._flows: dict[str, _Flow] = {}
         self._known: OrderedDict[str, tuple[_Flow, int]] = OrderedDict()
-        self._completed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._completed: OrderedDict[str, tuple[int, StoredTask | MalformedTask]] = OrderedDict()
         self._queued: dict[str, list[_Start]] = {}
         self._batches: dict[str, asyncio.Task[None]] = {}
 
@@ -213,14 +250,25 @@ class LabelStudioReviewBackend:
                         "name exactly one by title, or give its id"
                     )
                 project = found[0]
-            overlap = int(project.get("maximum_annotations") or 1)
+            project_id = project.get("id")
+            if not isinstance(project_id, int) or isinstance(project_id, bool):
+                raise ConfigError(f"{where}: Label Studio answered a project without an id")
+            overlap = project.get("maximum_annotations")
+            overlap = overlap if isinstance(overlap, int) and overlap > 0 else 1
             if overlap < ref.annotations_per_task:
                 raise ConfigError(
                     f"review.label_studio.projects.{flow}.annotations_per_task is "
-                    f"{ref.annotations_per_task}, but project {project['id']} hands a task to at "
+                    f"{ref.annotations_per_task}, but project {project_id} hands a task to at "
                     f"most {overlap} annotator(s) (its maximum_annotations)"
                 )
-            flows[flow] = _Flow(flow, int(project["id"]), ref.annotations_per_task, ref.deadline_s)
+            form = read_form(project.get("parsed_label_config"))
+            if form is None:
+                logger.warning(
+                    "project %s (flow %s): Label Studio describes no labeling configuration; "
+                    "answers are read for their shape only, not checked against its choices",
+                    project_id, flow,
+                )  # fmt: skip
+            flows[flow] = _Flow(flow, project_id, ref.annotations_per_task, ref.deadline_s, form)
         self._flows = flows
         logger.info(
             "Label Studio at %s: flows %s",
@@ -257,48 +305,69 @@ class LabelStudioReviewBackend:
 
     async def describe(self, name: str) -> ReviewState | None:
         """The review's state (closing an overdue task, see the module doc); None if no task
-        of any configured flow has the name."""
+        of any configured flow is the review's. A task that cannot be read ends the review:
+        Completed, its output unreadable (see the module doc)."""
         located = await self._locate(name)
         if located is None:
             return None
         flow, task_id = located
         try:
-            found = await self.client.task(task_id)
+            read = await self._read_at(flow, name, task_id)
         except LabelStudioNotFound:
             self._known.pop(name, None)  # deleted in Label Studio meanwhile
             return None
-        state = await self._state(flow, found)
+        if isinstance(read, MalformedTask):
+            logger.warning("review %s ends, its task unreadable: %s", name, read)
+            self._keep(name, task_id, read)
+            return ReviewState(
+                name,
+                ReviewStatus.COMPLETED,
+                flow.name,
+                output_uri=self._task_url(task_id),
+                failure_reason=str(read),
+            )
+        state = await self._state(flow, read)
         if state.status is ReviewStatus.COMPLETED:
-            self._completed[name] = found
-            while len(self._completed) > _COMPLETED_KEPT:
-                self._completed.popitem(last=False)
+            self._keep(name, task_id, read)
         return state
 
     async def fetch_result(self, state: ReviewState) -> ReviewResult:
-        """Every annotation of the task at ``state.output_uri`` (skipped ones left out)."""
+        """The answers of the first ``annotations_per_task`` annotators of the task at
+        ``state.output_uri``; ``ReviewRejected`` (``MalformedTask``) if the task cannot be read,
+        is no longer the review's, or is short of annotations."""
         if not state.output_uri:
             raise ReviewRejected(f"review {state.name} ({state.status}) has no output_uri")
         task_id = _task_id(state.output_uri, state.name)
+        flow = self._flow(state.flow)
         kept = self._completed.pop(state.name, None)
-        try:
-            found = kept if kept and int(kept["id"]) == task_id else await self.client.task(task_id)
-        except LabelStudioNotFound as exc:
+        if kept is not None and kept[0] == task_id:
+            read = kept[1]
+        else:
+            try:
+                read = await self._read_at(flow, state.name, task_id)
+            except LabelStudioNotFound as exc:
+                raise ReviewRejected(
+                    f"task {task_id} of review {state.name} no longer exists in Label Studio"
+                ) from exc
+        if isinstance(read, MalformedTask):
+            raise MalformedTask(read.task_id, read.where, read.problem) from read
+        counted = read.counted()[: flow.required]
+        if len(counted) < flow.required:
             raise ReviewRejected(
-                f"task {task_id} of review {state.name} no longer exists in Label Studio"
-            ) from exc
-        answers = tuple(_answer(annotation) for annotation in _annotations(found))
-        data = found.get("data") or {}
-        content = data.get(CONTENT_FIELD)
+                f"task {task_id} of review {state.name} has annotations of {len(counted)} of "
+                f"the {flow.required} annotator(s) it needs (removed since it completed?)"
+            )
         return ReviewResult(
             name=state.name,
             flow=state.flow,
-            answers=answers,
-            input_content=content if isinstance(content, dict) else {},
+            answers=tuple(annotation.answer() for annotation in counted),
+            input_content=read.content,
         )
 
     async def pending(self, flow: str, since_s: float | None = None) -> AsyncIterator[ReviewState]:
         """Tasks of ``flow`` (created at or after ``since_s``) still short of annotations, and
-        neither closed nor past their deadline (the reconciler then describes them)."""
+        neither closed nor past their deadline (the reconciler then describes them). Tasks that
+        are no review's, not the router's or unreadable are left out (see the module doc)."""
         target = self._flow(flow)
         now = self.clock()
         query = orjson.dumps(
@@ -318,23 +387,23 @@ class LabelStudioReviewBackend:
         ).decode()
         seen: dict[str, int] = {}
         duplicated: set[str] = set()
-        async for found in self.client.tasks(
+        async for raw in self.client.tasks(
             target.project_id, query=query, page_size=self.settings.page_size
         ):
-            name = (found.get("data") or {}).get(NAME_FIELD)
-            created = epoch_s(found.get("created_at"))
-            if not isinstance(name, str) or _closed_s(found) is not None:
+            found = self.ownership.listed(raw, target.name, target.project_id, target.form)
+            if found is None or found.closed_s is not None:
                 continue
+            name, created = found.name, found.created_s
             known = self._known.get(name)
-            if name in seen or (known is not None and known[1] != int(found["id"])):
+            if name in seen or (known is not None and known[1] != found.task_id):
                 duplicated.add(name)
                 continue
-            seen[name] = int(found["id"])
+            seen[name] = found.task_id
             if since_s is not None and created is not None and created < since_s:
                 continue
             if created is not None and now >= created + target.deadline_s:
                 continue
-            self._remember(name, target, int(found["id"]))
+            self._remember(name, target, found.task_id)
             yield ReviewState(name, ReviewStatus.IN_PROGRESS, flow, created_at_s=created)
         if duplicated:  # keeps the first task of each name, deletes the others
             await self._find_many(target, sorted(duplicated))
@@ -356,6 +425,41 @@ class LabelStudioReviewBackend:
         self._known.move_to_end(name)
         while len(self._known) > _KNOWN_NAMES:
             self._known.popitem(last=False)
+
+    def _keep(self, name: str, task_id: int, read: StoredTask | MalformedTask) -> None:
+        """Keep what a describe read of a task for the :meth:`fetch_result` that follows."""
+        self._completed[name] = (task_id, read)
+        while len(self._completed) > _COMPLETED_KEPT:
+            self._completed.popitem(last=False)
+
+    def _task_url(self, task_id: int) -> str:
+        return f"{self.settings.url.rstrip('/')}/api/tasks/{task_id}"
+
+    async def _read_at(self, flow: _Flow, name: str, task_id: int) -> StoredTask | MalformedTask:
+        """Task ``task_id`` read as review ``name``'s, or what makes it unreadable as such."""
+        try:
+            raw = await self._fetch(flow, name, task_id)
+            return self.ownership.review(raw, flow.name, flow.form, name)
+        except MalformedTask as exc:
+            return exc
+
+    async def _fetch(self, flow: _Flow, name: str, task_id: int) -> object:
+        """Task ``task_id`` of review ``name`` as Label Studio answers it. When Label Studio
+        fails on it (5xx), the task is looked for under the name in a listing: a member can
+        store task data Label Studio itself then fails on, and such a task no longer holds the
+        name either (``MalformedTask``); a failing Label Studio fails the listing too."""
+        try:
+            return await self.client.task(task_id)
+        except LabelStudioFailed as exc:
+            failure = exc
+        async for raw in self.client.tasks(
+            flow.project_id, query=names_query(NAME_FIELD, name), page_size=self.settings.page_size
+        ):
+            if isinstance(raw, dict) and raw.get("id") == task_id:
+                return raw
+        raise MalformedTask(
+            task_id, "the task", f"fails in Label Studio ({failure}) and is not listed under {name}"
+        )
 
     async def _start_batches(self, flow: _Flow) -> None:
         """Send the starts queued for ``flow``, a batch at a time, until none is left."""
@@ -400,9 +504,9 @@ class LabelStudioReviewBackend:
         names = list(dict.fromkeys(waiting.name for waiting in batch))
         existing = await self._find_many(flow, names)
         outcomes: dict[str, StartOutcome] = {}
-        for name, found in existing.items():
-            logger.info("review %s has task %s already: not imported again", name, found["id"])
-            outcomes[name] = StartOutcome(name, str(found["id"]), already_started=True)
+        for name, task_id in existing.items():
+            logger.info("review %s has task %s already: not imported again", name, task_id)
+            outcomes[name] = StartOutcome(name, str(task_id), already_started=True)
         new = [name for name in names if name not in existing]
         if not new:
             return outcomes
@@ -417,6 +521,7 @@ class LabelStudioReviewBackend:
                         image_field=self.settings.image_field,
                         text_field=self.settings.text_field,
                         hidden=self.prediction_fields,
+                        tag=task_tag(self._tag_key, flow.name, name),
                     )
                     for name in new
                 ],
@@ -429,54 +534,49 @@ class LabelStudioReviewBackend:
         kept = await self._find_many(flow, new)
         for name, task_id in zip(new, ids, strict=True):
             first = kept.get(name)
-            if first is not None and int(first["id"]) != task_id:
+            if first is not None and first != task_id:
                 logger.info("review %s has task %s already: the new task %s removed", name,
-                            first["id"], task_id)  # fmt: skip
-                outcomes[name] = StartOutcome(name, str(first["id"]), already_started=True)
+                            first, task_id)  # fmt: skip
+                outcomes[name] = StartOutcome(name, str(first), already_started=True)
                 continue
             self._remember(name, flow, task_id)
             logger.debug("review %s is task %s of project %s", name, task_id, flow.project_id)
             outcomes[name] = StartOutcome(name, str(task_id), already_started=False)
         return outcomes
 
-    async def _find(self, flow: _Flow, name: str) -> dict[str, Any] | None:
-        """The task of review ``name`` in ``flow``'s project, after :meth:`_one_task`."""
-        return (await self._find_many(flow, [name])).get(name)
-
-    async def _find_many(self, flow: _Flow, names: list[str]) -> dict[str, dict[str, Any]]:
-        """The task of each of ``names`` that has one in ``flow``'s project (after
-        :meth:`_one_task`)."""
+    async def _find_many(self, flow: _Flow, names: list[str]) -> dict[str, int]:
+        """The task id of each of ``names`` that has a task of the router's in ``flow``'s
+        project (after :meth:`_one_task`); other tasks under those names are ignored."""
         wanted = set(names)
-        found: dict[str, list[dict[str, Any]]] = {}
+        found: dict[str, list[int]] = {}
         for at in range(0, len(names), _LOOKUP_NAMES):
-            query = name_filter(NAME_FIELD, *names[at : at + _LOOKUP_NAMES])
-            async for candidate in self.client.tasks(
+            query = names_query(NAME_FIELD, *names[at : at + _LOOKUP_NAMES])
+            async for raw in self.client.tasks(
                 flow.project_id, query=query, page_size=self.settings.page_size
             ):
-                name = (candidate.get("data") or {}).get(NAME_FIELD)
-                if name in wanted:
-                    found.setdefault(name, []).append(candidate)
-        kept: dict[str, dict[str, Any]] = {}
-        for name, candidates in found.items():
-            kept[name] = await self._one_task(name, candidates)
-            self._remember(name, flow, int(kept[name]["id"]))
+                identity = self.ownership.identify(raw, flow.project_id)
+                if identity is None or identity.name not in wanted:
+                    continue  # another name containing a wanted one
+                if self.ownership.tagged(flow.name, identity.name, identity.tag):
+                    found.setdefault(identity.name, []).append(identity.task_id)
+                else:
+                    self.ownership.foreign(identity, flow.project_id)
+        kept: dict[str, int] = {}
+        for name, task_ids in found.items():
+            kept[name] = await self._one_task(name, task_ids)
+            self._remember(name, flow, kept[name])
         return kept
 
-    async def _one_task(self, name: str, found: list[dict[str, Any]]) -> dict[str, Any]:
-        """The first task Label Studio stored for ``name`` (lowest id); the others deleted.
+    async def _one_task(self, name: str, task_ids: list[int]) -> int:
+        """The first task Label Studio stored for ``name`` (lowest id) of the router's tagged
+        ones; the others deleted.
 
         The one owner of "one task per review" (see the module docstring)."""
-        kept, *extra = sorted(found, key=lambda candidate: int(candidate["id"]))
+        kept, *extra = sorted(task_ids)
         for duplicate in extra:
-            if not await self.client.delete_task(int(duplicate["id"])):
+            if not await self.client.delete_task(duplicate):
                 continue  # someone else deleted it
-            logger.warning(
-                "review %s: task %s duplicated task %s (%d annotation(s) on it); deleted",
-                name,
-                duplicate["id"],
-                kept["id"],
-                int(duplicate.get("total_annotations") or 0),
-            )
+            logger.warning("review %s: task %s duplicated task %s; deleted", name, duplicate, kept)
             self.removed()
         return kept
 
@@ -485,26 +585,26 @@ class LabelStudioReviewBackend:
         if known is not None:
             return known
         for flow in self._flows.values():
-            found = await self._find(flow, name)
+            found = (await self._find_many(flow, [name])).get(name)
             if found is not None:
-                return flow, int(found["id"])
+                return flow, found
         return None
 
-    async def _state(self, flow: _Flow, found: dict[str, Any]) -> ReviewState:
-        name = str((found.get("data") or {}).get(NAME_FIELD))
-        created = epoch_s(found.get("created_at"))
-        answers = _annotations(found)
-        closed = _closed_s(found)
-        state = ReviewState(name, ReviewStatus.IN_PROGRESS, flow.name, created_at_s=created)
-        if closed is None and len(answers) >= flow.required:
-            ended = [t for t in (_submitted_s(a) for a in answers) if t is not None]
+    async def _state(self, flow: _Flow, found: StoredTask) -> ReviewState:
+        counted = found.counted()
+        state = ReviewState(found.name, ReviewStatus.IN_PROGRESS, flow.name,
+                            created_at_s=found.created_s)  # fmt: skip
+        closed = found.closed_s
+        if closed is None and len(counted) >= flow.required:
+            ended = [a.submitted_s for a in counted[: flow.required] if a.submitted_s is not None]
             return _with(
                 state,
                 status=ReviewStatus.COMPLETED,
-                output_uri=f"{self.settings.url.rstrip('/')}/api/tasks/{found['id']}",
+                output_uri=self._task_url(found.task_id),
                 ended_at_s=max(ended) if ended else None,
             )
         now = self.clock()
+        created = found.created_s
         if closed is None and created is not None and now >= created + flow.deadline_s:
             closed = await self._close(found, now)
         if closed is None:
@@ -513,16 +613,20 @@ class LabelStudioReviewBackend:
             state,
             status=ReviewStatus.FAILED,
             failure_code=EXPIRED,
-            failure_reason=f"task {found['id']} got {len(answers)} of {flow.required} "
-            f"annotation(s) within {flow.deadline_s:.0f} s",
+            failure_reason=f"task {found.task_id} got annotations of {len(counted)} of "
+            f"{flow.required} annotator(s) within {flow.deadline_s:.0f} s",
             ended_at_s=closed,
         )
 
-    async def _close(self, found: dict[str, Any], now: float) -> float:
-        meta = dict(found.get("meta") or {})
+    async def _close(self, found: StoredTask, now: float) -> float:
+        meta = dict(found.meta)
         meta[META_KEY] = {**dict(meta.get(META_KEY) or {}), "closed_s": now}
-        await self.client.update_task(int(found["id"]), {"meta": meta})
-        logger.info("closed task %s: its deadline passed short of annotations", found["id"])
+        try:
+            await self.client.update_task(found.task_id, {"meta": meta})
+        except ReviewRejected as exc:  # the review fails all the same; closed again next time
+            logger.warning("closing task %s was refused (%s); its review fails", found.task_id, exc)
+            return now
+        logger.info("closed task %s: its deadline passed short of annotations", found.task_id)
         return now
 
 
@@ -547,39 +651,6 @@ def _settle_all(batch: list[_Start], outcomes: Mapping[str, StartOutcome]) -> No
 def _with(state: ReviewState, **changes: Any) -> ReviewState:
     fields = {**state.__dict__, **changes}
     return ReviewState(**fields)
-
-
-def _annotations(found: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The task's annotations that count: not skipped (``was_cancelled``), oldest first."""
-    kept = [a for a in found.get("annotations") or [] if not a.get("was_cancelled")]
-    return sorted(kept, key=lambda a: (str(a.get("created_at")), int(a.get("id", 0))))
-
-
-def _answer(annotation: Mapping[str, Any]) -> WorkerAnswer:
-    submitted = _submitted_s(annotation)
-    lead = annotation.get("lead_time")
-    spent = float(lead) if isinstance(lead, int | float) else None
-    accepted = submitted - spent if submitted is not None and spent is not None else None
-    who = annotation.get("completed_by")
-    if isinstance(who, Mapping):  # some Label Studio versions expand the user
-        who = who.get("id")
-    return WorkerAnswer(
-        worker_id=str(who),
-        content=answer_content(annotation.get("result") or []),
-        accepted_at_s=accepted,
-        submitted_at_s=submitted,
-        time_spent_s=spent,
-    )
-
-
-def _submitted_s(annotation: Mapping[str, Any]) -> float | None:
-    return epoch_s(annotation.get("updated_at")) or epoch_s(annotation.get("created_at"))
-
-
-def _closed_s(found: Mapping[str, Any]) -> float | None:
-    mine = (found.get("meta") or {}).get(META_KEY) or {}
-    closed = mine.get("closed_s") if isinstance(mine, Mapping) else None
-    return float(closed) if isinstance(closed, int | float) else None
 
 
 def _task_id(uri: str, name: str) -> int:

@@ -17,7 +17,8 @@
   stream_router.labelstudio.tasks LABEL...`` prints it for a project made by hand), whatever
   ``review.projection``, ``image_field`` or ``text_field`` say.
 - **Task** (:func:`task`): ``data`` holds the review's name (``review_name``, how a redelivered
-  start finds the task it made), the whole InputContent under ``content`` (``review/content.py``,
+  start finds the task it made), its tag (``review_tag``, :func:`task_tag`: how the router knows
+  the task is one it made), the whole InputContent under ``content`` (``review/content.py``,
   the same object A2I receives; what :meth:`LabelStudioReviewBackend.fetch_result` reads back),
   and what the form shows: the projected event as rows of dotted field names and readable
   values (:func:`event_rows`), the model's label and confidence in one line, its scores in
@@ -30,14 +31,22 @@
   ``text_field`` one holding text to read (shown as a block); each shows there instead of in
   the table. A value that does not fit (an image field that is not an http(s) URL, a text
   field that is not a string) stays in the table.
+- **Tag** (:func:`task_tag`): ``v1:`` and the hex HMAC-SHA256, under the router's key
+  (:func:`tag_key`), of the flow's and the review's name. Review names are predictable (the
+  event id's prefix and a hash, ``naming.py``) and any project member can import a task, so a
+  task under a review's name is the review's only when its tag verifies; a member who can read
+  a tag cannot make one for another name or flow.
 - **Answers** (:func:`answer_content`): an annotation's ``choices`` result becomes the content
   an A2I crowd-classifier answer has, ``{"label": {"label": "cat"}}`` (``{"labels": [...]}`` for
   several choices), so the answer path ``label.label`` and consolidation work unchanged;
-  a text area's result becomes ``{name: text}``.
+  a text area's result becomes ``{name: text}``. It trusts its input: what Label Studio answers
+  is checked first (``labelstudio/stored.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import math
 import sys
@@ -45,7 +54,10 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeGuard
 from xml.sax.saxutils import quoteattr
 
+import orjson
+
 NAME_FIELD = "review_name"  #: task data key holding the review's name
+TAG_FIELD = "review_tag"  #: task data key holding the router's tag of the task (task_tag)
 CONTENT_FIELD = "content"  #: task data key holding the InputContent
 MODEL_FIELD = "model_label"  #: task data key of the model's label
 SUMMARY_FIELD = "model_summary"  #: task data key of "Model: dog (confidence 0.62)"
@@ -92,10 +104,12 @@ def task(
     image_field: str | None = None,
     text_field: str | None = None,
     hidden: Collection[str] = (),
+    tag: str | None = None,
 ) -> dict[str, Any]:
     """The task importing review ``name`` of InputContent ``content`` (see the module doc);
     ``image_field`` and ``text_field`` are dotted paths in the projected event, ``hidden`` the
-    paths of the model's label, confidence and scores (shown once, in the model's lines)."""
+    paths of the model's label, confidence and scores (shown once, in the model's lines),
+    ``tag`` the review's :func:`task_tag` (the backend always gives it)."""
     prediction = content.get("prediction") or {}
     label = prediction.get("label")
     confidence = prediction.get("confidence")
@@ -120,6 +134,8 @@ def task(
             TEXT_FIELD: text or "",
         }
     }
+    if tag is not None:
+        item["data"][TAG_FIELD] = tag
     if label is not None:
         item["predictions"] = [
             {
@@ -129,6 +145,26 @@ def task(
             }
         ]
     return item
+
+
+def tag_key(secret: str) -> bytes:
+    """The key of :func:`task_tag`, derived from ``secret`` (kept apart from the secret's other
+    uses: no tag is an HMAC under the secret itself)."""
+    label = b"stream-router/label-studio task tag key"
+    return hmac.new(secret.encode(), label, hashlib.sha256).digest()
+
+
+def task_tag(key: bytes, flow: str, name: str) -> str:
+    """The tag of review ``name`` of ``flow`` under ``key``: ``v1:`` + hex HMAC-SHA256."""
+    message = orjson.dumps(["stream-router/label-studio task", flow, name])
+    return "v1:" + hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def tag_verifies(key: bytes, flow: str, name: str, tag: str | None) -> bool:
+    """Whether ``tag`` is review ``name``'s of ``flow`` under ``key`` (in constant time)."""
+    if tag is None:
+        return False
+    return hmac.compare_digest(tag.encode(), task_tag(key, flow, name).encode())
 
 
 def model_summary(label: Any, confidence: Any) -> str:

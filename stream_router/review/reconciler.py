@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from stream_router.errors import UpstreamError
+from stream_router.errors import ReviewRejected, ReviewThrottled, UpstreamError
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.backend import ReviewBackend
 from stream_router.review.events import EventSource, LoopEvent
@@ -61,7 +61,10 @@ class Reconciler:
             overdue = entry.deadline_s is not None and now >= entry.deadline_s
             vanished = entry.name not in listed and now - started_s >= self.grace_s
             if overdue or vanished:
-                await self.report_if_finished(entry.name)
+                try:
+                    await self.report_if_finished(entry.name)
+                except (ReviewRejected, ReviewThrottled) as exc:  # this review's; others go on
+                    logger.warning("reconciler: review %s: %s; again next sweep", entry.name, exc)
         self.metrics.watcher_last_poll.labels("reconciler").set(now)
 
     async def report_if_finished(

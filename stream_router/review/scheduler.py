@@ -36,6 +36,15 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
    backend or S3) leaves the entry in its state and schedules it again after the one retry
    policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
    budget, an unreadable output) gives an outcome other than the review.
+5. *No answer stops a partition.* What a backend says about one review (a malformed Label
+   Studio task, an annotation of any shape, a label outside the route's classes, an output.json
+   that does not parse, a describe the backend rejects) is that review's outcome (its output
+   unreadable: dead-lettered ``OutputUnreadable`` with the reason; or ``review.on_failure``),
+   never an exception that leaves a step, a worker or the reconciler. Backends read their
+   answers through one validating reader (``aws/a2i_output.py``, ``labelstudio/stored.py``)
+   and raise only the error tree's types; a listing leaves out what it cannot read and goes on.
+   Only what no review can cause (credentials refused, a ledger record that does not decode, a
+   bug) stops the process.
 
 Counts are derived from the ledger: reviews in flight (STARTED and ENDED entries, bounded by
 ``review.max_in_flight``), budget use (each partition's counters live in its ledger), the
@@ -45,7 +54,8 @@ backlog and the age of the oldest pending entry (:meth:`stats`).
 every step, throttling, errors, forged requests mixed in) on the in-memory backend;
 ``tests/chaos`` proves it over the wire, and
 ``tests/integration/test_review_forged_requests_e2e.py`` rule 2 with forged records on a real
-broker and the A2I emulator.
+broker and the A2I emulator, and ``tests/integration/test_label_studio_untrusted.py`` rule 5
+with poisoned tasks in a real Label Studio under the running review role.
 """
 
 from __future__ import annotations
@@ -621,7 +631,12 @@ class ReviewScheduler:
             if result.decision is StartDecision.ALREADY_STARTED:
                 # Started before (a start cut short): it may have ended long ago, its notices
                 # long gone.
-                state = await self.backend.describe(entry.name)
+                try:
+                    state = await self.backend.describe(entry.name)
+                except ReviewRejected as exc:  # this review's answer; the reconciler asks again
+                    logger.warning("review %s: describe after an earlier start failed: %s",
+                                   entry.name, exc)  # fmt: skip
+                    state = None
                 if state is not None and state.status.terminal:
                     end = End(state.status.value, state.output_uri, state.failure_code,
                               state.failure_reason, "describe")  # fmt: skip

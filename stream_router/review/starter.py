@@ -109,7 +109,12 @@ class Starter:
         spent_at = self.clock()
         if not budget.try_spend(route, spent_at):
             # A redelivered request must not be refused for a budget its first delivery spent.
-            existing = await self.backend.describe(name)
+            try:
+                existing = await self.backend.describe(name)
+            except ReviewRejected as exc:  # an unreadable answer is not a start
+                logger.warning("review %s: describe before refusing its budget failed: %s",
+                               name, exc)  # fmt: skip
+                existing = None
             if existing is not None and existing.flow == flow:
                 return StartResult(StartDecision.ALREADY_STARTED, name, flow, attempt)
             return StartResult(

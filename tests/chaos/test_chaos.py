@@ -26,6 +26,7 @@ async def test_every_event_ends_once_through_every_fault_at_once(
     assert report.lost == [], text
     assert report.conflicting == {}, text
     assert report.duplicate_loops == 0, text
+    assert report.paid_twice == 0, text
     assert report.loops_without_outcome == [], text
     # Exits on their own are reported (and make scripts/chaos exit 1), not asserted here: one
     # review instance exited once in a CI run with its cause unseen; each life now keeps its log.

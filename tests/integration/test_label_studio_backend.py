@@ -7,6 +7,7 @@ task), so these tests annotate its tasks themselves, as a person would, through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,9 +18,16 @@ from pydantic import SecretStr
 
 from stream_router.errors import ConfigError, ReviewRejected, UpstreamError
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
-from stream_router.labelstudio.client import LabelStudioClient, name_filter
-from stream_router.labelstudio.tasks import NAME_FIELD, choice_result, task
-from stream_router.labelstudio.webhook import WebhookReceiver
+from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound, name_filter
+from stream_router.labelstudio.tasks import NAME_FIELD, choice_result, tag_key, task, task_tag
+from stream_router.labelstudio.webhook import (
+    ACTIONS,
+    MARKER,
+    MARKER_HEADER,
+    PATH,
+    SECRET_HEADER,
+    WebhookReceiver,
+)
 from stream_router.review.backend import ReviewStatus
 from stream_router.sandbox.process import free_port
 from stream_router.sandbox.stack import SandboxInfo
@@ -124,7 +132,9 @@ async def test_a_late_duplicate_is_removed_by_the_listing_of_open_reviews(
         first = await backend.start(name, "manual", CONTENT)
         # An import landing after the start had looked (a killed process's, applied late).
         project = label_studio_info.label_studio_projects["never"]
-        [late] = await admin.import_tasks(project, [task(name, CONTENT)])
+        assert label_studio_info.label_studio_token
+        tag = task_tag(tag_key(label_studio_info.label_studio_token), "manual", name)
+        [late] = await admin.import_tasks(project, [task(name, CONTENT, tag=tag)])
         listed = [state.name async for state in backend.pending("manual")]
     assert listed.count(name) == 1
     assert await tasks_named(admin, label_studio_info, name) == [int(first.backend_id)]
@@ -259,32 +269,58 @@ async def test_webhook_posts_name_the_review_annotated(
     unique_name: Callable[[str], str],
     secret: str | None,
 ) -> None:
+    """Label Studio's real post passes the endpoint's checks. Registering keeps one webhook of
+    the receiver's URL, renewed in place (Label Studio moves its updated_at: the lease), and
+    deletes the router's lapsed ones (same path, marker, secret), never another integration's
+    or another router's (another secret). The lease is 0 s here: any registration made before
+    counts as lapsed."""
     checked: asyncio.Queue[str] = asyncio.Queue()
     results: list[str] = []
 
     async def check(name: str) -> None:
         await checked.put(name)
 
+    project = label_studio_info.label_studio_projects["never"]
+    ours = {MARKER_HEADER: MARKER, **({SECRET_HEADER: secret} if secret else {})}
+
+    def elsewhere() -> str:
+        return f"http://127.0.0.1:{free_port()}{PATH}"
+
+    earlier = await admin.create_webhook(project, elsewhere(), ACTIONS, ours)
+    foreign = await admin.create_webhook(project, elsewhere(), ACTIONS)
+    other_secret = {MARKER_HEADER: MARKER, SECRET_HEADER: "another-router"}
+    another_router = await admin.create_webhook(project, elsewhere(), ACTIONS, other_secret)
     receiver = WebhookReceiver(
         LabelStudioWebhook(port=free_port(), secret=SecretStr(secret) if secret else None),
         check,
         counted=results.append,
+        lease_s=0.0,
     )
     stop = asyncio.Event()
     await receiver.start()
     worker = asyncio.create_task(receiver.run(stop))
     try:
         async with LabelStudioReviewBackend(settings(label_studio_info)) as backend:
-            await receiver.register(backend.client, list(backend.project_ids().values()))
-            await receiver.register(backend.client, list(backend.project_ids().values()))
+            ids = list(backend.project_ids().values())
+            await receiver.register(backend.client, ids)
+            [first] = [h for h in await admin.webhooks(project) if h["url"] == receiver.url]
+            await receiver.register(backend.client, ids)
             name = unique_name("review")
             started = await backend.start(name, "manual", CONTENT)
             await annotate(admin, int(started.backend_id), "bird")
             assert await asyncio.wait_for(checked.get(), 10) == name
+        hooks = {h["id"]: h for h in await admin.webhooks(project)}
     finally:
         stop.set()
         await worker
         await receiver.stop()
-    hooks = await admin.webhooks(label_studio_info.label_studio_projects["never"])
-    assert [h["url"] for h in hooks].count(receiver.url) == 1  # registered once
+        for made in (foreign, another_router):
+            with contextlib.suppress(LabelStudioNotFound):
+                await admin.delete_webhook(made["id"])
+    [mine] = [h for h in hooks.values() if h["url"] == receiver.url]  # registered once
+    assert mine["id"] == first["id"]
+    assert mine["updated_at"] > first["updated_at"]  # renewed: the lease moves
+    assert mine["headers"] == ours
+    assert earlier["id"] not in hooks
+    assert {foreign["id"], another_router["id"]} <= set(hooks)
     assert "queued" in results

@@ -31,15 +31,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from stream_router.errors import UpstreamError
-from stream_router.labelstudio.backend import META_KEY
 from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound
-from stream_router.labelstudio.tasks import CONTENT_FIELD, NAME_FIELD, choice_result
-from stream_router.review.events import epoch_s
+from stream_router.labelstudio.stored import MalformedTask, StoredTask, read_task
+from stream_router.labelstudio.tasks import choice_result
 from stream_router.sandbox.a2i.reviewers import LoopPlan, plan_loop
 from stream_router.sandbox.process import ManagedProcess, ProcessService
 from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
@@ -161,29 +159,25 @@ class Annotators:
                  "type": "Number", "value": flow.task_count},
             ]}}
         ).decode()  # fmt: skip
-        async for found in self.client.tasks(self.projects[flow.name], query=query):
-            task_id = int(found["id"])
-            if task_id in self._tasks or task_id in self._nobody:
+        async for raw in self.client.tasks(self.projects[flow.name], query=query):
+            try:
+                found = read_task(raw, None)
+            except MalformedTask:
                 continue
-            closed = ((found.get("meta") or {}).get(META_KEY) or {}).get("closed_s")
-            data = found.get("data") or {}
-            name = data.get(NAME_FIELD)
-            if closed is not None or not isinstance(name, str):
+            task_id = found.task_id
+            if task_id in self._tasks or task_id in self._nobody or found.closed_s is not None:
                 continue
-            created = epoch_s(found.get("created_at")) or time.time()
-            plan = plan_loop(flow, name, data.get(CONTENT_FIELD) or {}, created)
-            done = {i for i, user in enumerate(self.users) if user in _annotators(found)}
+            created = found.created_s or time.time()
+            plan = plan_loop(flow, found.name, found.content, created)
+            done = {i for i, user in enumerate(self.users) if str(user) in _annotators(found)}
             if not plan.answers:
                 self._nobody.add(task_id)
             elif len(done) < len(plan.answers):
                 self._tasks[task_id] = _Task(flow, task_id, plan, done)
 
 
-def _annotators(found: dict[str, Any]) -> set[int]:
-    ids = set()
-    for who in found.get("annotators") or []:
-        ids.add(int(who["id"]) if isinstance(who, dict) else int(who))
-    return ids
+def _annotators(found: StoredTask) -> set[str]:
+    return {annotation.annotator for annotation in found.annotations}
 
 
 async def _main(args: argparse.Namespace) -> None:
