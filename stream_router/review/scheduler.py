@@ -51,7 +51,8 @@ Counts are derived from the ledger: reviews in flight (STARTED and ENDED entries
 backlog and the age of the oldest pending entry (:meth:`stats`).
 
 ``tests/unit/review/test_scheduler.py`` proves the invariant under combined faults (kills at
-every step, throttling, errors, forged requests mixed in) on the in-memory backend;
+every step, throttling, errors, forged requests and malformed answers mixed in) on the
+in-memory backend;
 ``tests/chaos`` proves it over the wire, and
 ``tests/integration/test_review_forged_requests_e2e.py`` rule 2 with forged records on a real
 broker and the A2I emulator, and ``tests/integration/test_label_studio_untrusted.py`` rule 5

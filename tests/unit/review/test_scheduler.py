@@ -26,7 +26,12 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
-from stream_router.errors import ReviewCapacityExceeded, ReviewThrottled, UpstreamError
+from stream_router.errors import (
+    ReviewCapacityExceeded,
+    ReviewRejected,
+    ReviewThrottled,
+    UpstreamError,
+)
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.backend import ReviewResult, ReviewState
 from stream_router.review.budget import BudgetLimits
@@ -70,6 +75,7 @@ class World:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     write_failure_rate: float = 0.0
     deaths: list[str] = field(default_factory=list)
+    every_death: list[str] = field(default_factory=list)  #: all of a run, restarts included
     topic: str = "review-requests"
 
     # LedgerLog
@@ -150,6 +156,7 @@ class FaultyBackend(FakeReviewBackend):
         self.rng = rng
         self.fault_rate = 0.0
         self.created: Counter[str] = Counter()
+        self.poisoned: set[str] = set()  #: reviews whose answer is malformed (rule 5)
 
     async def start(self, name: str, flow: str, content: Any) -> Any:
         roll = self.rng.random()
@@ -169,7 +176,14 @@ class FaultyBackend(FakeReviewBackend):
     async def fetch_result(self, state: ReviewState) -> ReviewResult:
         if self.rng.random() < self.fault_rate:
             raise UpstreamError("S3 GetObject timed out")
+        if state.name in self.poisoned:  # a member stored an answer of the wrong shape
+            raise ReviewRejected(f"review {state.name}: annotations[0].result is not a list")
         return await super().fetch_result(state)
+
+    async def describe(self, name: str) -> ReviewState | None:
+        if name in self.poisoned and self.rng.random() < 0.5:
+            raise ReviewRejected(f"review {name}: meta is not an object")
+        return await super().describe(name)
 
 
 def settings(**changes: Any) -> ReviewSettings:
@@ -213,7 +227,10 @@ def scheduler(
         shares=BudgetShares(limits, BudgetLimits(), PARTITIONS),
         outlets=Outlets(output=world.outlet("output"), dead_letter=world.outlet("dead-letter")),
         metrics=ReviewMetrics(CollectorRegistry()),
-        die=lambda where, exc: world.deaths.append(f"{where}: {exc!r}"),
+        die=lambda where, exc: (
+            world.deaths.append(f"{where}: {exc!r}"),
+            world.every_death.append(f"{where}: {exc!r}"),
+        ),
         retry=RetryPolicy(base_s=0.001, max_s=0.005),
         capacity_pause_s=0.005,
     )
@@ -266,7 +283,9 @@ class Run:
                 records.append(Record(len(records), orjson.dumps(dict(fake.fields))))
                 self.forged.add(fake.loop_name)
             self.partition_of[request.loop_name] = partition
-            self.fate[event_id] = self.rng.choice(["complete", "complete", "fail"])
+            self.fate[event_id] = self.rng.choice(["complete", "complete", "fail", "poison"])
+            if self.fate[event_id] == "poison":
+                self.backend.poisoned.add(request.loop_name)
 
     async def restart(self) -> None:
         self.kills += 1
@@ -400,8 +419,14 @@ class Run:
         assert set(outcomes) == set(self.fate), "an event has no outcome"
         for event_id, verdicts in outcomes.items():
             assert len(set(verdicts)) == 1, f"{event_id}: conflicting outcomes {verdicts}"
-            # A failed first review escalates, and the second one completes.
-            assert verdicts[0] == ("reviewed", "dog"), (event_id, verdicts)
+            # A failed first review escalates, and the second one completes; a malformed
+            # answer is its review's outcome (rule 5), never a stopped partition.
+            expected = (
+                ("dead-lettered", "OutputUnreadable")
+                if self.fate[event_id] == "poison"
+                else ("reviewed", "dog")
+            )
+            assert verdicts[0] == expected, (event_id, verdicts)
         assert max(self.backend.created.values()) == 1, "an attempt was started twice"
         for name in self.backend.created:
             first = name.removesuffix("-a2")
@@ -420,6 +445,10 @@ class Run:
         assert all("review_request" not in r for r in refused)  # never an event's outcome
         assert not self.forged & {name.removesuffix("-a2") for name in self.backend.start_calls}
         assert not self.forged & set(self.world.entries()), "a forged request was recorded"
+        # Rule 5: one review's unreadable answer never takes the process down.
+        assert not [d for d in self.world.every_death if "ReviewRejected" in d], (
+            self.world.every_death
+        )
 
 
 @pytest.mark.parametrize("seed", range(12))
