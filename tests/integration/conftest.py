@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from botocore.config import Config
 
+from stream_router.labelstudio.client import LabelStudioClient
 from stream_router.sandbox.stack import SandboxInfo
 
 pytestmark = pytest.mark.integration
@@ -146,3 +147,14 @@ async def wait_for_events(
     return await asyncio.to_thread(
         drain_messages, sqs, queue_url, names, event_loop_name, timeout_s=timeout_s
     )
+
+
+@pytest_asyncio.fixture
+async def admin(label_studio_info: SandboxInfo) -> AsyncIterator[LabelStudioClient]:
+    """A client of the sandbox's Label Studio as its admin, for the Label Studio tests."""
+    assert label_studio_info.label_studio_url
+    assert label_studio_info.label_studio_token
+    async with LabelStudioClient(
+        label_studio_info.label_studio_url, label_studio_info.label_studio_token
+    ) as client:
+        yield client

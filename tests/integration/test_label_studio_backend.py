@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from pydantic import SecretStr
 
 from stream_router.errors import ConfigError, ReviewRejected, UpstreamError
@@ -51,16 +50,6 @@ def settings(info: SandboxInfo, **project: Any) -> LabelStudioSettings:
         api_token=SecretStr(info.label_studio_token),
         projects={"manual": LabelStudioProject(project="never", **project)},
     )
-
-
-@pytest_asyncio.fixture
-async def admin(label_studio_info: SandboxInfo) -> AsyncIterator[LabelStudioClient]:
-    assert label_studio_info.label_studio_url
-    assert label_studio_info.label_studio_token
-    async with LabelStudioClient(
-        label_studio_info.label_studio_url, label_studio_info.label_studio_token
-    ) as client:
-        yield client
 
 
 async def tasks_named(admin: LabelStudioClient, info: SandboxInfo, name: str) -> list[int]:

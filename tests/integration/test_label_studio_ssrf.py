@@ -6,26 +6,13 @@ Label Studio from being the way into the cloud's instance metadata or a private 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
 from stream_router.errors import StreamRouterError
 from stream_router.labelstudio.client import LabelStudioClient
 from stream_router.sandbox.stack import SandboxInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
-
-
-@pytest_asyncio.fixture
-async def admin(label_studio_info: SandboxInfo) -> AsyncIterator[LabelStudioClient]:
-    assert label_studio_info.label_studio_url
-    assert label_studio_info.label_studio_token
-    async with LabelStudioClient(
-        label_studio_info.label_studio_url, label_studio_info.label_studio_token
-    ) as client:
-        yield client
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import yaml
 from pydantic import SecretStr
 
@@ -55,16 +54,6 @@ CONTENT = {
     "_identity": {"loop_name": "x", "event_id": "e1", "route": "r", "policy_version": "7"},
 }
 ODD_RESULT = [{"from_name": ["label"], "type": 5, "value": "dog"}]  #: Label Studio stores it
-
-
-@pytest_asyncio.fixture
-async def admin(label_studio_info: SandboxInfo) -> AsyncIterator[LabelStudioClient]:
-    assert label_studio_info.label_studio_url
-    assert label_studio_info.label_studio_token
-    async with LabelStudioClient(
-        label_studio_info.label_studio_url, label_studio_info.label_studio_token
-    ) as client:
-        yield client
 
 
 async def own_project(admin: LabelStudioClient, title: str) -> int:
