@@ -15,7 +15,7 @@ loop. SIGTERM drains: ingest stops fetching, finishes, produces and commits the 
 Shutdown is bounded even when no broker answers: ingest gives the batches in hand
 ``ingest.drain_timeout_s``, then stops without committing them (their records are consumed
 again after the restart, at-least-once, and the log says so), and closing each Kafka client
-takes at most ``ingest.clients.CLOSE_TIMEOUT_S`` more (:func:`shutdown_bound_s`). Every path
+takes at most ``kafka_clients.CLOSE_TIMEOUT_S`` more (:func:`shutdown_bound_s`). Every path
 that built an ingest closes its clients, a failed start too.
 """
 

@@ -256,13 +256,13 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     return kafka.client_options()
 
 
-def _kafka_command(name: str, args: argparse.Namespace, work: Any) -> int:
+def _kafka_command(name: str, bootstrap: str, verbose: bool, work: Any) -> int:
     """Run one ``tail`` or ``produce``; Kafka's refusals become one line and exit 1."""
     from aiokafka.errors import KafkaConnectionError, KafkaError  # noqa: PLC0415
 
     from stream_router.records import PublishError  # noqa: PLC0415
 
-    if not args.verbose:  # its connection errors become the one line below
+    if not verbose:  # its connection errors become the one line below
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         asyncio.run(work)
@@ -273,14 +273,14 @@ def _kafka_command(name: str, args: argparse.Namespace, work: Any) -> int:
         return 1
     except KafkaConnectionError:
         print(
-            f"stream-router {name}: cannot reach Kafka at {args.bootstrap_label}: no broker "
+            f"stream-router {name}: cannot reach Kafka at {bootstrap}: no broker "
             'answered (for the sandbox: is it running? eval "$(stream-router sandbox env)")',
             file=sys.stderr,
         )
         return 1
     except (KafkaError, OSError) as exc:
         print(
-            f"stream-router {name}: cannot reach Kafka at {args.bootstrap_label}: {exc}",
+            f"stream-router {name}: cannot reach Kafka at {bootstrap}: {exc}",
             file=sys.stderr,
         )
         return 1
@@ -291,9 +291,11 @@ def _tail(args: argparse.Namespace) -> int:
     from stream_router.records import tail  # noqa: PLC0415
 
     options = _kafka_options(args)
-    args.bootstrap_label = options["bootstrap_servers"]
     return _kafka_command(
-        "tail", args, tail(options, args.topic, decision=args.decision, follow=args.follow)
+        "tail",
+        options["bootstrap_servers"],
+        args.verbose,
+        tail(options, args.topic, decision=args.decision, follow=args.follow),
     )
 
 
@@ -301,7 +303,7 @@ def _produce(args: argparse.Namespace) -> int:
     from stream_router.records import publish  # noqa: PLC0415
 
     options = _kafka_options(args)
-    args.bootstrap_label = options["bootstrap_servers"]
+    bootstrap = options["bootstrap_servers"]
     if args.input is None:
         lines = sys.stdin.buffer
     else:
@@ -316,13 +318,13 @@ def _produce(args: argparse.Namespace) -> int:
         published.append(await publish(options, args.topic, lines, key_field=args.key_field))
 
     with lines:
-        code = _kafka_command("produce", args, work())
+        code = _kafka_command("produce", bootstrap, args.verbose, work())
     if published:
         done = published[0]
         print(
             f"produced {done.records} record{'s' if done.records != 1 else ''} to {args.topic} "
             f"({done.partitions} partition{'s' if done.partitions != 1 else ''}) on "
-            f"{args.bootstrap_label}",
+            f"{bootstrap}",
             file=sys.stderr,
         )
     return code

@@ -847,17 +847,23 @@ class Settings(BaseSettings):
         projects = review.label_studio.projects
         if review.label_studio.api_token is None:
             raise ValueError("review.label_studio.api_token: the Label Studio backend needs it")
-        named = [(f"policies.routes.{i}.review_flow", route.review_flow)
-                 for i, route in enumerate(self.policies.routes)]  # fmt: skip
-        named += [(f"review.escalation_flows.{route}", flow)
-                  for route, flow in review.escalation_flows.items()]  # fmt: skip
-        for where, flow in named:
+        for where, flow in self.named_flows():
             if flow not in projects:
                 raise ValueError(
                     f"{where}: flow {flow!r} is not in review.label_studio.projects "
                     f"(known: {sorted(projects)})"
                 )
         return self
+
+    def named_flows(self) -> list[tuple[str, str]]:
+        """Every setting that names a review flow, as (where, flow): each route's
+        ``review_flow`` (``policies.routes.<i>.review_flow (route <name>)``), then each
+        ``review.escalation_flows`` value; what start-up checks against the backend."""
+        named = [(f"policies.routes.{i}.review_flow (route {route.name})", route.review_flow)
+                 for i, route in enumerate(self.policies.routes)]  # fmt: skip
+        named += [(f"review.escalation_flows.{route}", flow)
+                  for route, flow in self.review.escalation_flows.items()]  # fmt: skip
+        return named
 
     def topic_names(self) -> TopicNames:
         """The name of every topic the router uses, by role in the pipeline."""

@@ -82,15 +82,7 @@ class FlowUse:
 
 def flow_uses(settings: Settings) -> list[FlowUse]:
     """Every route's ``review_flow`` and every ``review.escalation_flows`` value, in order."""
-    uses = [
-        FlowUse(f"policies.routes.{i}.review_flow (route {route.name})", route.review_flow)
-        for i, route in enumerate(settings.policies.routes)
-    ]
-    uses += [
-        FlowUse(f"review.escalation_flows.{route}", flow)
-        for route, flow in settings.review.escalation_flows.items()
-    ]
-    return uses
+    return [FlowUse(where, arn) for where, arn in settings.named_flows()]
 
 
 def flow_name(use: FlowUse) -> str:

@@ -193,7 +193,7 @@ class Ingest:
 
         Safe before :meth:`start`, after a failed start and twice: every path that built an
         ingest calls it, so no client is left unclosed. With no broker answering it does not
-        wait on one (``clients.py``).
+        wait on one (``kafka_clients.py``).
         """
         try:
             await stop_consumer(self.consumer)

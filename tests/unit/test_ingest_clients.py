@@ -134,7 +134,7 @@ async def test_a_producer_that_cannot_send_its_last_records_is_closed_after_the_
 
 
 async def test_the_aiokafka_internals_used_exist_and_a_never_started_client_closes() -> None:
-    """If aiokafka renames what ``clients.py`` reaches into, this fails first."""
+    """If aiokafka renames what ``kafka_clients.py`` reaches into, this fails first."""
     consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
     assert consumer._fetcher is None
     assert isinstance(consumer._client, AIOKafkaClient)
