@@ -93,7 +93,13 @@ def _common(prediction: Prediction, decision: Decision, policy_version: str) -> 
         "policy": decision.policy,
         "policy_version": policy_version,
         "reason": decision.reason,
+        **_probability(decision),
     }
+
+
+def _probability(decision: Decision) -> dict[str, Any]:
+    propensity = decision.propensity
+    return {} if propensity is None else {"review_probability": propensity.wire}
 
 
 def accepted_envelope(

@@ -5,7 +5,9 @@ order; the first whose policy says review takes the prediction. A prediction no 
 accepted. A route in shadow mode is evaluated and counted but never claims anything, and so is
 any policy marked ``shadow`` inside a route.
 
-Every :class:`Decision` carries the route, the policy, the policy version and a readable reason.
+Every :class:`Decision` carries the route, the policy, the policy version, a readable reason and
+the prediction's review probability (``policies/propensity.py``): 1 on a route that reviews it
+whatever the draw, the audit share when a ``sample`` policy decided, 0 when nothing could have.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, NamedTuple
 
 from stream_router.models import Prediction
 from stream_router.policies.base import Policy
+from stream_router.policies.propensity import NEVER, Propensity, ReviewChances, certain
 from stream_router.policies.registry import PolicyRegistry
 from stream_router.policies.shadow import ShadowPolicy
 from stream_router.settings import PoliciesSettings
@@ -32,6 +35,8 @@ class Decision(NamedTuple):
     review_flow: str | None
     policy: str
     reason: str
+    #: How likely the routes were to review it (None only where built by hand, e.g. in tests).
+    propensity: Propensity | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,15 @@ class Routes:
         self._shadows = [
             (route.name, shadow) for route in self.routes for shadow in _shadows(route.policy)
         ]
+        live = [route for route in self.routes if not route.shadow]
+        self.chances = ReviewChances([(route.name, route.policy) for route in live])
+        #: Position in :attr:`routes` of the first route whose verdict depends on the draw.
+        self._first_random = (
+            self.routes.index(live[self.chances.first_random])
+            if self.chances.random
+            else len(self.routes)
+        )
+        self._certain = {route.name: certain(route.name) for route in live}
         self.shadow_route_hits: Counter[tuple[str, ...]] = Counter()
 
     def start(self) -> None:
@@ -76,16 +90,20 @@ class Routes:
         decisions: list[Decision | None] = [None] * size
         reasons: list[str] = [""] * size  # accept reasons gathered along the routes
         pending: Sequence[int] = range(size)
-        for route in self.routes:
+        undecided: Sequence[int] = ()  # unclaimed when the first random route is reached
+        for position, route in enumerate(self.routes):
             if not pending:
                 break
+            if position == self._first_random:
+                undecided = pending
+            chance = self._certain.get(route.name) if position < self._first_random else None
             subset = batch if len(pending) == size else [batch[i] for i in pending]
             verdicts = route.policy.evaluate(subset)
             still: list[int] = []
             for index, (review, why) in zip(pending, verdicts, strict=True):
                 if review and not route.shadow:
                     decisions[index] = Decision(
-                        True, route.name, route.review_flow, route.policy.name, why
+                        True, route.name, route.review_flow, route.policy.name, why, chance
                     )
                     continue
                 if review:
@@ -97,8 +115,17 @@ class Routes:
             pending = still
         for index in pending:
             decisions[index] = Decision(
-                False, None, None, ACCEPT_POLICY, reasons[index] or "no review route configured"
+                False,
+                None,
+                None,
+                ACCEPT_POLICY,
+                reasons[index] or "no review route configured",
+                NEVER,
             )
+        if undecided:
+            chances = self.chances.undecided([batch[i] for i in undecided])
+            for index, propensity in zip(undecided, chances, strict=True):
+                decisions[index] = decisions[index]._replace(propensity=propensity)  # type: ignore[union-attr]
         return decisions  # type: ignore[return-value]  # every slot is filled above
 
     def shadow_keys(self) -> list[tuple[str, str]]:

@@ -35,7 +35,8 @@ from stream_router.policies.base import EventPolicy, PolicyParams, Verdict
 from stream_router.policies.fields import NumberDisplay
 
 _DIGEST_BYTES: Final = 8
-_BUCKETS: Final = 2 ** (8 * _DIGEST_BYTES)
+#: The hash's range: ``bucket`` is an integer in ``[0, BUCKETS)``.
+BUCKETS: Final = 2 ** (8 * _DIGEST_BYTES)
 #: BLAKE2b's longest key.
 MAX_SALT_BYTES: Final = 64
 
@@ -69,9 +70,12 @@ class SamplePolicy(EventPolicy[SampleParams]):
 
     def __init__(self, name: str, params: SampleParams) -> None:
         super().__init__(name, params)
-        self._hasher = blake2b(digest_size=_DIGEST_BYTES, key=params.salt.encode("utf-8"))
-        # Exact, without float rounding: hash < percent / 100 * 2**64  <=>  hash < ceil(...).
-        self._threshold = ceil(Fraction(params.percent) * _BUCKETS / 100)
+        #: The salt as the hash's key: sample policies with one salt read the same draw.
+        self.salt_key = params.salt.encode("utf-8")
+        self._hasher = blake2b(digest_size=_DIGEST_BYTES, key=self.salt_key)
+        #: Review when ``bucket < threshold``. Exact, without float rounding:
+        #: hash < percent / 100 * 2**64  <=>  hash < ceil(...).
+        self.threshold = ceil(Fraction(params.percent) * BUCKETS / 100)
         fraction = params.percent / 100
         self._fraction_text = repr(fraction)
         self._display = NumberDisplay(fraction)
@@ -88,8 +92,8 @@ class SamplePolicy(EventPolicy[SampleParams]):
 
     def check(self, prediction: Prediction) -> Verdict:
         bucket = self.bucket(prediction.event_id)
-        shown = self._display.show(bucket / _BUCKETS)
-        if bucket < self._threshold:
+        shown = self._display.show(bucket / BUCKETS)
+        if bucket < self.threshold:
             return Verdict(True, f"in {self._sample_text} (bucket {shown} < {self._fraction_text})")
         return Verdict(
             False, f"not in {self._sample_text} (bucket {shown} >= {self._fraction_text})"

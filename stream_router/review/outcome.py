@@ -214,7 +214,10 @@ def is_correction(label: Answer | None, model_label: str) -> bool:
 
 
 def _carried(request: ReviewRequest) -> dict[str, Any]:
-    return {name: request.fields[name] for name in CARRIED}
+    record = {name: request.fields[name] for name in CARRIED}
+    if "review_probability" in request.fields:  # absent from requests of an older ingest
+        record["review_probability"] = request.fields["review_probability"]
+    return record
 
 
 def _timestamps(

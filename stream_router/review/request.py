@@ -10,6 +10,13 @@ the review role dead-letters it (``reason_class`` ``malformed_request``) and mov
 ``fields`` keeps the request as written, so the outcome envelopes carry every field over
 unchanged (including ones a newer ingest adds).
 
+``review_probability`` (optional: requests from an ingest older than the field lack it) is the
+probability that the configured routes would have sent the prediction to review, computed at
+decision time (``policies/propensity.py``): 1 for a deterministic review route, the audit share
+for a sampled one. It is checked like every other field (a number in [0, 1], per route too, at
+most :data:`MAX_PROBABILITY_ROUTES` routes), because a forged one would bias the audit monitor
+and the backtest; a request whose value is wrong is malformed.
+
 A request that parses is still only a claim: anything that can write review-requests can name
 any route and flow. :class:`ReviewRoutes` is what the configuration reviews: each route that is
 not a shadow route, with its ``review_flow``, and its ``review.escalation_flows`` entry for later
@@ -78,6 +85,10 @@ class UnknownFlow(UnconfiguredRequest):
     reason_class = "unknown_flow"
 
 
+#: Routes a request's ``review_probability.routes`` may name (more is not a configuration).
+MAX_PROBABILITY_ROUTES = 256
+
+
 #: The ``route`` label of a metric about a route the configuration does not have (route names
 #: cannot contain parentheses, so it never collides with one).
 UNCONFIGURED_ROUTE = "(unconfigured)"
@@ -142,6 +153,14 @@ class ReviewRequest:
     requested_s: float
     label: str  #: the model's label
     fields: Mapping[str, Any] = field(repr=False)  #: the request as written
+    #: P(the routes send this prediction to review) at decision time; None when not recorded.
+    review_probability: float | None = None
+
+    @property
+    def audited(self) -> bool:
+        """Whether the review was a sample: the prediction could have been accepted unreviewed
+        (a review probability below 1). Requests without the field are not audits."""
+        return self.review_probability is not None and self.review_probability < 1.0
 
     @classmethod
     def parse(cls, value: bytes | None) -> ReviewRequest:
@@ -179,6 +198,7 @@ class ReviewRequest:
             raise MalformedRequest("event is not an object")
         if data["key"] is not None and not isinstance(data["key"], str):
             raise MalformedRequest("key is not a string or null")
+        probability = _review_probability(data.get("review_probability"))
         return cls(
             loop_name=name,
             review_flow=data["review_flow"],
@@ -188,6 +208,7 @@ class ReviewRequest:
             requested_s=float(requested_s),
             label=prediction["label"],
             fields=data,
+            review_probability=probability,
         )
 
     def key_bytes(self) -> bytes | None:
@@ -206,13 +227,35 @@ class ReviewRequest:
         """The request with its event left out (for an envelope that must stay small)."""
         return ReviewRequest(
             self.loop_name, self.review_flow, self.route, self.event_id, self.policy_version,
-            self.requested_s, self.label, {**self.fields, "event": {}},
+            self.requested_s, self.label, {**self.fields, "event": {}}, self.review_probability,
         )  # fmt: skip
 
 
 def _shown(text: str) -> str:
     """A value from a record, quoted and cut short for a message."""
     return repr(text[:80] + ("..." if len(text) > 80 else ""))
+
+
+def _review_probability(value: Any) -> float | None:
+    """The request's ``review_probability.total``, checked; None when the field is absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"total", "routes"}:
+        raise MalformedRequest("review_probability is not an object of total and routes")
+    total, routes = value["total"], value["routes"]
+    if not _probability(total):
+        raise MalformedRequest(f"review_probability.total {str(total)[:40]} is not in [0, 1]")
+    if not isinstance(routes, dict) or len(routes) > MAX_PROBABILITY_ROUTES:
+        raise MalformedRequest(
+            f"review_probability.routes is not an object of at most {MAX_PROBABILITY_ROUTES} routes"
+        )
+    if not all(_probability(share) for share in routes.values()):
+        raise MalformedRequest("review_probability.routes has a value outside [0, 1]")
+    return float(total)
+
+
+def _probability(value: Any) -> bool:
+    return _number(value) and 0.0 <= value <= 1.0
 
 
 def _number(value: Any) -> bool:
