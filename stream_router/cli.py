@@ -399,6 +399,23 @@ def _policies_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policies_backtest(args: argparse.Namespace) -> int:
+    from stream_router.backtest.command import backtest_command  # noqa: PLC0415
+
+    return backtest_command(args, lambda: _kafka_options(args))
+
+
+def _demo_history(args: argparse.Namespace) -> int:
+    from stream_router.demo.history import render, write_history  # noqa: PLC0415
+    from stream_router.demo.settings import load_demo_settings  # noqa: PLC0415
+
+    stats = write_history(
+        args.output, events=args.events, seed=args.seed, settings=load_demo_settings(args.config)
+    )
+    print(render(stats))
+    return 0
+
+
 def _policies_list(args: argparse.Namespace) -> int:
     from stream_router.errors import PolicyLoadError  # noqa: PLC0415
     from stream_router.policies.registry import PolicyRegistry  # noqa: PLC0415
@@ -524,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(handler=_policies_test)
     listing = policy_commands.add_parser("list", help="installed policy types")
     listing.set_defaults(handler=_policies_list)
+    from stream_router.backtest.command import add_parser as add_backtest  # noqa: PLC0415
+
+    add_backtest(policy_commands, _policies_backtest)
 
     demo = commands.add_parser(
         "demo", help="the router on the local sandbox with a synthetic model, watched live"
@@ -554,6 +574,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     demo.add_argument("--plain", action="store_true", help="periodic lines, even on a terminal")
     demo.set_defaults(handler=_demo)
+    demo_commands = demo.add_subparsers(dest="demo_command")
+    history = demo_commands.add_parser(
+        "history",
+        help="write a long history of result envelopes offline (no Kafka): the synthetic model "
+        "through the router's routes and simulated reviewers, for policies backtest",
+    )
+    history.add_argument("--output", type=Path, required=True, help="JSONL file to write")
+    history.add_argument("--events", type=int, default=200_000, help="events (default 200000)")
+    history.add_argument("--seed", type=int, help="seed (default: the settings' history.seed)")
+    history.add_argument("--config", type=Path, help="demo settings YAML (see config/demo.yaml)")
+    history.set_defaults(handler=_demo_history)
 
     _add_record_commands(commands)
 

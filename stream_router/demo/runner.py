@@ -6,7 +6,8 @@
 3. produce synthetic predictions at the configured rate while reading the output, dead-letter and
    review-requests topics and scraping the router's /metrics: progress about once a second;
 4. after the last event, wait (``drain_timeout_s``) until every event has an outcome;
-5. print the summary and where to look; stop the router and the sandbox (or, with
+5. print the summary (with the audit sample's bound on the error of what was auto-accepted)
+   and where to look; stop the router and the sandbox (or, with
    ``keep_running``, leave them up until Ctrl-C).
 
 Exit status: 0 when every produced event reached exactly one outcome, 1 otherwise (the message
@@ -24,7 +25,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,7 +33,7 @@ from stream_router.demo.console import Console, Progress
 from stream_router.demo.producer import PredictionGenerator, PredictionProducer
 from stream_router.demo.router import router_config, router_process, write_router_config
 from stream_router.demo.settings import DemoSettings
-from stream_router.demo.summary import Summary, render, summarize
+from stream_router.demo.summary import Audit, Summary, audit_of, render, summarize
 from stream_router.demo.tracker import MetricsSnapshot, OutcomeTracker, scrape
 from stream_router.sandbox.broker import BrokerKind
 from stream_router.sandbox.process import ManagedProcess, ProcessStartError, free_port
@@ -55,6 +56,20 @@ class DemoOptions:
     live: bool | None = None  #: None: redraw only when the output is a terminal
     broker: BrokerKind | None = None  #: None: Apache Kafka where Java exists, else Tansu
     backend: Backend = "a2i"  #: who reviews: the A2I emulator, or a real Label Studio
+
+
+@dataclass
+class _Tracker(OutcomeTracker):
+    """The outcome tracker that also keeps what the audit bound needs of each reviewed record
+    (route, review probability, corrected), by event id."""
+
+    audits: dict[str, Audit] = field(default_factory=dict)
+
+    def _file_result(self, data: dict[str, Any], written_s: float) -> None:
+        super()._file_result(data, written_s)
+        audit = audit_of(data)
+        if audit is not None:
+            self.audits[str(data.get("event_id"))] = audit
 
 
 async def run_demo(settings: DemoSettings, options: DemoOptions, out: TextIO = sys.stdout) -> int:
@@ -173,7 +188,7 @@ async def _run(
     console: Console,
 ) -> Summary:
     ingest = router_settings.ingest
-    tracker = OutcomeTracker(
+    tracker = _Tracker(
         info.bootstrap_servers,
         ingest.output_topic,
         ingest.dead_letter_topic,
@@ -233,7 +248,11 @@ async def _run(
             "after the last one was produced"
         )
     return summarize(
-        producer.sent_s, tracker.outcomes, tracker.reviewed, tracker.dead_letter_reasons
+        producer.sent_s,
+        tracker.outcomes,
+        tracker.reviewed,
+        tracker.dead_letter_reasons,
+        tracker.audits,
     )
 
 

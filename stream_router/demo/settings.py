@@ -1,7 +1,7 @@
 """What the demo runs: the synthetic producer, the sandbox it stands on, and the router's config.
 
 ``config/demo.yaml`` spells out these defaults with comments; ``stream-router demo --config F``
-reads such a file (every key optional). Three sections:
+reads such a file (every key optional). Four sections:
 
 - ``producer``: rate, duration, label mix, how often the model is right, the confidence of right
   and wrong predictions, and how many malformed events to slip in;
@@ -9,7 +9,10 @@ reads such a file (every key optional). Three sections:
 - ``router``: router configuration sections (as in ``config/router.yaml``) laid over what the demo
   fills in itself: the broker address, the watchers' queue URLs, the metrics port and the review
   data directory. A ``review_flow`` or escalation flow may name a sandbox flow definition instead
-  of giving its ARN.
+  of giving its ARN;
+- ``history``: the synthetic model of ``stream-router demo history`` (``demo/history.py``), which
+  writes a long history of result envelopes offline through the same router sections and
+  simulated reviewers: per predicted label, how often the model is right and how sure it is.
 
 The simulated reviewers answer from the event's ground truth, so the router's ``review.projection``
 must include ``ground_truth`` here; a real deployment would never show reviewers the answer.
@@ -77,6 +80,64 @@ class ProducerSettings(_Section):
         return value
 
 
+class LabelModel(_Section):
+    """The synthetic model on the predictions of one label."""
+
+    share: float = Field(gt=0, description="Relative frequency of predictions of this label.")
+    accuracy: float = Field(
+        ge=0, le=1, description="Probability that a prediction of this label is right."
+    )
+    confidence_right: Beta = Field(description="Confidence of the right predictions.")
+    confidence_wrong: Beta = Field(description="Confidence of the wrong predictions.")
+
+
+def _history_labels() -> dict[str, LabelModel]:
+    """Over-confident, unequally wrong: cats and dogs are rarely wrong when very sure, a wrong
+    bird is about as sure as a right one, and ``other`` is rare and often doubtful."""
+
+    def model(share: float, accuracy: float, right: Beta, wrong: Beta) -> LabelModel:
+        return LabelModel(
+            share=share, accuracy=accuracy, confidence_right=right, confidence_wrong=wrong
+        )
+
+    return {
+        "cat": model(0.4, 0.95, Beta(alpha=30, beta=1), Beta(alpha=4, beta=1.5)),
+        "dog": model(0.35, 0.94, Beta(alpha=40, beta=1), Beta(alpha=5, beta=1.5)),
+        "bird": model(0.15, 0.85, Beta(alpha=14, beta=1), Beta(alpha=10, beta=1)),
+        "other": model(0.1, 0.9, Beta(alpha=12, beta=1), Beta(alpha=5, beta=1.5)),
+    }
+
+
+class HistorySettings(_Section):
+    """``stream-router demo history``: the model behind a long offline history of envelopes.
+
+    A prediction's label is drawn by ``share``; it is right with the label's ``accuracy``, else
+    the truth is another label (drawn by share); its confidence comes from the label's
+    ``confidence_right`` or ``confidence_wrong``. Nothing waits: events are ``1 / rate_per_s``
+    apart on the history's own clock, from ``start_s``.
+    """
+
+    labels: dict[str, LabelModel] = Field(
+        default_factory=_history_labels,
+        description="Per predicted label: its share, how often it is right, its confidences.",
+    )
+    model_name: str = Field("pets-v1", description="The model name every prediction carries.")
+    rate_per_s: float = Field(
+        10.0, gt=0, description="Events per second of the history's clock (its timestamps)."
+    )
+    start_s: float = Field(
+        1_767_225_600.0, ge=0, description="Time of the first event, epoch seconds (2026-01-01)."
+    )
+    seed: int = Field(7, description="Seed; the same settings and seed give the same bytes.")
+
+    @field_validator("labels")
+    @classmethod
+    def _two_labels(cls, value: dict[str, LabelModel]) -> dict[str, LabelModel]:
+        if len(value) < 2:
+            raise ValueError("labels needs two or more labels (a wrong prediction needs another)")
+        return value
+
+
 def demo_sandbox() -> SandboxSettings:
     """Two flows whose simulated people answer the event's ground truth within seconds."""
     paths = {"ground_truth_path": "event.ground_truth", "model_label_path": "prediction.label"}
@@ -99,6 +160,7 @@ def demo_sandbox() -> SandboxSettings:
                 reviewers=Reviewers(
                     pickup=Latency(median_s=1.0, spread=0.4, max_s=4.0),
                     work=Latency(median_s=2.0, spread=0.3, max_s=6.0),
+                    abandon_rate=0.01,
                     error_rate=0.02,
                     **paths,
                 ),
@@ -141,7 +203,7 @@ def demo_router() -> dict[str, Any]:
                 },
                 {
                     "name": "audit",
-                    "review_flow": "demo-general",
+                    "review_flow": "demo-experts",
                     "policy": {"type": "sample", "percent": 2, "salt": "demo"},
                 },
             ],
@@ -178,6 +240,9 @@ class DemoSettings(_Section):
     router: dict[str, Any] = Field(
         default_factory=demo_router,
         description="Router configuration sections laid over what the demo fills in.",
+    )
+    history: HistorySettings = Field(
+        HistorySettings(), description="The model of `stream-router demo history`."
     )
     drain_timeout_s: float = Field(
         45.0, gt=0, description="After producing, how long to wait for every event's outcome."

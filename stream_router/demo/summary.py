@@ -10,15 +10,24 @@ without a broker:
 - review latency is from the moment the producer sent the event to the reviewed record's write
   time on the output topic; percentiles use the nearest-rank method;
 - a *correction* is a reviewed label different from the model's; it is *right* when it equals
-  the event's ground truth.
+  the event's ground truth;
+- the *audit bound*: audited reviews are the reviewed records whose review probability was
+  below 1 (the audit route's sample of what the other routes let through, so a uniform sample
+  of what the router auto-accepts). With k corrections among n of them, the error rate of what
+  the router auto-accepts is estimated at k / n and is at most the exact one-sided
+  Clopper-Pearson bound ``beta.ppf(1 - delta, k + 1, n - k)`` with confidence 1 - delta (95 %),
+  the reviewers' answers taken as the truth (audited reviews that ended unreviewed are left
+  out). Below 149 audited reviews the bound cannot reach 2 % at 95 % even with no correction;
+  the summary says how many it needs. The bound needs scipy (the ``analysis`` extra, which
+  ``scripts/demo`` installs); without it the counts are shown and the bound is not.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from stream_router.demo.tracker import OUTCOMES, Reviewed
 
@@ -68,6 +77,80 @@ def corrections(reviewed: Mapping[str, Reviewed]) -> Corrections:
     return Corrections(len(reviewed), corrected, right, model_wrong, reviewers_right)
 
 
+#: The audit bound's confidence is 1 - AUDIT_DELTA; its target error rate is AUDIT_TARGET.
+AUDIT_DELTA: Final = 0.05
+AUDIT_TARGET: Final = 0.02
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What the audit bound needs of one reviewed record."""
+
+    route: str | None
+    probability: float | None  #: review_probability.total (None: a record without it)
+    corrected: bool  #: review.corrected: the reviewers' label differs from the model's
+
+    @property
+    def audited(self) -> bool:
+        """The review was a sample: the prediction could have been accepted unreviewed."""
+        return self.probability is not None and self.probability < 1.0
+
+
+def audit_of(envelope: Mapping[str, Any]) -> Audit | None:
+    """The :class:`Audit` of a reviewed result envelope; None for any other record."""
+    if envelope.get("decision") != "reviewed":
+        return None
+    review = envelope.get("review")
+    probability = envelope.get("review_probability")
+    total = probability.get("total") if isinstance(probability, dict) else None
+    route = envelope.get("route")
+    return Audit(
+        route=route if isinstance(route, str) else None,
+        probability=float(total) if isinstance(total, int | float) else None,
+        corrected=isinstance(review, dict) and review.get("corrected") is True,
+    )
+
+
+@dataclass(frozen=True)
+class AuditBound:
+    """The error rate of what the router auto-accepts, from the audit sample (module doc)."""
+
+    routes: list[str]  #: the routes the audited reviews came from
+    audited: int  #: n
+    corrected: int  #: k
+    bound: float | None  #: upper bound at confidence 1 - delta; None without one
+    needed: int | None  #: audited reviews a bound needs to reach ``target`` (no correction)
+    delta: float = AUDIT_DELTA
+    target: float = AUDIT_TARGET
+    missing: str | None = None  #: why there is no bound although n > 0
+
+    @property
+    def estimate(self) -> float | None:
+        return None if self.audited == 0 else self.corrected / self.audited
+
+
+def audit_bound(
+    audits: Iterable[Audit], *, delta: float = AUDIT_DELTA, target: float = AUDIT_TARGET
+) -> AuditBound:
+    """The audit bound over ``audits`` (the records that were not audited are left out)."""
+    sampled = [audit for audit in audits if audit.audited]
+    n = len(sampled)
+    k = sum(audit.corrected for audit in sampled)
+    routes = sorted({audit.route for audit in sampled if audit.route is not None})
+    try:
+        # numpy and scipy: the analysis extra, imported only where the bound is computed
+        from stream_router.thresholds.bounds import (  # noqa: PLC0415
+            clopper_pearson_upper,
+            labels_needed_zero_errors,
+        )
+    except ImportError:
+        missing = "scipy is not installed (pip install 'stream-router[analysis]')"
+        return AuditBound(routes, n, k, None, None, delta, target, missing)
+    bound = float(clopper_pearson_upper(k, n, delta)) if n else None
+    needed = labels_needed_zero_errors(target, delta)
+    return AuditBound(routes, n, k, bound, needed, delta, target)
+
+
 @dataclass(frozen=True)
 class Summary:
     """The demo's result; ``ok`` when every produced event has exactly one outcome."""
@@ -81,6 +164,7 @@ class Summary:
     latency_s: dict[str, float | None]  #: p50, p90, p99, max of produce -> reviewed record
     corrections: Corrections
     dead_letter_reasons: dict[str, int]
+    audit: AuditBound | None = None
     wall_s: float = 0.0
     where: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +177,8 @@ class Summary:
         data["ok"] = self.ok
         data["corrections"]["corrected_pct"] = self.corrections.corrected_pct
         data["corrections"]["corrected_right_pct"] = self.corrections.corrected_right_pct
+        if self.audit is not None:
+            data["audit"]["estimate"] = self.audit.estimate
         return data
 
 
@@ -101,8 +187,10 @@ def summarize(
     outcomes: Mapping[str, Sequence[str]],
     reviewed: Mapping[str, Reviewed],
     dead_letter_reasons: Mapping[str, int] | None = None,
+    audits: Mapping[str, Audit] | None = None,
 ) -> Summary:
-    """Judge the run from send times by event id and outcome records by event id."""
+    """Judge the run from send times by event id and outcome records by event id; with
+    ``audits`` (reviewed records by event id) also the audit bound."""
     counts = dict.fromkeys(OUTCOMES, 0)
     missing: list[str] = []
     conflicting: list[str] = []
@@ -137,6 +225,9 @@ def summarize(
         },
         corrections=corrections(mine),
         dead_letter_reasons=dict(dead_letter_reasons or {}),
+        audit=None
+        if audits is None
+        else audit_bound(audit for event_id, audit in audits.items() if event_id in sent_s),
     )
 
 
@@ -166,6 +257,8 @@ def render(summary: Summary) -> str:
     rows.append(("  corrections matching ground truth", _share(c.corrected_right, c.corrected)))
     rows.append(("  model wrong among reviewed", _share(c.model_wrong, c.reviewed)))
     rows.append(("  reviewers right among reviewed", _share(c.reviewers_right, c.reviewed)))
+    if summary.audit is not None:
+        rows += audit_rows(summary.audit)
     if summary.wall_s:
         rows.append(("wall time", f"{summary.wall_s:.1f} s"))
     width = max(len(name) for name, _ in rows)
@@ -173,6 +266,38 @@ def render(summary: Summary) -> str:
     lines.append("")
     lines.append(verdict(summary))
     return "\n".join(lines)
+
+
+def _rate(value: float) -> str:
+    return f"{100 * value:.3g} %"
+
+
+def audit_rows(audit: AuditBound) -> list[tuple[str, str]]:
+    """The audit bound's rows of the summary table."""
+    routes = f" ({', '.join(audit.routes)})" if audit.routes else ""
+    rows = [(f"audited reviews{routes}", f"{audit.audited}, corrected {audit.corrected}")]
+    if audit.audited == 0:
+        rows.append(("  error of auto-accepted", "no bound yet: no audited review"))
+    elif audit.bound is None:
+        estimate = _rate(audit.estimate or 0.0)
+        rows.append(("  error of auto-accepted", f"estimate {estimate}; no bound: {audit.missing}"))
+    else:
+        confidence = f"{100 * (1 - audit.delta):g} %"
+        rows.append(
+            (
+                "  error of auto-accepted",
+                f"estimate {_rate(audit.estimate or 0.0)}, at most {_rate(audit.bound)} at "
+                f"{confidence} confidence (Clopper-Pearson)",
+            )
+        )
+    if audit.needed is not None and audit.audited < audit.needed:
+        rows.append(
+            (
+                f"  a bound of {_rate(audit.target)} needs",
+                f"{audit.needed} audited reviews with no correction (more with some)",
+            )
+        )
+    return rows
 
 
 def verdict(summary: Summary) -> str:

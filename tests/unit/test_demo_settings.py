@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from stream_router.cli import main
 from stream_router.demo.router import router_config, write_router_config
-from stream_router.demo.settings import DemoSettings, load_demo_settings
+from stream_router.demo.settings import (
+    DemoSettings,
+    HistorySettings,
+    LabelModel,
+    load_demo_settings,
+)
 from stream_router.errors import ConfigError
 from stream_router.sandbox.stack import SandboxInfo
 from stream_router.topics import router_topics
@@ -77,3 +83,21 @@ def test_router_config_joins_sandbox_and_demo_and_validates(tmp_path: Path) -> N
         "review-requests": partitions,
         "loop-events": partitions,
     }
+
+
+def test_history_model_is_checked_and_the_audit_goes_to_the_panel() -> None:
+    with pytest.raises(ValidationError, match="two or more labels"):
+        HistorySettings.model_validate({"labels": {"cat": DemoSettings().history.labels["cat"]}})
+    with pytest.raises(ValidationError, match="accuracy"):
+        LabelModel.model_validate(
+            {
+                "share": 1,
+                "accuracy": 1.5,
+                "confidence_right": {"alpha": 2, "beta": 1},
+                "confidence_wrong": {"alpha": 1, "beta": 1},
+            }
+        )
+    # An audit must err less than the error it measures: three experts, the majority counts.
+    routes = {r["name"]: r for r in DemoSettings().router["policies"]["routes"]}
+    assert routes["audit"]["review_flow"] == "demo-experts"
+    assert routes["audit"]["policy"] == {"type": "sample", "percent": 2, "salt": "demo"}

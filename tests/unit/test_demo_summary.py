@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import sys
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from scipy.stats import beta  # type: ignore[import-untyped, unused-ignore]
 
 from stream_router.demo.console import Console, Progress, RateMeter
-from stream_router.demo.summary import corrections, percentile, render, summarize
+from stream_router.demo.summary import (
+    Audit,
+    audit_bound,
+    audit_of,
+    audit_rows,
+    corrections,
+    percentile,
+    render,
+    summarize,
+)
 from stream_router.demo.tracker import MetricsSnapshot, OutcomeTracker, Reviewed, parse_metrics
 from stream_router.metrics import IngestMetrics, ReviewMetrics
 
@@ -159,3 +171,104 @@ def test_rate_meter_over_a_window() -> None:
     assert meter.add(0.0, 0) == 0.0
     assert meter.add(2.0, 20) == 10.0
     assert meter.add(10.0, 20) == 0.0  # old points dropped: no events lately
+
+
+def envelope(event_id: str, route: str | None, total: float | None, corrected: bool) -> bytes:
+    record: dict[str, object] = {
+        "event_id": event_id,
+        "decision": "reviewed",
+        "route": route,
+        "prediction": {"label": "cat"},
+        "event": {"ground_truth": "cat"},
+        "review": {"label": "dog" if corrected else "cat", "corrected": corrected},
+    }
+    if total is not None:
+        record["review_probability"] = {"total": total, "routes": {route: total}}
+    return json.dumps(record).encode()
+
+
+def test_audit_of_reads_reviewed_envelopes_only() -> None:
+    assert audit_of(json.loads(envelope("e", "audit", 0.02, True))) == Audit("audit", 0.02, True)
+    assert audit_of(json.loads(envelope("e", "general", None, False))) == Audit(
+        "general", None, False
+    )
+    assert audit_of({"decision": "accepted", "route": None, "review": None}) is None
+    assert not Audit("general", 1.0, True).audited
+    assert not Audit("audit", None, True).audited  # a record of revision 1.0: not an audit
+    assert Audit("audit", 0.02, False).audited
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "expected"),
+    [
+        (12, 1, 0.338681),
+        (149, 0, 1 - 0.05 ** (1 / 149)),  # with no error: 1 - delta^(1/n), just under 2 %
+        (148, 0, 1 - 0.05 ** (1 / 148)),  # just over: why a bound of 2 % needs 149
+        (300, 2, 0.020836),
+        (1000, 10, 0.016903),
+    ],
+)
+def test_audit_bound_is_the_exact_clopper_pearson_bound(n: int, k: int, expected: float) -> None:
+    audits = [Audit("audit", 0.02, i < k) for i in range(n)]
+    audits += [Audit("general", 1.0, True), Audit("experts", 1.0, False)]  # not audits
+    bound = audit_bound(audits)
+    assert (bound.audited, bound.corrected, bound.routes) == (n, k, ["audit"])
+    assert bound.estimate == k / n
+    assert bound.bound == pytest.approx(expected, abs=2e-6)
+    assert bound.bound == pytest.approx(beta.ppf(0.95, k + 1, n - k), rel=1e-12)
+    assert bound.needed == 149
+
+
+def test_without_audited_reviews_there_is_no_bound_yet_and_says_what_it_needs() -> None:
+    summary = summarize({"e1": 0.0}, {"e1": ["reviewed"]}, {}, audits={})
+    assert summary.audit == audit_bound([])
+    assert summary.audit is not None
+    assert (summary.audit.audited, summary.audit.bound, summary.audit.estimate) == (0, None, None)
+    text = render(summary)
+    assert "no bound yet: no audited review" in text
+    assert re.search(r"a bound of 2 % needs +149 audited reviews with no correction", text)
+    data = summary.to_json()
+    assert data["audit"]["bound"] is None
+    assert data["audit"]["needed"] == 149
+    json.dumps(data)
+
+
+def test_the_summary_states_the_audit_bound_of_the_runs_own_events() -> None:
+    sent = {f"e{i}": 0.0 for i in range(160)}
+    tracker = OutcomeTracker("unused:9092", "out", "dlq", "rr", 1)
+    audits = {}
+    for i in range(160):
+        data = json.loads(envelope(f"e{i}", "audit", 0.02, i < 1))
+        tracker._file("out", f"e{i}".encode(), json.dumps(data).encode(), 1.0)
+        audit = audit_of(data)
+        assert audit is not None
+        audits[f"e{i}"] = audit
+    audits["zz"] = Audit("audit", 0.02, True)  # not produced by this run: left out
+    summary = summarize(sent, tracker.outcomes, tracker.reviewed, audits=audits)
+    assert summary.audit is not None
+    assert (summary.audit.audited, summary.audit.corrected) == (160, 1)
+    text = render(summary)
+    expected = beta.ppf(0.95, 2, 159)
+    assert f"at most {100 * expected:.3g} % at 95 % confidence (Clopper-Pearson)" in text
+    assert re.search(r"audited reviews \(audit\) +160, corrected 1\n", text)
+    assert "needs 149" not in text  # enough audited reviews for a bound of 2 %
+    data = summary.to_json()
+    assert data["audit"]["estimate"] == 1 / 160
+    assert data["audit"]["bound"] == pytest.approx(expected)
+    json.dumps(data)
+    assert summarize(sent, tracker.outcomes, tracker.reviewed).audit is None  # not asked
+
+
+def test_without_scipy_the_counts_are_shown_and_the_bound_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "stream_router.thresholds.bounds", None)  # import fails
+    bound = audit_bound([Audit("audit", 0.02, False), Audit("audit", 0.02, True)])
+    assert (bound.audited, bound.corrected, bound.bound, bound.needed) == (2, 1, None, None)
+    assert bound.missing is not None
+    assert "stream-router[analysis]" in bound.missing
+    summary = summarize({}, {}, {}, audits={})
+    text = "\n".join(f"{name} {value}" for name, value in audit_rows(bound))
+    assert "estimate 50 %; no bound: scipy is not installed" in text
+    assert summary.audit is not None
+    assert summary.audit.bound is None

@@ -1,4 +1,4 @@
-"""Offline policy evaluation: ``stream-router policies test --config F --input events.jsonl``.
+"""A configuration replayed over events: ``stream-router policies test --config F --input F``.
 
 Runs the configured parser and routes over a file of events (one JSON per line) exactly as
 ingest would, without Kafka, and reports the routing mix per route and label and the estimated
@@ -64,29 +64,48 @@ class BacktestReport:
 
 
 def backtest(settings: Settings, lines: Iterable[bytes], topic: str = "backtest") -> BacktestReport:
-    parser = EventParser(settings.ingest.mapping)
-    routes = Routes(settings.policies)
-    routes.start()
-    report = BacktestReport()
-    for key in routes.shadow_keys():  # listed even when they would review nothing
-        report.shadow_hits[key] = 0
-    batch: list[Prediction] = []
-    try:
+    """Replay a file of events (one JSON per line) through ``settings``' parser and routes."""
+    with Replay(settings) as replay:
         for offset, line in enumerate(lines):
-            if not line.strip():
-                continue
-            report.events += 1
-            try:
-                batch.append(parser.parse(line, SourceRef(topic, 0, offset, None)))
-            except PoisonEvent as poison:
-                report.dead_lettered[poison.reason_class] += 1
-            if len(batch) >= BATCH:
-                _decide(routes, batch, report)
-                batch = []
-        _decide(routes, batch, report)
-    finally:
-        routes.close()
-    return report
+            if line.strip():
+                replay.add(line, SourceRef(topic, 0, offset, None))
+    return replay.report
+
+
+class Replay:
+    """Events fed one at a time through a configuration's parser and routes, decided in
+    batches as ingest decides them; :attr:`report` is complete once the context exits."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._parser = EventParser(settings.ingest.mapping)
+        self._routes = Routes(settings.policies)
+        self.report = BacktestReport()
+        for key in self._routes.shadow_keys():  # listed even when they would review nothing
+            self.report.shadow_hits[key] = 0
+        self._batch: list[Prediction] = []
+
+    def __enter__(self) -> Replay:
+        self._routes.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                _decide(self._routes, self._batch, self.report)
+                self._batch = []
+        finally:
+            self._routes.close()
+
+    def add(self, line: bytes, source: SourceRef) -> None:
+        """One event as its input record's value, from ``source``."""
+        self.report.events += 1
+        try:
+            self._batch.append(self._parser.parse(line, source))
+        except PoisonEvent as poison:
+            self.report.dead_lettered[poison.reason_class] += 1
+        if len(self._batch) >= BATCH:
+            _decide(self._routes, self._batch, self.report)
+            self._batch = []
 
 
 def _decide(routes: Routes, batch: list[Prediction], report: BacktestReport) -> None:
