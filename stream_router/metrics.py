@@ -222,6 +222,24 @@ class ReviewMetrics:
     - ``stream_router_review_ledger_entries{state}``: ledger entries of owned partitions
     - ``stream_router_review_ledger_pruned_total``: closed ledger entries deleted after their
       retention
+
+    The audit monitor (``review/audit.py``), per configured route and model label (the first
+    ``review.audit.max_labels`` of each partition, later ones ``(other)``; ``(all)`` is the
+    route's total), over the audited reviews of the current ``policies.version`` in the ledgers
+    of the partitions this instance owns (gauges: a partition's counts move with it; summed over
+    instances they are the whole stream's):
+
+    - ``stream_router_review_audit_reviews{route,label}``: audited reviews with an answer
+    - ``stream_router_review_audit_errors{route,label}``: of those, reviews whose label differs
+      from the model's
+    - ``stream_router_review_audit_error_ratio_lower_bound{route,label}`` and
+      ``..._upper_bound``: the anytime-valid confidence sequence of the error rate at level
+      ``review.audit.delta`` (``review/confidence.py``)
+    - ``stream_router_review_audit_log_evidence{route,label}``: ln of the e-value against the
+      route's target; summed over instances, at least the threshold with the error rate above
+      the target means the whole stream's lower bound is above the target (the alert)
+    - ``stream_router_review_audit_log_evidence_threshold``: ln(1 / review.audit.delta)
+    - ``stream_router_review_audit_target_error_ratio{route}``: the configured target error
     """
 
     def __init__(self, registry: CollectorRegistry, backend: str = "a2i") -> None:
@@ -367,6 +385,53 @@ class ReviewMetrics:
             "stream_router_review_ledger_entries",
             "Ledger entries of the partitions this instance owns, by state.",
             ["state"],
+            registry=registry,
+        )
+        self.audit_reviews = Gauge(
+            "stream_router_review_audit_reviews",
+            "Audited reviews with an answer in the ledgers of the partitions this instance owns "
+            "(current policies.version), by route and model label ((all): the route's total).",
+            ["route", "label"],
+            registry=registry,
+        )
+        self.audit_errors = Gauge(
+            "stream_router_review_audit_errors",
+            "Of the audited reviews, those whose label differs from the model's (errors of "
+            "what the router accepts unreviewed).",
+            ["route", "label"],
+            registry=registry,
+        )
+        self.audit_error_lower = Gauge(
+            "stream_router_review_audit_error_ratio_lower_bound",
+            "Lower bound of the anytime-valid confidence sequence (level review.audit.delta) of "
+            "the audited error rate, over this instance's partitions.",
+            ["route", "label"],
+            registry=registry,
+        )
+        self.audit_error_upper = Gauge(
+            "stream_router_review_audit_error_ratio_upper_bound",
+            "Upper bound of the anytime-valid confidence sequence of the audited error rate, "
+            "over this instance's partitions.",
+            ["route", "label"],
+            registry=registry,
+        )
+        self.audit_log_evidence = Gauge(
+            "stream_router_review_audit_log_evidence",
+            "ln of the e-value of this instance's audited reviews against the route's target "
+            "error; adds up over instances (sum it, compare with the threshold).",
+            ["route", "label"],
+            registry=registry,
+        )
+        self.audit_log_evidence_threshold = Gauge(
+            "stream_router_review_audit_log_evidence_threshold",
+            "ln(1 / review.audit.delta): the evidence at which the target leaves the "
+            "confidence sequence.",
+            registry=registry,
+        )
+        self.audit_target_error = Gauge(
+            "stream_router_review_audit_target_error_ratio",
+            "The configured target error of each review route's auto-accepted predictions.",
+            ["route"],
             registry=registry,
         )
 

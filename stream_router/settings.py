@@ -484,6 +484,54 @@ class LabelStudioSettings(Section):
     )
 
 
+class AuditRoute(Section):
+    """One route's audit settings (overrides of ``review.audit``)."""
+
+    target_error: float = Field(
+        gt=0,
+        lt=0.5,
+        description="Error rate of this route's auto-accepted predictions that is acceptable.",
+    )
+
+
+class AuditSettings(Section):
+    """The audit monitor: the error of auto-accepted predictions, measured on audited reviews
+    (requests with a review probability below 1, e.g. from a ``sample`` route)."""
+
+    target_error: float = Field(
+        0.02,
+        gt=0,
+        lt=0.5,
+        description="Error rate of auto-accepted predictions that is acceptable (0 to 0.5); "
+        "the alert fires when the error's lower confidence bound is above it.",
+    )
+    delta: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="Error probability of the confidence sequence: the chance, over the whole "
+        "life of a policies.version, that a route and label's bounds ever exclude its true "
+        "error rate, and so at most the chance that its alert ever fires while its error is at "
+        "or below the target.",
+    )
+    max_labels: int = Field(
+        20,
+        ge=1,
+        le=200,
+        description="Model labels each review-requests partition counts apart per route (the "
+        "first seen); later ones are counted as (other), so metric labels stay bounded.",
+    )
+    routes: dict[str, AuditRoute] = Field(
+        default_factory=dict,
+        description="Per-route overrides by route name (each a configured route).",
+    )
+
+    def target_for(self, route: str) -> float:
+        """The target error of ``route``: its override, else ``target_error``."""
+        override = self.routes.get(route)
+        return self.target_error if override is None else override.target_error
+
+
 class ReviewSettings(Section):
     """The review path: starting reviews, their limits, and what happens when they end."""
 
@@ -610,6 +658,9 @@ class ReviewSettings(Section):
     data_dir: Path = Field(
         Path(".stream-router/review-data"),
         description="Local state of the review application (its ledger lives in Kafka).",
+    )
+    audit: AuditSettings = Field(
+        AuditSettings(), description="The audit monitor of auto-accepted predictions' error."
     )
 
     @field_validator("budgets")
@@ -826,11 +877,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _review_settings_name_routes(self) -> Settings:
-        """``review.budgets`` and ``review.escalation_flows`` are keyed by configured routes: a
-        misspelt key would leave its route on the ``'*'`` budget, or never escalate it."""
+        """``review.budgets``, ``review.escalation_flows`` and ``review.audit.routes`` are keyed
+        by configured routes: a misspelt key would leave its route on the ``'*'`` budget, never
+        escalate it, or hold it to the default audit target."""
         routes = sorted(route.name for route in self.policies.routes)
         for setting, keys in (("budgets", self.review.budgets),
-                              ("escalation_flows", self.review.escalation_flows)):  # fmt: skip
+                              ("escalation_flows", self.review.escalation_flows),
+                              ("audit.routes", self.review.audit.routes)):  # fmt: skip
             for key in keys:
                 if key not in routes and not (setting == "budgets" and key == "*"):
                     raise ValueError(

@@ -9,7 +9,8 @@ It wires the parts of ``review/`` together::
       and the reconciler ──► loop-events
     loop-events ──► agent ──► ReviewScheduler.take_loop_event: the open attempt is ENDED
     one worker per owned partition ──► start, hold, publish, escalate      (review/scheduler.py)
-    the monitor ──► backlog and age metrics, readiness, records faust never delivered
+    the monitor ──► backlog and age metrics, readiness, records faust never delivered, the
+      audit monitor's counts and bounds (review/audit.py)
 
 Everything about one review is keyed by its first name (``naming.first_name_of``): requests,
 loop events and ledger entries of every attempt share a partition, so one instance owns them.
@@ -53,6 +54,7 @@ from stream_router.labelstudio.webhook import WebhookReceiver
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
+from stream_router.review.audit import Auditor, AuditReport
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.ledger import KafkaLedgerLog, State
@@ -186,6 +188,9 @@ class ReviewService:
         self.output = app.topic(topics.output, **raw)
         self.dead_letter = app.topic(topics.dead_letter, **raw)
         self.reader = PartitionReader(settings.kafka, topics.review_requests, review.app_id)
+        routes = ReviewRoutes.from_settings(settings.policies, review)
+        auditor = Auditor(review.audit, settings.policies.version)
+        self.audit_report = AuditReport(metrics, auditor, routes)
         self.scheduler = ReviewScheduler(
             review,
             backend=self.backend,
@@ -194,13 +199,14 @@ class ReviewService:
             limiter=self.limiter,
             log=KafkaLedgerLog(topics.ledger, self._send_to, self.reader),
             requests=self.reader,
-            routes=ReviewRoutes.from_settings(settings.policies, review),
+            routes=routes,
             shares=shares,
             outlets=Outlets(
                 output=functools.partial(self._send_keyed, self.output),
                 dead_letter=functools.partial(self._send_keyed, self.dead_letter),
             ),
             metrics=metrics,
+            auditor=auditor,
             die=self.supervisor.died,
             max_entry_bytes=settings.kafka.max_record_bytes,
             clock=clock,
@@ -461,7 +467,8 @@ class ReviewService:
         await self._every(self.settings.review.monitor_interval_s, self._monitor)
 
     async def _monitor(self) -> None:
-        """The backlog and ages (metrics), stuck commits (readiness), records never delivered.
+        """The backlog and ages (metrics), stuck commits (readiness), records never delivered,
+        and the audit monitor's metrics of the partitions whose ledger is read.
 
         For each owned partition whose ledger is read: records at or above the scheduler's next
         expected offset are not recorded yet (the backlog); once the oldest of them is older than
@@ -487,6 +494,7 @@ class ReviewService:
             metrics.ledger_entries.labels(state.value).set(stats.by_state[state])
         pending_age = 0.0 if stats.oldest_pending_s is None else now - stats.oldest_pending_s
         metrics.oldest_pending_age.set(max(0.0, pending_age))
+        self.audit_report.publish(list(stats.audit.values()))
         if not owned:
             metrics.oldest_unrecorded_age.set(0)
             self._stuck = []

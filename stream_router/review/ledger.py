@@ -16,11 +16,13 @@ partition of review-requests its request came from. Its :class:`State` says what
 - ``ESCALATED``: like PENDING, for attempt 2 and later;
 - ``CLOSED``: the outcome (``outcome``) is published. Closed entries are kept
   ``review.ledger_retention_s`` (a late notice or a copy of the request then finds them and
-  does nothing), then deleted; they drop the request to stay small.
+  does nothing), then deleted; they drop the request to stay small. An audited review counted
+  by the audit monitor keeps its sample (``audit``) here: the write that closes it counts it.
 
-:func:`encode` and :func:`decode` are the one wire format of an entry (JSON, ``"v": 2``). Each
-partition also keeps its budget counters under the key :data:`BUDGET_KEY` (not a loop name:
-names never contain ``_``).
+:func:`encode` and :func:`decode` are the one wire format of an entry (JSON, ``"v": 2``; an
+entry written before ``audit`` existed decodes without one). Each partition also keeps its
+budget counters under the key :data:`BUDGET_KEY` and its audit counts under :data:`AUDIT_KEY`
+(``review/audit.py``; not loop names: names never contain ``_``).
 
 The ledger topic (``<app_id>-ledger``, compacted, ``review.topic_partitions`` partitions) is
 written and read by :class:`KafkaLedgerLog`: every write is acknowledged by the broker before
@@ -43,6 +45,7 @@ import orjson
 
 from stream_router.errors import StreamRouterError
 from stream_router.naming import attempt_name
+from stream_router.review.audit import AuditSample, AuditTally
 from stream_router.review.reader import PartitionReader
 from stream_router.review.request import MalformedRequest, ReviewRequest
 
@@ -50,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 BUDGET_KEY = "_budget"
+AUDIT_KEY = "_audit"
 
 
 class State(StrEnum):
@@ -102,6 +106,7 @@ class Entry:
     due_s: float | None = None  #: HELD: when the budget allows a start
     end: End | None = None  #: ENDED
     outcome: str | None = None  #: CLOSED: reviewed, unreviewed or dead-lettered
+    audit: AuditSample | None = None  #: CLOSED: the audit sample its close counted
 
     @property
     def name(self) -> str:
@@ -137,6 +142,8 @@ def encode(entry: Entry) -> bytes:
         "end": None if entry.end is None else dataclasses.asdict(entry.end),
         "outcome": entry.outcome,
     }
+    if entry.audit is not None:
+        data["audit"] = entry.audit.to_json()
     return orjson.dumps(data)
 
 
@@ -146,7 +153,7 @@ def decode(value: bytes) -> Entry:
         data = orjson.loads(value)
         if data.get("v") != FORMAT_VERSION:
             raise CorruptLedger(f"ledger format {data.get('v')!r}, expected {FORMAT_VERSION}")
-        raw_request, raw_end = data["request"], data["end"]
+        raw_request, raw_end, raw_audit = data["request"], data["end"], data.get("audit")
         request = None if raw_request is None else ReviewRequest.from_fields(raw_request)
         entry = Entry(
             first_name=str(data["first_name"]),
@@ -161,6 +168,7 @@ def decode(value: bytes) -> Entry:
             due_s=_optional_float(data["due_s"]),
             end=None if raw_end is None else End(**raw_end),
             outcome=data["outcome"],
+            audit=None if raw_audit is None else AuditSample.from_json(raw_audit),
         )
     except CorruptLedger:
         raise
@@ -172,12 +180,20 @@ def decode(value: bytes) -> Entry:
     return entry
 
 
+def _tally(value: bytes) -> AuditTally:
+    try:
+        return AuditTally.decode(value)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptLedger(f"the ledger's audit counts do not decode: {exc!r}") from exc
+
+
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
 class PartitionLedger:
-    """The entries and budget counters of one partition, as last read or written."""
+    """The entries, budget counters and audit counts of one partition, as last read or
+    written."""
 
     def __init__(self, partition: int, next_offset: int) -> None:
         self.partition = partition
@@ -185,11 +201,17 @@ class PartitionLedger:
         self.next_offset = next_offset
         self.entries: dict[str, Entry] = {}
         self.budget: dict[str, Any] | None = None  #: a Budget snapshot
+        self.audit = AuditTally()
 
     def apply(self, key: str, value: bytes | None) -> None:
         """One ledger record, in topic order (a None value deletes)."""
         if key == BUDGET_KEY:
             self.budget = None if value is None else orjson.loads(value)
+        elif key == AUDIT_KEY:
+            self.audit = AuditTally() if value is None else _tally(value)
+        elif key.startswith("_"):  # partition state of a later version (names have no "_")
+            logger.info("ledger %d: key %s is not known to this version; skipped",
+                        self.partition, key[:40])  # fmt: skip
         elif value is None:
             self.entries.pop(key, None)
         else:

@@ -48,7 +48,9 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
 
 Counts are derived from the ledger: reviews in flight (STARTED and ENDED entries, bounded by
 ``review.max_in_flight``), budget use (each partition's counters live in its ledger), the
-backlog and the age of the oldest pending entry (:meth:`stats`).
+backlog and the age of the oldest pending entry (:meth:`stats`), and the audit monitor's counts
+of audited reviews and errors: each counted exactly once, by the write that closes its entry
+(:meth:`_close`; the invariant and why it holds are in ``review/audit.py``).
 
 ``tests/unit/review/test_scheduler.py`` proves the invariant under combined faults (kills at
 every step, throttling, errors, forged requests and malformed answers mixed in) on the
@@ -63,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -86,11 +89,13 @@ from stream_router.errors import (
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
+from stream_router.review.audit import Auditor, AuditTally, AuditUnsure, recover
 from stream_router.review.backend import ReviewBackend, ReviewStatus
 from stream_router.review.budget import Budget
 from stream_router.review.completion import Action, Completer, Completion
 from stream_router.review.events import LoopEvent
 from stream_router.review.ledger import (
+    AUDIT_KEY,
     BUDGET_KEY,
     End,
     Entry,
@@ -154,6 +159,8 @@ class _Partition:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     intake: asyncio.Lock = field(default_factory=asyncio.Lock)
+    audit: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one audited close at a time
+    audit_unsure: bool = False  #: a write counting an audit failed: close no more (AuditUnsure)
     due: list[tuple[float, int, str, Entry]] = field(default_factory=list)  # heap
     blocked: list[Entry] = field(default_factory=list)  # startable, waiting for room in flight
     busy: set[str] = field(default_factory=set)
@@ -181,13 +188,15 @@ class Stats:
     by_state: dict[State, int]
     oldest_pending_s: float | None  #: since_s of the oldest PENDING or ESCALATED entry
     next_offsets: dict[int, int]  #: per partition, the next review-requests offset expected
+    audit: dict[int, AuditTally] = field(default_factory=dict)  #: per partition read
 
 
 class ReviewScheduler:
     """The review path's state machine over the partitions this instance owns (see above).
 
     ``die(where, exc)`` is called for an exception no disposition covers (the process stops).
-    ``routes`` is what the configuration reviews (rule 2).
+    ``routes`` is what the configuration reviews (rule 2); ``auditor`` what the audit monitor
+    counts.
     """
 
     def __init__(
@@ -204,6 +213,7 @@ class ReviewScheduler:
         shares: BudgetShares,
         outlets: Outlets,
         metrics: ReviewMetrics,
+        auditor: Auditor,
         die: Callable[[str, BaseException], None],
         retry: RetryPolicy | None = None,
         capacity_pause_s: float = CAPACITY_PAUSE_S,
@@ -222,6 +232,7 @@ class ReviewScheduler:
         self.shares = shares
         self.outlets = outlets
         self.metrics = metrics
+        self.auditor = auditor
         self.die = die
         self.retry = retry or RetryPolicy()
         self.capacity_pause_s = capacity_pause_s
@@ -429,7 +440,9 @@ class ReviewScheduler:
                 if entry.state in (State.PENDING, State.ESCALATED):
                     oldest = entry.since_s if oldest is None else min(oldest, entry.since_s)
         offsets = {p: owned.ledger.next_offset for p, owned in self.partitions.items()}
-        return Stats(by_state, oldest, offsets)
+        audit = {p: owned.ledger.audit for p, owned in self.partitions.items()
+                 if owned.loaded.is_set() and not owned.gone}  # fmt: skip
+        return Stats(by_state, oldest, offsets, audit)
 
     # -- the worker of one partition -----------------------------------------------------------
 
@@ -460,6 +473,10 @@ class ReviewScheduler:
                 ledger.entries.clear()
                 await asyncio.sleep(delay)
         owned.budget = self.shares.budget(ledger.partition, ledger.budget)
+        # Closes whose audit counts were not written yet are counted now (review/audit.py).
+        tally = recover(ledger.audit, (entry.audit for entry in ledger.entries.values()))
+        if tally != ledger.audit:
+            await self._save_audit(owned, tally)
         for entry in sorted(ledger.entries.values(), key=lambda e: e.since_s):
             if entry.state.open:
                 owned.open += 1
@@ -663,7 +680,7 @@ class ReviewScheduler:
         metrics, route = self.metrics, self.routes.label(request.route)
         metrics.requests_refused.labels(exc.reason_class).inc()
         metrics.outcomes.labels(metrics.backend, "dead-lettered", "none", route).inc()
-        await self._put(owned, entry.moved(State.CLOSED, self.clock(), outcome="dead-lettered"))
+        await self._close(owned, entry, "dead-lettered")
 
     async def _not_started(
         self, owned: _Partition, entry: Entry, request: ReviewRequest, result: StartResult
@@ -698,7 +715,7 @@ class ReviewScheduler:
             outcome = "dead-lettered"
         route = self.routes.label(request.route)
         self.metrics.outcomes.labels(self.metrics.backend, outcome, "none", route).inc()
-        await self._put(owned, entry.moved(State.CLOSED, self.clock(), outcome=outcome))
+        await self._close(owned, entry, outcome)
 
     async def _complete(self, owned: _Partition, entry: Entry) -> None:
         request, end = entry.request, entry.end
@@ -734,7 +751,7 @@ class ReviewScheduler:
             )  # fmt: skip
             await self._put(owned, escalated)
             return
-        await self._put(owned, entry.moved(State.CLOSED, now, outcome=completion.outcome))
+        await self._close(owned, entry, completion.outcome, completion.record, now)
         if self.review.delete_finished:
             delete = getattr(self.backend, "delete", None)
             if delete is not None:
@@ -759,6 +776,41 @@ class ReviewScheduler:
         if entry.state is State.CLOSED:
             owned.closed.append((entry.since_s, entry.first_name))
         self._schedule(owned, entry)
+
+    async def _close(
+        self,
+        owned: _Partition,
+        entry: Entry,
+        outcome: str,
+        record: bytes | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Close ``entry``, its outcome (``record`` if published) being acknowledged.
+
+        An audited review (``Auditor.observe``) is counted by this write: the CLOSED record
+        carries its sample, numbered next in the partition's tally, then the tally is written;
+        one close at a time per partition, none after one of those writes failed (the invariant
+        is ``review/audit.py``'s).
+        """
+        closed = entry.moved(State.CLOSED, self.clock() if now is None else now, outcome=outcome)
+        seen = self.auditor.observe(entry.request, outcome, record)
+        if seen is None:
+            await self._put(owned, closed)
+            return
+        async with owned.audit:
+            if owned.audit_unsure:
+                raise AuditUnsure(f"review {entry.name} left to the partition's next owner")
+            sample = self.auditor.sample(owned.ledger.audit, seen)
+            try:
+                await self._put(owned, dataclasses.replace(closed, audit=sample))
+                await self._save_audit(owned, owned.ledger.audit.fold(sample))
+            except BaseException:
+                owned.audit_unsure = True
+                raise
+
+    async def _save_audit(self, owned: _Partition, tally: AuditTally) -> None:
+        await self.log.write(owned.ledger.partition, AUDIT_KEY, tally.encode())
+        owned.ledger.audit = tally
 
     async def _save_budget(self, owned: _Partition) -> None:
         snapshot = owned.budget.snapshot()

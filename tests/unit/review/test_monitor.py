@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.app import ReviewService
+from stream_router.review.audit import Auditor, AuditTally, Observation
 from stream_router.review.fake import FakeReviewBackend
 from stream_router.review.ledger import State
 from stream_router.review.scheduler import Stats
@@ -123,3 +124,39 @@ async def test_a_commit_that_does_not_move_below_waiting_records_is_reported(
     clock.now += 1000
     await service._measure()
     assert service._stuck == []
+
+
+async def test_the_audit_counts_of_the_partitions_read_are_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pass shows the audit monitor's counts and bounds of the partitions whose ledger is
+    read, and withdraws those of partitions that moved away."""
+    route = {"name": "audit", "review_flow": "fd-audit", "policy": {"type": "sample", "percent": 2}}
+    settings = Settings.model_validate(
+        {
+            "watchers": {"enabled": ["reconciler"]},
+            "policies": {"version": "7", "routes": [route]},
+            "review": {"data_dir": str(tmp_path), "audit": {"target_error": 0.05}},
+        }
+    )
+    registry = CollectorRegistry()
+    service = ReviewService(settings, ReviewMetrics(registry), backend=FakeReviewBackend())
+    auditor = Auditor(settings.review.audit, "7")
+    tally = AuditTally()
+    for error in [True] * 30 + [False] * 70:
+        tally = tally.fold(auditor.sample(tally, Observation("audit", "cat", error)))
+    by_state = dict.fromkeys(State, 0)
+    stats = Stats(by_state, None, {0: 0}, audit={0: tally})
+    monkeypatch.setattr(service.scheduler, "stats", lambda: stats)
+    monkeypatch.setattr(service.scheduler, "owned", lambda: [])
+    await service._measure()
+    labels = {"route": "audit", "label": "cat"}
+    assert sample(registry, "stream_router_review_audit_reviews", **labels) == 100
+    assert sample(registry, "stream_router_review_audit_errors", **labels) == 30
+    lower = sample(registry, "stream_router_review_audit_error_ratio_lower_bound", **labels)
+    assert lower is not None
+    assert lower > 0.05  # well above the target
+    assert sample(registry, "stream_router_review_audit_target_error_ratio", route="audit") == 0.05
+    stats.audit.clear()  # the partition moved to another instance
+    await service._measure()
+    assert sample(registry, "stream_router_review_audit_reviews", **labels) is None

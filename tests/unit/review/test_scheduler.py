@@ -33,12 +33,13 @@ from stream_router.errors import (
     UpstreamError,
 )
 from stream_router.metrics import ReviewMetrics
+from stream_router.review.audit import Auditor, AuditTally, recover
 from stream_router.review.backend import ReviewResult, ReviewState
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.fake import FakeReviewBackend
-from stream_router.review.ledger import State, decode
+from stream_router.review.ledger import AUDIT_KEY, State, decode
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.request import ReviewRoutes
 from stream_router.review.retry import RetryPolicy
@@ -74,6 +75,8 @@ class World:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     write_failure_rate: float = 0.0
+    #: Writes the broker refuses besides the random ones: (partition, key, value) -> refused.
+    refuse: Callable[[int, str, bytes | None], bool] | None = None
     deaths: list[str] = field(default_factory=list)
     every_death: list[str] = field(default_factory=list)  #: all of a run, restarts included
     topic: str = "review-requests"
@@ -84,7 +87,9 @@ class World:
             yield key, value
 
     async def write(self, partition: int, key: str, value: bytes | None) -> None:
-        if self.rng.random() < self.write_failure_rate:
+        if self.rng.random() < self.write_failure_rate or (
+            self.refuse is not None and self.refuse(partition, key, value)
+        ):
             raise KafkaConnectionError("the broker refused the write")
         self.log.setdefault(partition, []).append((key, value))
         await self._notify()
@@ -227,6 +232,7 @@ def scheduler(
         shares=BudgetShares(limits, BudgetLimits(), PARTITIONS),
         outlets=Outlets(output=world.outlet("output"), dead_letter=world.outlet("dead-letter")),
         metrics=ReviewMetrics(CollectorRegistry()),
+        auditor=Auditor(review.audit, "1"),
         die=lambda where, exc: (
             world.deaths.append(f"{where}: {exc!r}"),
             world.every_death.append(f"{where}: {exc!r}"),
@@ -533,4 +539,220 @@ async def test_over_budget_requests_are_held_in_the_ledger_across_a_restart() ->
         "all four started",
     )
     assert max(run.backend.created.values()) == 1
+    await run.scheduler.close()
+
+
+# -- the audit monitor's counts: each audited review counted exactly once ---------------------
+
+AUDITED_LABELS = ("cat", "dog", "bird")  #: model labels; the reviewers answer "dog"
+
+
+def audit_counts(tallies: list[AuditTally]) -> Counter[tuple[str, bool]]:
+    """(label, error) -> reviews counted, over the partitions' tallies (policies.version 1)."""
+    found: Counter[tuple[str, bool]] = Counter()
+    for tally in tallies:
+        for label, (n, k) in tally.counts("1").get("general", {}).items():
+            found[(label, True)] += k
+            found[(label, False)] += n - k
+    return +found
+
+
+def logged_tallies(world: World) -> list[AuditTally]:
+    """Each partition's tally as a new owner reads it: the last one written, and the closes it
+    does not hold yet (review/audit.py, rule 3)."""
+    tallies = []
+    for records in world.log.values():
+        tally = AuditTally()
+        for key, value in records:
+            if key == AUDIT_KEY and value is not None:
+                tally = AuditTally.decode(value)
+        current: dict[str, Any] = {}
+        for key, value in records:
+            if not key.startswith("_"):
+                current[key] = None if value is None else decode(value)
+        tallies.append(recover(tally, (e.audit for e in current.values() if e is not None)))
+    return tallies
+
+
+def is_audited_close(key: str, value: bytes | None) -> bool:
+    if key.startswith("_") or value is None:
+        return False
+    entry = decode(value)
+    return entry.state is State.CLOSED and entry.audit is not None
+
+
+class AuditRun(Run):
+    """A run whose requests are audits (or not), with several labels, under the same faults,
+    plus writes refused exactly where counting happens: the audited close and the tally."""
+
+    def __init__(self, seed: int, events: int = 24) -> None:
+        super().__init__(seed, events)
+        self.expected: Counter[tuple[str, bool]] = Counter()
+
+    def write_requests(self) -> None:
+        for index in range(self.events):
+            event_id = f"evt-{index}"
+            partition = index % PARTITIONS
+            label = self.rng.choice(AUDITED_LABELS)
+            share = (0.02, 0.05, 1.0, None)[index % 4]  # audits, a review route, an old ingest
+            version = "0" if index % 9 == 8 else "1"  # decided under another policies.version
+            request = review_request(event_id, label=label, review_probability=share,
+                                     policy_version=version)  # fmt: skip
+            records = self.world.requests.setdefault(partition, [])
+            records.append(Record(len(records), orjson.dumps(dict(request.fields))))
+            self.partition_of[request.loop_name] = partition
+            fate = self.fate[event_id] = self.rng.choice(["complete", "complete", "fail", "poison"])
+            if fate == "poison":
+                self.backend.poisoned.add(request.loop_name)  # dead-lettered: no label
+            elif request.audited and version == "1":
+                self.expected[(label, label != "dog")] += 1
+
+    def refuse_at_counting(self, rate: float) -> None:
+        rng = random.Random(self.rng.random())
+        self.world.refuse = lambda _, key, value: (
+            (key == AUDIT_KEY or is_audited_close(key, value)) and rng.random() < rate
+        )
+
+    async def verify_audit(self) -> None:
+        """The counts in the ledger, and those the (running) scheduler read back from it."""
+        await _loaded(self)
+        assert audit_counts(logged_tallies(self.world)) == self.expected
+        assert audit_counts(list(self.scheduler.stats().audit.values())) == self.expected
+        for partition, records in self.world.log.items():
+            entries = {key: decode(value) for key, value in records
+                       if not key.startswith("_") and value is not None}  # fmt: skip
+            numbers = sorted(e.audit.seq for e in entries.values() if e.audit is not None)
+            tally = self.scheduler.stats().audit[partition]
+            assert numbers == list(range(1, tally.seq + 1)), "a sample numbered twice or lost"
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_each_audited_review_is_counted_once_under_combined_faults(seed: int) -> None:
+    run = AuditRun(100 + seed)
+    run.write_requests()
+    run.backend.fault_rate = 0.3
+    run.world.write_failure_rate = 0.05
+    run.refuse_at_counting(0.3)
+    try:
+        for _ in range(120):
+            await run.step()
+        run.world.refuse = None
+        await run.finish()
+        await run.restart()  # a new owner reads the counts back from the ledger
+        await run.settle()
+        await run.verify_audit()
+    finally:
+        await run.scheduler.close()
+    run.verify()
+    assert run.kills > 0
+    assert sum(run.expected.values()) > 0
+
+
+async def _loaded(run: Run) -> None:
+    """Until every owned partition's ledger is read (its counts are then the scheduler's)."""
+    await asyncio.gather(*(owned.loaded.wait() for owned in run.scheduler.partitions.values()))
+
+
+async def _one_audited_review(run: AuditRun) -> str:
+    """Record one audited request (model label cat), start it, and have it answered "dog"."""
+    request = review_request("evt-0", label="cat", review_probability=0.02)
+    run.world.requests[0] = [Record(0, orjson.dumps(dict(request.fields)))]
+    run.partition_of[request.loop_name] = 0
+    run.fate["evt-0"] = "complete"
+    await run.scheduler.take_request(0, 0, run.world.requests[0][0].value)
+    await run.world.until(lambda: request.loop_name in run.backend.created, "the review started")
+    await run.world.until(
+        lambda: run.world.entries()[request.loop_name].state is State.STARTED, "recorded started"
+    )
+    state = run.backend.complete(request.loop_name, "dog")
+    await run.scheduler.take_loop_event(0, LoopEvent(
+        request.loop_name, EventSource.EVENTBRIDGE, state.status, state.output_uri, state.flow,
+    ))  # fmt: skip
+    return request.loop_name
+
+
+async def test_a_crash_between_the_close_and_its_tally_counts_the_review_once() -> None:
+    run = AuditRun(0, events=0)
+    run.world.refuse = lambda _, key, value: key == AUDIT_KEY  # the close lands, the tally not
+    await _one_audited_review(run)
+    await run.world.until(lambda: bool(run.world.deaths), "the process died")
+    assert audit_counts([AuditTally.decode(v) for k, v in run.world.log[0]
+                         if k == AUDIT_KEY and v]) == Counter()  # fmt: skip
+    run.world.refuse = None
+    await run.restart()  # the new owner finds the close numbered above the tally: counts it
+    await run.settle()
+    await _loaded(run)
+    assert audit_counts(list(run.scheduler.stats().audit.values())) == {("cat", True): 1}
+    await run.restart()  # and a second restart counts nothing more
+    await run.settle()
+    await _loaded(run)
+    assert audit_counts(list(run.scheduler.stats().audit.values())) == {("cat", True): 1}
+    assert [r["decision"] for r in run.world.outputs] == ["reviewed"]
+    await run.scheduler.close()
+
+
+async def test_an_outcome_published_again_after_a_crash_is_counted_once() -> None:
+    run = AuditRun(0, events=0)
+    run.world.refuse = lambda _, key, value: is_audited_close(key, value)  # published, not closed
+    await _one_audited_review(run)
+    await run.world.until(lambda: bool(run.world.deaths), "the process died")
+    run.world.refuse = None
+    await run.restart()  # the entry is still ENDED: its outcome is published again, then closed
+    await run.world.until(run.all_closed, "closed")
+    await run.settle()
+    await _loaded(run)
+    assert [r["decision"] for r in run.world.outputs] == ["reviewed", "reviewed"]
+    assert audit_counts(logged_tallies(run.world)) == {("cat", True): 1}
+    assert audit_counts(list(run.scheduler.stats().audit.values())) == {("cat", True): 1}
+    await run.scheduler.close()
+
+
+async def test_no_audited_review_is_closed_after_a_counting_write_failed() -> None:
+    """The process goes on for a while after a refused tally write (it drains while stopping):
+    a second audited close then must not be numbered from the tally the ledger never got, or
+    its tally write would drop the first review's count."""
+    run = AuditRun(0, events=0)
+    names = []
+    for offset, (event_id, label) in enumerate((("evt-0", "cat"), ("evt-2", "dog"))):
+        request = review_request(event_id, label=label, review_probability=0.02)
+        run.world.requests.setdefault(0, []).append(
+            Record(offset, orjson.dumps(dict(request.fields)))
+        )
+        run.partition_of[request.loop_name] = 0
+        run.fate[event_id] = "complete"
+        names.append(request.loop_name)
+        await run.scheduler.take_request(0, offset, run.world.requests[0][offset].value)
+    await run.world.until(
+        lambda: all(run.world.entries()[n].state is State.STARTED for n in names), "started"
+    )
+    refused: list[str] = []
+
+    def refuse_once(_: int, key: str, value: bytes | None) -> bool:
+        if key != AUDIT_KEY or refused:
+            return False
+        refused.append(key)
+        return True
+
+    def published(name: str) -> Callable[[], bool]:
+        return lambda: any(r["review"]["loop_name"] == name for r in run.world.outputs)
+
+    run.world.refuse = refuse_once
+    for name in names:  # the first close lands without its tally, the second must not close
+        state = run.backend.complete(name, "dog")
+        await run.scheduler.take_loop_event(0, LoopEvent(
+            name, EventSource.EVENTBRIDGE, state.status, state.output_uri, state.flow,
+        ))  # fmt: skip
+        await run.world.until(published(name), "published")
+    await run.world.until(lambda: len(run.world.deaths) == 2, "both steps died")
+    assert "AuditUnsure" in run.world.deaths[1]
+    assert run.world.entries()[names[1]].state is State.ENDED  # left to the next owner
+    await run.restart()
+    await run.world.until(run.all_closed, "closed")
+    await run.settle()
+    await _loaded(run)
+    expected = {("cat", True): 1, ("dog", False): 1}
+    assert audit_counts(logged_tallies(run.world)) == expected
+    assert audit_counts(list(run.scheduler.stats().audit.values())) == expected
+    numbers = sorted(e.audit.seq for e in run.world.entries().values() if e.audit)
+    assert numbers == [1, 2]
     await run.scheduler.close()
