@@ -600,7 +600,15 @@ class ReviewSettings(Section):
     )
     escalation_flows: dict[str, str] = Field(
         default_factory=dict,
-        description="With on_failure escalate: route name -> review flow of the next attempt.",
+        description="Route name -> review flow of the next attempt: for failed reviews with "
+        "on_failure escalate, and for reviews whose workers disagree (escalate_below_agreement).",
+    )
+    escalate_below_agreement: dict[str, float] = Field(
+        default_factory=dict,
+        description="Route name -> the least agreement (share of workers who gave the "
+        "consolidated label, e.g. 0.66 for 2 of 3) its reviews must reach; a reviewed result "
+        "below it escalates to the route's escalation_flows entry instead of publishing, while "
+        "attempts remain (max_attempts); the last attempt publishes whatever it has.",
     )
     max_attempts: int = Field(
         2, ge=1, le=5, description="Reviews per event at most, escalations included."
@@ -877,12 +885,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _review_settings_name_routes(self) -> Settings:
-        """``review.budgets``, ``review.escalation_flows`` and ``review.audit.routes`` are keyed
-        by configured routes: a misspelt key would leave its route on the ``'*'`` budget, never
-        escalate it, or hold it to the default audit target."""
+        """``review.budgets``, ``review.escalation_flows``, ``review.escalate_below_agreement``
+        and ``review.audit.routes`` are keyed by configured routes: a misspelt key would leave
+        its route on the ``'*'`` budget, never escalate it, or hold it to the default audit
+        target. A route that escalates on disagreement needs a flow to escalate to."""
         routes = sorted(route.name for route in self.policies.routes)
         for setting, keys in (("budgets", self.review.budgets),
                               ("escalation_flows", self.review.escalation_flows),
+                              ("escalate_below_agreement", self.review.escalate_below_agreement),
                               ("audit.routes", self.review.audit.routes)):  # fmt: skip
             for key in keys:
                 if key not in routes and not (setting == "budgets" and key == "*"):
@@ -890,6 +900,17 @@ class Settings(BaseSettings):
                         f"review.{setting}.{key}: no route is named {key!r} "
                         f"(policies.routes: {routes})"
                     )
+        for route, least in self.review.escalate_below_agreement.items():
+            if not 0.0 < least <= 1.0:
+                raise ValueError(
+                    f"review.escalate_below_agreement.{route}: {least!r} is not an agreement "
+                    "in (0, 1]"
+                )
+            if route not in self.review.escalation_flows:
+                raise ValueError(
+                    f"review.escalate_below_agreement.{route}: the route has no "
+                    f"review.escalation_flows.{route} to escalate to"
+                )
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,10 @@ Given an ENDED ledger entry (its ``end`` is what a watcher reported),
 :meth:`Completer.complete` decides:
 
 - Completed, an S3 output notification, or Stopped with output → fetch the answers, consolidate
-  them and publish a ``reviewed`` envelope;
+  them and publish a ``reviewed`` envelope; but when the workers agree less than the route's
+  ``review.escalate_below_agreement`` (say 2 of 3) and attempts remain, escalate to the route's
+  escalation flow instead (the disagreeing answers are not published; the last attempt
+  publishes whatever agreement it reached);
 - still InProgress or Stopping (the reconciler asked) → wait;
 - Failed (Expired included) or Stopped without output → the configured ``on_failure``:
   ``escalate`` starts the event again on the route's escalation flow while attempts remain
@@ -89,6 +92,11 @@ class Completer:
             )
             result = await self.backend.fetch_result(state)
             consolidation = consolidate(result, self.settings.answer_path)
+            if self._disagree(entry, consolidation.agreement):
+                logger.info("review %s: agreement %.2f below the route's least: escalating",
+                            entry.name, consolidation.agreement)  # fmt: skip
+                next_flow = self.settings.escalation_flows[request.route]
+                return Completion(Action.ESCALATE, "escalated", next_flow=next_flow)
             record = reviewed_envelope(
                 request,
                 consolidation,
@@ -104,6 +112,18 @@ class Completer:
             status,
             end.failure_code or UnreviewedCode.NO_OUTPUT.value,
             end.failure_reason or f"the review ended {status.value} without output",
+        )
+
+    def _disagree(self, entry: Entry, agreement: float) -> bool:
+        """Whether a reviewed result escalates for its workers' disagreement."""
+        settings, request = self.settings, entry.request
+        assert request is not None  # an ended entry keeps its request
+        least = settings.escalate_below_agreement.get(request.route)
+        return (
+            least is not None
+            and agreement < least
+            and request.route in settings.escalation_flows
+            and entry.attempt < settings.max_attempts
         )
 
     async def _failed(

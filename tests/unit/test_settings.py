@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from stream_router.errors import ConfigError
-from stream_router.settings import KafkaSettings, load_settings
+from stream_router.settings import KafkaSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -203,3 +206,33 @@ def test_aws_endpoints_never_show_the_secret_key() -> None:
     endpoints = AwsEndpoints("us-east-1", access_key_id="AKIDEXAMPLE", secret_access_key="wJalr")
     assert "wJalr" not in repr(endpoints)
     assert "AKIDEXAMPLE" not in repr(endpoints)
+
+
+@pytest.mark.parametrize(
+    ("review", "message"),
+    [
+        (
+            {"escalate_below_agreement": {"nosuch": 0.6}},
+            "review.escalate_below_agreement.nosuch: no route",
+        ),
+        (
+            {"escalate_below_agreement": {"low": 1.5}},
+            "review.escalate_below_agreement.low: 1.5 is not an agreement",
+        ),
+        (
+            {"escalate_below_agreement": {"low": 0.6}},
+            "the route has no review.escalation_flows.low",
+        ),
+    ],
+)
+def test_escalate_below_agreement_is_checked(review: dict[str, Any], message: str) -> None:
+    data = {
+        "policies": {
+            "routes": [
+                {"name": "low", "review_flow": "fd", "policy": {"type": "confidence", "below": 0.5}}
+            ]
+        },
+        "review": review,
+    }
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings.model_validate(data)

@@ -166,3 +166,45 @@ def test_attempt_names_stay_valid_and_map_back() -> None:
         assert is_valid_loop_name(name)
         assert first_name_of(name) == first
     assert first_name_of("plain-name-a2") == "plain-name-a2"  # not one of our names
+
+
+DISAGREEMENT = {
+    "escalation_flows": {"general": "fd-experts"},
+    "escalate_below_agreement": {"general": 0.66},
+    "max_attempts": 2,
+}
+
+
+@pytest.mark.parametrize(
+    ("labels", "attempt", "action"),
+    [
+        (("dog", "cat", "bird"), 1, Action.ESCALATE),  # 1 of 3 agree: below 0.66
+        (("dog", "dog", "cat"), 1, Action.PUBLISH),  # 2 of 3: enough
+        (("dog", "cat", "bird"), 2, Action.PUBLISH),  # the last attempt publishes what it has
+    ],
+)
+async def test_disagreement_escalates_while_attempts_remain(
+    labels: tuple[str, ...], attempt: int, action: Action
+) -> None:
+    completer, backend = await setup(**DISAGREEMENT)
+    name, flow = attempt_name("e1-loop", attempt), "fd-general" if attempt == 1 else "fd-experts"
+    if attempt > 1:
+        await backend.start(name, flow, {"label": "cat"})
+    state = backend.complete(name, *labels)
+    entry = ended(End(state.status, state.output_uri), attempt=attempt, flow=flow)
+    completion = await completer.complete(entry)
+    assert completion.action is action
+    if action is Action.ESCALATE:
+        assert completion.outcome == "escalated"
+        assert completion.next_flow == "fd-experts"
+        assert completion.record is None  # the disagreeing answers are not published
+    else:
+        assert completion.record is not None
+        assert orjson.loads(completion.record)["review"]["agreement"] == labels.count("dog") / 3
+
+
+async def test_disagreement_on_a_route_without_the_setting_publishes() -> None:
+    completer, backend = await setup(**{**DISAGREEMENT, "escalate_below_agreement": {}})
+    state = backend.complete("e1-loop", "dog", "cat", "bird")
+    completion = await completer.complete(ended(End(state.status, state.output_uri)))
+    assert completion.action is Action.PUBLISH

@@ -200,6 +200,7 @@ def settings(**changes: Any) -> ReviewSettings:
         "concurrency": 3,
         "on_failure": "escalate",
         "escalation_flows": {"general": "fd-experts"},
+        "escalate_below_agreement": {"general": 0.66},
         "max_attempts": 2,
         "budget_fallback": "accept-unreviewed",
     }
@@ -267,7 +268,7 @@ class Run:
         self.review = settings()
         self.events = events
         self.partition_of: dict[str, int] = {}
-        self.fate: dict[str, str] = {}  # event id -> complete, fail
+        self.fate: dict[str, str] = {}  # event id -> complete, fail, disagree, poison
         self.forged: set[str] = set()  # loop names of forged requests
         self.kills = 0
         self.scheduler = scheduler(self.world, self.backend, self.review)
@@ -289,9 +290,21 @@ class Run:
                 records.append(Record(len(records), orjson.dumps(dict(fake.fields))))
                 self.forged.add(fake.loop_name)
             self.partition_of[request.loop_name] = partition
-            self.fate[event_id] = self.rng.choice(["complete", "complete", "fail", "poison"])
+            self.fate[event_id] = self.rng.choice(
+                ["complete", "complete", "fail", "disagree", "poison"]
+            )
             if self.fate[event_id] == "poison":
                 self.backend.poisoned.add(request.loop_name)
+
+    def end(self, name: str, event_id: str) -> ReviewState:
+        """End review ``name`` as its event's fate says: a first attempt fails, or its three
+        workers disagree (1 of 3: escalated for disagreement); every other attempt completes."""
+        fate = self.fate[event_id] if not name.endswith("-a2") else "complete"
+        if fate == "fail":
+            return self.backend.fail(name)
+        if fate == "disagree":
+            return self.backend.complete(name, "dog", "cat", "bird")
+        return self.backend.complete(name, "dog")
 
     async def restart(self) -> None:
         self.kills += 1
@@ -331,11 +344,7 @@ class Run:
             if state.status.terminal or self.rng.random() < 0.5:
                 continue
             event_id = str(self.backend.contents[name]["_identity"]["event_id"])
-            if self.fate[event_id] == "fail" and not name.endswith("-a2"):
-                ended = self.backend.fail(name)
-            else:
-                ended = self.backend.complete(name, "dog")
-            await self.notice(name, ended)
+            await self.notice(name, self.end(name, event_id))
 
     async def notice(self, name: str, state: ReviewState) -> None:
         first = name.removesuffix("-a2")
@@ -384,12 +393,7 @@ class Run:
                 state = self.backend.states[entry.name]
                 if not state.status.terminal:
                     event_id = entry.request.event_id if entry.request else ""
-                    fail = self.fate[event_id] == "fail" and entry.attempt == 1
-                    state = (
-                        self.backend.fail(entry.name)
-                        if fail
-                        else self.backend.complete(entry.name, "dog")
-                    )
+                    state = self.end(entry.name, event_id)
                 partition = self.partition_of[entry.first_name]
                 await self.take_loop_event(partition, LoopEvent(
                     entry.name, EventSource.RECONCILER, state.status, state.output_uri,
@@ -425,7 +429,8 @@ class Run:
         assert set(outcomes) == set(self.fate), "an event has no outcome"
         for event_id, verdicts in outcomes.items():
             assert len(set(verdicts)) == 1, f"{event_id}: conflicting outcomes {verdicts}"
-            # A failed first review escalates, and the second one completes; a malformed
+            # A failed first review escalates, and so does one whose workers disagree; the
+            # second one completes (the disagreeing answers are never published); a malformed
             # answer is its review's outcome (rule 5), never a stopped partition.
             expected = (
                 ("dead-lettered", "OutputUnreadable")
@@ -438,8 +443,12 @@ class Run:
             first = name.removesuffix("-a2")
             event_id = str(self.backend.contents[name]["_identity"]["event_id"])
             if name.endswith("-a2"):
-                assert self.fate[event_id] == "fail", f"{name}: escalated without a failure"
+                assert self.fate[event_id] in ("fail", "disagree"), (
+                    f"{name}: escalated without a failure or a disagreement"
+                )
                 assert first in self.backend.created
+            elif self.fate[event_id] == "disagree":
+                assert f"{name}-a2" in self.backend.created, f"{name}: disagreement published"
         malformed = [r for r in self.world.outputs if r.get("reason_class") == "malformed_request"]
         assert len({(r["source"]["partition"], r["source"]["offset"]) for r in malformed}) == len(
             [rec for records in self.world.requests.values() for rec in records
