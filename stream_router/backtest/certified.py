@@ -374,7 +374,8 @@ def snippet(backtest: Backtest, route: str = "certified", flow: str = "CHANGE-ME
 
 def plot(backtest: Backtest, path: str) -> None:
     """Per label: review rate and the error bound (and estimate) against the threshold, the
-    target, the recommendation marked (``--plot FILE.png``)."""
+    target, the recommendation marked; with an error cost, below it the expected-cost curve
+    with Chow's optimum marked (``--plot FILE.png``)."""
     import matplotlib  # noqa: PLC0415  (the analysis extra; only this command needs it)
 
     matplotlib.use("Agg")
@@ -383,39 +384,68 @@ def plot(backtest: Backtest, path: str) -> None:
     count = len(backtest.labels)
     columns = min(3, count)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
-    alpha = backtest.options.target_error
-    for ax, result in zip(axes.flat, backtest.labels, strict=False):
-        table = result.certification.table
-        x = table.thresholds
-        review_rate = result.spend.reviews / max(result.events, 1)
-        ax.plot(x, review_rate, color="tab:blue", label="review rate")
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("threshold (auto-accept when confidence >= it)")
-        ax.set_ylabel("review rate", color="tab:blue")
-        err = ax.twinx()
-        err.plot(x, table.error_bound, color="tab:red", label="error upper bound")
-        err.plot(x, table.error_estimate, color="tab:red", linestyle=":", label="error estimate")
-        err.axhline(alpha, color="black", linestyle="--", linewidth=1, label=f"target {alpha:g}")
-        estimates = table.error_estimate[np.isfinite(table.error_estimate)]
-        highest = float(estimates.max()) if estimates.size else 0.0
-        err.set_ylim(0, min(1.0, max(4 * alpha, 1.2 * highest, 0.01)))
-        err.set_ylabel("error of auto-accepted", color="tab:red")
-        threshold = _threshold(result)
-        if threshold is not None:
-            ax.axvline(
-                threshold, color="tab:green", linewidth=2, label=f"certified {threshold:.4f}"
-            )
-        title = f"{result.label}: " + ("certified" if threshold is not None else "not certifiable")
-        ax.set_title(title)
-        handles = ax.get_legend_handles_labels()
-        more = err.get_legend_handles_labels()
-        ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper left")
-    for ax in list(axes.flat)[count:]:
+    costs = backtest.options.error_cost is not None
+    per_label = 2 if costs else 1
+    figure, axes = plt.subplots(
+        rows * per_label, columns, figsize=(5 * columns, 3.6 * rows * per_label), squeeze=False
+    )
+    for ax in axes.flat:
         ax.set_visible(False)
+    for i, result in enumerate(backtest.labels):
+        row, column = (i // columns) * per_label, i % columns
+        _plot_label(axes[row][column], result, backtest.options.target_error)
+        if costs and result.chow is not None:
+            _plot_costs(axes[row + 1][column], result)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _plot_label(ax: Any, result: LabelResult, alpha: float) -> None:
+    ax.set_visible(True)
+    table = result.certification.table
+    x = table.thresholds
+    ax.plot(x, result.spend.reviews / max(result.events, 1), color="tab:blue", label="review rate")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("threshold (auto-accept when confidence >= it)")
+    ax.set_ylabel("review rate", color="tab:blue")
+    err = ax.twinx()
+    err.plot(x, table.error_bound, color="tab:red", label="error upper bound")
+    err.plot(x, table.error_estimate, color="tab:red", linestyle=":", label="error estimate")
+    err.axhline(alpha, color="black", linestyle="--", linewidth=1, label=f"target {alpha:g}")
+    estimates = table.error_estimate[np.isfinite(table.error_estimate)]
+    highest = float(estimates.max()) if estimates.size else 0.0
+    err.set_ylim(0, min(1.0, max(4 * alpha, 1.2 * highest, 0.01)))
+    err.set_ylabel("error of auto-accepted", color="tab:red")
+    threshold = _threshold(result)
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:green", linewidth=2, label=f"certified {threshold:.4f}")
+    ax.set_title(
+        f"{result.label}: " + ("certified" if threshold is not None else "not certifiable")
+    )
+    handles, names = ax.get_legend_handles_labels()
+    more_handles, more_names = err.get_legend_handles_labels()
+    ax.legend(handles + more_handles, names + more_names, fontsize=7, loc="upper left")
+
+
+def _plot_costs(ax: Any, result: LabelResult) -> None:
+    """Expected cost (reviews + estimated auto-accepted errors, priced) per threshold."""
+    chow = result.chow
+    assert chow is not None
+    ax.set_visible(True)
+    x = result.certification.table.thresholds
+    ax.plot(x, chow.expected_cost, color="tab:purple", label="expected cost")
+    ax.plot(x, chow.spend.spend, color="tab:blue", linestyle=":", label="review spend")
+    if chow.threshold is not None:
+        ax.axvline(chow.threshold, color="tab:purple", linestyle="--",
+                   label=f"Chow optimum {chow.threshold:.4f} (no guarantee)")  # fmt: skip
+    threshold = _threshold(result)
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:green", linewidth=2, label=f"certified {threshold:.4f}")
+    ax.set_xlabel("threshold")
+    ax.set_ylabel("cost over the history")
+    ax.set_title(f"{result.label}: cost curve")
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def labels_to_certify(alpha: float, delta: float, true_error: float) -> tuple[int, int]:

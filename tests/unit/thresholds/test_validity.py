@@ -26,16 +26,12 @@ GRID = uniform_grid(0.90, 0.999, 200)
 SLOPES = (1.0, 1.5, 2.0, 3.0, 4.0)
 
 AUDIT_5 = Scenario("audit 5 %", SLOPES, 20_000, current_threshold=0.985, audit_rates=(0.05,))
+# A 1 % audit needs more traffic for the same labels: 50,000 events per label give about 180
+# audited answers above t0 per label and draw.
+AUDIT_1 = Scenario("audit 1 %", SLOPES, 50_000, current_threshold=0.985, audit_rates=(0.01,))
 # The audit share raised from 1 % to 5 % half-way (two audited strata), and 0.1 % of reviews
-# never answered (counted as errors).
-AUDIT_1_THEN_5 = Scenario(
-    "audit 1 % then 5 %",
-    SLOPES,
-    20_000,
-    current_threshold=0.975,
-    audit_rates=(0.01, 0.05),
-    expired_share=0.001,
-)
+# never answered (counted as errors): valid, but it certifies almost nothing (the bench has the
+# figures), so it is not among the scenarios here.
 
 
 _RUNS: dict[str, Outcomes] = {}
@@ -50,7 +46,7 @@ def _run(scenario: Scenario) -> Outcomes:
     return _RUNS[scenario.name]
 
 
-@pytest.fixture(params=[AUDIT_5, AUDIT_1_THEN_5], ids=lambda s: s.name)
+@pytest.fixture(params=[AUDIT_5, AUDIT_1], ids=lambda s: s.name)
 def outcomes(request: pytest.FixtureRequest) -> Outcomes:
     return _run(request.param)
 
