@@ -21,9 +21,10 @@ records unless ``follow`` is set; ``decision`` keeps only result envelopes of on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
@@ -137,17 +138,8 @@ async def tail(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print the value of each record of ``topic``, one per line; returns how many."""
-    partitions = await topic_partitions(client_options, topic)
-    consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False)
-    try:
-        await consumer.start()
-    except BaseException:
-        await consumer.stop()
-        raise
     printed = 0
-    try:
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(assigned)
+    async with assigned_consumer(client_options, topic) as (consumer, assigned):
         await consumer.seek_to_beginning(*assigned)
         while True:
             batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=1000)
@@ -160,6 +152,25 @@ async def tail(
                     out.write((record.value or b"").decode("utf-8", "replace") + "\n")
                     printed += 1
             out.flush()
+
+
+@contextlib.asynccontextmanager
+async def assigned_consumer(
+    client_options: dict[str, Any], topic: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer assigned every partition of ``topic`` (no group, nothing committed), stopped
+    on exit; LookupError when the topic does not exist."""
+    partitions = await topic_partitions(client_options, topic)
+    consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False)
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # a failed start leaves its connections open otherwise
+        raise
+    try:
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        yield consumer, assigned
     finally:
         await consumer.stop()
 

@@ -21,7 +21,6 @@ envelope is skipped and counted by reason, never guessed at: a history is input 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
 import time
@@ -239,19 +238,9 @@ async def read_topic(
 async def _records(
     client_options: dict[str, Any], topic: str, start: int | str
 ) -> AsyncIterator[tuple[list[bytes | None], int]]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+    from stream_router.records import assigned_consumer  # noqa: PLC0415
 
-    from stream_router.records import topic_partitions  # noqa: PLC0415
-
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(client_options, topic)]
-    consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False)
-    try:
-        await consumer.start()
-    except BaseException:
-        await consumer.stop()
-        raise
-    try:
-        consumer.assign(partitions)
+    async with assigned_consumer(client_options, topic) as (consumer, partitions):
         ends = await consumer.end_offsets(partitions)
         firsts = await consumer.beginning_offsets(partitions)
         starts = await _starts(consumer, partitions, firsts, ends, start)
@@ -272,8 +261,6 @@ async def _records(
                 if await consumer.position(tp) >= end:
                     remaining.discard(tp)
             yield values, total
-    finally:
-        await asyncio.shield(consumer.stop())
 
 
 async def _starts(
