@@ -20,7 +20,8 @@ Cost on the hot path: nothing unless a non-shadow route holds a sample policy. T
 predictions still unclaimed when the first such route is reached are evaluated again, and only
 against the routes from there on (a sample policy's verdict in a world is a constant; the
 deterministic policies after it are evaluated once over those predictions, not once per world).
-With the usual audit route last, that is no policy evaluation at all.
+With the usual audit route last (routes from there on made of sample policies only), one
+evaluation per batch serves every prediction.
 
 Policies are walked by type: ``sample``, ``all``, ``any``, ``not`` and shadow policies are
 understood; any other policy must not contain a sample policy (refused at start-up, naming it),
@@ -115,16 +116,28 @@ class ReviewChances:
         self.first_random = next((i for i, r in enumerate(walked) if r.random), len(walked))
         self._worlds = _worlds(samples)
         self._cache: dict[tuple[tuple[str, float], ...], Propensity] = {}
+        #: The routes from the first random one on read nothing of the event (samples only,
+        #: e.g. the usual audit route last): every undecided prediction has one propensity.
+        self._same_for_all = all(_event_free(r.policy) for r in walked[self.first_random :])
 
     @property
     def worlds(self) -> int:
         return len(self._worlds)
+
+    def same_for(self, batch: Sequence[Prediction]) -> Propensity | None:
+        """The one propensity of every prediction that reaches the first random route, when
+        the routes from there on read nothing of the event; else None (ask :meth:`undecided`)."""
+        if not self.random or not self._same_for_all:
+            return None
+        return self.undecided(batch[:1])[0]
 
     def undecided(self, batch: Sequence[Prediction]) -> list[Propensity]:
         """The propensities of predictions that reached the first random route unclaimed (the
         routes before it are deterministic and said no): evaluated from that route on."""
         if not batch:
             return []
+        if self._same_for_all and len(batch) > 1:
+            return self.undecided(batch[:1]) * len(batch)
         size = len(batch)
         totals = [0.0] * size
         per_route: list[dict[str, float]] = [{} for _ in range(size)]
@@ -182,6 +195,15 @@ def _samples(policy: Policy[Any], where: str) -> list[SamplePolicy]:
             "not know; use all/any/not around sample policies"
         )
     return found
+
+
+def _event_free(policy: Policy[Any]) -> bool:
+    """Whether ``policy``'s verdict depends on the draw only, never on the event."""
+    if isinstance(policy, SamplePolicy):
+        return True
+    if isinstance(policy, AllPolicy | AnyPolicy | NotPolicy):
+        return all(_event_free(child) for child in policy.children())
+    return False
 
 
 def _worlds(samples: Mapping[bytes, set[int]]) -> list[_World]:

@@ -91,12 +91,15 @@ class Routes:
         reasons: list[str] = [""] * size  # accept reasons gathered along the routes
         pending: Sequence[int] = range(size)
         undecided: Sequence[int] = ()  # unclaimed when the first random route is reached
+        # From the first random route on, one propensity for all when it reads no event field.
+        late = self.chances.same_for(batch) if size else None
+        accepted = late if self.chances.random else NEVER
         for position, route in enumerate(self.routes):
             if not pending:
                 break
-            if position == self._first_random:
+            if position == self._first_random and late is None:
                 undecided = pending
-            chance = self._certain.get(route.name) if position < self._first_random else None
+            chance = self._certain.get(route.name) if position < self._first_random else late
             subset = batch if len(pending) == size else [batch[i] for i in pending]
             verdicts = route.policy.evaluate(subset)
             still: list[int] = []
@@ -120,7 +123,7 @@ class Routes:
                 None,
                 ACCEPT_POLICY,
                 reasons[index] or "no review route configured",
-                NEVER,
+                accepted,
             )
         if undecided:
             chances = self.chances.undecided([batch[i] for i in undecided])
