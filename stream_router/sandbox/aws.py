@@ -39,6 +39,20 @@ A2I_EVENT_PATTERN = {
     "detail-type": ["SageMaker A2I HumanLoop Status Change"],
 }
 
+#: The whole EventBridge envelope, as AWS delivers it to a target without an input transformer.
+#: Only moto needs this spelt out: its default delivery leaves out ``account`` (which real
+#: EventBridge sends, and A2I users' code reads), so the target asks for every field by name.
+_ENVELOPE_FIELDS = ("version", "id", "detail-type", "source", "account", "time", "region",
+                    "resources", "detail")  # fmt: skip
+WHOLE_EVENT = {
+    "InputPathsMap": {name: f"$.{name}" for name in _ENVELOPE_FIELDS},
+    "InputTemplate": (
+        '{"version": "<version>", "id": "<id>", "detail-type": "<detail-type>", '
+        '"source": "<source>", "account": "<account>", "time": <time>, "region": "<region>", '
+        '"resources": <resources>, "detail": <detail>}'
+    ),
+}
+
 
 def client(service: str, endpoint_url: str, region: str) -> Any:
     """A plain boto3 client for the sandbox (dummy credentials, explicit endpoint)."""
@@ -111,7 +125,14 @@ def provision_sync(endpoint_url: str, aws: SandboxAws) -> AwsResources:
         Description="A2I human loop status changes to the stream_router event queue",
     )
     events.put_targets(
-        Rule=aws.event_rule, Targets=[{"Id": "event-queue", "Arn": queue_arns[aws.event_queue]}]
+        Rule=aws.event_rule,
+        Targets=[
+            {
+                "Id": "event-queue",
+                "Arn": queue_arns[aws.event_queue],
+                "InputTransformer": WHOLE_EVENT,
+            }
+        ],
     )
 
     s3.put_bucket_notification_configuration(

@@ -31,7 +31,9 @@ async def start(a2i: A2IClient, name: str, arn: str, **fields: Any) -> dict[str,
     )
 
 
-async def test_start_and_describe(a2i: A2IClient, fast_arn: str, unique_name: Names) -> None:
+async def test_start_and_describe(
+    a2i: A2IClient, fast_arn: str, unique_name: Names, sandbox_info: SandboxInfo
+) -> None:
     name = unique_name("loop")
     response = await a2i.call(
         "start_human_loop",
@@ -49,7 +51,11 @@ async def test_start_and_describe(a2i: A2IClient, fast_arn: str, unique_name: Na
     assert described["HumanLoopStatus"] == "InProgress"
     assert isinstance(described["CreationTime"], datetime)
     assert abs(described["CreationTime"] - datetime.now(UTC)) < timedelta(seconds=30)
-    assert "HumanLoopOutput" not in described
+    # As A2I does, an open loop already names where its output.json will be written.
+    created, flow = described["CreationTime"], fast_arn.rsplit("/", 1)[1]
+    assert described["HumanLoopOutput"]["OutputS3Uri"] == (
+        f"s3://{sandbox_info.output_bucket}/a2i/{flow}/{created:%Y/%m/%d/%H/%M/%S}/{name}/output.json"
+    )
 
 
 async def test_same_name_same_input_returns_existing_loop(
@@ -188,6 +194,14 @@ async def test_completed_loop_output_event_and_notification(
     events = await wait_for_events(sqs, sandbox_info.event_queue_url, [name])
     assert len(events[name]) == 1
     event = events[name][0]
+    # The whole EventBridge envelope, as AWS delivers it to an SQS target.
+    assert set(event) == {
+        "version", "id", "detail-type", "source", "account", "time", "region", "resources",
+        "detail",
+    }  # fmt: skip
+    assert event["version"] == "0"
+    assert event["account"] == "123456789012"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["time"])
     assert event["source"] == "aws.sagemaker"
     assert event["detail-type"] == "SageMaker A2I HumanLoop Status Change"
     assert event["resources"] == [started["HumanLoopArn"]]

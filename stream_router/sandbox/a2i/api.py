@@ -211,9 +211,22 @@ class HumanLoopApi:
             response["FailureCode"] = loop.failure_code
         if loop.failure_reason:
             response["FailureReason"] = loop.failure_reason
-        if loop.output_s3_uri:
-            response["HumanLoopOutput"] = {"OutputS3Uri": loop.output_s3_uri}
+        uri = loop.output_s3_uri or self._planned_output(loop)
+        if uri:
+            response["HumanLoopOutput"] = {"OutputS3Uri": uri}
         return response
+
+    def _planned_output(self, loop: Loop) -> str | None:
+        """Where an open loop's output.json will be written: A2I returns it while the loop is
+        InProgress too (AWS's own notebooks read it then). Not for a loop that ended without
+        output (Failed, Stopped before any answer): nothing will be written."""
+        if loop.status not in ("InProgress", "Stopping"):
+            return None
+        flow = self.flows.get(loop.flow_definition_arn)
+        if flow is None:
+            return None
+        bucket, _, prefix = self.settings.output_path(flow).removeprefix("s3://").partition("/")
+        return f"s3://{bucket}/{output_key(prefix, flow.name, loop.name, loop.created_at)}"
 
     def list_human_loops(self, query: Mapping[str, str]) -> dict[str, Any]:
         if "FlowDefinitionArn" not in query:
