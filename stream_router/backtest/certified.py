@@ -176,6 +176,8 @@ def render(backtest: Backtest) -> str:
         f"{history.duplicates:,} duplicates, {sum(history.skipped.values()):,} skipped), "
         f"{int(sum(history.labelled)):,} labelled by reviewers, over {days:.2f} days",
     ]
+    if history.before_since:
+        lines.append(f"left out: {history.before_since:,} records decided before --from")
     if history.skipped:
         lines.append(
             "skipped: " + ", ".join(f"{r} {c}" for r, c in sorted(history.skipped.items()))

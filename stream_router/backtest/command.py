@@ -2,8 +2,10 @@
 
 The history comes from ``--input FILE`` (JSONL of result envelopes) or ``--topic TOPIC`` (over
 the wire, from ``--from``: ``earliest``, an offset, or an ISO-8601 time), with a progress line
-on stderr. ``--config`` is the candidate configuration: its routing mix and spend are replayed
-over the history's events, its budgets compared, and its ``kafka`` section used for ``--topic``.
+on stderr; ``--from`` a time keeps, from a file too, only what was decided since then (a
+window since the audit share or the model last changed: mixing audit shares certifies little).
+``--config`` is the candidate configuration: its routing mix and spend are replayed over the
+history's events, its budgets compared, and its ``kafka`` section used for ``--topic``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ def _load(args: argparse.Namespace, candidate: Any, kafka_options: Any) -> tuple
 
     history = History()
     replay = Replay(candidate) if candidate is not None else None
+    start = start_of(args.start)
+    if args.input is not None and start != "earliest":
+        if not isinstance(start, str):
+            raise ConfigError(
+                "policies backtest --from: with --input, a time (a file has no offsets)"
+            )
+        history.since_s = int(start[1:]) / 1000  # decided at or after it
 
     def sink(raw: bytes) -> None:
         record = history.add(raw)
@@ -105,7 +114,6 @@ def _load(args: argparse.Namespace, candidate: Any, kafka_options: Any) -> tuple
                     handle, sink, Progress(f"read {args.input} (bytes)", args.input.stat().st_size)
                 )
         else:
-            start = start_of(args.start)
             asyncio.run(
                 read_topic(kafka_options(), args.topic, sink, start=start, progress=Progress)
             )
@@ -164,7 +172,8 @@ def add_parser(policy_commands: Any, handler: Any) -> None:
     where.add_argument("--topic", help="read the output topic over the wire")
     parser.add_argument(
         "--from", dest="start", default="earliest",
-        help="with --topic: earliest (default), an offset, or an ISO-8601 time",
+        help="earliest (default), an offset (--topic), or an ISO-8601 time: only what was "
+        "decided since (e.g. the last change of the audit share or the model)",
     )  # fmt: skip
     parser.add_argument("--bootstrap-servers", help="with --topic (default: --config or env)")
     parser.add_argument(

@@ -54,6 +54,10 @@ class History:
     records: int = 0  #: lines or records read, including skipped ones
     duplicates: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  #: reason -> count
+    #: Records decided before this time (epoch seconds) are left out: a window since the last
+    #: change of the audit or the model (``--from`` a time on a file).
+    since_s: float | None = None
+    before_since: int = 0  #: records left out for ``since_s``
     without_probability: int = 0  #: records of revision 1.0
 
     _codes: dict[str, int] = field(default_factory=dict, repr=False)
@@ -80,6 +84,9 @@ class History:
         problem = _problem(record)
         if problem is not None:
             self.skipped[problem] += 1
+            return None
+        if self.since_s is not None and record["timestamps"]["decided_s"] < self.since_s:
+            self.before_since += 1
             return None
         identity = hash(record["event_id"])  # 64-bit: a collision in a million ids ~ 3e-8
         if identity in self._seen:

@@ -214,3 +214,19 @@ def test_no_history_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     assert main(["policies", "backtest", "--input", str(empty)]) == 1
+
+
+def test_from_a_time_keeps_a_file_to_what_was_decided_since(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(
+        b"\n".join(
+            _envelope(event_id=f"e{i}", timestamps={"decided_s": 1_700_000_000.0 + i * 3600})
+            for i in range(10)
+        )
+    )
+    report = tmp_path / "report.json"
+    since = "2023-11-14T23:13:20+00:00"  # 1_700_003_600: the second record on
+    assert main(["policies", "backtest", "--input", str(history), "--from", since,
+                 "--report", str(report)]) == 0  # fmt: skip
+    assert json.loads(report.read_text())["history"]["events"] == 9
+    assert main(["policies", "backtest", "--input", str(history), "--from", "5"]) == 2
