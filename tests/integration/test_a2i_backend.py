@@ -105,7 +105,10 @@ async def test_start_then_describe(
     assert state.flow == flows["slow"]
     assert state.created_at_s is not None
     assert before - 1 <= state.created_at_s <= time.time()
-    assert state.output_uri is None
+    # As A2I does, an open loop names where its output.json will be written.
+    assert state.output_uri is not None
+    assert state.output_uri.startswith("s3://")
+    assert state.output_uri.endswith(f"/{name}/output.json")
     assert state.failure_code is None
 
 
