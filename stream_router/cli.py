@@ -382,18 +382,12 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _policies_test(args: argparse.Namespace) -> int:
     from stream_router.backtest import backtest  # noqa: PLC0415
-    from stream_router.errors import ConfigError  # noqa: PLC0415
+    from stream_router.backtest.command import open_input  # noqa: PLC0415
     from stream_router.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(args.config)
     price = args.price if args.price is not None else settings.review.price_per_review_usd
-    try:
-        lines = args.input.open("rb")
-    except OSError as exc:
-        raise ConfigError(
-            f"policies test --input: cannot read {args.input}: {exc.strerror}"
-        ) from exc
-    with lines:
+    with open_input(args.input, "policies test") as lines:
         report = backtest(settings, lines)
     print(report.render(price))
     return 0

@@ -68,7 +68,7 @@ def _common(prediction: Prediction, decision: Decision, policy_version: str) -> 
             key, key_encoding = raw_key.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             key, key_encoding = base64.b64encode(raw_key).decode("ascii"), "base64"
-    return {
+    record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "event_id": prediction.event_id,
         "event_id_derived": prediction.id_derived,
@@ -93,13 +93,10 @@ def _common(prediction: Prediction, decision: Decision, policy_version: str) -> 
         "policy": decision.policy,
         "policy_version": policy_version,
         "reason": decision.reason,
-        **_probability(decision),
     }
-
-
-def _probability(decision: Decision) -> dict[str, Any]:
-    propensity = decision.propensity
-    return {} if propensity is None else {"review_probability": propensity.wire}
+    if decision.propensity is not None:  # None only for decisions built by hand
+        record["review_probability"] = decision.propensity.wire
+    return record
 
 
 def accepted_envelope(

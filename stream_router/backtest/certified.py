@@ -29,7 +29,6 @@ import yaml
 
 from stream_router.backtest.history import History
 from stream_router.backtest.replay import BacktestReport
-from stream_router.thresholds.bounds import labels_needed_for_power, labels_needed_zero_errors
 from stream_router.thresholds.certify import Certification, certify_labels
 from stream_router.thresholds.costs import ChowChoice, ReviewSpend, chow_threshold, review_spend
 from stream_router.thresholds.history import LabelHistory, quantile_grid
@@ -448,10 +447,3 @@ def _plot_costs(ax: Any, result: LabelResult) -> None:
     ax.set_ylabel("cost over the history")
     ax.set_title(f"{result.label}: cost curve")
     ax.legend(fontsize=7, loc="upper left")
-
-
-def labels_to_certify(alpha: float, delta: float, true_error: float) -> tuple[int, int]:
-    """(zero-error minimum, 80 %-power count) of labelled auto-accepted predictions."""
-    return labels_needed_zero_errors(alpha, delta), labels_needed_for_power(
-        alpha, delta, true_error
-    )

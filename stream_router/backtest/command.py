@@ -18,7 +18,7 @@ import datetime
 import sys
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -103,13 +103,7 @@ def _load(args: argparse.Namespace, candidate: Any, kafka_options: Any) -> tuple
 
     with replay if replay is not None else contextlib.nullcontext():
         if args.input is not None:
-            try:
-                handle = args.input.open("rb")
-            except OSError as exc:
-                raise ConfigError(
-                    f"policies backtest --input: cannot read {args.input}: {exc.strerror}"
-                ) from exc
-            with handle:
+            with open_input(args.input, "policies backtest") as handle:
                 read_lines(
                     handle, sink, Progress(f"read {args.input} (bytes)", args.input.stat().st_size)
                 )
@@ -135,6 +129,14 @@ def _write(args: argparse.Namespace, result: Any) -> None:
         plot(result, str(args.plot))
     if args.snippet:
         args.snippet.write_text(snippet(result))
+
+
+def open_input(path: Path, command: str) -> BinaryIO:
+    """``--input`` opened for reading; a path that cannot be read is a ConfigError naming it."""
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"{command} --input: cannot read {path}: {exc.strerror}") from exc
 
 
 def _source(record: dict[str, Any]) -> SourceRef:

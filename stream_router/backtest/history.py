@@ -50,7 +50,6 @@ class History:
     wrong: array[int] = field(default_factory=lambda: array("b"))
     agreement: array[float] = field(default_factory=lambda: array("d"))  #: NaN if unreviewed
     decided_s: array[float] = field(default_factory=lambda: array("d"))
-    routes: Counter[tuple[str, str]] = field(default_factory=Counter)  #: (route, label) reviews
     records: int = 0  #: lines or records read, including skipped ones
     duplicates: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  #: reason -> count
@@ -119,8 +118,6 @@ class History:
         self.wrong.append(labelled and review["corrected"] is True)
         self.agreement.append(review["agreement"] if reviewed else math.nan)
         self.decided_s.append(record["timestamps"]["decided_s"])
-        if decision != 0 and isinstance(record["route"], str):
-            self.routes[(record["route"], label_name)] += 1
         return record  # type: ignore[no-any-return]
 
 
