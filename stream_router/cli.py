@@ -428,6 +428,9 @@ def _policies_list(args: argparse.Namespace) -> int:
 
 
 def _add_sandbox_commands(commands: Any) -> None:
+    from stream_router.sandbox.a2i.template_command import add_parser  # noqa: PLC0415
+
+    add_parser(commands)  # stream-router template preview / check
     sandbox = commands.add_parser("sandbox", help="the local sandbox")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
     up = sandbox_commands.add_parser(

@@ -70,6 +70,7 @@ from stream_router.review.content import input_content
 from stream_router.review.outcome import ReviewerData, reviewed_record, unreviewed_record
 from stream_router.review.request import ReviewRequest
 from stream_router.sandbox.a2i.reviewers import human_answers, plan_loop
+from stream_router.sandbox.a2i.seeds import settings_page
 from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
 from stream_router.settings import IngestSettings, PoliciesSettings, ReviewSettings
 
@@ -399,7 +400,9 @@ class HistoryGenerator:
             definition = self.flows[flow]
             name = attempt_name(request.loop_name, attempt)
             content = input_content(request, review.projection, attempt)
-            plan = plan_loop(definition, name, content, started_s)
+            plan = plan_loop(
+                definition, name, content, started_s, settings_page(definition, content)
+            )
             observed_s = round(plan.ends_at + OBSERVE_LAG_S, 6)
             if not plan.expires:
                 output = {

@@ -53,7 +53,11 @@ class Reviewers(_Section):
         0.0, ge=0, le=1, description="Fraction of loops no worker picks up; they expire."
     )
     error_rate: float = Field(
-        0.05, ge=0, le=1, description="Probability that one worker answers a wrong label."
+        0.05,
+        ge=0,
+        le=1,
+        description="Probability that one worker answers a wrong category (another of the "
+        "judging element's categories).",
     )
     ground_truth_path: str = Field(
         "event.ground_truth",
@@ -68,10 +72,15 @@ class Reviewers(_Section):
     )
     labels: list[str] = Field(
         default_factory=lambda: ["cat", "dog", "bird", "other"],
-        description="Label set a wrong answer is drawn from.",
+        description="Categories of the default worker template (a flow without "
+        "template_file); with a template, its elements' own categories count.",
     )
     answer_name: str = Field(
-        "label", description="Name of the crowd-classifier element in the worker template."
+        "label",
+        description="Name of the template's crowd element that carries the judgement (ground "
+        "truth, or the model's label, answered right with probability 1 - error_rate); when "
+        "the template has none of that name, its first classifier-like element. Also the "
+        "default template's crowd-classifier name.",
     )
     workforce: Literal["private", "public"] = Field(
         "private", description="private adds workerMetadata (Cognito identity) to each answer."
@@ -95,6 +104,12 @@ class FlowDefinition(_Section):
         3600.0, gt=0, description="How long a worker has once the task is accepted."
     )
     reviewers: Reviewers = Field(Reviewers(), description="Simulated workers.")
+    template_file: Path | None = Field(
+        None,
+        description="Worker template (Liquid HTML with crowd elements) of the flow's human task "
+        "UI; the simulated reviewers answer what it asks. Default: a crowd-classifier named "
+        "reviewers.answer_name with reviewers.labels as categories.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -103,6 +118,13 @@ class FlowDefinition(_Section):
             raise ValueError(
                 f"flow definition name {value!r} must be 1-63 chars matching {NAME_RE.pattern}"
             )
+        return value
+
+    @field_validator("template_file")
+    @classmethod
+    def _template_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"template_file {str(value)!r} is not a readable file")
         return value
 
     @field_validator("s3_output_path")
@@ -153,6 +175,25 @@ class SandboxAws(_Section):
     )
 
 
+class Workteam(_Section):
+    """The sandbox's private workteam: the simulated workers of flows created through the API."""
+
+    name: str = Field(
+        "sandbox-reviewers",
+        pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="WorkteamName of the private workteam (its ARN ends "
+        "workteam/private-crowd/NAME).",
+    )
+    workers: int = Field(
+        3, ge=1, le=10, description="Workers in the team; a flow's TaskCount may not exceed it."
+    )
+    reviewers: Reviewers = Field(
+        Reviewers(),
+        description="How the simulated workers answer loops of flow definitions created with "
+        "CreateFlowDefinition (flows of flow_definitions have their own).",
+    )
+
+
 class SandboxSettings(_Section):
     """Everything the sandbox needs; the default is a working two-flow setup."""
 
@@ -167,6 +208,18 @@ class SandboxSettings(_Section):
             ),
         ],
         description="Flow definitions the A2I emulator knows.",
+    )
+    workteam: Workteam = Field(Workteam(), description="The private workteam.")
+    flow_activation_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long a flow definition created with CreateFlowDefinition stays "
+        "Initializing before it is Active.",
+    )
+    flow_deletion_s: float = Field(
+        0.5,
+        ge=0,
+        description="How long a deleted flow definition stays Deleting before it is gone.",
     )
     faults: Faults = Field(Faults(), description="Fault injection at start.")
     stop_settle_s: float = Field(
@@ -188,6 +241,10 @@ class SandboxSettings(_Section):
     def flow_arn(self, name: str) -> str:
         return f"arn:aws:sagemaker:{self.aws.region}:{self.aws.account_id}:flow-definition/{name}"
 
+    def workteam_arn(self, public: bool = False) -> str:
+        crowd = "public-crowd/default" if public else f"private-crowd/{self.workteam.name}"
+        return f"arn:aws:sagemaker:{self.aws.region}:{self.aws.account_id}:workteam/{crowd}"
+
     def output_path(self, flow: FlowDefinition) -> str:
         default = f"s3://{self.aws.output_bucket}/{self.aws.output_prefix}".rstrip("/")
         return flow.s3_output_path or default
@@ -200,4 +257,8 @@ class SandboxSettings(_Section):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise TypeError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+        for flow in data.get("flow_definitions") or ():
+            # A template named relative to the settings file is found beside it.
+            if isinstance(flow, dict) and isinstance(flow.get("template_file"), str):
+                flow["template_file"] = str(path.parent / Path(flow["template_file"]).expanduser())
         return cls.model_validate(data)

@@ -63,7 +63,7 @@ def test_describe_flow_definition_answers_unmodified_boto3(
         with pytest.raises(ClientError) as malformed:
             sagemaker.describe_flow_definition(FlowDefinitionName="Not_A_Name")
         with pytest.raises(ClientError) as other:
-            sagemaker.list_flow_definitions()
+            sagemaker.list_training_jobs()
     finally:
         sagemaker.close()
     output = botocore.session.get_session().get_service_model("sagemaker")

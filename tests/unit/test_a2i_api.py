@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from stream_router.sandbox.a2i.api import ApiError, HumanLoopApi, output_key, parse_timestamp
+from stream_router.sandbox.a2i.control import ControlPlaneApi
+from stream_router.sandbox.a2i.resources import ResourceStore
 from stream_router.sandbox.a2i.store import LoopStore
 from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
 
@@ -30,11 +32,13 @@ def api(tmp_path: Path, clock: Clock) -> HumanLoopApi:
     settings = SandboxSettings(flow_definitions=[FlowDefinition(name="fd")])
     scheduled: list[tuple[float, str]] = []
     limit: list[int | None] = [None]
+    control = ControlPlaneApi(settings, ResourceStore(tmp_path / "a2i.sqlite3"), clock=clock)
     made = HumanLoopApi(
         settings,
         LoopStore(tmp_path / "a2i.sqlite3"),
         clock=clock,
         schedule=lambda at, name: scheduled.append((at, name)),
+        flow=control.flow,
         max_active_loops=lambda: limit[0],
     )
     made.scheduled = scheduled  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ import sys
 import stream_router.app, stream_router.cli, stream_router.review.app, stream_router.ingest.loop
 from stream_router.cli import build_parser
 build_parser()
-heavy = sorted(name for name in ("numpy", "scipy", "matplotlib") if name in sys.modules)
+heavy = sorted(name for name in ("numpy", "scipy", "matplotlib", "liquid") if name in sys.modules)
 assert not heavy, heavy
 """
 

@@ -12,7 +12,8 @@ Assumptions where AWS documents nothing (kept here so they are visible):
   different input or flow definition it is a 409 ConflictException, whatever the loop's status.
 - A deleted loop's name can be used again.
 - An unknown flow definition is a 400 ValidationException on StartHumanLoop (whose model lists no
-  ResourceNotFoundException) and a 404 ResourceNotFoundException on ListHumanLoops.
+  ResourceNotFoundException) and a 404 ResourceNotFoundException on ListHumanLoops. So is, on
+  StartHumanLoop, one that is not Active (Initializing, Deleting).
 - InputContent must be a JSON object (templates address ``task.input.<key>``).
 - StopHumanLoop on a Stopping loop is a no-op; on a finished loop it is a ValidationException.
 - CreationTimeAfter/Before filters are inclusive.
@@ -25,13 +26,25 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stream_router.sandbox.a2i.reviewers import iso_millis, plan_loop
+from stream_router.sandbox.a2i.reviewers import LoopPlan, iso_millis, plan_loop
+from stream_router.sandbox.a2i.shapes import (
+    CONFLICT,
+    NOT_FOUND,
+    QUOTA_EXCEEDED,
+    VALIDATION,
+    ApiError,
+    invalid,
+    parse_timestamp,
+)
 from stream_router.sandbox.a2i.store import ACTIVE, TERMINAL, Loop, LoopStore
-from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
+from stream_router.sandbox.a2i.template import TemplateError, elements, render
+from stream_router.sandbox.settings import SandboxSettings
+
+if TYPE_CHECKING:
+    from stream_router.sandbox.a2i.control import Flow
 
 NAME_PATTERN = r"^[a-z0-9](-*[a-z0-9])*$"
 FLOW_ARN_PATTERN = r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:flow-definition/.*"
@@ -40,46 +53,15 @@ CONTENT_CLASSIFIERS = ("FreeOfPersonallyIdentifiableInformation", "FreeOfAdultCo
 SORT_ORDERS = ("Ascending", "Descending")
 
 
-@dataclass(frozen=True)
-class ErrorKind:
-    code: str
-    status: int
-
-
-VALIDATION = ErrorKind("ValidationException", 400)
-QUOTA_EXCEEDED = ErrorKind("ServiceQuotaExceededException", 402)
-NOT_FOUND = ErrorKind("ResourceNotFoundException", 404)
-CONFLICT = ErrorKind("ConflictException", 409)
-THROTTLING = ErrorKind("ThrottlingException", 429)
-INTERNAL = ErrorKind("InternalServerException", 500)
-
-
-class ApiError(Exception):
-    """A modeled error of the service: code, HTTP status and message."""
-
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def _constraint(value: object, member: str, constraint: str) -> ApiError:
-    return ApiError(
-        VALIDATION,
-        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
-        f"constraint: {constraint}",
-    )
-
-
 def validate_name(value: object, member: str = "humanLoopName") -> str:
     if not isinstance(value, str):
-        raise _constraint(value, member, "Member must be a string")
+        raise invalid(value, member, "Member must be a string")
     if not 1 <= len(value) <= 63:
-        raise _constraint(
+        raise invalid(
             value, member, "Member must have length less than or equal to 63 and at least 1"
         )
     if not re.fullmatch(NAME_PATTERN, value):
-        raise _constraint(
+        raise invalid(
             value, member, f"Member must satisfy regular expression pattern: {NAME_PATTERN}"
         )
     return value
@@ -88,31 +70,16 @@ def validate_name(value: object, member: str = "humanLoopName") -> str:
 def validate_flow_arn(value: object) -> str:
     member = "flowDefinitionArn"
     if not isinstance(value, str):
-        raise _constraint(value, member, "Member must be a string")
+        raise invalid(value, member, "Member must be a string")
     if len(value) > 1024:
-        raise _constraint(
+        raise invalid(
             value[:64] + "...", member, "Member must have length less than or equal to 1024"
         )
     if not re.fullmatch(FLOW_ARN_PATTERN, value):
-        raise _constraint(
+        raise invalid(
             value, member, f"Member must satisfy regular expression pattern: {FLOW_ARN_PATTERN}"
         )
     return value
-
-
-def parse_timestamp(value: str, member: str) -> float:
-    """ISO 8601 (as botocore and the CLI send it) or epoch seconds."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise _constraint(value, member, "Member must be an ISO 8601 timestamp") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def output_key(prefix: str, flow_name: str, loop_name: str, created_at: float) -> str:
@@ -122,8 +89,17 @@ def output_key(prefix: str, flow_name: str, loop_name: str, created_at: float) -
     return "/".join(parts)
 
 
+def output_uri(settings: SandboxSettings, flow: Flow, loop: Loop) -> str:
+    """Where ``loop``'s output.json is (or will be) written."""
+    path = settings.output_path(flow.definition)
+    bucket, _, prefix = path.removeprefix("s3://").partition("/")
+    key = output_key(prefix, flow.definition.name, loop.name, loop.created_at)
+    return f"s3://{bucket}/{key}"
+
+
 class HumanLoopApi:
-    """The emulated service; ``schedule(due_at, name)`` is told of every timed transition."""
+    """The emulated service; ``schedule(due_at, name)`` is told of every timed transition and
+    ``flow(arn)`` finds a flow definition (the control plane's, ``control.py``)."""
 
     def __init__(
         self,
@@ -132,16 +108,15 @@ class HumanLoopApi:
         *,
         clock: Callable[[], float],
         schedule: Callable[[float, str], None],
+        flow: Callable[[str], Flow | None],
         max_active_loops: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.schedule = schedule
+        self.flow = flow
         self.max_active_loops = max_active_loops
-        self.flows: dict[str, FlowDefinition] = {
-            settings.flow_arn(fd.name): fd for fd in settings.flow_definitions
-        }
 
     # -- operations --------------------------------------------------------------------------
 
@@ -155,9 +130,15 @@ class HumanLoopApi:
         flow_arn = validate_flow_arn(body["FlowDefinitionArn"])
         content_text, content = self._input_content(body["HumanLoopInput"])
         classifiers = self._classifiers(body.get("DataAttributes"))
-        flow = self.flows.get(flow_arn)
+        flow = self.flow(flow_arn)
         if flow is None:
             raise ApiError(VALIDATION, f"Flow definition {flow_arn} does not exist")
+        if flow.status != "Active":
+            raise ApiError(
+                VALIDATION,
+                f"Flow definition {flow_arn} is {flow.status}; loops start only on an Active one "
+                "(DescribeFlowDefinition until FlowDefinitionStatus is Active)",
+            )
 
         existing = self.store.get(name)
         if existing is not None:
@@ -180,13 +161,19 @@ class HumanLoopApi:
                 f"The number of active human loops has reached the account quota ({limit})",
             )
         now = self.clock()
-        plan = plan_loop(flow, name, content, now)
+        try:
+            page = elements(render(flow.template, content))
+            plan = plan_loop(flow.definition, name, content, now, page)
+        except TemplateError as exc:
+            # A2I would start the loop and show its workers a broken page; here it fails at once.
+            reason = f"The worker template cannot be rendered with this input: {exc}"
+            plan = LoopPlan(expires=False, ends_at=now, answers=(), failure=reason[:1024])
         aws = self.settings.aws
         loop = Loop(
             name=name,
             arn=f"arn:aws:sagemaker:{aws.region}:{aws.account_id}:human-loop/{name}",
             flow_definition_arn=flow_arn,
-            flow_name=flow.name,
+            flow_name=flow.definition.name,
             status="InProgress",
             created_at=now,
             input_content=content_text,
@@ -222,11 +209,10 @@ class HumanLoopApi:
         output (Failed, Stopped before any answer): nothing will be written."""
         if loop.status not in ("InProgress", "Stopping"):
             return None
-        flow = self.flows.get(loop.flow_definition_arn)
+        flow = self.flow(loop.flow_definition_arn)
         if flow is None:
             return None
-        bucket, _, prefix = self.settings.output_path(flow).removeprefix("s3://").partition("/")
-        return f"s3://{bucket}/{output_key(prefix, flow.name, loop.name, loop.created_at)}"
+        return output_uri(self.settings, flow, loop)
 
     def list_human_loops(self, query: Mapping[str, str]) -> dict[str, Any]:
         if "FlowDefinitionArn" not in query:
@@ -234,7 +220,7 @@ class HumanLoopApi:
         flow_arn = validate_flow_arn(query["FlowDefinitionArn"])
         sort = query.get("SortOrder", "Descending")
         if sort not in SORT_ORDERS:
-            raise _constraint(
+            raise invalid(
                 sort, "sortOrder", f"Member must satisfy enum value set: [{', '.join(SORT_ORDERS)}]"
             )
         max_results = self._max_results(query.get("MaxResults"))
@@ -242,7 +228,7 @@ class HumanLoopApi:
         before = query.get("CreationTimeBefore")
         after_s = parse_timestamp(after, "creationTimeAfter") if after else None
         before_s = parse_timestamp(before, "creationTimeBefore") if before else None
-        if flow_arn not in self.flows:
+        if self.flow(flow_arn) is None:
             raise ApiError(NOT_FOUND, f"Flow definition {flow_arn} does not exist")
         start_key = self._decode_token(query.get("NextToken"), flow_arn, sort)
         rows = self.store.page(
@@ -308,11 +294,11 @@ class HumanLoopApi:
             raise ApiError(VALIDATION, "Missing required member: HumanLoopInput.InputContent")
         text = value["InputContent"]
         if not isinstance(text, str):
-            raise _constraint(
+            raise invalid(
                 type(text).__name__, "humanLoopInput.inputContent", "Member must be a string"
             )
         if len(text) > MAX_INPUT_CHARS:
-            raise _constraint(
+            raise invalid(
                 f"<{len(text)} characters>",
                 "humanLoopInput.inputContent",
                 f"Member must have length less than or equal to {MAX_INPUT_CHARS}",
@@ -333,14 +319,14 @@ class HumanLoopApi:
             raise ApiError(VALIDATION, "DataAttributes.ContentClassifiers must be a list")
         items = value["ContentClassifiers"]
         if len(items) > 256:
-            raise _constraint(
+            raise invalid(
                 len(items),
                 "dataAttributes.contentClassifiers",
                 "Member must have length less than or equal to 256",
             )
         for item in items:
             if item not in CONTENT_CLASSIFIERS:
-                raise _constraint(
+                raise invalid(
                     item,
                     "dataAttributes.contentClassifiers",
                     f"Member must satisfy enum value set: [{', '.join(CONTENT_CLASSIFIERS)}]",
@@ -354,9 +340,9 @@ class HumanLoopApi:
         try:
             number = int(value)
         except ValueError as exc:
-            raise _constraint(value, "maxResults", "Member must be an integer") from exc
+            raise invalid(value, "maxResults", "Member must be an integer") from exc
         if not 1 <= number <= 100:
-            raise _constraint(
+            raise invalid(
                 value,
                 "maxResults",
                 "Member must have value less than or equal to 100 and at least 1",

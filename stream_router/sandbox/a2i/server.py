@@ -11,9 +11,10 @@ Routes (``sagemaker-a2i-runtime`` 2019-11-07)::
 Errors carry the ``x-amzn-ErrorType`` header and a ``{"Message": ...}`` body, which is how
 botocore recognises modeled exceptions (``client.exceptions.ConflictException``, ...).
 
-SageMaker's control plane (``sagemaker`` 2017-07-24, JSON 1.1; ``control.py``) shares the port::
+SageMaker's control plane for human review (``sagemaker`` 2017-07-24, JSON 1.1; ``control.py``:
+task UIs, flow definitions, workteams, RenderUiTemplate) shares the port::
 
-    POST   /   X-Amz-Target: SageMaker.DescribeFlowDefinition    DescribeFlowDefinition
+    POST   /   X-Amz-Target: SageMaker.<Operation>
 
 Fault injection (``faults``) applies to the runtime API only, never to the control plane: the
 faults model A2I's quotas and errors under load, and the router asks the control plane once, at
@@ -49,16 +50,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from stream_router.sandbox.a2i.api import (
-    INTERNAL,
-    THROTTLING,
-    VALIDATION,
-    ApiError,
-    HumanLoopApi,
-    output_key,
-)
-from stream_router.sandbox.a2i.control import CONTENT_TYPE, ControlPlaneApi
+from stream_router.sandbox.a2i.api import HumanLoopApi, output_uri
+from stream_router.sandbox.a2i.control import CONTENT_TYPE, ControlPlaneApi, Flow
+from stream_router.sandbox.a2i.portal import WorkerPortal
+from stream_router.sandbox.a2i.resources import ResourceStore
 from stream_router.sandbox.a2i.reviewers import human_answers, iso_millis
+from stream_router.sandbox.a2i.shapes import INTERNAL, THROTTLING, VALIDATION, ApiError
 from stream_router.sandbox.a2i.store import Loop, LoopStore
 from stream_router.sandbox.aws import client
 from stream_router.sandbox.settings import Faults, SandboxSettings
@@ -163,6 +160,14 @@ class AwsEffects:
         if response.get("FailedEntryCount"):
             raise RuntimeError(f"EventBridge rejected the event: {response['Entries']}")
 
+    def presign(self, uri: str) -> str:
+        """A GET URL of the sandbox's S3 for ``s3://bucket/key`` (``grant_read_access``)."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        url: str = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
+        )
+        return url
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -181,16 +186,27 @@ class Emulator:
         self.settings = settings
         self.clock = clock
         self.store = LoopStore(state_dir / "a2i.sqlite3")
+        self.resources = ResourceStore(state_dir / "a2i.sqlite3")
         self.faults = FaultInjector(settings.faults, clock)
         self.effects = AwsEffects(aws_endpoint_url, settings)
+        self.control = ControlPlaneApi(
+            settings, self.resources, clock=clock, open_loops=self.store.count_active
+        )
         self.api = HumanLoopApi(
             settings,
             self.store,
             clock=clock,
             schedule=self.schedule,
+            flow=self.control.flow,
             max_active_loops=lambda: self.faults.faults.max_active_loops,
         )
-        self.control = ControlPlaneApi(settings, created_at=clock())
+        self.portal = WorkerPortal(
+            self.store,
+            self.control,
+            clock=clock,
+            schedule=self.schedule,
+            presign=self.effects.presign,
+        )
         self.requests: dict[str, Counter[str]] = defaultdict(Counter)
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
@@ -254,34 +270,64 @@ class Emulator:
 
     async def _finish(self, loop: Loop) -> Loop:
         """The loop's terminal state; writes output.json first when workers answered."""
+        flow = self.control.flow(loop.flow_definition_arn)
+        if flow is None:  # DeleteFlowDefinition refuses while loops are open: should not happen
+            return loop.evolve(
+                status="Failed",
+                failure_code="InternalError",
+                failure_reason=f"The flow definition {loop.flow_definition_arn} no longer exists",
+                due_at=None,
+                event_pending=True,
+            )
+        if loop.status == "InProgress" and loop.plan.failure:
+            return loop.evolve(
+                status="Failed",
+                failure_code="ValidationError",
+                failure_reason=loop.plan.failure,
+                due_at=None,
+                event_pending=True,
+            )
+        if any(answer.pending for answer in loop.plan.answers):
+            limit = flow.definition.task_time_limit_s
+            return loop.evolve(
+                status="Failed" if loop.status == "InProgress" else "Stopped",
+                failure_code="Expired" if loop.status == "InProgress" else None,
+                failure_reason=(
+                    "The worker who accepted the task in the worker portal did not submit it "
+                    f"within the task time limit of {limit:g} seconds"
+                )
+                if loop.status == "InProgress"
+                else None,
+                due_at=None,
+                event_pending=True,
+            )
         if loop.status == "InProgress" and loop.plan.expires:
-            flow = self.api.flows[loop.flow_definition_arn]
+            lifetime = flow.definition.task_availability_lifetime_s
             return loop.evolve(
                 status="Failed",
                 failure_code="Expired",
                 failure_reason=(
                     "The human loop expired: no worker accepted the task within the task "
-                    f"availability lifetime of {flow.task_availability_lifetime_s:g} seconds"
+                    f"availability lifetime of {lifetime:g} seconds"
                 ),
                 due_at=None,
                 event_pending=True,
             )
         status = "Completed" if loop.status == "InProgress" else "Stopped"
-        uri = await self._write_output(loop) if loop.plan.answers else None
+        uri = await self._write_output(flow, loop) if loop.plan.answers else None
         return loop.evolve(status=status, output_s3_uri=uri, due_at=None, event_pending=True)
 
-    async def _write_output(self, loop: Loop) -> str:
-        flow = self.api.flows[loop.flow_definition_arn]
-        bucket, _, prefix = self.settings.output_path(flow).removeprefix("s3://").partition("/")
-        key = output_key(prefix, flow.name, loop.name, loop.created_at)
+    async def _write_output(self, flow: Flow, loop: Loop) -> str:
+        uri = output_uri(self.settings, flow, loop)
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
         document = {
             "flowDefinitionArn": loop.flow_definition_arn,
-            "humanAnswers": human_answers(flow, loop.plan, self.settings.aws.region),
+            "humanAnswers": human_answers(flow.definition, loop.plan, self.settings.aws.region),
             "humanLoopName": loop.name,
             "inputContent": json.loads(loop.input_content),
         }
         await self.effects.put_json(bucket, key, document)
-        return f"s3://{bucket}/{key}"
+        return uri
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -293,6 +339,7 @@ class Emulator:
         app.router.add_get("/human-loops/{name}", self._op("DescribeHumanLoop", self._describe))
         app.router.add_delete("/human-loops/{name}", self._op("DeleteHumanLoop", self._delete))
         app.router.add_post("/", self._control_plane)
+        self.portal.add_routes(app)
         app.router.add_get("/_sandbox/health", self._health)
         app.router.add_get("/_sandbox/faults", self._get_faults)
         app.router.add_put("/_sandbox/faults", self._put_faults)
@@ -333,7 +380,7 @@ class Emulator:
         operation = self.control.operation(target)
         headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         try:
-            body = self.control.call(target, await self._json_body(request))
+            body = self.control.call(target, await self._json_body(request), request.host)
         except ApiError as err:
             self.requests[operation][err.kind.code] += 1
             return web.json_response(
@@ -394,6 +441,7 @@ class Emulator:
                 "requests": {op: dict(counts) for op, counts in self.requests.items()},
                 "loops": loops,
                 "active_loops": self.store.count_active(),
+                "portal_submissions": self.portal.submitted,
             }
         )
 
@@ -401,4 +449,5 @@ class Emulator:
         for task in self._tasks:
             task.cancel()
         self.effects.close()
+        self.resources.close()
         self.store.close()

@@ -107,10 +107,17 @@ class LoopStore:
     def delete(self, name: str) -> None:
         self._db.execute("DELETE FROM loops WHERE name = ?", (name,))
 
-    def count_active(self) -> int:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM loops WHERE status IN (?, ?)", ACTIVE
-        ).fetchone()
+    def count_active(self, flow_definition_arn: str | None = None) -> int:
+        """Loops InProgress or Stopping (of one flow definition, when given)."""
+        if flow_definition_arn is None:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM loops WHERE status IN (?, ?)", ACTIVE
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM loops WHERE status IN (?, ?) AND flow_definition_arn = ?",
+                (*ACTIVE, flow_definition_arn),
+            ).fetchone()
         return int(row[0])
 
     def count_by_status(self) -> dict[str, int]:
@@ -122,6 +129,14 @@ class LoopStore:
         rows = self._db.execute("SELECT due_at, name FROM loops WHERE due_at IS NOT NULL")
         for row in rows:
             yield float(row[0]), str(row[1])
+
+    def in_progress(self, limit: int = 5_000) -> list[Loop]:
+        """Loops InProgress, oldest first (at most ``limit``)."""
+        rows = self._db.execute(
+            "SELECT * FROM loops WHERE status = 'InProgress' ORDER BY created_at, name LIMIT ?",
+            (limit,),
+        )
+        return [_to_loop(row) for row in rows]
 
     def pending_events(self) -> Iterator[Loop]:
         for row in self._db.execute("SELECT * FROM loops WHERE event_pending = 1"):

@@ -39,6 +39,7 @@ from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFo
 from stream_router.labelstudio.stored import MalformedTask, StoredTask, read_task
 from stream_router.labelstudio.tasks import choice_result
 from stream_router.sandbox.a2i.reviewers import LoopPlan, plan_loop
+from stream_router.sandbox.a2i.seeds import settings_page
 from stream_router.sandbox.process import ManagedProcess, ProcessService
 from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
 
@@ -140,7 +141,7 @@ class Annotators:
                 try:
                     await self.client.create_annotation(
                         tracked.task_id,
-                        choice_result(answer.label),
+                        choice_result(answer.label(tracked.flow.reviewers.answer_name) or ""),
                         completed_by=self.users[index],
                         lead_time=round(answer.submitted_at - answer.accepted_at, 3),
                     )
@@ -168,7 +169,9 @@ class Annotators:
             if task_id in self._tasks or task_id in self._nobody or found.closed_s is not None:
                 continue
             created = found.created_s or time.time()
-            plan = plan_loop(flow, found.name, found.content, created)
+            plan = plan_loop(
+                flow, found.name, found.content, created, settings_page(flow, found.content)
+            )
             done = {i for i, user in enumerate(self.users) if str(user) in _annotators(found)}
             if not plan.answers:
                 self._nobody.add(task_id)
