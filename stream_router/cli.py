@@ -85,6 +85,11 @@ async def _serve_sandbox(
         print(f"# output bucket: s3://{info.output_bucket}/{info.output_prefix}")
         print(f"# status events queue: {info.event_queue_url}")
         print(f"# output.json notifications queue: {info.output_queue_url}")
+        print(
+            f"# A2I worker portal (work tasks yourself in a browser): {info.a2i_endpoint_url}/ ; "
+            "SageMaker's control plane for your own task UIs and flow definitions: "
+            "AWS_ENDPOINT_URL_SAGEMAKER"
+        )
         if info.label_studio_url:
             print(
                 f"# Label Studio: {info.label_studio_url} (log in as {info.label_studio_user}, "

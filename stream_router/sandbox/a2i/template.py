@@ -56,18 +56,18 @@ characters.
 
 Assumptions where the docs are silent or disagree:
 
-- ``to_json`` is not autoescaped: the docs' example prints its quotes raw. ``<``, ``>``, ``&`` and
-  ``'`` are written as ``\\u003c``-style escapes, so the JSON is safe in a ``<script>`` block and
-  in a single-quoted attribute; a double-quoted attribute needs ``| escape`` (the bounding-box
-  and semantic-segmentation pages show ``{{ x | to_json }}`` inside double quotes, which would
-  break the attribute if the quotes were raw: the docs disagree with themselves there).
+- ``to_json``'s result is autoescaped like any output (the docs' filter example prints its
+  quotes raw, but their bounding-box and semantic-segmentation pages put ``{{ x | to_json }}``
+  in double-quoted attributes, which only works escaped, and so does this project's own
+  ``config/review-task.liquid.html``). ``<``, ``>``, ``&`` and ``'`` inside the JSON are also
+  written as ``\\u003c``-style escapes, so ``{{ x | to_json | skip_autoescape }}`` is safe in a
+  ``<script>`` block; ``| escape`` after it escapes once (AWS's classifier samples).
 - ``grant_read_access`` takes ``s3://bucket/key`` and also ``https://s3[.region].amazonaws.com/
   bucket/key`` or ``https://bucket.s3[.region].amazonaws.com/key`` (AWS's Textract sample
   passes the path-style URL); anything else, or no ``presign`` callback, passes unchanged.
-- String literals written in the template (``{{ "Tom & Jerry" }}``) come out as written:
-  python-liquid trusts the author's own text, where the docs' example shows A2I escaping it.
-  Everything from ``task.input`` is escaped either way, so only how a literal ``&`` or ``'``
-  is spelled differs.
+- String literals written in the template are escaped too (``{{ "Tom & Jerry" }}`` gives
+  ``Tom &amp; Jerry``, as the docs' example shows); python-liquid would trust them, so
+  :func:`_escaped_literal` evaluates string literals for this environment.
 - An undefined variable renders empty; an unknown filter is an error (strict filters).
 - The crowd-html-elements ``<script>`` tag is not required: the docs add it only to develop a
   template outside the console (A2I's worker portal loads the elements itself), so its absence
@@ -102,6 +102,7 @@ from html.parser import HTMLParser
 from typing import Any, cast
 
 from liquid import Environment, Markup
+from liquid.builtin.expressions.primitive import StringLiteral
 from liquid.builtin.tags.for_tag import ForLoop
 from liquid.builtin.tags.tablerow_tag import TableRow
 from liquid.context import RenderContext
@@ -279,6 +280,20 @@ def _environment_class(limits: RenderLimits) -> type[_A2IEnvironment]:
     return Limited
 
 
+_trusted_literal = StringLiteral.evaluate
+
+
+def _escaped_literal(self: StringLiteral, context: RenderContext) -> str | Markup:
+    """A string literal of an A2I template is plain text, autoescaped on output as A2I does;
+    other environments keep python-liquid's behaviour (literals are trusted markup). The
+    parser builds ``StringLiteral`` directly, so its ``evaluate`` is where this can be said."""
+    if isinstance(context.env, _A2IEnvironment):
+        return self.value
+    return _trusted_literal(self, context)
+
+
+StringLiteral.evaluate = _escaped_literal  # type: ignore[method-assign]
+
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"}
 _S3_PATH_STYLE = re.compile(r"https?://s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com/([^/?#]+)/([^?#]+)")
 _S3_VIRTUAL = re.compile(r"https?://([^/?#]+?)\.s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com/([^?#]+)")
@@ -290,11 +305,12 @@ def _json_default(value: object) -> object:
     return list(value) if isinstance(value, range) else str(value)
 
 
-def _to_json(value: object) -> Markup:
+def _to_json(value: object) -> str:
+    """JSON of ``value``; not marked safe, so autoescaping applies (see the module doc)."""
     text = json.dumps(value, ensure_ascii=False, default=_json_default)
     for char, code in _JSON_ESCAPES.items():
         text = text.replace(char, code)
-    return Markup(text)
+    return text
 
 
 def _skip_autoescape(value: object) -> Markup:
