@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from stream_router.sandbox.pytest_plugin import EmulatorFactory
 from stream_router.sandbox.settings import SandboxSettings, Workteam
 from stream_router.sandbox.stack import SandboxInfo
+from tests.integration.test_flow_definition_check import missing_members
 
 pytestmark = pytest.mark.integration
 
@@ -423,3 +424,43 @@ async def test_workteams(sandbox_env: dict[str, str]) -> None:
     with pytest.raises(ClientError) as caught:
         await call(client, "describe_workteam", WorkteamName="someone-else")
     assert code(caught.value) == "ValidationException"
+
+
+async def test_every_answer_has_the_members_the_service_model_requires(
+    sandbox_env: dict[str, str], sandbox_info: SandboxInfo, unique_name: Names
+) -> None:
+    """Each control-plane answer carries every member botocore's output shape marks required,
+    recursively (what a user's code may read unconditionally)."""
+    client = sagemaker()
+    model = client.meta.service_model
+    ui_name, flow_name = unique_name("ui"), unique_name("flow")
+    ui_arn = await create_ui(client, ui_name)
+    await call(client, "create_flow_definition", **flow_request(sandbox_info, flow_name, ui_arn))
+    role = "arn:aws:iam::123456789012:role/A2I"
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "CreateHumanTaskUi",
+            "create_human_task_ui",
+            {"HumanTaskUiName": unique_name("ui"), "UiTemplate": {"Content": TEMPLATE}},
+        ),
+        ("DescribeHumanTaskUi", "describe_human_task_ui", {"HumanTaskUiName": ui_name}),
+        ("ListHumanTaskUis", "list_human_task_uis", {}),
+        (
+            "CreateFlowDefinition",
+            "create_flow_definition",
+            flow_request(sandbox_info, unique_name("flow"), ui_arn),
+        ),
+        ("DescribeFlowDefinition", "describe_flow_definition", {"FlowDefinitionName": flow_name}),
+        ("ListFlowDefinitions", "list_flow_definitions", {}),
+        ("DescribeWorkteam", "describe_workteam", {"WorkteamName": "sandbox-reviewers"}),
+        ("ListWorkteams", "list_workteams", {}),
+        (
+            "RenderUiTemplate",
+            "render_ui_template",
+            {"HumanTaskUiArn": ui_arn, "Task": {"Input": "{}"}, "RoleArn": role},
+        ),
+    ]
+    for operation, method, params in calls:
+        answer = await call(client, method, **params)
+        shape = model.operation_model(operation).output_shape
+        assert missing_members(shape, answer) == [], operation

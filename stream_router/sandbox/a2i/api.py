@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from stream_router.sandbox.a2i.reviewers import LoopPlan, iso_millis, plan_loop
 from stream_router.sandbox.a2i.shapes import (
     CONFLICT,
@@ -144,7 +146,7 @@ class HumanLoopApi:
         if existing is not None:
             same = (
                 existing.flow_definition_arn == flow_arn
-                and json.loads(existing.input_content) == content
+                and orjson.loads(existing.input_content) == content
             )
             if not same:
                 raise ApiError(
@@ -304,7 +306,7 @@ class HumanLoopApi:
                 f"Member must have length less than or equal to {MAX_INPUT_CHARS}",
             )
         try:
-            content = json.loads(text)
+            content = orjson.loads(text)
         except ValueError as exc:
             raise ApiError(VALIDATION, f"InputContent is not valid JSON: {exc}") from exc
         if not isinstance(content, dict):
@@ -371,7 +373,7 @@ class HumanLoopApi:
         if token is None:
             return None
         try:
-            data = json.loads(base64.urlsafe_b64decode(token.encode()))
+            data = orjson.loads(base64.urlsafe_b64decode(token.encode()))
             if data["f"] != flow_arn or data["s"] != sort:
                 raise ValueError("token of another query")
             created_at, name = data["k"]

@@ -45,11 +45,12 @@ Assumptions where AWS documents nothing (visible here on purpose):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from stream_router.sandbox.a2i import template as worker_template
 from stream_router.sandbox.a2i.resources import API, SETTINGS, FlowRecord, ResourceStore, TaskUi
@@ -565,7 +566,7 @@ class ControlPlaneApi:
                 high=MAX_TEMPLATE_CHARS,
             )
         try:
-            task_input = json.loads(text)
+            task_input = orjson.loads(text)
         except ValueError as exc:
             return {
                 "RenderedContent": "",

@@ -17,9 +17,9 @@ completes the loop through the emulator's scheduler like any simulated answer: o
 ``humanAnswers`` (the person's ``workerId``, acceptance and submission times), then the status
 event, so the router publishes it as any other review.
 
-What arrives here is untrusted: an answer must be a JSON object of at most
-:data:`MAX_ANSWER_BYTES`, nested at most :data:`MAX_DEPTH` deep, or it is refused with 400 and
-a message, and the task stays open.
+What arrives here is untrusted: an answer must be a JSON object (standard JSON, read with orjson:
+no NaN, bounded nesting) of at most :data:`MAX_ANSWER_BYTES`, nested at most :data:`MAX_DEPTH`
+objects and arrays deep, or it is refused with 4xx and a message, and the task stays open.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from stream_router.sandbox.a2i.control import ControlPlaneApi, Flow
@@ -52,17 +53,26 @@ MAX_LISTED = 100  #: open tasks listed per flow definition
 
 
 def _depth(value: Any, limit: int) -> bool:
-    """True when ``value`` nests no deeper than ``limit``."""
+    """True when ``value`` nests no more than ``limit`` objects and arrays deep."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > limit:
             return False
-        if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
     return True
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The request body, or its first ``limit`` bytes when it is longer."""
+    raw = bytearray()
+    while len(raw) < limit:
+        chunk = await request.content.read(limit - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
 
 
 def page(title: str, body: str, head: str = "") -> str:
@@ -186,13 +196,13 @@ class WorkerPortal:
         loop, _ = self._held(name)
         if loop is None:
             return web.json_response({"message": f"You hold no open task {name}."}, status=404)
-        raw = await request.content.read(MAX_ANSWER_BYTES + 1)
+        raw = await _read_at_most(request, MAX_ANSWER_BYTES + 1)
         if len(raw) > MAX_ANSWER_BYTES:
             return web.json_response(
                 {"message": f"The answer is larger than {MAX_ANSWER_BYTES} bytes."}, status=413
             )
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)
         except ValueError:
             return web.json_response({"message": "The answer is not JSON."}, status=400)
         content = body.get("answerContent") if isinstance(body, dict) else None

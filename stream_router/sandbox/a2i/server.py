@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -398,7 +399,7 @@ class Emulator:
         if not raw:
             return {}
         try:
-            return json.loads(raw)
+            return orjson.loads(raw)
         except ValueError as exc:
             raise ApiError(VALIDATION, f"The request body is not valid JSON: {exc}") from exc
 
@@ -425,7 +426,7 @@ class Emulator:
 
     async def _put_faults(self, request: web.Request) -> web.Response:
         try:
-            changes = json.loads(await request.read() or b"{}")
+            changes = orjson.loads(await request.read() or b"{}")
             if not isinstance(changes, dict):
                 raise TypeError("the body must be a JSON object")
             faults = self.faults.update(changes)

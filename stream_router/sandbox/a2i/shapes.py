@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 NAME_PATTERN = r"[a-z0-9](-*[a-z0-9])*"
 DEFAULT_PAGE_SIZE = 10  #: items a List operation returns unless MaxResults says (assumed)
 TAG_PATTERN = r"[\w\s.:/=+\-@]*"
@@ -163,7 +165,7 @@ def page_of(
     token = body.get("NextToken")
     if token is not None:
         try:
-            data = json.loads(base64.urlsafe_b64decode(str(token).encode()))
+            data = orjson.loads(base64.urlsafe_b64decode(str(token).encode()))
             if data["q"] != query:
                 raise ValueError("a token of another query")
             offset = int(data["o"])

@@ -101,6 +101,7 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from typing import Any, cast
 
+import orjson
 from liquid import Environment, Markup
 from liquid.builtin.expressions.primitive import StringLiteral
 from liquid.builtin.tags.for_tag import ForLoop
@@ -415,7 +416,7 @@ def parse_categories(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     try:
-        items = json.loads(text)
+        items = orjson.loads(text)
     except ValueError:
         if not _QUOTED_LIST.fullmatch(text.strip()):
             return None

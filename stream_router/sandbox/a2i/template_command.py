@@ -101,6 +101,7 @@ def _check(args: argparse.Namespace) -> int:
     from stream_router.sandbox.a2i.template import check  # noqa: PLC0415
 
     template = args.template.read_text(encoding="utf-8")
+    wanted = _answer_path(args)  # a broken --config stops here, before any report
     report = check(template, _read_input(args.input))
     for error in report.errors:
         print(f"error: {error}")
@@ -113,7 +114,6 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print("answer paths: none (no named crowd element)")
     failed = bool(report.errors)
-    wanted = _answer_path(args)
     if wanted is not None:
         if wanted in report.answer_paths:
             print(f"review.answer_path {wanted}: produced by this template")
