@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import botocore.session
 import pytest
 
 from stream_router.sandbox.stack import SandboxInfo
 from tests.integration.conftest import A2IClient, wait_for_events
+from tests.integration.test_flow_definition_check import missing_members
 
 pytestmark = pytest.mark.integration
 
@@ -412,3 +416,29 @@ async def test_list_validation(
 ) -> None:
     with pytest.raises(getattr(a2i.exceptions, error)):
         await a2i.call("list_human_loops", **{"FlowDefinitionArn": fast_arn, **params})
+
+
+async def test_every_runtime_answer_has_the_members_the_service_model_requires(
+    a2i: A2IClient, fast_arn: str, unique_name: Names
+) -> None:
+    """What a user's code may read unconditionally, by botocore's model, is there: in the
+    answers of each operation, for an open loop and for a finished one."""
+    model = botocore.session.get_session().get_service_model("sagemaker-a2i-runtime")
+    name = unique_name("loop")
+
+    def check(operation: str, answer: dict[str, Any]) -> None:
+        shape = model.operation_model(operation).output_shape
+        assert missing_members(shape, answer) == [], operation
+
+    check("StartHumanLoop", await start(a2i, name, fast_arn))
+    check("DescribeHumanLoop", await a2i.call("describe_human_loop", HumanLoopName=name))
+    listed = await a2i.call("list_human_loops", FlowDefinitionArn=fast_arn, MaxResults=100)
+    check("ListHumanLoops", listed)
+    await a2i.call("stop_human_loop", HumanLoopName=name)
+    deadline = time.monotonic() + 30
+    while (described := await a2i.call("describe_human_loop", HumanLoopName=name))[
+        "HumanLoopStatus"
+    ] == "Stopping":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    check("DescribeHumanLoop", described)

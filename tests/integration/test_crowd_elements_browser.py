@@ -22,15 +22,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Locator, Page, Request, Route, async_playwright, expect
+from playwright.async_api import Locator, Page, expect
 
 import stream_router
-from tests.integration.test_label_studio_browser import CHROMIUM, CHROMIUM_ARGS, png
+from tests.integration.browser import loopback_page, png
 
 pytestmark = [pytest.mark.integration]
 
@@ -96,38 +95,8 @@ async def site() -> AsyncIterator[Site]:
 @pytest_asyncio.fixture
 async def page() -> AsyncIterator[Page]:
     """A Chromium page that may reach loopback only; script errors on it fail the test."""
-    outside: list[str] = []
-    errors: list[str] = []
-
-    async def loopback_only(route: Route, request: Request) -> None:
-        url = urlsplit(request.url)
-        if url.scheme in {"data", "about", "blob"} or url.hostname == "127.0.0.1":
-            await route.continue_()
-        else:
-            outside.append(request.url)
-            await route.abort()
-
-    async with async_playwright() as driver:
-        browser = await driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = await browser.new_context(viewport={"width": 1200, "height": 900})
-        await context.route("**/*", loopback_only)
-        opened = await context.new_page()
-        opened.on("pageerror", lambda error: errors.append(str(error)))
-        # Chromium logs each non-2xx response as an error; the refusal test expects one.
-        opened.on(
-            "console",
-            lambda m: (
-                errors.append(m.text)
-                if m.type == "error" and not m.text.startswith("Failed to load resource")
-                else None
-            ),
-        )
-        try:
-            yield opened
-        finally:
-            await browser.close()
-    assert outside == [], f"requests beyond loopback: {outside}"
-    assert errors == [], f"errors on the page: {errors}"
+    async with loopback_page() as seen:
+        yield seen.page
 
 
 def template(body: str, *, submit_url: str | None = None) -> str:

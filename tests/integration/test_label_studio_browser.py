@@ -17,10 +17,8 @@ no JSON anywhere in the form.
 from __future__ import annotations
 
 import re
-import struct
 import time
 import uuid
-import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +31,7 @@ from playwright.async_api import Locator, async_playwright, expect
 from stream_router.labelstudio.client import LabelStudioClient, name_filter
 from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS, png
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 from tests.integration.review_backends import Backend
 from tests.integration.router_process import router
@@ -42,33 +41,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
 
 #: The labeling form of the task page (Label Studio's editor, without its Data Manager table).
 FORM = "[class*='main-view__annotation']"
-#: How the machine's own Chromium runs here: headless, and nothing beyond loopback.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
 #: The image the task shows: 96 x 64 pixels, so the test can tell it loaded.
 IMAGE_SIZE = (96, 64)
-
-
-def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
-    """A one-colour PNG image."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 @asynccontextmanager

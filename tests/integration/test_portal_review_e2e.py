@@ -20,13 +20,13 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from tests.integration.browser import loopback_page
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 from tests.integration.review_backends import Backend
 from tests.integration.router_process import router
-from tests.integration.test_label_studio_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_review_e2e import config, create_topics
 
 pytestmark = pytest.mark.integration
@@ -65,9 +65,8 @@ async def test_a_person_answers_in_the_worker_portal_and_the_router_publishes_it
                 assert time.monotonic() < deadline, "the portal never listed the review"
                 await reader.poll()  # waits up to 200 ms for records: a paced re-check
 
-            async with async_playwright() as driver:
-                browser = await driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = await browser.new_page()
+            async with loopback_page() as browsed:
+                page = browsed.page
                 await page.goto(portal)
                 section = page.locator("section[data-flow='slow']")
                 await (
@@ -86,7 +85,6 @@ async def test_a_person_answers_in_the_worker_portal_and_the_router_publishes_it
                 await page.wait_for_url(portal)  # accepted: the portal sends the worker home
                 await reader.until(lambda r: len(r.records[f"out-{tag}"]) >= 1, 60)
                 published_s = time.monotonic() - clicked
-                await browser.close()
         finally:
             code = await process.stop_async()
     assert code == 0, process.output_tail()

@@ -24,8 +24,8 @@ import yaml
 from playwright.async_api import Request, Route, async_playwright, expect
 
 import stream_router
+from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_crowd_elements_browser import previewed
-from tests.integration.test_label_studio_browser import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(stream_router.__file__).parent / "sandbox/a2i/static/crowd-html-elements.js"

@@ -22,7 +22,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -32,15 +32,15 @@ import aiohttp
 import boto3
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, Request, Response, Route, async_playwright, expect
+from playwright.async_api import expect
 
 from stream_router.sandbox.a2i.launcher import A2IEmulator
 from stream_router.sandbox.a2i.reviewers import portal_worker
 from stream_router.sandbox.pytest_plugin import EmulatorFactory
 from stream_router.sandbox.settings import Latency, Reviewers, SandboxSettings, Workteam
 from stream_router.sandbox.stack import SandboxInfo
+from tests.integration.browser import Browsed, loopback_page, png
 from tests.integration.test_crowd_elements_browser import draw_box, images_loaded
-from tests.integration.test_label_studio_browser import CHROMIUM, CHROMIUM_ARGS, png
 
 pytestmark = [pytest.mark.integration]
 
@@ -269,56 +269,12 @@ def moment(iso: str) -> datetime:
 # -- the browser -------------------------------------------------------------------------------
 
 
-@dataclass
-class Browsed:
-    page: Page
-    requests: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-
-
 @pytest_asyncio.fixture
 async def browsed() -> AsyncIterator[Browsed]:
     """A Chromium page that may reach loopback only; script errors and failed loads (other than
     a favicon) fail the test."""
-    outside: list[str] = []
-    errors: list[str] = []
-
-    async def loopback_only(route: Route, request: Request) -> None:
-        url = urlsplit(request.url)
-        if url.scheme in {"data", "about", "blob"} or url.hostname == "127.0.0.1":
-            await route.continue_()
-        else:
-            outside.append(request.url)
-            await route.abort()
-
-    def failed(response: Response) -> None:
-        if response.status >= 400 and urlsplit(response.url).path != "/favicon.ico":
-            seen.failed.append(f"{response.status} {response.url}")
-
-    async with async_playwright() as driver:
-        browser = await driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = await browser.new_context(viewport={"width": 1200, "height": 900})
-        await context.route("**/*", loopback_only)
-        opened = await context.new_page()
-        seen = Browsed(opened)
-        opened.on("request", lambda request: seen.requests.append(request.url))
-        opened.on("response", failed)
-        opened.on("pageerror", lambda error: errors.append(str(error)))
-        opened.on(
-            "console",
-            lambda m: (
-                errors.append(m.text)
-                if m.type == "error" and not m.text.startswith("Failed to load resource")
-                else None
-            ),
-        )
-        try:
-            yield seen
-        finally:
-            await browser.close()
-    assert outside == [], f"requests beyond loopback: {outside}"
-    assert errors == [], f"errors on the page: {errors}"
-    assert seen.failed == [], f"failed loads: {seen.failed}"
+    async with loopback_page(refuse_failed_loads=True) as seen:
+        yield seen
 
 
 # -- the tests ---------------------------------------------------------------------------------

@@ -235,15 +235,7 @@ class ControlPlaneApi:
 
     def create_human_task_ui(self, body: dict[str, Any], _: str) -> dict[str, Any]:
         name = name_of(body, "HumanTaskUiName")
-        ui_template = required(body, "UiTemplate")
-        if not isinstance(ui_template, dict):
-            raise invalid(ui_template, "uiTemplate", "Member must be a structure")
-        content = string(
-            required(ui_template, "Content", "uiTemplate."),
-            "uiTemplate.content",
-            low=1,
-            high=MAX_TEMPLATE_CHARS,
-        )
+        content = _template_content(body)
         tags = tags_of(body.get("Tags"))
         problems = worker_template.check(content).errors
         if problems:
@@ -556,32 +548,33 @@ class ControlPlaneApi:
                 raise ApiError(RESOURCE_NOT_FOUND, f"Human task UI {arn} does not exist")
             content = ui.template
         else:
-            ui_template = required(body, "UiTemplate")
-            if not isinstance(ui_template, dict):
-                raise invalid(ui_template, "uiTemplate", "Member must be a structure")
-            content = string(
-                required(ui_template, "Content", "uiTemplate."),
-                "uiTemplate.content",
-                low=1,
-                high=MAX_TEMPLATE_CHARS,
-            )
+            content = _template_content(body)
         try:
             task_input = orjson.loads(text)
         except ValueError as exc:
-            return {
-                "RenderedContent": "",
-                "Errors": [{"Code": "InvalidInput", "Message": f"Task.Input is not JSON: {exc}"}],
-            }
+            return _render_error("InvalidInput", f"Task.Input is not JSON: {exc}")
         if not isinstance(task_input, dict):
-            return {
-                "RenderedContent": "",
-                "Errors": [{"Code": "InvalidInput", "Message": "Task.Input must be a JSON object"}],
-            }
+            return _render_error("InvalidInput", "Task.Input must be a JSON object")
         try:
             rendered = worker_template.render(content, task_input)
         except worker_template.TemplateError as exc:
-            return {
-                "RenderedContent": "",
-                "Errors": [{"Code": "TemplateError", "Message": str(exc)}],
-            }
+            return _render_error("TemplateError", str(exc))
         return {"RenderedContent": rendered, "Errors": []}
+
+
+def _template_content(body: dict[str, Any]) -> str:
+    """``UiTemplate.Content`` of a request, validated as the model says."""
+    ui_template = required(body, "UiTemplate")
+    if not isinstance(ui_template, dict):
+        raise invalid(ui_template, "uiTemplate", "Member must be a structure")
+    return string(
+        required(ui_template, "Content", "uiTemplate."),
+        "uiTemplate.content",
+        low=1,
+        high=MAX_TEMPLATE_CHARS,
+    )
+
+
+def _render_error(code: str, message: str) -> dict[str, Any]:
+    """RenderUiTemplate's answer when the template cannot be rendered: the error, no content."""
+    return {"RenderedContent": "", "Errors": [{"Code": code, "Message": message}]}
