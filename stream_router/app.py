@@ -154,7 +154,7 @@ class EmbeddedIngest:
 def run_review_role(settings: Settings, role: str) -> None:
     """Run ``review`` or ``all`` in the foreground (blocking) until SIGTERM/SIGINT."""
     from stream_router.metrics import ReviewMetrics  # noqa: PLC0415
-    from stream_router.review.app import ReviewService, run_worker  # noqa: PLC0415
+    from stream_router.review_role import ReviewService, run_worker  # noqa: PLC0415
 
     if role not in ("review", "all"):
         raise ConfigError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")

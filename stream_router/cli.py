@@ -35,9 +35,8 @@ def _info_file() -> Path:
 
 
 async def _sandbox_up(args: argparse.Namespace) -> int:
-    from stream_router.sandbox.broker import default_broker_kind  # noqa: PLC0415
     from stream_router.sandbox.settings import SandboxSettings  # noqa: PLC0415
-    from stream_router.sandbox.stack import Sandbox  # noqa: PLC0415
+    from stream_router.sandbox.stack import Sandbox, default_broker_kind  # noqa: PLC0415
 
     settings = SandboxSettings.from_yaml(args.config)
     if args.topic:
@@ -247,6 +246,7 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     """aiokafka options for ``tail`` and ``produce``: the kafka section of ``--config`` and the
     STREAM_ROUTER_KAFKA__* variables, ``--bootstrap-servers`` over both."""
     from stream_router.errors import ConfigError  # noqa: PLC0415
+    from stream_router.kafka_clients import client_options  # noqa: PLC0415
     from stream_router.settings import load_settings  # noqa: PLC0415
 
     env_bootstrap = os.environ.get("STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS")
@@ -258,7 +258,7 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     kafka = load_settings(args.config).kafka
     if args.bootstrap_servers:
         kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
-    return kafka.client_options()
+    return client_options(kafka)
 
 
 def _kafka_command(name: str, bootstrap: str, verbose: bool, work: Any) -> int:

@@ -18,7 +18,9 @@
     │                                 does not review: dead-lettered, never started
     │                                 (stream_router.review.request: UnknownRoute, UnknownFlow)
     ├── CorruptLedger                 fatal: a ledger record does not decode
-    │                                 (stream_router.review.ledger)
+    │   │                             (stream_router.review.ledger)
+    │   └── IllegalMove               fatal: a move the ledger's TRANSITIONS table does not
+    │                                 have (a bug; nothing is written; review.ledger)
     └── UpstreamError                 a dependency failed; retriable unless said otherwise
         │                             (``retry_after_s`` hints when to try again)
         ├── ReviewThrottled           the review backend asks us to slow down: retry later

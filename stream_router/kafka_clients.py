@@ -1,4 +1,9 @@
-"""Closing Kafka clients (both roles'), whatever the broker does.
+"""Kafka clients (both roles'): their options from the settings, and closing them whatever
+the broker does.
+
+:func:`client_options` and :func:`consumer_options` turn ``KafkaSettings`` into aiokafka's
+keyword arguments: the ``_ms`` units, the secrets' values and the SSL context are made here,
+at the edge, so the settings stay data.
 
 ``AIOKafkaConsumer.stop`` leaves the group and ``AIOKafkaProducer.stop`` sends what is buffered:
 both talk to the broker. With no broker answering, they either wait for a request timeout
@@ -22,14 +27,58 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream_router.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
 #: How long closing one client may take before its remaining work is abandoned.
 CLOSE_TIMEOUT_S = 5.0
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments common to aiokafka producers, consumers and admin clients."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": int(kafka.request_timeout_s * 1000),
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = _ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
+    return options
+
+
+def consumer_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """:func:`client_options` and the consumer group's timing."""
+    return {
+        **client_options(kafka),
+        "session_timeout_ms": int(kafka.session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(kafka.heartbeat_interval_s * 1000),
+    }
+
+
+def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    context.check_hostname = kafka.ssl_check_hostname
+    if kafka.ssl_certfile and kafka.ssl_keyfile:
+        context.load_cert_chain(
+            str(kafka.ssl_certfile),
+            str(kafka.ssl_keyfile),
+            kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+        )
+    return context
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer, timeout_s: float = CLOSE_TIMEOUT_S) -> None:

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -42,6 +40,7 @@ from pydantic_settings import (
 )
 
 from stream_router import config_errors
+from stream_router.config_files import load_yaml_mapping
 from stream_router.errors import ConfigError
 
 ENV_PREFIX = config_errors.ENV_PREFIX
@@ -136,44 +135,9 @@ class KafkaSettings(Section):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         return self
 
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments common to aiokafka producers, consumers and admin clients."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "client_id": self.client_id,
-            "security_protocol": self.security_protocol,
-            "request_timeout_ms": int(self.request_timeout_s * 1000),
-        }
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            context = ssl.create_default_context(
-                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
-            )
-            context.check_hostname = self.ssl_check_hostname
-            if self.ssl_certfile and self.ssl_keyfile:
-                context.load_cert_chain(
-                    str(self.ssl_certfile),
-                    str(self.ssl_keyfile),
-                    self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
-                )
-            options["ssl_context"] = context
-        if self.security_protocol.startswith("SASL"):
-            options["sasl_mechanism"] = self.sasl_mechanism
-            options["sasl_plain_username"] = self.sasl_username
-            options["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
-        return options
-
     def compression(self) -> str | None:
         """``compression_type`` as aiokafka and faust take it (None: uncompressed)."""
         return None if self.compression_type == "none" else self.compression_type
-
-    def consumer_options(self) -> dict[str, Any]:
-        return {
-            **self.client_options(),
-            "session_timeout_ms": int(self.session_timeout_s * 1000),
-            "heartbeat_interval_ms": int(self.heartbeat_interval_s * 1000),
-        }
 
 
 class EventMapping(Section):
@@ -972,18 +936,9 @@ class Settings(BaseSettings):
 
 def load_settings(path: Path | None) -> Settings:
     """Read YAML (if given) plus environment; a problem raises ConfigError naming the field."""
-    data: Any = {}
+    data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"{path} is not valid YAML: {config_errors.yaml_problem(exc)}"
-            ) from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = load_yaml_mapping(path, what="configuration", top_level="a mapping of sections")
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -34,6 +34,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from stream_router.errors import ConfigError
+from stream_router.kafka_clients import client_options
 from stream_router.settings import KafkaSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
 
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(**settings.kafka.client_options())
+    return AIOKafkaAdminClient(**client_options(settings.kafka))
 
 
 async def connected_admin(settings: Settings) -> AIOKafkaAdminClient:
@@ -153,7 +154,7 @@ async def connected_admin(settings: Settings) -> AIOKafkaAdminClient:
 
 async def _unreachable(kafka: KafkaSettings) -> tuple[str, bool]:
     """Why the cluster is unreachable, and whether that may pass (refused, no metadata)."""
-    options = kafka.client_options()
+    options = client_options(kafka)
     first = kafka.bootstrap_servers.split(",")[0].strip()
     host, _, port = first.rpartition(":")
     how: str = kafka.security_protocol

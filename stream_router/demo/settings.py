@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stream_router.config_errors import describe_validation_error
+from stream_router.config_files import load_yaml_mapping
 from stream_router.errors import ConfigError
 from stream_router.sandbox.settings import (
     FlowDefinition,
@@ -270,14 +270,9 @@ def load_demo_settings(path: Path | None) -> DemoSettings:
     """Read a demo YAML (None: the defaults); a problem raises ConfigError naming the field."""
     if path is None:
         return DemoSettings()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read demo configuration {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (producer, sandbox, router)")
+    data = load_yaml_mapping(
+        path, what="demo configuration", top_level="a mapping (producer, sandbox, router)"
+    )
     try:
         return DemoSettings.model_validate(data)
     except ValidationError as exc:

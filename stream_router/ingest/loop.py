@@ -65,7 +65,12 @@ from stream_router.errors import UndecodableRecords
 from stream_router.ingest.dispatch import BatchOutcome, Counts, Dispatcher, Skipped
 from stream_router.ingest.undecodable import Undecodable, describe, locate
 from stream_router.ingest.writer import BatchWriter
-from stream_router.kafka_clients import stop_consumer, stop_producer
+from stream_router.kafka_clients import (
+    client_options,
+    consumer_options,
+    stop_consumer,
+    stop_producer,
+)
 from stream_router.metrics import IngestMetrics
 from stream_router.policies.routes import Routes
 from stream_router.settings import IngestSettings, KafkaSettings
@@ -132,14 +137,14 @@ class Ingest:
                 enable_auto_commit=False,
                 auto_offset_reset=settings.auto_offset_reset,
                 max_poll_records=settings.batch_max_records,
-                **kafka.consumer_options(),
+                **consumer_options(kafka),
             )
         if producer is None:
             producer = AIOKafkaProducer(
                 acks="all",
                 max_batch_size=kafka.producer_batch_max_bytes,
                 compression_type=kafka.compression(),
-                **kafka.client_options(),
+                **client_options(kafka),
             )
         self.consumer = consumer
         self.producer = producer

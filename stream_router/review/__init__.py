@@ -4,8 +4,8 @@ Start with ``scheduler`` (the one owner of review state and of the promise that 
 ends in exactly one outcome); the rest are its parts:
 
 - ``request``: the review request, parsed once;
-- ``ledger``: the typed entry of each request and its one wire format; the ledger topic;
-- ``reader``: direct reads of partitions (the ledger, gaps in review-requests, offsets);
+- ``ledger``: the typed entry of each request, its one wire format and the table of the moves
+  it may make (the ledger topic and direct reads of Kafka are ``review_topics.py``'s);
 - ``starter``: one start: budget, rate limit, one backend call; ``retry``: the one retry policy;
 - ``budget`` and ``shares``: reviews per route per hour and day, split over partitions;
 - ``limiter``: the shared token-bucket rate limiter;
@@ -13,5 +13,9 @@ ends in exactly one outcome); the rest are its parts:
 - ``events``: loop events, what watchers report; ``reconciler``: asks the backend directly;
 - ``backend``: the review-backend interface (A2I implements it in ``aws/a2i.py``); ``fake``: an
   in-memory backend for tests; ``content``: what reviewers see;
-- ``supervision``: liveness and stalls of agents and tasks; ``app``: the faust wiring.
+- ``supervision``: liveness and stalls of agents and tasks; ``monitor``: backlog, ages,
+  catch-up and stuck commits.
+
+No module here imports faust or a review backend's package: the faust application and the
+choice of backend and completion signals are the review role's (``stream_router/review_role.py``).
 """

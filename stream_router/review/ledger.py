@@ -1,15 +1,31 @@
 """The ledger: the review role's record of every review request, one typed entry per event.
 
 An entry is keyed by the event's first loop name (``naming.first_name_of``) and lives in the
-partition of review-requests its request came from. Its :class:`State` says what happens next::
+partition of review-requests its request came from. It begins PENDING (:func:`pending`) and makes
+only the moves of :data:`TRANSITIONS`: :meth:`Entry.moved` raises :class:`IllegalMove` for any
+other, before anything is written. What the scheduler does next with an entry is its state's
+:class:`Step` (``review/scheduler.py``); a STARTED entry has none: a notice ends it (a watcher's
+or the reconciler's). The table, drawn (``tests/unit/review/test_transitions.py`` keeps the two
+the same)::
 
-    PENDING ──► STARTED ──► ENDED ──► CLOSED
-       │ ▲         ▲           │
-       ▼ │         │           ▼
-      HELD      ESCALATED ◄────┘   (an attempt failed; the next one starts on another flow)
+    state      step          to         why
+    PENDING    start     ──► STARTED    the backend opened the review (or had: a start cut short)
+                         ──► HELD       over the route's budget (budget_fallback: hold)
+                         ──► CLOSED     not started: refused, rejected, too large or over budget
+    HELD       start     ──► STARTED    due, and the budget allows it now: started
+                         ──► HELD       due, but the budget is spent still: held again
+                         ──► CLOSED     due, but not to be started: its fallback published
+    STARTED    -         ──► ENDED      a notice (a watcher, the reconciler) or a describe: ended
+    ENDED      complete  ──► STARTED    an end read back as InProgress or Stopping: it waits again
+                         ──► ESCALATED  failed, or its reviewers disagreed: the next attempt
+                         ──► CLOSED     its outcome (reviewed, unreviewed, dead letter) published
+    ESCALATED  start     ──► STARTED    the next attempt started, on the escalation flow
+                         ──► HELD       the next attempt is over budget: held
+                         ──► CLOSED     the next attempt is not started: its fallback published
+    CLOSED     -         (final)
 
 - ``PENDING``: recorded, not started yet (attempt ``attempt`` on ``flow``);
-- ``HELD``: the route's budget is spent (``budget_fallback: hold``); startable at ``due_s``;
+- ``HELD``: the route's budget is spent (``budget_fallback: hold``); tried again at ``due_s``;
 - ``STARTED``: open at the backend since ``started_s``; checked at ``deadline_s``;
 - ``ENDED``: the backend reported the end (``end``: status, output, failure); the result is
   still to be fetched and published;
@@ -19,15 +35,19 @@ partition of review-requests its request came from. Its :class:`State` says what
   does nothing), then deleted; they drop the request to stay small. An audited review counted
   by the audit monitor keeps its sample (``audit``) here: the write that closes it counts it.
 
+Reading is not moving: :func:`decode` takes an entry in any state (only its format is checked),
+and only a move the review role makes is held to the table.
+
 :func:`encode` and :func:`decode` are the one wire format of an entry (JSON, ``"v": 2``; an
 entry written before ``audit`` existed decodes without one). Each partition also keeps its
 budget counters under the key :data:`BUDGET_KEY` and its audit counts under :data:`AUDIT_KEY`
 (``review/audit.py``; not loop names: names never contain ``_``).
 
 The ledger topic (``<app_id>-ledger``, compacted, ``review.topic_partitions`` partitions) is
-written and read by :class:`KafkaLedgerLog`: every write is acknowledged by the broker before
-the review role acts on it, and a newly assigned partition is read from its beginning to its end
-offset before anything of that partition is handled (``review/scheduler.py``). faust's table
+written and read by ``KafkaLedgerLog`` (``review_topics.py``): every write is acknowledged by
+the broker before the review role acts on it, and a newly assigned partition is read from its
+beginning to its end offset before anything of that partition is handled
+(``review/scheduler.py``). faust's table
 recovery is not used: on Apache Kafka it was measured to end without reading the changelog after
 a SIGKILL (issue 12), and a review whose entry is missing is a review lost.
 """
@@ -36,9 +56,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import orjson
@@ -46,7 +67,6 @@ import orjson
 from stream_router.errors import StreamRouterError
 from stream_router.naming import attempt_name
 from stream_router.review.audit import AuditSample, AuditTally
-from stream_router.review.reader import PartitionReader
 from stream_router.review.request import MalformedRequest, ReviewRequest
 
 logger = logging.getLogger(__name__)
@@ -54,6 +74,13 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 BUDGET_KEY = "_budget"
 AUDIT_KEY = "_audit"
+
+
+class Step(StrEnum):
+    """What the scheduler does next with an entry (:attr:`State.step`)."""
+
+    START = "start"  #: ask for the review: budget, rate limit, the backend (review/starter.py)
+    COMPLETE = "complete"  #: fetch the result; publish, escalate or wait (review/completion.py)
 
 
 class State(StrEnum):
@@ -70,13 +97,50 @@ class State(StrEnum):
         return self in (State.STARTED, State.ENDED)
 
     @property
-    def startable(self) -> bool:
-        return self in (State.PENDING, State.HELD, State.ESCALATED)
+    def step(self) -> Step | None:
+        """The scheduler's next step for an entry in this state; None: it waits for news from
+        outside (a notice ends a STARTED entry) or for its deletion (CLOSED)."""
+        return STEPS[self]
+
+
+STEPS: Mapping[State, Step | None] = MappingProxyType({
+    State.PENDING: Step.START,
+    State.HELD: Step.START,
+    State.STARTED: None,
+    State.ENDED: Step.COMPLETE,
+    State.ESCALATED: Step.START,
+    State.CLOSED: None,
+})  # fmt: skip
+
+#: Every move an entry makes, and why (the scheduler makes them; the module docstring draws
+#: them). A start (:attr:`Step.START`) moves a PENDING, HELD or ESCALATED entry, a notice a
+#: STARTED one, a completion (:attr:`Step.COMPLETE`) an ENDED one.
+TRANSITIONS: Mapping[tuple[State, State], str] = MappingProxyType({
+    (State.PENDING, State.STARTED): "the backend opened the review (or had: a start cut short)",
+    (State.PENDING, State.HELD): "over the route's budget (budget_fallback: hold)",
+    (State.PENDING, State.CLOSED): "not started: refused, rejected, too large or over budget",
+    (State.HELD, State.STARTED): "due, and the budget allows it now: started",
+    (State.HELD, State.HELD): "due, but the budget is spent still: held again",
+    (State.HELD, State.CLOSED): "due, but not to be started: its fallback published",
+    (State.STARTED, State.ENDED): "a notice (a watcher, the reconciler) or a describe: ended",
+    (State.ENDED, State.STARTED): "an end read back as InProgress or Stopping: it waits again",
+    (State.ENDED, State.ESCALATED): "failed, or its reviewers disagreed: the next attempt",
+    (State.ENDED, State.CLOSED): "its outcome (reviewed, unreviewed, dead letter) published",
+    (State.ESCALATED, State.STARTED): "the next attempt started, on the escalation flow",
+    (State.ESCALATED, State.HELD): "the next attempt is over budget: held",
+    (State.ESCALATED, State.CLOSED): "the next attempt is not started: its fallback published",
+})  # fmt: skip
 
 
 class CorruptLedger(StreamRouterError):
     """A ledger record that does not decode: only the review role writes them, so this is a
     bug or a version skew; the review role stops rather than guess what the entry said."""
+
+
+class IllegalMove(CorruptLedger):
+    """A move :data:`TRANSITIONS` does not have: a bug of the review role, caught before the
+    entry is written (the ledger keeps its last legal state). The role stops, as for a record
+    that does not decode, rather than record a history the state machine cannot have."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +178,13 @@ class Entry:
         return attempt_name(self.first_name, self.attempt)
 
     def moved(self, state: State, now_s: float, **changes: Any) -> Entry:
-        """The entry in ``state`` from ``now_s`` (a CLOSED entry drops its request)."""
+        """The entry in ``state`` from ``now_s`` (a CLOSED entry drops its request); raises
+        :class:`IllegalMove` for a move :data:`TRANSITIONS` does not have."""
+        if (self.state, state) not in TRANSITIONS:
+            raise IllegalMove(
+                f"review {self.name}: no move from {self.state} to {state} in the ledger's "
+                "TRANSITIONS (a bug); the entry stays as written"
+            )
         if state is State.CLOSED:
             changes.setdefault("request", None)
         return dataclasses.replace(self, state=state, since_s=now_s, **changes)
@@ -231,20 +301,3 @@ class LedgerLog(Protocol):
 
 
 Send = Callable[[str, int, bytes, bytes | None], Awaitable[None]]  #: topic, partition, key, value
-
-
-class KafkaLedgerLog:
-    """:class:`LedgerLog` on the ledger topic: writes through ``send``, reads with ``reader``."""
-
-    def __init__(self, topic: str, send: Send, reader: PartitionReader) -> None:
-        self.topic = topic
-        self._send = send
-        self._reader = reader
-
-    async def write(self, partition: int, key: str, value: bytes | None) -> None:
-        await self._send(self.topic, partition, key.encode(), value)
-
-    async def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
-        async for record in self._reader.read(self.topic, partition, None, None):
-            if record.key is not None:
-                yield record.key.decode(), record.value

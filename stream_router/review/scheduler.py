@@ -24,10 +24,11 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
    under an earlier configuration that no longer routes it is dead-lettered the same way, as
    its event's outcome. Metric labels name a route only if the configuration has it.
 3. *Every entry is driven from the ledger only.* Each owned partition has a worker that moves its
-   entries through their states (``review/ledger.py``): start (budget, rate limit, the backend
-   call; ``review/starter.py``), hold, fetch the result and publish, escalate. A transition is
-   written to the ledger, acknowledged, before the next step; an outcome is published before the
-   entry is closed. After a crash or a rebalance the new owner reads the partition's ledger
+   entries through their states by the ledger's table (``review/ledger.py``; any other move
+   raises), taking each state's step: start (budget, rate limit, the backend call;
+   ``review/starter.py``), hold, fetch the result and publish, escalate. A transition is written
+   to the ledger, acknowledged, before the next step; an outcome is published before the entry
+   is closed. After a crash or a rebalance the new owner reads the partition's ledger
    whole and carries on from the last written state: an attempt whose start was cut short is
    started again under the same name, which the backend answers with "already started" (no
    second review), and an outcome published but not yet closed is published again, identical
@@ -54,8 +55,8 @@ of audited reviews and errors: each counted exactly once, by the write that clos
 
 ``tests/unit/review/test_scheduler.py`` proves the invariant under combined faults (kills at
 every step, throttling, errors, forged requests and malformed answers mixed in) on the
-in-memory backend;
-``tests/chaos`` proves it over the wire, and
+in-memory backend (and ``test_transitions.py`` that every move it makes is one of the ledger's
+table); ``tests/chaos`` proves it over the wire, and
 ``tests/integration/test_review_forged_requests_e2e.py`` rule 2 with forged records on a real
 broker and the A2I emulator, and ``tests/integration/test_label_studio_untrusted.py`` rule 5
 with poisoned tasks in a real Label Studio under the running review role.
@@ -77,7 +78,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from aiokafka.errors import KafkaError
 
 from stream_router.envelope import Omit, dead_letter, review_dead_letter
 from stream_router.errors import (
@@ -102,6 +102,7 @@ from stream_router.review.ledger import (
     LedgerLog,
     PartitionLedger,
     State,
+    Step,
     encode,
     pending,
 )
@@ -167,8 +168,8 @@ class _Partition:
     parked: dict[str, tuple[float, int, str, Entry]] = field(default_factory=dict)
     #: Steps under way per lane, and what waits for a place: starts wait for rate tokens, so
     #: they have ``review.concurrency`` places of their own and never hold up results.
-    lanes: Counter[str] = field(default_factory=Counter)
-    waiting: dict[str, list[tuple[float, int, str, Entry]]] = field(default_factory=dict)
+    lanes: Counter[Step] = field(default_factory=Counter)
+    waiting: dict[Step, list[tuple[float, int, str, Entry]]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
@@ -177,8 +178,11 @@ class _Partition:
     steps: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-def _lane(entry: Entry) -> str:
-    return "start" if entry.state.startable else "finish"
+def _lane(entry: Entry) -> Step:
+    """The step a queued entry is queued for (:meth:`ReviewScheduler._schedule` queues no other)."""
+    step = entry.state.step
+    assert step is not None, f"{entry.name} is queued, but {entry.state} has no step"
+    return step
 
 
 @dataclass(frozen=True)
@@ -465,7 +469,7 @@ class ReviewScheduler:
                 async for key, value in self.log.read(ledger.partition):
                     ledger.apply(key, value)
                 break
-            except (UpstreamError, KafkaError) as exc:
+            except UpstreamError as exc:  # Kafka's errors arrive as these (review_topics.py)
                 failures += 1
                 delay = self.retry.delay(failures)
                 logger.warning("reading ledger %d failed (%s); again in %.1f s",
@@ -509,9 +513,9 @@ class ReviewScheduler:
                 if owned.lanes[lane] >= self.review.concurrency:
                     owned.waiting.setdefault(lane, []).append(item)  # requeued when one ends
                     continue
-                if entry.state.startable and not self._room_to_start(owned, entry):
+                if lane is Step.START and not self._room_to_start(owned, entry):
                     continue
-                if entry.state.startable:
+                if lane is Step.START:
                     self._starting += 1
                 owned.lanes[lane] += 1
                 step = asyncio.ensure_future(self._step(owned, entry))
@@ -547,24 +551,20 @@ class ReviewScheduler:
 
     def _schedule(self, owned: _Partition, entry: Entry | None, at_s: float | None = None) -> None:
         """Queue ``entry``'s next step, if its state has one, at ``at_s`` (default: when due)."""
-        if entry is None:
-            return
+        if entry is None or entry.state.step is None:
+            return  # STARTED waits for a notice; CLOSED waits for pruning
         if at_s is None:
-            if entry.state in (State.PENDING, State.ESCALATED, State.ENDED):
-                at_s = self.clock()
-            elif entry.state is State.HELD:
-                at_s = entry.due_s if entry.due_s is not None else self.clock()
-            else:
-                return  # STARTED waits for a notice; CLOSED waits for pruning
+            due_s = entry.due_s if entry.state is State.HELD else None
+            at_s = self.clock() if due_s is None else due_s
         heapq.heappush(owned.due, (at_s, next(self._seq), entry.first_name, entry))
         owned.wake.set()
 
     async def _step(self, owned: _Partition, entry: Entry) -> None:
-        first = entry.first_name
+        first, step = entry.first_name, _lane(entry)
         try:
-            if entry.state.startable:
+            if step is Step.START:
                 await self._start(owned, entry)
-            elif entry.state is State.ENDED:
+            else:
                 await self._complete(owned, entry)
             owned.failures.pop(first, None)
         except asyncio.CancelledError:
@@ -584,7 +584,10 @@ class ReviewScheduler:
                 self._capacity_until = max(self._capacity_until, self.monotonic() + pause)
             logger.warning("review %s (%s): %s; again in %.1f s",
                            entry.name, entry.state, exc, delay)  # fmt: skip
-            self._schedule(owned, owned.ledger.entries.get(first), self.clock() + delay)
+            current = owned.ledger.entries.get(first)
+            if current is not None and current.state.step is None:
+                owned.failures.pop(first, None)  # it waits for news now: nothing to retry
+            self._schedule(owned, current, self.clock() + delay)
             return
         except Exception as exc:
             self.die(f"review {entry.name}", exc)
@@ -598,7 +601,7 @@ class ReviewScheduler:
         owned.lanes[lane] -= 1
         for item in owned.waiting.pop(lane, []):
             heapq.heappush(owned.due, item)
-        if entry.state.startable:
+        if lane is Step.START:
             self._starting -= 1
             self._release()
         parked = owned.parked.pop(entry.first_name, None)
@@ -613,7 +616,7 @@ class ReviewScheduler:
 
     async def _start(self, owned: _Partition, entry: Entry) -> None:
         request = entry.request
-        assert request is not None  # startable entries keep their request
+        assert request is not None  # entries to start keep their request
         review = self.review
         try:
             self.routes.check(request.route, entry.flow, entry.attempt)

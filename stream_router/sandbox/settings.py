@@ -12,8 +12,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stream_router.config_files import load_yaml_mapping
 
 NAME_RE = re.compile(r"^[a-z0-9](-*[a-z0-9])*$")
 
@@ -251,12 +252,11 @@ class SandboxSettings(_Section):
 
     @classmethod
     def from_yaml(cls, path: Path | None) -> SandboxSettings:
-        """Load from a YAML file; None or an empty file gives the defaults."""
+        """Load from a YAML file; None or an empty file gives the defaults. A file that cannot
+        be read, is not YAML or is not a mapping raises ``ConfigError`` naming it."""
         if path is None:
             return cls()
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise TypeError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+        data = load_yaml_mapping(path, what="sandbox settings", top_level="a mapping")
         for flow in data.get("flow_definitions") or ():
             # A template named relative to the settings file is found beside it.
             if isinstance(flow, dict) and isinstance(flow.get("template_file"), str):

@@ -8,14 +8,14 @@ Usage::
         sandbox.resources.event_queue_url
 
 The broker is Apache Kafka where Java exists and Tansu elsewhere (``broker="kafka"|"tansu"``;
-see :mod:`stream_router.sandbox.broker`). With ``backend="label-studio"`` a real Label Studio
-(``sandbox/labelstudio/server.py``) runs beside them, with one project per flow definition and
-the simulated annotators (``sandbox/labelstudio/annotators.py``); moto and the A2I emulator run
-either way (they are small, and the demo's A2I path needs them). The processes start at once;
-the sandbox is ready when moto answers and its resources exist, the broker answers (Tansu on
-s3:// storage starts only once its bucket exists in moto), the emulator listens and Label
-Studio, when asked for, answers and has its projects. Stop order is annotators, Label Studio,
-emulator, broker, moto.
+:func:`default_broker_kind` chooses; see :mod:`stream_router.sandbox.broker`). With
+``backend="label-studio"`` a real Label Studio (``sandbox/labelstudio/server.py``) runs beside
+them, with one project per flow definition and the simulated annotators
+(``sandbox/labelstudio/annotators.py``); moto and the A2I emulator run either way (they are
+small, and the demo's A2I path needs them). The processes start at once; the sandbox is ready
+when moto answers and its resources exist, the broker answers (Tansu on s3:// storage starts
+only once its bucket exists in moto), the emulator listens and Label Studio, when asked for,
+answers and has its projects. Stop order is annotators, Label Studio, emulator, broker, moto.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -43,9 +44,8 @@ from stream_router.sandbox.broker import (
     BrokerKind,
     S3Storage,
     TansuBroker,
-    default_broker_kind,
 )
-from stream_router.sandbox.kafka import KafkaBroker
+from stream_router.sandbox.kafka import KafkaBroker, java_available
 from stream_router.sandbox.labelstudio.annotators import AnnotatorsProcess
 from stream_router.sandbox.labelstudio.server import LabelStudioServer
 from stream_router.sandbox.process import Lifecycle
@@ -55,6 +55,16 @@ logger = logging.getLogger(__name__)
 
 BrokerStorage = Literal["memory", "s3"]
 Backend = Literal["a2i", "label-studio"]
+
+
+def default_broker_kind() -> BrokerKind:
+    """Apache Kafka where Java exists, else Tansu; ``STREAM_ROUTER_SANDBOX_BROKER`` decides."""
+    chosen = os.environ.get("STREAM_ROUTER_SANDBOX_BROKER", "").strip().lower()
+    if chosen in ("kafka", "tansu"):
+        return "kafka" if chosen == "kafka" else "tansu"
+    if chosen:
+        raise ValueError(f"STREAM_ROUTER_SANDBOX_BROKER must be kafka or tansu, not {chosen!r}")
+    return "kafka" if java_available() else "tansu"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@
 - ``messages``: the pure parsing of those message bodies.
 
 The reconciler (DescribeHumanLoop / ListHumanLoops through the review backend) needs the
-ledger, so it is a timer of the review application (``stream_router/review/app.py``).
+ledger, so it is a timer of the review application (``stream_router/review_role.py``).
 """
 
 from __future__ import annotations

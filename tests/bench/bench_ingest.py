@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from stream_router.app import build_ingest
+from stream_router.kafka_clients import client_options
 from stream_router.sandbox.broker import Broker, BrokerKind, TansuBroker
 from stream_router.sandbox.kafka import KafkaBroker
 from stream_router.settings import KafkaSettings, Settings
@@ -147,7 +148,7 @@ async def plain_loop(bootstrap: str, topic: str, total: int) -> Rate:
     # The ingest producer's settings: acks=all, no linger, the same largest batch.
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     producer = AIOKafkaProducer(
-        acks="all", max_batch_size=kafka.producer_batch_max_bytes, **kafka.client_options()
+        acks="all", max_batch_size=kafka.producer_batch_max_bytes, **client_options(kafka)
     )
     out = f"bench-plain-out-{uuid.uuid4().hex[:6]}"
     await producer.start()

@@ -427,7 +427,8 @@ def test_review_requests_survive_the_review_roles_wrapping(raws: list[bytes]) ->
     for raw in requests:
         request = ReviewRequest.parse(raw)  # as the review role takes it
         review_dead_letter(request.fields, "rejected", "no", 1.0)
-        entry = pending(request, 1.0).moved(State.ENDED, 2.0, end=End("Failed", None, "Expired"))
+        started = pending(request, 1.0).moved(State.STARTED, 2.0)
+        entry = started.moved(State.ENDED, 2.0, end=End("Failed", None, "Expired"))
         assert decode(encode(entry)) == entry
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stream_router.sandbox import kafka
-from stream_router.sandbox.broker import default_broker_kind
+from stream_router.sandbox.stack import default_broker_kind
 
 
 def test_the_pom_pins_the_version_the_code_names() -> None:

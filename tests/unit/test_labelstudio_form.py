@@ -30,8 +30,8 @@ from stream_router.labelstudio.tasks import (
     task,
 )
 from stream_router.metrics import ReviewMetrics
-from stream_router.review.app import _backend
 from stream_router.review.content import project
+from stream_router.review_role import _backend
 from stream_router.settings import LabelStudioSettings, Settings
 from tests.unit.test_labelstudio_starts import FakeLabelStudio
 

@@ -9,7 +9,7 @@ import sys
 
 CHECK = """
 import sys
-import stream_router.app, stream_router.cli, stream_router.review.app, stream_router.ingest.loop
+import stream_router.app, stream_router.cli, stream_router.review_role, stream_router.ingest.loop
 from stream_router.cli import build_parser
 build_parser()
 heavy = sorted(name for name in ("numpy", "scipy", "matplotlib", "liquid") if name in sys.modules)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from stream_router.errors import ConfigError
 from stream_router.sandbox.a2i.server import TokenBucket
 from stream_router.sandbox.settings import SandboxSettings
 
@@ -52,7 +54,9 @@ def test_duplicate_flow_names_are_refused() -> None:
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n")
-    with pytest.raises(TypeError, match="mapping"):
+    with pytest.raises(
+        ConfigError, match=f"{re.escape(str(path))}: the top level must be a mapping"
+    ):
         SandboxSettings.from_yaml(path)
 
 

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from stream_router.errors import ConfigError
+from stream_router.kafka_clients import client_options, consumer_options
 from stream_router.settings import KafkaSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,7 +147,7 @@ def test_sasl_options_reach_the_client() -> None:
             "heartbeat_interval_s": 1,
         }
     )
-    options = kafka.consumer_options()
+    options = consumer_options(kafka)
     assert options["sasl_mechanism"] == "SCRAM-SHA-256"
     assert options["sasl_plain_username"] == "router"
     assert options["sasl_plain_password"] == "pw"
@@ -156,7 +157,7 @@ def test_sasl_options_reach_the_client() -> None:
 
 
 def test_plaintext_has_no_security_options() -> None:
-    options = KafkaSettings().client_options()
+    options = client_options(KafkaSettings())
     assert "ssl_context" not in options
     assert "sasl_mechanism" not in options
 

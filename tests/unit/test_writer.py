@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_router.app import build_ingest
 from stream_router.ingest.writer import murmur2
-from stream_router.review.app import faust_app
+from stream_router.review_role import faust_app
 from stream_router.settings import Settings
 
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from stream_router.policies.confidence import ConfidencePolicy
-from tests.unit.policies.conftest import build, make_prediction
+from stream_router.testing import make_prediction
+from tests.unit.policies.conftest import build
 
 unit = st.floats(min_value=0.0, max_value=1.0)
 positive_unit = st.floats(min_value=0.0, max_value=1.0, exclude_min=True)

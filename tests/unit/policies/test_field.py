@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from stream_router.policies.base import Verdict
 from stream_router.policies.field import FieldRulePolicy
-from tests.unit.policies.conftest import build, make_prediction
+from stream_router.testing import make_prediction
+from tests.unit.policies.conftest import build
 
 EVENT = {
     "amount": 1200,

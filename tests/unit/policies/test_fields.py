@@ -18,7 +18,7 @@ from stream_router.policies.fields import (
     resolve,
     show_value,
 )
-from tests.unit.policies.conftest import make_prediction
+from stream_router.testing import make_prediction
 
 EVENT = {
     "label": "raw-label",

@@ -20,7 +20,7 @@ from stream_router.policies.propensity import MAX_WORLDS, NEVER, ReviewChances
 from stream_router.policies.registry import PolicyRegistry
 from stream_router.policies.routes import Routes
 from stream_router.settings import PoliciesSettings
-from tests.unit.policies.conftest import make_prediction
+from stream_router.testing import make_prediction
 
 IDS = 20_000
 

@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from stream_router.policies.required import RequiredFieldsPolicy
-from tests.unit.policies.conftest import build, make_prediction
+from stream_router.testing import make_prediction
+from tests.unit.policies.conftest import build
 
 
 def policy(*fields: str) -> RequiredFieldsPolicy:

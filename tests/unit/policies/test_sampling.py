@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from stream_router.policies.sampling import SamplePolicy
-from tests.unit.policies.conftest import build, make_prediction
+from stream_router.testing import make_prediction
+from tests.unit.policies.conftest import build
 
 percents = st.floats(min_value=0.0, max_value=100.0)
 salts = st.text(max_size=16)

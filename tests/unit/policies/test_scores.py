@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from stream_router.policies.scores import EntropyPolicy, MarginPolicy
-from tests.unit.policies.conftest import build, make_prediction
+from stream_router.testing import make_prediction
+from tests.unit.policies.conftest import build
 
 
 def margin(**params: Any) -> MarginPolicy:

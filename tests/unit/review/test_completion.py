@@ -13,10 +13,10 @@ from stream_router.naming import attempt_name, first_name_of, is_valid_loop_name
 from stream_router.policies.routes import Decision
 from stream_router.review.backend import ReviewStatus
 from stream_router.review.completion import Action, Completer
-from stream_router.review.fake import FakeReviewBackend
 from stream_router.review.ledger import End, Entry, State
 from stream_router.review.request import ReviewRequest
 from stream_router.settings import ReviewSettings
+from stream_router.testing import FakeReviewBackend
 from tests.envelope_schema import envelope_validator
 
 NOW = 1_700_000_100.0

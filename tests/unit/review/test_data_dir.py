@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stream_router.errors import ConfigError
-from stream_router.review.app import faust_app
+from stream_router.review_role import faust_app
 from stream_router.settings import Settings
 
 

@@ -1,7 +1,9 @@
 """The review role's monitor: backlog and ages (metrics), catch-up, and a stuck commit (readiness).
 
 Kafka is replaced by what the monitor reads of it (end offsets, the group's commits, the
-timestamp of the oldest unrecorded request); time is a fake clock moved by the test.
+timestamp of the oldest unrecorded request), the scheduler by what the monitor asks of it (owned
+partitions, their statistics, catch-up); time is a fake clock moved by the test. No faust, no
+broker: the monitor is plain logic (``review/monitor.py``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_router.metrics import ReviewMetrics
-from stream_router.review.app import ReviewService
-from stream_router.review.audit import Auditor, AuditTally, Observation
-from stream_router.review.fake import FakeReviewBackend
+from stream_router.review.audit import Auditor, AuditReport, AuditTally, Observation
 from stream_router.review.ledger import State
+from stream_router.review.monitor import ReviewMonitor
+from stream_router.review.request import ReviewRoutes
 from stream_router.review.scheduler import Stats
 from stream_router.settings import Settings
 
@@ -52,8 +54,51 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
     return registry.get_sample_value(name, labels)
 
 
+class Scheduler:
+    """What the monitor asks of the scheduler: two owned partitions, their stats, catch-up."""
+
+    def __init__(self, stats: Stats, owned: list[int]) -> None:
+        self.stats_now = stats
+        self.owned_now = owned
+        self.caught: list[tuple[int, int]] = []
+
+    def owned(self) -> list[int]:
+        return self.owned_now
+
+    def loading(self) -> list[int]:
+        return []
+
+    def stats(self) -> Stats:
+        return self.stats_now
+
+    async def catch_up(self, partition: int, end: int) -> int:
+        self.caught.append((partition, end))
+        return end - 40
+
+
+def monitor_of(
+    settings: Settings, scheduler: Scheduler, kafka: Kafka, clock: Clock
+) -> tuple[ReviewMonitor, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = ReviewMetrics(registry)
+    routes = ReviewRoutes.from_settings(settings.policies, settings.review)
+    auditor = Auditor(settings.review.audit, settings.policies.version)
+    report = AuditReport(metrics, auditor, routes)
+    monitor = ReviewMonitor(
+        settings.review,
+        metrics,
+        scheduler,
+        kafka,
+        report,
+        topic="review-requests",
+        clock=clock,
+        monotonic=clock,
+    )
+    return monitor, registry
+
+
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ReviewService, Kafka, Clock]:
+def world(tmp_path: Path) -> tuple[ReviewMonitor, CollectorRegistry, Scheduler, Kafka, Clock]:
     clock = Clock()
     settings = Settings.model_validate(
         {
@@ -61,74 +106,61 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ReviewServic
             "review": {"data_dir": str(tmp_path), "stall_after_s": 300, "catch_up_after_s": 30},
         }
     )
-    registry = CollectorRegistry()
-    service = ReviewService(
-        settings, ReviewMetrics(registry), backend=FakeReviewBackend(), clock=clock,
-        monotonic=clock,
-    )  # fmt: skip
-    service.registry = registry  # type: ignore[attr-defined]
-    kafka = Kafka()
-    for name in ("bounds", "committed", "timestamp_at"):
-        monkeypatch.setattr(service.reader, name, getattr(kafka, name))
-    scheduler = service.scheduler
-    monkeypatch.setattr(scheduler, "owned", lambda: [0, 1])
-    monkeypatch.setattr(scheduler, "loading", lambda: [])
     by_state = dict.fromkeys(State, 0) | {State.PENDING: 2, State.STARTED: 5}
     stats = Stats(by_state, oldest_pending_s=NOW - 45, next_offsets={0: 100, 1: 40})
-    monkeypatch.setattr(scheduler, "stats", lambda: stats)
-    return service, kafka, clock
+    scheduler, kafka = Scheduler(stats, [0, 1]), Kafka()
+    monitor, registry = monitor_of(settings, scheduler, kafka, clock)
+    return monitor, registry, scheduler, kafka, clock
 
 
-async def test_backlog_ages_and_a_catch_up_of_what_waits_too_long(
-    world: tuple[ReviewService, Kafka, Clock], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    service, kafka, clock = world
-    registry: CollectorRegistry = service.registry  # type: ignore[attr-defined]
-    caught: list[tuple[int, int]] = []
+World = tuple[ReviewMonitor, CollectorRegistry, Scheduler, Kafka, Clock]
 
-    async def catch_up(partition: int, end: int) -> int:
-        caught.append((partition, end))
-        return end - 40
 
-    monkeypatch.setattr(service.scheduler, "catch_up", catch_up)
+async def test_backlog_ages_and_a_catch_up_of_what_waits_too_long(world: World) -> None:
+    monitor, registry, scheduler, kafka, clock = world
     kafka.written_s[(1, 40)] = NOW - 10  # the oldest of partition 1's ten unrecorded requests
-    await service._measure()
+    await monitor.measure()
     assert sample(registry, "stream_router_review_requests_backlog", partition="0") == 0
     assert sample(registry, "stream_router_review_requests_backlog", partition="1") == 10
     assert sample(registry, "stream_router_review_oldest_unrecorded_age_seconds") == 10
     assert sample(registry, "stream_router_review_oldest_pending_age_seconds") == 45
     assert sample(registry, "stream_router_review_ledger_entries", state="started") == 5
-    assert caught == []  # 10 s is within review.catch_up_after_s
+    assert scheduler.caught == []  # 10 s is within review.catch_up_after_s
 
     clock.now += 25  # now 35 s old: read and recorded directly
-    await service._measure()
-    assert caught == [(1, 50)]
+    await monitor.measure()
+    assert scheduler.caught == [(1, 50)]
 
 
-async def test_a_commit_that_does_not_move_below_waiting_records_is_reported(
-    world: tuple[ReviewService, Kafka, Clock],
-) -> None:
-    service, kafka, clock = world
-    service._opened.set()
-    await service._measure()
-    assert service._stuck == []
+async def test_a_commit_that_does_not_move_below_waiting_records_is_reported(world: World) -> None:
+    monitor, _, _, kafka, clock = world
+    await monitor.measure()
+    assert monitor.stuck == []
     clock.now += 301  # partition 1's commit stays at 40 with 10 records above it
-    await service._measure()
-    assert service._stuck == [
+    await monitor.measure()
+    assert monitor.stuck == [
         "review-requests partition 1: commit stuck at 40 for 301 s with 10 record(s) above it"
     ]
     kafka.commits[1] = 45  # it moves: no longer stuck
-    await service._measure()
-    assert service._stuck == []
+    await monitor.measure()
+    assert monitor.stuck == []
     kafka.commits[1] = kafka.ends[1] = 50  # nothing waits above a still commit: not stuck
     clock.now += 1000
-    await service._measure()
-    assert service._stuck == []
+    await monitor.measure()
+    assert monitor.stuck == []
 
 
-async def test_the_audit_counts_of_the_partitions_read_are_published(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_partition_forgotten_starts_its_watch_again(world: World) -> None:
+    """A revoked partition's commit history goes: reassigned, it is not stuck at once."""
+    monitor, _, _, _, clock = world
+    await monitor.measure()
+    clock.now += 301
+    monitor.forget(1)
+    await monitor.measure()
+    assert monitor.stuck == []
+
+
+async def test_the_audit_counts_of_the_partitions_read_are_published(tmp_path: Path) -> None:
     """Each pass shows the audit monitor's counts and bounds of the partitions whose ledger is
     read, and withdraws those of partitions that moved away."""
     route = {"name": "audit", "review_flow": "fd-audit", "policy": {"type": "sample", "percent": 2}}
@@ -139,17 +171,14 @@ async def test_the_audit_counts_of_the_partitions_read_are_published(
             "review": {"data_dir": str(tmp_path), "audit": {"target_error": 0.05}},
         }
     )
-    registry = CollectorRegistry()
-    service = ReviewService(settings, ReviewMetrics(registry), backend=FakeReviewBackend())
     auditor = Auditor(settings.review.audit, "7")
     tally = AuditTally()
     for error in [True] * 30 + [False] * 70:
         tally = tally.fold(auditor.sample(tally, Observation("audit", "cat", error)))
     by_state = dict.fromkeys(State, 0)
     stats = Stats(by_state, None, {0: 0}, audit={0: tally})
-    monkeypatch.setattr(service.scheduler, "stats", lambda: stats)
-    monkeypatch.setattr(service.scheduler, "owned", lambda: [])
-    await service._measure()
+    monitor, registry = monitor_of(settings, Scheduler(stats, []), Kafka(), Clock())
+    await monitor.measure()
     labels = {"route": "audit", "label": "cat"}
     assert sample(registry, "stream_router_review_audit_reviews", **labels) == 100
     assert sample(registry, "stream_router_review_audit_errors", **labels) == 30
@@ -158,5 +187,5 @@ async def test_the_audit_counts_of_the_partitions_read_are_published(
     assert lower > 0.05  # well above the target
     assert sample(registry, "stream_router_review_audit_target_error_ratio", route="audit") == 0.05
     stats.audit.clear()  # the partition moved to another instance
-    await service._measure()
+    await monitor.measure()
     assert sample(registry, "stream_router_review_audit_reviews", **labels) is None

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_router.metrics import ReviewMetrics
-from stream_router.review.app import ReviewService
 from stream_router.review.fake import FakeReviewBackend
+from stream_router.review_role import ReviewService
 from stream_router.settings import Settings
 
 ROUTE = {"name": "general", "review_flow": "f", "policy": {"type": "sample", "percent": 1}}
@@ -24,7 +24,7 @@ def test_start_up_warns_about_an_empty_projection(
     settings = Settings.model_validate(
         {"policies": {"routes": [ROUTE]}, "review": review, "watchers": {"enabled": ["reconciler"]}}
     )
-    with caplog.at_level(logging.WARNING, logger="stream_router.review.app"):
+    with caplog.at_level(logging.WARNING, logger="stream_router.review_role"):
         ReviewService(settings, ReviewMetrics(CollectorRegistry()), backend=FakeReviewBackend())
     said = [
         r.getMessage() for r in caplog.records if "review.projection is empty" in r.getMessage()

@@ -38,7 +38,6 @@ from stream_router.review.backend import ReviewResult, ReviewState
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
-from stream_router.review.fake import FakeReviewBackend
 from stream_router.review.ledger import AUDIT_KEY, State, decode
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.request import ReviewRoutes
@@ -47,6 +46,7 @@ from stream_router.review.scheduler import Outlets, ReviewScheduler
 from stream_router.review.shares import BudgetShares
 from stream_router.review.starter import Starter
 from stream_router.settings import ReviewSettings
+from stream_router.testing import FakeReviewBackend
 from tests.unit.review.requests import review_request
 
 PARTITIONS = 2

@@ -11,9 +11,9 @@ from stream_router.errors import (
     UpstreamError,
 )
 from stream_router.review.budget import Budget, BudgetLimits
-from stream_router.review.fake import FakeReviewBackend
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.starter import StartDecision, Starter
+from stream_router.testing import FakeReviewBackend
 from tests.unit.review.requests import REQUESTED_S, review_request
 
 NOW_S = REQUESTED_S

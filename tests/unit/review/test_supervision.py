@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_router.metrics import ReviewMetrics
-from stream_router.review.app import ReviewService
 from stream_router.review.fake import FakeReviewBackend
 from stream_router.review.supervision import Supervisor
+from stream_router.review_role import ReviewService
 from stream_router.settings import Settings
 
 

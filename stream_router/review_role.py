@@ -1,6 +1,9 @@
-"""The review application on faust-streaming: agents, the scheduler, watchers and the monitor.
+"""The review role: the review application on faust-streaming, and its wiring.
 
-The only module that imports faust, used narrowly: consumer-group membership and co-partitioned
+It sits beside the ingest role (``stream_router/app.py`` runs both) and is the composition root
+of the review path: it picks the review backend and its completion signals, and connects them to
+the framework-free core in ``review/`` (the scheduler, the ledger, the monitor, budgets). It is
+the only module that imports faust, used narrowly: consumer-group membership and co-partitioned
 assignment of review-requests and loop-events, one agent (one actor) on each, and its producer.
 It wires the parts of ``review/`` together::
 
@@ -10,7 +13,7 @@ It wires the parts of ``review/`` together::
     loop-events ──► agent ──► ReviewScheduler.take_loop_event: the open attempt is ENDED
     one worker per owned partition ──► start, hold, publish, escalate      (review/scheduler.py)
     the monitor ──► backlog and age metrics, readiness, records faust never delivered, the
-      audit monitor's counts and bounds (review/audit.py)
+      audit monitor's counts and bounds (review/monitor.py, review/audit.py)
 
 Everything about one review is keyed by its first name (``naming.first_name_of``): requests,
 loop events and ledger entries of every attempt share a partition, so one instance owns them.
@@ -47,8 +50,8 @@ from stream_router.aws.a2i import A2IReviewBackend
 from stream_router.aws.clients import AwsClients, AwsEndpoints
 from stream_router.aws.flows import flow_uses
 from stream_router.envelope import dead_letter
-from stream_router.errors import ConfigError
-from stream_router.kafka_clients import stop_consumer
+from stream_router.errors import ConfigError, UpstreamError
+from stream_router.kafka_clients import client_options, stop_consumer
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
 from stream_router.labelstudio.webhook import WebhookReceiver
 from stream_router.metrics import ReviewMetrics
@@ -57,15 +60,15 @@ from stream_router.naming import first_name_of
 from stream_router.review.audit import Auditor, AuditReport
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
-from stream_router.review.ledger import KafkaLedgerLog, State
 from stream_router.review.limiter import RateLimiter
-from stream_router.review.reader import PartitionReader
+from stream_router.review.monitor import ReviewMonitor
 from stream_router.review.reconciler import Reconciler
 from stream_router.review.request import ReviewRoutes
 from stream_router.review.scheduler import Outlets, ReviewScheduler
 from stream_router.review.shares import budget_shares
 from stream_router.review.starter import Starter
 from stream_router.review.supervision import Supervisor
+from stream_router.review_topics import KafkaLedgerLog, PartitionReader
 from stream_router.settings import KafkaSettings, Settings
 from stream_router.watchers.sqs import PollErrors, SqsWatcher, WatcherCounts, sqs_watchers
 
@@ -127,7 +130,7 @@ class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
-    options = kafka.client_options()
+    options = client_options(kafka)
     context = options.get("ssl_context")
     if kafka.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
@@ -212,8 +215,16 @@ class ReviewService:
             clock=clock,
             monotonic=monotonic,
         )
-        self._commits: dict[int, tuple[int, float]] = {}  # partition -> (committed, since)
-        self._stuck: list[str] = []
+        self.monitor = ReviewMonitor(
+            review,
+            metrics,
+            self.scheduler,
+            self.reader,
+            self.audit_report,
+            topic=topics.review_requests,
+            clock=clock,
+            monotonic=monotonic,
+        )
         app.on_partitions_revoked.connect(self._revoked)
         app.on_partitions_assigned.connect(self._assigned)
         app.agent(self.requests, name="review-requests", concurrency=1)(
@@ -285,8 +296,8 @@ class ReviewService:
         Ready means: no agent or task died, the worker is not stopping, it has started and
         opened the review backend, it is not rebalancing, it owns review partitions and has
         read their ledgers, no partition's commit is stuck below waiting records (see
-        :meth:`_monitor`), and every agent, watcher, the monitor and the reconciler runs
-        without stalling (``stream_router.review.supervision``).
+        :class:`~stream_router.review.monitor.ReviewMonitor`), and every agent, watcher, the
+        monitor and the reconciler runs without stalling (``stream_router.review.supervision``).
         """
         supervisor = self.supervisor
         if supervisor.deaths:
@@ -302,7 +313,7 @@ class ReviewService:
             (lambda: app.rebalancing, "rebalancing partitions"),
             (lambda: not self.scheduler.owned(), "no review partitions assigned"),
             (lambda: loading, f"reading the ledger of partition(s) {loading}"),
-            (lambda: self._stuck, "; ".join(self._stuck)),
+            (lambda: self.monitor.stuck, "; ".join(self.monitor.stuck)),
         ]
         for failing, reason in checks:
             if failing():
@@ -372,7 +383,7 @@ class ReviewService:
         for tp in revoked:
             if tp.topic == topic:
                 await self.scheduler.revoke(tp.partition)
-                self._commits.pop(tp.partition, None)
+                self.monitor.forget(tp.partition)
                 with contextlib.suppress(KeyError):  # another instance reports it now
                     self.metrics.requests_backlog.remove(str(tp.partition))
 
@@ -467,63 +478,15 @@ class ReviewService:
         await self._every(self.settings.review.monitor_interval_s, self._monitor)
 
     async def _monitor(self) -> None:
-        """The backlog and ages (metrics), stuck commits (readiness), records never delivered,
-        and the audit monitor's metrics of the partitions whose ledger is read.
-
-        For each owned partition whose ledger is read: records at or above the scheduler's next
-        expected offset are not recorded yet (the backlog); once the oldest of them is older than
-        ``review.catch_up_after_s`` they are read and recorded directly (faust did not deliver
-        them). A partition whose committed offset has not moved for ``review.stall_after_s``
-        while records wait above it is reported by readiness.
-        """
+        """One pass of the monitor; a Kafka error is a failed beat (the next pass tries again)."""
         try:
-            await self._measure()
-        except KafkaError as exc:  # the broker is unwell: the next pass tries again
+            await self.monitor.measure()
+        except (KafkaError, UpstreamError) as exc:  # the broker is unwell: the next pass tries
             reason = str(exc)  # aiokafka's errors start with their class name
             logger.warning("review monitor failed: %s", reason)
             self.supervisor.failed("monitor", reason)
             return
         self.supervisor.beat("monitor")
-
-    async def _measure(self) -> None:
-        review, metrics, scheduler = self.settings.review, self.metrics, self.scheduler
-        owned = [p for p in scheduler.owned() if p not in scheduler.loading()]
-        stats = scheduler.stats()
-        now, mono = self.clock(), self.monotonic()
-        for state in State:
-            metrics.ledger_entries.labels(state.value).set(stats.by_state[state])
-        pending_age = 0.0 if stats.oldest_pending_s is None else now - stats.oldest_pending_s
-        metrics.oldest_pending_age.set(max(0.0, pending_age))
-        self.audit_report.publish(list(stats.audit.values()))
-        if not owned:
-            metrics.oldest_unrecorded_age.set(0)
-            self._stuck = []
-            return
-        topic = self.requests.get_topic_name()
-        bounds = await self.reader.bounds(topic, owned)
-        committed = await self.reader.committed(review.app_id, topic, owned)
-        oldest_unrecorded, stuck = 0.0, []
-        for partition in owned:
-            begin, end = bounds[partition]
-            expected = stats.next_offsets.get(partition, end)
-            metrics.requests_backlog.labels(str(partition)).set(max(0, end - expected))
-            if expected < end:
-                written_s = await self.reader.timestamp_at(topic, partition, expected)
-                age = 0.0 if written_s is None else max(0.0, now - written_s)
-                oldest_unrecorded = max(oldest_unrecorded, age)
-                if age > review.catch_up_after_s:
-                    await scheduler.catch_up(partition, end)
-            offset = committed.get(partition, begin)
-            last = self._commits.get(partition)
-            if last is None or last[0] != offset:
-                self._commits[partition] = (offset, mono)
-            elif end > offset and mono - last[1] > review.stall_after_s:
-                stuck.append(
-                    f"review-requests partition {partition}: commit stuck at {offset} for "
-                    f"{mono - last[1]:.0f} s with {end - offset} record(s) above it"
-                )
-        metrics.oldest_unrecorded_age.set(oldest_unrecorded)
-        self._stuck = stuck
 
 
 async def _step(what: str, closing: Awaitable[None]) -> None:

@@ -1,6 +1,7 @@
-"""Reading partitions directly, outside faust's consumer: ranges, end offsets, commits.
+"""The review role's own Kafka reads and ledger writes, outside faust's consumer: the adapter
+between the review core (``review/``, which imports no Kafka client) and the broker.
 
-The review role reads with a plain aiokafka consumer (no group membership, no commits):
+:class:`PartitionReader` reads with a plain aiokafka consumer (no group membership, no commits):
 
 - the ledger topic's partitions, whole, when they are assigned (``review/ledger.py``);
 - a range of review-requests that faust did not deliver (``review/scheduler.py``: the offsets
@@ -8,7 +9,10 @@ The review role reads with a plain aiokafka consumer (no group membership, no co
 - end offsets, the review group's committed offsets and the timestamp of the oldest request
   not yet recorded, for the backlog metrics and readiness.
 
-Reads take turns (one consumer, assigned the partition being read).
+Reads take turns (one consumer, assigned the partition being read). Kafka's own errors become
+:class:`~stream_router.errors.UpstreamError` here (retriable), so the review core handles one
+error tree. :class:`KafkaLedgerLog` is the ledger (``review/ledger.py``'s ``LedgerLog``) on its
+compacted topic: it writes through the role's producer and reads with the reader.
 """
 
 from __future__ import annotations
@@ -16,18 +20,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
-from stream_router.kafka_clients import CLOSE_TIMEOUT_S, stop_consumer
+from stream_router.errors import UpstreamError
+from stream_router.kafka_clients import CLOSE_TIMEOUT_S, client_options, stop_consumer
+from stream_router.review.ledger import Send
 from stream_router.settings import KafkaSettings
 
 READ_TIMEOUT_MS = 1_000
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Kafka's errors as the review core's: a retriable :class:`UpstreamError`."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise UpstreamError(f"Kafka: {what} failed: {exc}") from exc
 
 
 class PartitionReader:
@@ -46,7 +62,7 @@ class PartitionReader:
         self._turn = asyncio.Lock()
 
     async def start(self) -> None:
-        options = self.kafka.client_options()
+        options = client_options(self.kafka)
         self._consumer = AIOKafkaConsumer(
             enable_auto_commit=False, auto_offset_reset="earliest", **options
         )
@@ -79,26 +95,37 @@ class PartitionReader:
         consumer = self._client()
         tp = TopicPartition(topic, partition)
         async with self._turn:
-            consumer.assign([tp])
-            if stop is None:
-                stop = (await consumer.end_offsets([tp]))[tp]
-            if start is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-            while await consumer.position(tp) < stop:
-                batches = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
-                for record in batches.get(tp, []):
-                    if record.offset >= stop:
-                        return
-                    yield record
+            records = self._records(consumer, tp, start, stop)
+            with _translated(f"reading {topic}[{partition}]"):
+                async with contextlib.aclosing(records):
+                    async for record in records:
+                        yield record
+
+    @staticmethod
+    async def _records(
+        consumer: AIOKafkaConsumer, tp: TopicPartition, start: int | None, stop: int | None
+    ) -> AsyncGenerator[Any, None]:
+        consumer.assign([tp])
+        if stop is None:
+            stop = (await consumer.end_offsets([tp]))[tp]
+        if start is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, start)
+        while await consumer.position(tp) < stop:
+            batches = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
+            for record in batches.get(tp, []):
+                if record.offset >= stop:
+                    return
+                yield record
 
     async def bounds(self, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(beginning, end) offsets of each partition."""
         consumer = self._client()
         tps = [TopicPartition(topic, p) for p in partitions]
-        begins = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
+        with _translated(f"the offsets of {topic}"):
+            begins = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
         return {tp.partition: (begins[tp], ends[tp]) for tp in tps}
 
     async def committed(self, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
@@ -106,7 +133,8 @@ class PartitionReader:
         if self._admin is None:
             raise RuntimeError("PartitionReader used before start()")
         tps = [TopicPartition(topic, p) for p in partitions]
-        offsets = await self._admin.list_consumer_group_offsets(group, partitions=tps)
+        with _translated(f"the commits of group {group}"):
+            offsets = await self._admin.list_consumer_group_offsets(group, partitions=tps)
         return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
     async def start_offset(self, partition: int) -> int:
@@ -139,3 +167,21 @@ class PartitionReader:
             async for record in records:
                 return float(record.timestamp) / 1000
         return None
+
+
+class KafkaLedgerLog:
+    """The ledger (``review.ledger.LedgerLog``) on its topic: writes through ``send`` (the
+    role's producer), reads with ``reader``."""
+
+    def __init__(self, topic: str, send: Send, reader: PartitionReader) -> None:
+        self.topic = topic
+        self._send = send
+        self._reader = reader
+
+    async def write(self, partition: int, key: str, value: bytes | None) -> None:
+        await self._send(self.topic, partition, key.encode(), value)
+
+    async def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
+        async for record in self._reader.read(self.topic, partition, None, None):
+            if record.key is not None:
+                yield record.key.decode(), record.value
