@@ -374,7 +374,9 @@ async def test_settings_flows_are_the_same_objects(
     )
     assert rendered["Errors"] == []
     assert "crowd-classifier" in rendered["RenderedContent"]
-    assert "&lt;e1&gt;" in rendered["RenderedContent"] or "\\u003ce1" in rendered["RenderedContent"]
+    # The event went through to_json: its "<" and ">" as JSON escapes, never as markup.
+    assert "\\u003ce1\\u003e" in rendered["RenderedContent"]
+    assert "<e1>" not in rendered["RenderedContent"]
 
 
 async def test_render_ui_template_reports_template_errors(sandbox_env: dict[str, str]) -> None:

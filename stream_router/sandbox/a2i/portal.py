@@ -129,7 +129,7 @@ class WorkerPortal:
                 for loop in open_loops.get(flow.arn, [])
                 if claimable(loop.plan, now, flow.definition.task_count)
             ][:MAX_LISTED]
-            items = "".join(self._task_item(flow, loop) for loop in loops)
+            items = "".join(self._task_item(loop) for loop in loops)
             config = flow.human_loop_config
             title = html.escape(str(config.get("TaskTitle", flow.definition.name)))
             sections.append(
@@ -145,7 +145,7 @@ class WorkerPortal:
         return web.Response(text=page(f"Worker portal: {team}", body), content_type="text/html")
 
     @staticmethod
-    def _task_item(flow: Flow, loop: Loop) -> str:
+    def _task_item(loop: Loop) -> str:
         name = html.escape(loop.name)
         return (
             f"<div class='task' data-loop='{name}'><code>{name}</code> "

@@ -466,8 +466,9 @@ class Run:
         )
 
 
-@pytest.mark.parametrize("seed", range(12))
-async def test_every_request_ends_once_under_combined_faults(seed: int) -> None:
+async def faulty_run(seed: int) -> Run:
+    """A run under combined faults (backend faults, ledger write failures, kills), finished
+    and verified: every request ended once."""
     run = Run(seed)
     run.write_requests()
     run.backend.fault_rate = 0.3
@@ -479,6 +480,12 @@ async def test_every_request_ends_once_under_combined_faults(seed: int) -> None:
     finally:
         await run.scheduler.close()
     run.verify()
+    return run
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_every_request_ends_once_under_combined_faults(seed: int) -> None:
+    run = await faulty_run(seed)
     assert run.kills > 0
 
 

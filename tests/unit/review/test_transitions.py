@@ -43,8 +43,8 @@ from tests.unit.review.test_scheduler import (
     PARTITIONS,
     FaultyBackend,
     Record,
-    Run,
     World,
+    faulty_run,
     scheduler,
     settings,
 )
@@ -325,17 +325,7 @@ async def test_the_scheduler_makes_every_move_of_the_table_and_no_other() -> Non
 async def test_under_combined_faults_every_entry_moves_by_the_table(seed: int) -> None:
     """The fault-injection run of ``test_scheduler.py``: an illegal move would kill the process
     (``IllegalMove``), and the history the ledger keeps is a path through the table."""
-    run = Run(seed)
-    run.write_requests()
-    run.backend.fault_rate = 0.3
-    run.world.write_failure_rate = 0.05
-    try:
-        for _ in range(120):
-            await run.step()
-        await run.finish()
-    finally:
-        await run.scheduler.close()
-    run.verify()
+    run = await faulty_run(seed)
     assert not [death for death in run.world.every_death if "IllegalMove" in death]
     first, moves = read_moves(run.world)
     assert first == {State.PENDING}
