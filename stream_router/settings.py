@@ -432,6 +432,16 @@ class LabelStudioSettings(Section):
         LabelStudioWebhook(), description="The webhook endpoint (a completion signal)."
     )
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one API call.")
+    import_settle_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long an import that got no answer (a process killed mid-call, a "
+        "timeout, a 5xx) may still land in Label Studio: Label Studio applies requests its "
+        "client gave up on, after a stall, and its imports are not idempotent. A start that may "
+        "repeat such an import (after a failure, or by a process that takes a partition over) "
+        "waits this long first, so its look-up finds the task instead of importing a second "
+        "one a person would be paid to label. Keep it above Label Studio's longest stall.",
+    )
     page_size: int = Field(100, ge=1, le=1000, description="Tasks per page when listing.")
     image_field: str | None = Field(
         None,

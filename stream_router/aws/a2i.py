@@ -73,6 +73,7 @@ class A2IReviewBackend:
     """Human reviews as A2I human loops (custom task type), answers read from S3."""
 
     max_input_chars = MAX_INPUT_CHARS  #: A2I's limit on InputContent
+    start_settle_s = 0.0  #: StartHumanLoop of an existing name is refused (ConflictException)
 
     def __init__(
         self,

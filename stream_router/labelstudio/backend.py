@@ -32,8 +32,12 @@ A2I's ideas map here:
   refuse) and the exact name kept.
 - **one task per name** (:meth:`LabelStudioReviewBackend._one_task`): Label Studio has no unique
   key a task could carry, and it may apply an import long after the client gave up on it (seen
-  here: an import of a process killed mid-call landed 11 s later, behind SQLite's write lock),
-  so a look-then-import can still leave two tasks of one name. The tagged task with the lowest
+  here: an import of a process killed mid-call landed 11 s later, behind SQLite's write lock;
+  one sent while Label Studio was stalled, by a process killed meanwhile, 9 s later, and its
+  task was labelled before anyone looked). So a start that may repeat an import with no answer
+  waits ``import_settle_s`` (this backend's ``start_settle_s``; the scheduler keeps it, rule 3),
+  and its look-up then finds the task. Should an import land later still, a look-then-import
+  leaves two tasks of one name. The tagged task with the lowest
   id (the first one Label Studio stored) is the review; whoever sees another tagged one of that
   name deletes it (both are the router's, or the other is a copy made later): the start right
   after its import, every describe that looks the name up, and the reconciler's listing of
@@ -164,6 +168,7 @@ class LabelStudioReviewBackend:
         if settings.api_token is None:
             raise ConfigError("review.label_studio.api_token: the Label Studio backend needs it")
         self.settings = settings
+        self.start_settle_s = settings.import_settle_s
         self._tag_key = tag_key((settings.task_tag_key or settings.api_token).get_secret_value())
         self.ownership = Ownership(self._tag_key, ignored)
         self.client = LabelStudioClient(

@@ -83,9 +83,17 @@ class ReviewBackend(Protocol):
 
     ``max_input_chars`` is the longest InputContent (characters of its JSON) the backend takes;
     the starter refuses longer content without a call (``OVERSIZE``).
+
+    ``start_settle_s`` is how long a start that got no answer may still take effect at the
+    backend (a request the backend applies after its sender died or gave up). A backend whose
+    starts are idempotent per name (A2I: a name exists once) has 0; one whose are not (Label
+    Studio's import) has the time after which a look-up is sure to see such a start. The
+    scheduler starts no review that may repeat one cut short sooner than this after (rule 3 of
+    ``review/scheduler.py``).
     """
 
     max_input_chars: int
+    start_settle_s: float
 
     async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
         """Start review ``name`` on ``flow`` showing ``content``; idempotent per name."""

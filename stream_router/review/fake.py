@@ -25,10 +25,15 @@ class FakeReviewBackend:
     """Implements :class:`~stream_router.review.backend.ReviewBackend` in memory."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.time, *, max_input_chars: int = 1_000_000
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_input_chars: int = 1_000_000,
+        start_settle_s: float = 0.0,
     ) -> None:
         self.clock = clock
         self.max_input_chars = max_input_chars
+        self.start_settle_s = start_settle_s
         self.states: dict[str, ReviewState] = {}
         self.contents: dict[str, Mapping[str, Any]] = {}
         self.results: dict[str, ReviewResult] = {}

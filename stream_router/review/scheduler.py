@@ -32,7 +32,12 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
    whole and carries on from the last written state: an attempt whose start was cut short is
    started again under the same name, which the backend answers with "already started" (no
    second review), and an outcome published but not yet closed is published again, identical
-   but for its observation time (consumers dedupe by ``event_id``).
+   but for its observation time (consumers dedupe by ``event_id``). Such a start is made no
+   sooner than the backend's ``start_settle_s`` after the one it may repeat could have been
+   sent (after a partition's read; after a failure, :meth:`ReviewScheduler._start_not_before`):
+   a backend that may apply a start after its sender gave up or died, and whose starts are not
+   idempotent (Label Studio), has applied it by then, and answers "already started" instead
+   of opening a second, paid review.
 4. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
    backend or S3) leaves the entry in its state and schedules it again after the one retry
    policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
@@ -481,13 +486,16 @@ class ReviewScheduler:
         tally = recover(ledger.audit, (entry.audit for entry in ledger.entries.values()))
         if tally != ledger.audit:
             await self._save_audit(owned, tally)
+        # Any start an earlier owner had under way was sent before this read began.
+        settled_s = self.clock() + self.backend.start_settle_s
         for entry in sorted(ledger.entries.values(), key=lambda e: e.since_s):
             if entry.state.open:
                 owned.open += 1
             if entry.state is State.CLOSED:
                 owned.closed.append((entry.since_s, entry.first_name))
-            # A held entry is checked again now: the limits may have changed since it was held.
-            self._schedule(owned, entry, self.clock() if entry.state is State.HELD else None)
+            # A held entry is checked again now (the limits may have changed since it was
+            # held), or once a start an earlier owner may have had under way has settled.
+            self._schedule(owned, entry, settled_s if entry.state.step is Step.START else None)
         owned.loaded.set()
         self._publish_in_flight()
         self._release()  # starts waited for every ledger to be read
@@ -575,6 +583,8 @@ class ReviewScheduler:
                 return
             failures = owned.failures[first] = owned.failures.get(first, 0) + 1
             delay = self.retry.delay(failures, exc.retry_after_s)
+            if step is Step.START:
+                delay = max(delay, self._start_not_before(exc))
             if isinstance(exc, ReviewThrottled):
                 self.metrics.start_throttled.inc()
                 self.limiter.pause_until(self.monotonic() + delay)
@@ -592,6 +602,17 @@ class ReviewScheduler:
         except Exception as exc:
             self.die(f"review {entry.name}", exc)
             return
+
+    def _start_not_before(self, exc: UpstreamError) -> float:
+        """Seconds before a start that failed with ``exc`` may be tried again (rule 3).
+
+        Only a sure refusal (a 429, the backend's capacity) is retried sooner than the
+        backend's ``start_settle_s``: after any other failure the start may yet take effect.
+        """
+        refused = isinstance(exc, ReviewCapacityExceeded) or (
+            isinstance(exc, ReviewThrottled) and not exc.maybe_started
+        )
+        return 0.0 if refused else self.backend.start_settle_s
 
     def _stepped(self, owned: _Partition, entry: Entry, step: asyncio.Task[None]) -> None:
         """A step ended (done, failed or cancelled, even before it ran): free its place."""

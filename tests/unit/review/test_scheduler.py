@@ -34,7 +34,7 @@ from stream_router.errors import (
 )
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.audit import Auditor, AuditTally, recover
-from stream_router.review.backend import ReviewResult, ReviewState
+from stream_router.review.backend import ReviewResult, ReviewState, ReviewStatus, StartOutcome
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
@@ -154,12 +154,25 @@ class Requests:
 
 
 class FaultyBackend(FakeReviewBackend):
-    """The in-memory backend, throttling and failing at random, counting new reviews."""
+    """The in-memory backend, throttling and failing at random, counting new reviews.
 
-    def __init__(self, rng: random.Random) -> None:
-        super().__init__(clock=lambda: 1_700_000_000.0)
+    With ``late_s`` it starts reviews as Label Studio imports tasks: not idempotent (a start
+    that finds no review creates one, and a second landing is a second, paid review), and a
+    start whose answer is lost (a 5xx, no answer, its caller killed mid-call) still lands, up
+    to ``late_s`` later. Its ``start_settle_s`` is ``settle_s`` (default ``late_s``).
+    """
+
+    def __init__(
+        self, rng: random.Random, *, late_s: float = 0.0, settle_s: float | None = None
+    ) -> None:
+        super().__init__(
+            clock=lambda: 1_700_000_000.0,
+            start_settle_s=late_s if settle_s is None else settle_s,
+        )
         self.rng = rng
         self.fault_rate = 0.0
+        self.late_s = late_s
+        self.landing: set[asyncio.Task[None]] = set()  #: starts on their way, callers gone
         self.created: Counter[str] = Counter()
         self.poisoned: set[str] = set()  #: reviews whose answer is malformed (rule 5)
 
@@ -170,13 +183,52 @@ class FaultyBackend(FakeReviewBackend):
         if roll < 2 * self.fault_rate / 3:
             raise ReviewCapacityExceeded("402")
         if roll < self.fault_rate:
+            if self.late_s and name not in self.states:
+                self.land_later(name, flow, content)
             raise ReviewThrottled("500 after the SDK's retries", maybe_started=True)
+        if self.late_s:
+            return await self._import(name, flow, content)
         outcome = await super().start(name, flow, content)
         if not outcome.already_started:
             self.created[name] += 1
         if self.rng.random() < self.fault_rate / 2:  # started, but the answer is lost
             raise UpstreamError("connection reset after StartHumanLoop")
         return outcome
+
+    async def _import(self, name: str, flow: str, content: Any) -> StartOutcome:
+        """Look the name up, then create it; the create lands even if its answer is lost."""
+        self.start_calls.append(name)
+        if name in self.states:
+            return StartOutcome(name, f"fake:{name}", already_started=True)
+        try:
+            await asyncio.sleep(0)  # the request is on its way
+        except asyncio.CancelledError:  # the caller was killed: the backend applies it anyway
+            self.land_later(name, flow, content)
+            raise
+        if self.rng.random() < self.fault_rate / 2:
+            self.land_later(name, flow, content)
+            raise UpstreamError("no answer to the import")
+        self.land(name, flow, content)
+        return StartOutcome(name, f"fake:{name}", already_started=False)
+
+    def land(self, name: str, flow: str, content: Any) -> None:
+        self.created[name] += 1  # each landing is a review someone is paid for
+        if name not in self.states:
+            self.states[name] = ReviewState(name, ReviewStatus.IN_PROGRESS, flow, self.clock())
+            self.contents[name] = content
+
+    def land_later(self, name: str, flow: str, content: Any, after_s: float | None = None) -> None:
+        async def landing() -> None:
+            await asyncio.sleep(self.rng.uniform(0, self.late_s) if after_s is None else after_s)
+            self.land(name, flow, content)
+
+        task = asyncio.ensure_future(landing())
+        self.landing.add(task)
+        task.add_done_callback(self.landing.discard)
+
+    async def landed(self) -> None:
+        """Until every start on its way has landed."""
+        await asyncio.gather(*self.landing)
 
     async def fetch_result(self, state: ReviewState) -> ReviewResult:
         if self.rng.random() < self.fault_rate:
@@ -259,12 +311,15 @@ def outcomes_by_event(world: World) -> dict[str, list[tuple[str, Any]]]:
 
 
 class Run:
-    """One randomised run: requests arrive, loops end, faults strike, the process restarts."""
+    """One randomised run: requests arrive, loops end, faults strike, the process restarts.
 
-    def __init__(self, seed: int, events: int = 24) -> None:
+    ``late_s``: the backend's starts are not idempotent and may land late (``FaultyBackend``).
+    """
+
+    def __init__(self, seed: int, events: int = 24, *, late_s: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.world = World(random.Random(seed + 1))
-        self.backend = FaultyBackend(random.Random(seed + 2))
+        self.backend = FaultyBackend(random.Random(seed + 2), late_s=late_s)
         self.review = settings()
         self.events = events
         self.partition_of: dict[str, int] = {}
@@ -466,10 +521,10 @@ class Run:
         )
 
 
-async def faulty_run(seed: int) -> Run:
+async def faulty_run(seed: int, *, late_s: float = 0.0) -> Run:
     """A run under combined faults (backend faults, ledger write failures, kills), finished
-    and verified: every request ended once."""
-    run = Run(seed)
+    and verified: every request ended once. ``late_s``: see :class:`Run`."""
+    run = Run(seed, late_s=late_s)
     run.write_requests()
     run.backend.fault_rate = 0.3
     run.world.write_failure_rate = 0.05
@@ -479,6 +534,7 @@ async def faulty_run(seed: int) -> Run:
         await run.finish()
     finally:
         await run.scheduler.close()
+    await run.backend.landed()
     run.verify()
     return run
 
@@ -487,6 +543,59 @@ async def faulty_run(seed: int) -> Run:
 async def test_every_request_ends_once_under_combined_faults(seed: int) -> None:
     run = await faulty_run(seed)
     assert run.kills > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_no_review_is_paid_twice_when_starts_land_late(seed: int) -> None:
+    """The same faults on a backend whose starts are not idempotent and land up to 20 ms after
+    their answer was lost or their caller killed (Label Studio's imports)."""
+    run = await faulty_run(seed, late_s=0.02)
+    assert run.kills > 0
+
+
+async def _one_start_cut_short(settle_s: float, *, killed: bool) -> FaultyBackend:
+    """One review whose first start lands 50 ms after its answer was lost (``killed``: after
+    the process was killed mid-call), on a backend of ``start_settle_s`` ``settle_s``."""
+    run = Run(0, events=0)
+    run.backend = FaultyBackend(random.Random(0), late_s=0.05, settle_s=settle_s)
+    await run.restart()
+    request = review_request("evt-0")
+    run.world.requests[0] = [Record(0, orjson.dumps(dict(request.fields)))]
+    run.partition_of[request.loop_name] = 0
+    cut_short = asyncio.Event()
+    backend, start = run.backend, run.backend.start
+
+    async def first_start(name: str, flow: str, content: Any) -> Any:
+        backend.start = start  # type: ignore[method-assign]  # later starts are plain
+        backend.start_calls.append(name)
+        backend.land_later(name, flow, content, after_s=0.05)
+        cut_short.set()
+        if killed:
+            await asyncio.Event().wait()  # the answer never comes: the process is killed
+        raise UpstreamError("no answer to the import")
+
+    backend.start = first_start  # type: ignore[method-assign]
+    await run.scheduler.take_request(0, 0, run.world.requests[0][0].value)
+    await cut_short.wait()
+    if killed:
+        await run.restart()  # the new owner finds the entry PENDING
+    await run.world.until(
+        lambda: run.world.entries()[request.loop_name].state is State.STARTED, "started"
+    )
+    await backend.landed()
+    await run.scheduler.close()
+    assert len(backend.start_calls) == 2
+    return backend
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["answer-lost", "killed-mid-call"])
+async def test_a_start_that_may_repeat_one_cut_short_waits_for_it_to_land(killed: bool) -> None:
+    """Rule 3: the start is tried again only once the first could have landed (the backend's
+    start_settle_s), and finds it; without the wait, the second start opens a second review."""
+    waited = await _one_start_cut_short(0.15, killed=killed)
+    assert list(waited.created.values()) == [1]
+    hasty = await _one_start_cut_short(0.0, killed=killed)
+    assert list(hasty.created.values()) == [2]
 
 
 async def test_a_skipped_offset_is_read_and_recorded_before_the_record_in_hand() -> None:
