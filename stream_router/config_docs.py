@@ -48,9 +48,16 @@ def rows(
         key = f"{prefix}{name}"
         env_name = f"{env}{name}".upper() if env is not None else None
         nested, item_key = _nested(field.annotation, field)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        choices = extra.get("choices")  # a str checked against a table (review.backend)
+        kind = (
+            " \\| ".join(map(str, choices))
+            if isinstance(choices, list) and choices
+            else _type_name(field.annotation)
+        )
         yield Row(
             key,
-            _type_name(field.annotation),
+            kind,
             _default(field),
             f"{ENV_PREFIX}{env_name}" if env_name and nested is None else "",
             (field.description or "").strip(),

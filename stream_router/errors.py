@@ -11,7 +11,7 @@
     ├── TaskDied                      fatal: a background task of the process died
     │                                 (stream_router.health)
     ├── MalformedMessage              an SQS message a watcher cannot parse: deleted, counted
-    │                                 (stream_router.watchers.messages)
+    │                                 (stream_router.aws.messages)
     ├── MalformedRequest              a review-requests record that is not a review request:
     │                                 dead-lettered (stream_router.review.request)
     ├── UnconfiguredRequest           a review request naming a route or flow the configuration

@@ -2,7 +2,9 @@
 
 It sits beside the ingest role (``stream_router/app.py`` runs both) and is the composition root
 of the review path: it picks the review backend and its completion signals, and connects them to
-the framework-free core in ``review/`` (the scheduler, the ledger, the monitor, budgets). It is
+the framework-free core in ``review/`` (the scheduler, the ledger, the monitor, budgets): the
+backend by name from the one table (``stream_router/backends.py``), and the signals the backend
+makes (:meth:`~stream_router.review.backend.ReviewBackend.signals`) beside the reconciler. It is
 the only module that imports faust, used narrowly: consumer-group membership and co-partitioned
 assignment of review-requests and loop-events, one agent (one actor) on each, and its producer.
 It wires the parts of ``review/`` together::
@@ -46,18 +48,15 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from stream_router.aws.a2i import A2IReviewBackend
-from stream_router.aws.clients import AwsClients, AwsEndpoints
-from stream_router.aws.flows import flow_uses
+from stream_router.backends import BackendContext, build_backend
 from stream_router.envelope import dead_letter
 from stream_router.errors import ConfigError, UpstreamError
 from stream_router.kafka_clients import client_options, stop_consumer
-from stream_router.labelstudio.backend import LabelStudioReviewBackend
-from stream_router.labelstudio.webhook import WebhookReceiver
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
 from stream_router.review.audit import Auditor, AuditReport
+from stream_router.review.backend import ReviewBackend, Signal, SignalHooks
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
 from stream_router.review.limiter import RateLimiter
@@ -70,7 +69,6 @@ from stream_router.review.starter import Starter
 from stream_router.review.supervision import Supervisor
 from stream_router.review_topics import KafkaLedgerLog, PartitionReader
 from stream_router.settings import KafkaSettings, Settings
-from stream_router.watchers.sqs import PollErrors, SqsWatcher, WatcherCounts, sqs_watchers
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +150,10 @@ class ReviewService:
         settings: Settings,
         metrics: ReviewMetrics,
         *,
-        backend: Any = None,
+        backend: ReviewBackend | None = None,
         clock: Any = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        settings.watchers.check_for_review(settings.review.backend)
         active = settings.watchers.active(settings.review.backend)
         self.settings = settings
         self.metrics = metrics
@@ -164,16 +161,7 @@ class ReviewService:
         self.monotonic = monotonic
         review = settings.review
         self.topics = topics = settings.topic_names()
-        self.clients = AwsClients(
-            AwsEndpoints(
-                region=settings.aws.region,
-                endpoint_urls=settings.aws.endpoint_urls(),
-                access_key_id=_secret(settings.aws.access_key_id),
-                secret_access_key=_secret(settings.aws.secret_access_key),
-                max_attempts=settings.aws.max_attempts,
-            )
-        )
-        self.backend: Any = backend or _backend(settings, self.clients, metrics, clock)
+        self.backend = backend or build_backend(BackendContext(settings, metrics, clock))
         shares = budget_shares(settings)  # fails closed; logs what an operator should know
         for warning in settings.privacy_warnings():
             logger.warning("%s", warning)
@@ -250,20 +238,12 @@ class ReviewService:
         if "reconciler" in active:
             self.supervisor.heartbeat("reconciler", settings.watchers.reconcile_interval_s)
             self.task("reconciler", self._reconcile_loop)
-        watchers = []
-        if review.backend == "a2i":
-            watchers = sqs_watchers(settings.watchers, self.clients, self.emit, self._poll_reporter)
-        for watcher in watchers:
-            self.supervisor.heartbeat(watcher.kind, float(settings.watchers.wait_time_s))
-            self.task(watcher.kind, self._watch_task(watcher))
-        self.webhook: WebhookReceiver | None = None
-        if "webhook" in active and review.label_studio.webhook.enabled:
-            self.webhook = WebhookReceiver(
-                review.label_studio.webhook,
-                functools.partial(self.reconciler.report_if_finished, source=EventSource.WEBHOOK),
-                counted=lambda result: metrics.webhook_posts.labels(result).inc(),
-            )
-            self.task("webhook", self._webhook_task)
+        hooks = SignalHooks(self.emit, self._check, self.supervisor.beat)
+        self.signals = list(self.backend.signals(hooks))
+        for each in self.signals:
+            if each.beat_s is not None:
+                self.supervisor.heartbeat(each.kind, each.beat_s)
+            self.task(each.kind, self._signal_task(each))
         app.on_before_shutdown.connect(self._shut_down)
 
     # -- supervision and readiness -----------------------------------------------------------
@@ -323,10 +303,10 @@ class ReviewService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Before the worker starts: bind the webhook endpoint (a taken port fails first),
-        connect the direct reader, create the ledger if missing, open the review backend."""
-        if self.webhook is not None:
-            await self.webhook.start()  # posts wait in its queue until the backend is open
+        """Before the worker starts: start the backend's signals (a webhook's port taken fails
+        first), connect the direct reader, create the ledger if missing, open the backend."""
+        for each in self.signals:
+            await each.start()  # what they learn waits until the backend is open
         await self.reader.start()
         review = self.settings.review
         created = await self.reader.ensure_topic(
@@ -340,14 +320,9 @@ class ReviewService:
         # Open before the worker starts: a partition's worker may need the backend as soon as
         # it has read its ledger (an entry ended before a restart is published then).
         await self._open()
-        if self.webhook is not None and review.label_studio.webhook.register_on_start:
-            ids = list(self.backend.project_ids().values())
-            await self.webhook.register(self.backend.client, ids)
 
     async def _open(self) -> None:
-        opener = getattr(self.backend, "open", None)
-        if opener is not None:
-            await opener()
+        await self.backend.open()
         self._opened.set()
 
     async def _shut_down(self, *_: Any, **__: Any) -> None:
@@ -364,12 +339,10 @@ class ReviewService:
         """
         self._stop.set()  # watchers and an embedded ingest finish what they hold
         await _step("the review workers", self.scheduler.close())
-        if self.webhook is not None:
-            await _step("the webhook endpoint", self.webhook.stop())
+        for each in self.signals:
+            await _step(f"the {each.kind} signal", each.stop())
         async with self._sweeping:
-            closer = getattr(self.backend, "close", None)
-            if closer is not None:
-                await _step("the review backend", closer())
+            await _step("the review backend", self.backend.aclose())
         await _step("the ledger reader", self.reader.stop())
 
     async def _assigned(self, _sender: Any, assigned: Any, **_: Any) -> None:
@@ -433,27 +406,15 @@ class ReviewService:
         await delivered
         self.metrics.watcher_forwarded(event.source.value, event.event_time_s, self.clock())
 
-    def _poll_reporter(self, watcher: str) -> Callable[[WatcherCounts], None]:
-        """After each poll: count its errors; only a clean poll is progress (metric, readiness)."""
-        new_errors = PollErrors()
+    async def _check(self, name: str, source: EventSource) -> None:
+        await self.reconciler.report_if_finished(name, source=source)
 
-        def report(counts: WatcherCounts) -> None:
-            if self.metrics.watcher_polled(watcher, new_errors(counts), self.clock()):
-                self.supervisor.beat(watcher)
-
-        return report
-
-    async def _webhook_task(self) -> None:
-        await self._opened.wait()
-        assert self.webhook is not None
-        await self.webhook.run(self._stop)
-
-    def _watch_task(self, watcher: SqsWatcher) -> Callable[[], Awaitable[None]]:
-        async def watch() -> None:
+    def _signal_task(self, each: Signal) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
             await self._opened.wait()
-            await watcher.run(self._stop)
+            await each.run(self._stop)
 
-        return watch
+        return run
 
     async def _every(self, interval_s: float, sweep: Callable[[], Awaitable[None]]) -> None:
         """Run ``sweep`` every ``interval_s`` once the backend is open, until shutdown."""
@@ -527,28 +488,6 @@ def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) 
         raise
 
 
-def _backend(
-    settings: Settings, clients: AwsClients, metrics: ReviewMetrics, clock: Callable[[], float]
-) -> Any:
-    """The review backend ``review.backend`` names."""
-    review = settings.review
-    if review.backend == "label-studio":
-        mapping = settings.ingest.mapping
-        return LabelStudioReviewBackend(
-            review.label_studio,
-            clock=clock,
-            removed=metrics.duplicates_removed.inc,
-            prediction_fields=[p for p in (mapping.label, mapping.confidence, mapping.scores) if p],
-        )
-    return A2IReviewBackend(
-        clients, content_classifiers=review.content_classifiers, flows=flow_uses(settings)
-    )
-
-
 def _ms(message: Any) -> int | None:
     """A faust message's timestamp (epoch seconds, a float) in epoch milliseconds."""
     return None if message.timestamp is None else int(message.timestamp * 1000)
-
-
-def _secret(value: Any) -> str | None:
-    return value.get_secret_value() if value is not None else None

@@ -40,6 +40,7 @@ from pydantic_settings import (
 )
 
 from stream_router import config_errors
+from stream_router.backends import BACKENDS, all_signals, signals_of
 from stream_router.config_files import load_yaml_mapping
 from stream_router.errors import ConfigError
 
@@ -509,8 +510,12 @@ class AuditSettings(Section):
 class ReviewSettings(Section):
     """The review path: starting reviews, their limits, and what happens when they end."""
 
-    backend: Literal["a2i", "label-studio"] = Field(
-        "a2i", description="Who reviews: Amazon A2I, or a Label Studio server (label_studio)."
+    backend: str = Field(
+        "a2i",
+        description="Who reviews: "
+        + "; ".join(f"{name}, {entry.about}" for name, entry in BACKENDS.items())
+        + ".",
+        json_schema_extra={"choices": list(BACKENDS)},
     )
     label_studio: LabelStudioSettings = Field(
         LabelStudioSettings(), description="The Label Studio backend's settings."
@@ -645,6 +650,13 @@ class ReviewSettings(Section):
         AuditSettings(), description="The audit monitor of auto-accepted predictions' error."
     )
 
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, backend: str) -> str:
+        if backend not in BACKENDS:
+            raise ValueError(f"{backend!r} is not a review backend; one of {sorted(BACKENDS)}")
+        return backend
+
     @field_validator("budgets")
     @classmethod
     def _default_budget_said(cls, budgets: dict[str, RouteBudget]) -> dict[str, RouteBudget]:
@@ -684,18 +696,10 @@ class AwsSettings(Section):
         return {service: url for service, url in urls.items() if url}
 
 
-WatcherName = Literal["eventbridge", "s3-output", "webhook", "reconciler"]
-#: The completion signals of each review backend, all on by default.
-BACKEND_WATCHERS: dict[str, tuple[WatcherName, ...]] = {
-    "a2i": ("eventbridge", "s3-output", "reconciler"),
-    "label-studio": ("webhook", "reconciler"),
-}
-
-
 class WatchersSettings(Section):
     """Completion watchers of the review role; any one of them finishes every review."""
 
-    enabled: list[WatcherName] | None = Field(
+    enabled: list[str] | None = Field(
         None,
         description="Which watchers run; default: every signal of the review backend (A2I: "
         "eventbridge, s3-output, reconciler; Label Studio: webhook, reconciler).",
@@ -717,9 +721,18 @@ class WatchersSettings(Section):
         "once it is this old (events and notifications usually come first).",
     )
 
-    def active(self, backend: str) -> tuple[WatcherName, ...]:
+    @field_validator("enabled")
+    @classmethod
+    def _known_signals(cls, enabled: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(enabled or ()) - all_signals())
+        if unknown:
+            raise ValueError(f"{unknown}: no review backend has such a signal; known: "
+                             f"{sorted(all_signals())}")  # fmt: skip
+        return enabled
+
+    def active(self, backend: str) -> tuple[str, ...]:
         """The watchers that run with review backend ``backend``."""
-        signals = BACKEND_WATCHERS[backend]
+        signals = signals_of(backend)
         if self.enabled is None:
             return signals
         foreign = sorted(set(self.enabled) - set(signals))
@@ -729,14 +742,6 @@ class WatchersSettings(Section):
                 f"{backend} (its signals: {list(signals)})"
             )
         return tuple(self.enabled)
-
-    def check_for_review(self, backend: str = "a2i") -> None:
-        """The review role needs the queues of its enabled SQS watchers."""
-        active = self.active(backend)
-        if "eventbridge" in active and not self.event_queue_url:
-            raise ConfigError("watchers.event_queue_url: the eventbridge watcher needs it")
-        if "s3-output" in active and not self.output_queue_url:
-            raise ConfigError("watchers.output_queue_url: the s3-output watcher needs it")
 
 
 class MetricsSettings(Section):

@@ -2,7 +2,7 @@
 
 Usage::
 
-    async with A2IReviewBackend(clients, flows=flow_uses(settings)) as a2i:
+    async with A2IReviewBackend(clients, flows=flow_uses(settings)) as a2i:  # or build(context)
         outcome = await a2i.start(name, flow_definition_arn, {"label": "cat"})
         state = await a2i.describe(name)
         if state and state.output_uri:
@@ -27,24 +27,28 @@ ResourceNotFoundException          ``None`` (describe), ignored (stop, delete)
 anything else                      ``UpstreamError`` (retriable when 5xx or no answer)
 =================================  ===================================================
 
+Its completion signals (:meth:`A2IReviewBackend.signals`) are the SQS watchers of
+``aws/watchers.py``: EventBridge's status events and S3's output notifications.
+
 Log lines name loops and error codes, never the content shown to reviewers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from stream_router.aws.a2i_output import parse_output, split_s3_uri
-from stream_router.aws.clients import AwsClients
-from stream_router.aws.flows import STARTUP_WAIT_S, FlowUse, check_flow_definitions
+from stream_router.aws.clients import AwsClients, clients_from
+from stream_router.aws.flows import STARTUP_WAIT_S, FlowUse, check_flow_definitions, flow_uses
+from stream_router.aws.watchers import PollErrors, WatcherCounts, sqs_watchers
 from stream_router.errors import (
     ConfigError,
     ReviewCapacityExceeded,
@@ -58,8 +62,15 @@ from stream_router.review.backend import (
     ReviewResult,
     ReviewState,
     ReviewStatus,
+    Signal,
+    SignalHooks,
     StartOutcome,
 )
+
+if TYPE_CHECKING:
+    from stream_router.backends import BackendContext
+    from stream_router.metrics import ReviewMetrics
+    from stream_router.settings import WatchersSettings
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +80,33 @@ _THROTTLED = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsExc
 _UNFINISHED = frozenset({ReviewStatus.IN_PROGRESS, ReviewStatus.STOPPING})
 
 
-class A2IReviewBackend:
-    """Human reviews as A2I human loops (custom task type), answers read from S3."""
+def build(context: BackendContext) -> A2IReviewBackend:
+    """The A2I backend of ``context.settings`` (``review.backend: a2i``): its flows, content
+    classifiers, AWS clients and watchers. An enabled watcher without its queue is a
+    ConfigError naming the setting."""
+    settings = context.settings
+    watchers = settings.watchers
+    active = watchers.active("a2i")
+    if "eventbridge" in active and not watchers.event_queue_url:
+        raise ConfigError("watchers.event_queue_url: the eventbridge watcher needs it")
+    if "s3-output" in active and not watchers.output_queue_url:
+        raise ConfigError("watchers.output_queue_url: the s3-output watcher needs it")
+    return A2IReviewBackend(
+        clients_from(settings.aws),
+        content_classifiers=settings.review.content_classifiers,
+        flows=flow_uses(settings),
+        watchers=watchers,
+        metrics=context.metrics,
+        clock=context.clock,
+    )
+
+
+class A2IReviewBackend(ReviewBackend):
+    """Human reviews as A2I human loops (custom task type), answers read from S3.
+
+    ``watchers`` and ``metrics``: the settings of its SQS watchers and what they count
+    (:meth:`signals`); without ``watchers`` it has none (the reconciler alone).
+    """
 
     max_input_chars = MAX_INPUT_CHARS  #: A2I's limit on InputContent
     start_settle_s = 0.0  #: StartHumanLoop of an existing name is refused (ConflictException)
@@ -83,6 +119,9 @@ class A2IReviewBackend:
         page_size: int = 100,
         flows: Sequence[FlowUse] = (),
         startup_wait_s: float = STARTUP_WAIT_S,
+        watchers: WatchersSettings | None = None,
+        metrics: ReviewMetrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         unknown = sorted(set(content_classifiers) - CONTENT_CLASSIFIERS)
         if unknown:
@@ -96,6 +135,9 @@ class A2IReviewBackend:
         self._page_size = page_size
         self._flows = tuple(flows)
         self._startup_wait_s = startup_wait_s
+        self._watchers = watchers
+        self._metrics = metrics
+        self._clock = clock
         self._stack: AsyncExitStack | None = None
         self._a2i: Any = None
         self._s3: Any = None
@@ -103,7 +145,7 @@ class A2IReviewBackend:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Check the flow definitions, then create the A2I and S3 clients (once; :meth:`close`
+        """Check the flow definitions, then create the A2I and S3 clients (once; :meth:`aclose`
         releases them). A flow that is missing or not Active raises ConfigError naming it."""
         if self._stack is not None:
             return
@@ -121,23 +163,33 @@ class A2IReviewBackend:
             raise
         self._stack = stack
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         stack, self._stack = self._stack, None
         self._a2i = self._s3 = None
         if stack is not None:
             await stack.aclose()
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
+    def signals(self, hooks: SignalHooks) -> list[Signal]:
+        """The SQS watchers ``watchers.enabled`` allows (each with its queue). A poll counts as
+        progress only when SQS and forwarding both worked (``ReviewMetrics.watcher_polled``)."""
+        if self._watchers is None:
+            return []
+        metrics, clock = self._metrics, self._clock
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        def on_poll(kind: str) -> Callable[[WatcherCounts], None]:
+            new_errors = PollErrors()
+
+            def polled(counts: WatcherCounts) -> None:
+                errors = new_errors(counts)
+                clean = not errors["sqs"] and not errors["forward"]
+                if metrics is not None:
+                    clean = metrics.watcher_polled(kind, errors, clock())
+                if clean:
+                    hooks.beat(kind)
+
+            return polled
+
+        return list(sqs_watchers(self._watchers, self._clients, hooks.emit, on_poll))
 
     def _runtime(self) -> Any:
         if self._a2i is None:
@@ -149,8 +201,9 @@ class A2IReviewBackend:
     async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
         """StartHumanLoop ``name`` on flow definition ARN ``flow`` with ``content`` as input.
 
-        Content that is not JSON-serializable or longer than 3,145,728 characters once
-        serialized raises ``ReviewRejected`` without calling A2I.
+        Content that is not JSON-serializable raises ``ReviewRejected`` without calling A2I;
+        longer content than ``max_input_chars`` is the starter's to refuse (A2I rejects it
+        with a ValidationException).
 
         On ConflictException (the name is taken) the existing loop is described: if it runs on
         the same flow definition, this is taken to be a redelivered request and the outcome says
@@ -165,11 +218,6 @@ class A2IReviewBackend:
             text = orjson.dumps(content, default=_mapping_as_dict).decode()
         except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
             raise ReviewRejected(f"content of review {name} is not JSON: {exc}") from exc
-        if len(text) > MAX_INPUT_CHARS:
-            raise ReviewRejected(
-                f"content of review {name} is {len(text)} characters of JSON; "
-                f"A2I accepts at most {MAX_INPUT_CHARS}"
-            )
         request: dict[str, Any] = {
             "HumanLoopName": name,
             "FlowDefinitionArn": flow,
@@ -321,8 +369,6 @@ class A2IReviewBackend:
                 return
             request["NextToken"] = token
 
-    # -- beyond the protocol ---------------------------------------------------------------------
-
     async def delete(self, name: str) -> None:
         """DeleteHumanLoop (finished loops only; an unknown name is not an error)."""
         runtime = self._runtime()
@@ -381,9 +427,3 @@ def _raise_unreachable(exc: BotoCoreError, what: str) -> NoReturn:
     if isinstance(exc, ParamValidationError):  # botocore refused the request before sending it
         raise ReviewRejected(f"{what}: {exc}") from exc
     raise UpstreamError(f"{what}: no answer from AWS ({type(exc).__name__}: {exc})") from exc
-
-
-if TYPE_CHECKING:
-
-    def _conforms(backend: A2IReviewBackend) -> ReviewBackend:
-        return backend

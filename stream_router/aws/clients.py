@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from stream_router.settings import AwsSettings
 
 SERVICES = ("sagemaker-a2i-runtime", "sagemaker", "s3", "sqs", "events")
 
@@ -49,3 +52,20 @@ class AwsClients:
             service, endpoint_url=self.endpoints.endpoint_urls.get(service), config=config
         )
         return client
+
+
+def clients_from(aws: AwsSettings) -> AwsClients:
+    """The clients of the ``aws`` settings section."""
+    return AwsClients(
+        AwsEndpoints(
+            region=aws.region,
+            endpoint_urls=aws.endpoint_urls(),
+            access_key_id=_secret(aws.access_key_id),
+            secret_access_key=_secret(aws.secret_access_key),
+            max_attempts=aws.max_attempts,
+        )
+    )
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None

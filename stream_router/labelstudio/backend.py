@@ -2,7 +2,7 @@
 
 Usage::
 
-    async with LabelStudioReviewBackend(settings.review.label_studio) as ls:
+    async with LabelStudioReviewBackend(settings.review.label_studio) as ls:  # or build(context)
         outcome = await ls.start(name, "general", content)   # a task in general's project
         state = await ls.describe(name)
         if state and state.output_uri:
@@ -66,6 +66,9 @@ A2I's ideas map here:
   must be one of the element's choices in the project's labeling configuration, read at
   :meth:`open` (for the review form: the route's labels); any other is malformed.
 - **pending** lists the flow's tasks still short of annotations and not closed or overdue.
+- **its completion signal** is the webhook (``labelstudio/webhook.py``; :meth:`signals`): bound
+  before the backend opens, registered in every flow's project by :meth:`open`
+  (``webhook.register_on_start``).
 
 Names are looked up by a Data Manager filter on ``data.review_name`` (a scan of the project's
 tasks in Label Studio's database; up to ``_LOOKUP_NAMES`` names per call); the project and task
@@ -82,8 +85,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -104,14 +106,21 @@ from stream_router.labelstudio.stored import (
     read_form,
 )
 from stream_router.labelstudio.tasks import NAME_FIELD, tag_key, task, task_tag
+from stream_router.labelstudio.webhook import WebhookReceiver
 from stream_router.review.backend import (
     ReviewBackend,
     ReviewResult,
     ReviewState,
     ReviewStatus,
+    Signal,
+    SignalHooks,
     StartOutcome,
 )
+from stream_router.review.events import EventSource
 from stream_router.settings import LabelStudioSettings
+
+if TYPE_CHECKING:
+    from stream_router.backends import BackendContext
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +154,27 @@ class _Start:
     done: asyncio.Future[StartOutcome]
 
 
-class LabelStudioReviewBackend:
+def build(context: BackendContext) -> LabelStudioReviewBackend:
+    """The Label Studio backend of ``context.settings`` (``review.backend: label-studio``)."""
+    settings = context.settings
+    mapping = settings.ingest.mapping
+    metrics = context.metrics
+    return LabelStudioReviewBackend(
+        settings.review.label_studio,
+        clock=context.clock,
+        removed=metrics.duplicates_removed.inc,
+        webhook_posts=lambda result: metrics.webhook_posts.labels(result).inc(),
+        prediction_fields=[p for p in (mapping.label, mapping.confidence, mapping.scores) if p],
+        webhook="webhook" in settings.watchers.active("label-studio"),
+    )
+
+
+class LabelStudioReviewBackend(ReviewBackend):
     """Human reviews as Label Studio tasks; see the module docstring.
 
     ``removed()`` is called for each duplicate task deleted, ``ignored(reason)`` once for each
-    task left alone (``foreign`` or ``malformed``); both are metric hooks.
+    task left alone (``foreign`` or ``malformed``), ``webhook_posts(result)`` once per webhook
+    post; all three are metric hooks.
     """
 
     max_input_chars = MAX_INPUT_CHARS
@@ -161,10 +186,14 @@ class LabelStudioReviewBackend:
         clock: Callable[[], float] = time.time,
         removed: Callable[[], None] = lambda: None,
         ignored: Callable[[str], None] = lambda reason: None,
+        webhook_posts: Callable[[str], None] = lambda result: None,
         prediction_fields: Collection[str] = (),
+        webhook: bool = True,
     ) -> None:
         """``prediction_fields``: the event's paths of the model's label, confidence and
-        scores (``ingest.mapping``), which tasks show in their model line, not in the table."""
+        scores (``ingest.mapping``), which tasks show in their model line, not in the table.
+        ``webhook``: whether its webhook may be a signal (``watchers.enabled``; it is one when
+        ``webhook.enabled`` too)."""
         if settings.api_token is None:
             raise ConfigError("review.label_studio.api_token: the Label Studio backend needs it")
         self.settings = settings
@@ -179,6 +208,9 @@ class LabelStudioReviewBackend:
         )
         self.clock = clock
         self.removed = removed
+        self.webhook_posts = webhook_posts
+        self.webhook_wanted = webhook and settings.webhook.enabled
+        self.webhook: WebhookReceiver | None = None
         self.prediction_fields = frozenset(prediction_fields)
         self._importing = asyncio.Lock()
         self._flows: dict[str, _Flow] = {}
@@ -190,10 +222,13 @@ class LabelStudioReviewBackend:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect and find every configured flow's project (ConfigError names a bad one)."""
+        """Connect and find every configured flow's project (ConfigError names a bad one);
+        register the webhook in each project, if it is a signal and ``register_on_start``."""
         await self.client.open()
         try:
             await self._resolve_projects()
+            if self.webhook is not None and self.settings.webhook.register_on_start:
+                await self.webhook.register(self.client, list(self.project_ids().values()))
         except LabelStudioAuthError as exc:
             await self.client.close()
             raise ConfigError(
@@ -204,7 +239,20 @@ class LabelStudioReviewBackend:
             await self.client.close()
             raise
 
-    async def close(self) -> None:
+    def signals(self, hooks: SignalHooks) -> list[Signal]:
+        """The webhook endpoint, unless ``webhook.enabled`` or ``watchers.enabled`` leave it
+        out: a post makes it ask about the review at once (``hooks.check``)."""
+        if not self.webhook_wanted:
+            return []
+        if self.webhook is None:
+
+            async def check(name: str) -> None:
+                await hooks.check(name, EventSource.WEBHOOK)
+
+            self.webhook = WebhookReceiver(self.settings.webhook, check, counted=self.webhook_posts)
+        return [self.webhook]
+
+    async def aclose(self) -> None:
         batches = list(self._batches.values())
         for batch in batches:
             batch.cancel()
@@ -216,18 +264,6 @@ class LabelStudioReviewBackend:
                 _settle(waiting, closed)
             queue.clear()
         await self.client.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _resolve_projects(self) -> None:
         wanted = self.settings.projects
@@ -289,16 +325,13 @@ class LabelStudioReviewBackend:
 
     async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
         """A task for review ``name`` in ``flow``'s project, unless one exists (see the module
-        doc). Content that is not JSON or is longer than ``max_input_chars`` is rejected."""
+        doc). Content that is not JSON is rejected; longer content than ``max_input_chars`` is
+        the starter's to refuse."""
         target = self._flow(flow)
         try:
             size = len(orjson.dumps(content, default=_mapping_as_dict))
         except TypeError as exc:
             raise ReviewRejected(f"content of review {name} is not JSON: {exc}") from exc
-        if size > MAX_INPUT_CHARS:
-            raise ReviewRejected(
-                f"content of review {name} is {size} bytes of JSON; at most {MAX_INPUT_CHARS}"
-            )
         waiting = _Start(name, content, size, asyncio.get_running_loop().create_future())
         self._queued.setdefault(target.name, []).append(waiting)
         batches = self._batches.get(target.name)
@@ -669,9 +702,3 @@ def _mapping_as_dict(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
-if TYPE_CHECKING:
-
-    def _conforms(backend: LabelStudioReviewBackend) -> ReviewBackend:
-        return backend

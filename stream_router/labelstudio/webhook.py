@@ -48,7 +48,7 @@ with the right secret (Label Studio's, so ``max_body_bytes`` may be too small), 
 queue (once each time it fills). ``counted(result)`` counts each post (the metric
 ``stream_router_review_webhook_posts_total``).
 
-At start the review role registers :attr:`WebhookReceiver.url` in each project
+When the backend opens it registers :attr:`WebhookReceiver.url` in each project
 (:meth:`WebhookReceiver.register`), with the secret and a marker header, and renews it every
 :data:`RENEW_EVERY_S` (Label Studio's ``updated_at`` of the registration is its lease). A
 registration of this router (its path, marker, secret) for another URL whose lease is over is
@@ -78,6 +78,7 @@ from stream_router.health import port_taken
 from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound
 from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.naming import is_valid_loop_name
+from stream_router.review.backend import Signal
 from stream_router.settings import LabelStudioWebhook
 
 logger = logging.getLogger(__name__)
@@ -138,14 +139,17 @@ class PendingNames:
         return name
 
 
-class WebhookReceiver:
-    """The webhook endpoint and its check worker; see the module docstring.
+class WebhookReceiver(Signal):
+    """The webhook endpoint and its check worker, the Label Studio backend's completion signal;
+    see the module docstring. It is not watched for stalls (posts come only when people label).
 
     ``counted(result)`` is called once per post: ``queued``, ``ignored`` (another action, or a
     task that is not a review), ``duplicate`` (the name waits already), ``refused`` (no or a
     bad secret, or a bad request: headers, content type, size, time, JSON, name) or ``dropped``
     (queue full, or too many connections).
     """
+
+    kind = "webhook"
 
     def __init__(
         self,

@@ -1,9 +1,15 @@
 """The review-backend interface: what the review path needs from a human-review service.
 
-A2I (``stream_router.aws.a2i.A2IReviewBackend``) is the first implementation; others (a
-self-hosted queue, Label Studio) slot in behind the same four capabilities without touching ingest
-or the ledger. Backend specifics (ARNs, S3 URIs, error codes) stay behind this interface: the
-review path sees names, flows, states, results and the errors below.
+:class:`ReviewBackend` is the one base class of backends. It owns the lifecycle (:meth:`open`,
+:meth:`aclose`, ``async with`` written once); a backend implements the four review operations
+(start, describe, fetch the result, list the pending) and, where it has them, :meth:`delete` and
+its own completion signals (:meth:`signals`; A2I: its SQS watchers; Label Studio: its
+webhook). The reconciler serves every backend and is no backend's signal. Backends are built by
+name from one table, outside this package (``stream_router/backends.py``): the review core
+imports none of them. A2I (``stream_router.aws.a2i``), Label Studio (``stream_router.labelstudio``)
+and the in-memory fake (``review/fake.py``) are the implementations. Backend specifics (ARNs, S3
+URIs, task ids, error codes) stay behind this interface: the review path sees names, flows,
+states, results and the errors below.
 
 Errors (``stream_router.errors``) a backend raises:
 
@@ -16,10 +22,16 @@ Errors (``stream_router.errors``) a backend raises:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, final
+
+if TYPE_CHECKING:
+    from stream_router.review.events import EventSource, LoopEvent
 
 
 class ReviewStatus(StrEnum):
@@ -78,11 +90,51 @@ class ReviewResult:
     input_content: Mapping[str, Any] = field(default_factory=dict)
 
 
-class ReviewBackend(Protocol):
+@dataclass(frozen=True)
+class SignalHooks:
+    """What a backend's completion signals report to (the review role provides them)."""
+
+    emit: Callable[[LoopEvent], Awaitable[None]]  #: forward a loop event; returns once acked
+    #: Describe review ``name`` now and emit its end, if it has ended (the reconciler's check).
+    check: Callable[[str, EventSource], Awaitable[None]]
+    beat: Callable[[str], None]  #: the signal of this ``kind`` made progress (readiness)
+
+
+class Signal(ABC):
+    """One of a backend's own completion signals: it learns that reviews ended sooner than the
+    reconciler's sweep would, and reports through :class:`SignalHooks`. A lost signal costs
+    latency, never a review: the reconciler finds every ended review anyway.
+
+    The review role runs each one as a supervised task: :meth:`start` before the backend opens,
+    :meth:`run` once it is open, :meth:`stop` at shutdown.
+    """
+
+    kind: str  #: its name in logs, supervision and ``watchers.enabled``
+    #: It proves progress (``hooks.beat``) at least this often, else it is stalled (not
+    #: ready); None: it is not watched for stalls (it waits for posts that may never come).
+    beat_s: float | None = None
+
+    async def start(self) -> None:  # noqa: B027 - optional: a default that does nothing
+        """Bind or connect (a port taken fails start-up here, before the backend opens)."""
+
+    @abstractmethod
+    async def run(self, stop: asyncio.Event) -> None:
+        """Report what it learns until ``stop`` is set."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional: a default that does nothing
+        """Release what :meth:`start` took."""
+
+
+class ReviewBackend(ABC):
     """Start, describe, fetch the result of, and list human reviews.
 
-    ``max_input_chars`` is the longest InputContent (characters of its JSON) the backend takes;
-    the starter refuses longer content without a call (``OVERSIZE``).
+    Lifecycle: ``async with backend:`` (or :meth:`open` then :meth:`aclose`). A backend opens
+    once; what it checks against the service at :meth:`open` (its projects, its flow
+    definitions) fails start-up with a ``ConfigError`` naming the setting.
+
+    ``max_input_chars`` is the longest input (characters of its JSON) the backend takes; the
+    starter (``review/starter.py``), the one owner of that check, refuses longer content
+    without a call (``OVERSIZE``).
 
     ``start_settle_s`` is how long a start that got no answer may still take effect at the
     backend (a request the backend applies after its sender died or gave up). A backend whose
@@ -93,20 +145,54 @@ class ReviewBackend(Protocol):
     """
 
     max_input_chars: int
-    start_settle_s: float
+    start_settle_s: float = 0.0
 
+    # -- lifecycle (written once, here) ----------------------------------------------------------
+
+    async def open(self) -> None:  # noqa: B027 - optional: a default that does nothing
+        """Connect, and check the configuration against the service. Default: nothing to do."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional: a default that does nothing
+        """Release what :meth:`open` took; safe to call more than once. Default: nothing."""
+
+    @final
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    @final
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the review operations -------------------------------------------------------------------
+
+    @abstractmethod
     async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
-        """Start review ``name`` on ``flow`` showing ``content``; idempotent per name."""
-        ...
+        """Start review ``name`` on ``flow`` showing ``content``; idempotent per name (an
+        existing review of that name and flow answers ``already_started=True``)."""
 
+    @abstractmethod
     async def describe(self, name: str) -> ReviewState | None:
         """The review's state, or None when the backend does not know the name."""
-        ...
 
+    @abstractmethod
     async def fetch_result(self, state: ReviewState) -> ReviewResult:
         """The answers of a review whose state has an ``output_uri``."""
-        ...
 
+    @abstractmethod
     def pending(self, flow: str, since_s: float | None = None) -> AsyncIterator[ReviewState]:
         """Reviews of ``flow`` created since ``since_s`` that are not finished."""
-        ...
+
+    async def delete(self, name: str) -> None:  # noqa: B027 - optional: a default that does nothing
+        """Delete a finished review's data at the backend (``review.delete_finished``); an
+        unknown name is not an error. Default: the backend keeps nothing to delete."""
+
+    def signals(self, hooks: SignalHooks) -> Sequence[Signal]:
+        """The backend's own completion signals that ``watchers.enabled`` allows, made once
+        by the review role. Default: none (the reconciler alone)."""
+        return ()

@@ -1,7 +1,9 @@
 """An in-memory review backend, for tests and for trying the review path without a service.
 
 It keeps reviews in a dict, can be scripted to fail the next calls (``fail_next``), and lets a
-test finish reviews with answers (``complete``) or without (``fail``).
+test finish reviews with answers (``complete``) or without (``fail``). It is registered like
+every backend (``stream_router/backends.py``: ``review.backend: fake``); it has no signals of
+its own, so the reconciler finds what a test ended.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream_router.errors import ReviewNameConflict
 from stream_router.review.backend import (
+    ReviewBackend,
     ReviewResult,
     ReviewState,
     ReviewStatus,
@@ -20,9 +23,17 @@ from stream_router.review.backend import (
     WorkerAnswer,
 )
 
+if TYPE_CHECKING:
+    from stream_router.backends import BackendContext
 
-class FakeReviewBackend:
-    """Implements :class:`~stream_router.review.backend.ReviewBackend` in memory."""
+
+def build(context: BackendContext) -> FakeReviewBackend:
+    """An empty in-memory backend (``review.backend: fake``)."""
+    return FakeReviewBackend(clock=context.clock)
+
+
+class FakeReviewBackend(ReviewBackend):
+    """A :class:`~stream_router.review.backend.ReviewBackend` in memory."""
 
     def __init__(
         self,

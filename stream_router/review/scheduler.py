@@ -28,16 +28,20 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
    raises), taking each state's step: start (budget, rate limit, the backend call;
    ``review/starter.py``), hold, fetch the result and publish, escalate. A transition is written
    to the ledger, acknowledged, before the next step; an outcome is published before the entry
-   is closed. After a crash or a rebalance the new owner reads the partition's ledger
+   is closed. What the step is and when it is due is decided here; whether it may begin then
+   (the concurrency of each kind of step, room in flight) is ``review/steps.py``'s plumbing.
+   After a crash or a rebalance the new owner reads the partition's ledger
    whole and carries on from the last written state: an attempt whose start was cut short is
    started again under the same name, which the backend answers with "already started" (no
    second review), and an outcome published but not yet closed is published again, identical
    but for its observation time (consumers dedupe by ``event_id``). Such a start is made no
    sooner than the backend's ``start_settle_s`` after the one it may repeat could have been
-   sent (after a partition's read; after a failure, :meth:`ReviewScheduler._start_not_before`):
-   a backend that may apply a start after its sender gave up or died, and whose starts are not
-   idempotent (Label Studio), has applied it by then, and answers "already started" instead
-   of opening a second, paid review.
+   sent (after a partition's read; after a failure that is not a sure refusal,
+   :meth:`ReviewScheduler._start_not_before`): a backend that may apply a start after its
+   sender gave up or died, and whose starts are not idempotent (Label Studio), has applied it
+   by then, and answers "already started" instead of opening a second, paid review. The wait
+   is kept per entry (``_Partition.settling``) and checked as the start step begins
+   (:meth:`ReviewScheduler._settling`), so no queued copy of the entry starts it sooner.
 4. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
    backend or S3) leaves the entry in its state and schedules it again after the one retry
    policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
@@ -73,11 +77,9 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import heapq
-import itertools
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -122,6 +124,7 @@ from stream_router.review.request import (
 from stream_router.review.retry import RetryPolicy
 from stream_router.review.shares import BudgetShares, remaining
 from stream_router.review.starter import StartDecision, Starter, StartResult
+from stream_router.review.steps import Gate, Lanes, step_of
 from stream_router.settings import ReviewSettings
 
 logger = logging.getLogger(__name__)
@@ -158,36 +161,24 @@ class RequestSource(Protocol):
 
 @dataclass
 class _Partition:
-    """One owned partition: its ledger and the worker driving it."""
+    """One owned partition: its ledger, the worker driving it, and its steps' lanes."""
 
     ledger: PartitionLedger
     budget: Budget
+    lanes: Lanes  #: its steps from due to done
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     intake: asyncio.Lock = field(default_factory=asyncio.Lock)
     audit: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one audited close at a time
     audit_unsure: bool = False  #: a write counting an audit failed: close no more (AuditUnsure)
-    due: list[tuple[float, int, str, Entry]] = field(default_factory=list)  # heap
-    blocked: list[Entry] = field(default_factory=list)  # startable, waiting for room in flight
-    busy: set[str] = field(default_factory=set)
-    parked: dict[str, tuple[float, int, str, Entry]] = field(default_factory=dict)
-    #: Steps under way per lane, and what waits for a place: starts wait for rate tokens, so
-    #: they have ``review.concurrency`` places of their own and never hold up results.
-    lanes: Counter[Step] = field(default_factory=Counter)
-    waiting: dict[Step, list[tuple[float, int, str, Entry]]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    #: Entries whose start may repeat one cut short: not started before this time (rule 3).
+    settling: dict[str, float] = field(default_factory=dict)
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
     worker: asyncio.Task[None] | None = None
-    steps: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-def _lane(entry: Entry) -> Step:
-    """The step a queued entry is queued for (:meth:`ReviewScheduler._schedule` queues no other)."""
-    step = entry.state.step
-    assert step is not None, f"{entry.name} is queued, but {entry.state} has no step"
-    return step
+    steps: set[asyncio.Task[None]] = field(default_factory=set)  #: its steps' tasks
 
 
 @dataclass(frozen=True)
@@ -249,9 +240,12 @@ class ReviewScheduler:
         self.clock = clock
         self.monotonic = monotonic
         self.partitions: dict[int, _Partition] = {}
-        self._capacity_until = 0.0  # monotonic: no start before
-        self._starting = 0  # start steps under way (they count against max_in_flight)
-        self._seq = itertools.count()
+        self.gate = Gate(
+            review.max_in_flight,
+            in_flight=self.in_flight,
+            loading=lambda: bool(self.loading()),
+            monotonic=monotonic,
+        )
 
     # -- ownership -----------------------------------------------------------------------------
 
@@ -261,7 +255,9 @@ class ReviewScheduler:
         if partition in self.partitions:
             return
         ledger = PartitionLedger(partition, next_offset=0)
-        owned = _Partition(ledger, self.shares.budget(partition))
+        lanes = Lanes(ledger.entries, self.gate, concurrency=self.review.concurrency,
+                      clock=self.clock)  # fmt: skip
+        owned = _Partition(ledger, self.shares.budget(partition), lanes)
         self.partitions[partition] = owned
         owned.worker = asyncio.ensure_future(self._run(owned))
 
@@ -493,6 +489,8 @@ class ReviewScheduler:
                 owned.open += 1
             if entry.state is State.CLOSED:
                 owned.closed.append((entry.since_s, entry.first_name))
+            if entry.state.step is Step.START and self.backend.start_settle_s > 0:
+                owned.settling[entry.first_name] = settled_s
             # A held entry is checked again now (the limits may have changed since it was
             # held), or once a start an earlier owner may have had under way has settled.
             self._schedule(owned, entry, settled_s if entry.state.step is Step.START else None)
@@ -505,34 +503,20 @@ class ReviewScheduler:
         )  # fmt: skip
 
     async def _drive(self, owned: _Partition) -> None:
+        """Until the partition is gone: prune, begin the steps its lanes let begin
+        (:meth:`~stream_router.review.steps.Lanes.take`), and wait for the next to come due, a
+        step to end, or news."""
         while not owned.gone:
             owned.wake.clear()
             await self._prune(owned)
-            now = self.clock()
-            while owned.due and owned.due[0][0] <= now:
-                item = heapq.heappop(owned.due)
-                _, _, first, entry = item
-                if owned.ledger.entries.get(first) is not entry:
-                    continue  # superseded by a later state
-                if first in owned.busy:
-                    owned.parked[first] = item  # queued again when its step ends
-                    continue
-                lane = _lane(entry)
-                if owned.lanes[lane] >= self.review.concurrency:
-                    owned.waiting.setdefault(lane, []).append(item)  # requeued when one ends
-                    continue
-                if lane is Step.START and not self._room_to_start(owned, entry):
-                    continue
-                if lane is Step.START:
-                    self._starting += 1
-                owned.lanes[lane] += 1
+            for entry in owned.lanes.take():
                 step = asyncio.ensure_future(self._step(owned, entry))
-                owned.busy.add(first)
                 owned.steps.add(step)
                 step.add_done_callback(functools.partial(self._stepped, owned, entry))
             timeout = None
-            if owned.due:
-                timeout = max(0.0, owned.due[0][0] - self.clock())
+            due_s = owned.lanes.next_at()
+            if due_s is not None:
+                timeout = max(0.0, due_s - self.clock())
             if owned.closed:
                 prune_at = owned.closed[0][0] + self.review.ledger_retention_s - self.clock()
                 timeout = max(0.0, prune_at) if timeout is None else min(timeout, prune_at)
@@ -542,21 +526,6 @@ class ReviewScheduler:
                 async with asyncio.timeout(timeout):
                     await owned.wake.wait()
 
-    def _room_to_start(self, owned: _Partition, entry: Entry) -> bool:
-        """Whether a start may begin now; if not, the entry waits (and is requeued later).
-
-        Room in flight is counted once every owned ledger is read (their open reviews count).
-        """
-        if self.monotonic() < self._capacity_until:
-            left = self._capacity_until - self.monotonic()
-            self._schedule(owned, entry, self.clock() + left)
-            return False
-        loading = any(not p.loaded.is_set() for p in self.partitions.values())
-        if loading or self.in_flight() + self._starting >= self.review.max_in_flight:
-            owned.blocked.append(entry)
-            return False
-        return True
-
     def _schedule(self, owned: _Partition, entry: Entry | None, at_s: float | None = None) -> None:
         """Queue ``entry``'s next step, if its state has one, at ``at_s`` (default: when due)."""
         if entry is None or entry.state.step is None:
@@ -564,11 +533,19 @@ class ReviewScheduler:
         if at_s is None:
             due_s = entry.due_s if entry.state is State.HELD else None
             at_s = self.clock() if due_s is None else due_s
-        heapq.heappush(owned.due, (at_s, next(self._seq), entry.first_name, entry))
+        owned.lanes.schedule(entry, at_s)
         owned.wake.set()
 
+    def _release(self) -> None:
+        """A review left flight, or a start or a ledger read ended: blocked starts may go."""
+        for owned in self.partitions.values():
+            if owned.lanes.release():
+                owned.wake.set()
+
     async def _step(self, owned: _Partition, entry: Entry) -> None:
-        first, step = entry.first_name, _lane(entry)
+        first, step = entry.first_name, step_of(entry)
+        if step is Step.START and self._settling(owned, entry):
+            return
         try:
             if step is Step.START:
                 await self._start(owned, entry)
@@ -583,15 +560,16 @@ class ReviewScheduler:
                 return
             failures = owned.failures[first] = owned.failures.get(first, 0) + 1
             delay = self.retry.delay(failures, exc.retry_after_s)
-            if step is Step.START:
-                delay = max(delay, self._start_not_before(exc))
+            not_before = self._start_not_before(exc) if step is Step.START else 0.0
+            if not_before > 0:
+                owned.settling[first] = self.clock() + not_before
+                delay = max(delay, not_before)
             if isinstance(exc, ReviewThrottled):
                 self.metrics.start_throttled.inc()
                 self.limiter.pause_until(self.monotonic() + delay)
             elif isinstance(exc, ReviewCapacityExceeded):
                 self.metrics.capacity_waits.inc()
-                pause = max(delay, self.capacity_pause_s)
-                self._capacity_until = max(self._capacity_until, self.monotonic() + pause)
+                self.gate.pause(max(delay, self.capacity_pause_s))
             logger.warning("review %s (%s): %s; again in %.1f s",
                            entry.name, entry.state, exc, delay)  # fmt: skip
             current = owned.ledger.entries.get(first)
@@ -602,6 +580,18 @@ class ReviewScheduler:
         except Exception as exc:
             self.die(f"review {entry.name}", exc)
             return
+
+    def _settling(self, owned: _Partition, entry: Entry) -> bool:
+        """Whether ``entry``'s start must wait for one cut short to settle (rule 3): then it
+        is queued again for when it has. Any queued copy of the entry comes here too."""
+        until = owned.settling.get(entry.first_name)
+        if until is None:
+            return False
+        if self.clock() < until:
+            self._schedule(owned, entry, until)
+            return True
+        del owned.settling[entry.first_name]
+        return False
 
     def _start_not_before(self, exc: UpstreamError) -> float:
         """Seconds before a start that failed with ``exc`` may be tried again (rule 3).
@@ -617,17 +607,9 @@ class ReviewScheduler:
     def _stepped(self, owned: _Partition, entry: Entry, step: asyncio.Task[None]) -> None:
         """A step ended (done, failed or cancelled, even before it ran): free its place."""
         owned.steps.discard(step)
-        owned.busy.discard(entry.first_name)
-        lane = _lane(entry)
-        owned.lanes[lane] -= 1
-        for item in owned.waiting.pop(lane, []):
-            heapq.heappush(owned.due, item)
-        if lane is Step.START:
-            self._starting -= 1
+        owned.lanes.done(entry)
+        if step_of(entry) is Step.START:
             self._release()
-        parked = owned.parked.pop(entry.first_name, None)
-        if parked is not None:
-            heapq.heappush(owned.due, parked)  # came due while the step ran
         current = owned.ledger.entries.get(entry.first_name)
         if not owned.gone and current is not entry:
             self._schedule(owned, current)  # news arrived while it was busy
@@ -777,12 +759,10 @@ class ReviewScheduler:
             return
         await self._close(owned, entry, completion.outcome, completion.record, now)
         if self.review.delete_finished:
-            delete = getattr(self.backend, "delete", None)
-            if delete is not None:
-                try:
-                    await delete(entry.name)
-                except UpstreamError as exc:
-                    logger.warning("deleting finished review %s failed: %s", entry.name, exc)
+            try:
+                await self.backend.delete(entry.name)
+            except UpstreamError as exc:
+                logger.warning("deleting finished review %s failed: %s", entry.name, exc)
 
     # -- writing the ledger --------------------------------------------------------------------
 
@@ -799,6 +779,8 @@ class ReviewScheduler:
                 self._release()
         if entry.state is State.CLOSED:
             owned.closed.append((entry.since_s, entry.first_name))
+        if entry.state.step is not Step.START:
+            owned.settling.pop(entry.first_name, None)
         self._schedule(owned, entry)
 
     async def _close(
@@ -855,13 +837,6 @@ class ReviewScheduler:
                 pruned += 1
         if pruned:
             self.metrics.ledger_pruned.inc(pruned)
-
-    def _release(self) -> None:
-        """A review left flight: starts waiting for room may go."""
-        for owned in self.partitions.values():
-            blocked, owned.blocked = owned.blocked, []
-            for entry in blocked:
-                self._schedule(owned, entry, self.clock())  # it was due when it was blocked
 
     def _publish_in_flight(self) -> None:
         self.metrics.in_flight.set(self.in_flight())

@@ -25,7 +25,10 @@ import boto3
 import moto
 import pytest
 from cfnlint.decode import cfn_yaml
+from prometheus_client import CollectorRegistry
 
+from stream_router.backends import BackendContext, build_backend
+from stream_router.metrics import ReviewMetrics
 from stream_router.naming import loop_name
 from stream_router.review.content import input_content
 from stream_router.review.request import ReviewRequest
@@ -550,7 +553,7 @@ def test_stack_without_task_ui_deploys_in_moto_and_its_outputs_resolve() -> None
                 },
             }
         )
-        settings.watchers.check_for_review()
+        build_backend(BackendContext(settings, ReviewMetrics(CollectorRegistry())))
 
         # The role's trust, with the parameters filled in: the example overlay's review pods.
         role_name = outputs["RouterRoleArn"].rsplit("/", 1)[1]

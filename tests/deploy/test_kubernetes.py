@@ -27,8 +27,10 @@ import kubernetes_validate
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream_router.backends import BackendContext, build_backend
 from stream_router.cli import build_parser
 from stream_router.health import Health, HealthServer
+from stream_router.metrics import ReviewMetrics
 from stream_router.policies.routes import Routes
 from stream_router.review.budget import UNLIMITED
 from stream_router.review.shares import budget_notes, route_limits
@@ -265,7 +267,7 @@ def test_the_config_map_passes_the_projects_own_validation(
         settings = pod_settings(docs, role, tmp_path, monkeypatch)
         assert Routes(settings.policies).routes, "no route: nothing would ever be reviewed"
         if role == "review":
-            settings.watchers.check_for_review()
+            build_backend(BackendContext(settings, ReviewMetrics(CollectorRegistry())))
             # Every review route under a limit the configuration chose (not the default).
             assert UNLIMITED not in route_limits(settings).values()
             assert budget_notes(settings) == []

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from stream_router.backends import signals_of
 from stream_router.labelstudio.client import LabelStudioClient, name_filter
 from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.sandbox.aws import client as sandbox_client
@@ -38,9 +39,7 @@ class Backend:
     @property
     def signals(self) -> tuple[str, ...]:
         """The completion watchers of the backend, each of which alone finishes reviews."""
-        if self.name == "a2i":
-            return ("eventbridge", "s3-output", "reconciler")
-        return ("webhook", "reconciler")
+        return signals_of(self.name)
 
     def flow(self, sandbox_flow: str) -> str:
         """What a route's review_flow says to send reviews to sandbox flow ``sandbox_flow``."""

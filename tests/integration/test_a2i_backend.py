@@ -236,20 +236,24 @@ async def test_validation_is_rejected(
     assert caught.value.retriable is False
 
 
-async def test_oversize_content_is_rejected_without_a_request(
+async def test_content_at_the_limit_starts_and_beyond_it_a2i_rejects(
     backend: A2IReviewBackend, a2i_faults: A2IEmulator, flows: dict[str, str], unique_name: Names
 ) -> None:
+    """The starter refuses oversize content without a call (``tests/unit/review/
+    test_starter.py``); the backend itself sends it, and A2I's ValidationException is a
+    rejection. Content that is not JSON is rejected without a request."""
     padding = MAX_INPUT_CHARS - len('{"x":""}')
     starts = await request_count(a2i_faults, "StartHumanLoop")
     at_limit = await backend.start(unique_name("limit"), flows["slow"], {"x": "y" * padding})
     assert at_limit.already_started is False
     assert await request_count(a2i_faults, "StartHumanLoop") == starts + 1
 
-    with pytest.raises(ReviewRejected, match=f"{MAX_INPUT_CHARS + 1} characters"):
+    with pytest.raises(ReviewRejected, match="ValidationException"):
         await backend.start(unique_name("over"), flows["slow"], {"x": "y" * (padding + 1)})
+    assert await request_count(a2i_faults, "StartHumanLoop") == starts + 2
     with pytest.raises(ReviewRejected, match="not JSON"):
         await backend.start(unique_name("odd"), flows["slow"], {"x": {1, 2}})
-    assert await request_count(a2i_faults, "StartHumanLoop") == starts + 1
+    assert await request_count(a2i_faults, "StartHumanLoop") == starts + 2
 
 
 # -- stop and delete -----------------------------------------------------------------------------

@@ -202,7 +202,7 @@ async def test_the_backend_refuses_to_open_naming_the_setting(
         await backend.open()
     with pytest.raises(RuntimeError, match="not open"):
         await backend.describe("any-loop")  # nothing was opened
-    await backend.close()
+    await backend.aclose()
 
 
 async def test_an_unreachable_control_plane_fails_naming_the_endpoint(

@@ -100,7 +100,7 @@ async def test_concurrent_starts_of_one_name_leave_one_task(
         outcomes = await asyncio.gather(*(b.start(name, "manual", CONTENT) for b in backends))
     finally:
         for backend in backends:
-            await backend.close()
+            await backend.aclose()
     remaining = await tasks_named(admin, label_studio_info, name)
     assert len(remaining) == 1
     assert {o.backend_id for o in outcomes} == {str(remaining[0])}

@@ -19,15 +19,15 @@ import pytest
 import pytest_asyncio
 
 from stream_router.aws.clients import AwsClients, AwsEndpoints
-from stream_router.review.backend import ReviewStatus
-from stream_router.review.events import EventSource, LoopEvent
-from stream_router.sandbox.stack import SandboxInfo
-from stream_router.watchers import (
+from stream_router.aws.watchers import (
     EventBridgeSqsWatcher,
     S3OutputSqsWatcher,
     SqsWatcher,
     WatcherCounts,
 )
+from stream_router.review.backend import ReviewStatus
+from stream_router.review.events import EventSource, LoopEvent
+from stream_router.sandbox.stack import SandboxInfo
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ label and confidence once, the choices with the model's label pre-selected."""
 from __future__ import annotations
 
 import re
-import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from stream_router.backends import BackendContext, build_backend
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
 from stream_router.labelstudio.tasks import (
     IMAGE_FIELD,
@@ -31,7 +31,6 @@ from stream_router.labelstudio.tasks import (
 )
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.content import project
-from stream_router.review_role import _backend
 from stream_router.settings import LabelStudioSettings, Settings
 from tests.unit.test_labelstudio_starts import FakeLabelStudio
 
@@ -234,7 +233,7 @@ async def test_the_review_role_builds_tasks_from_its_settings_and_the_ingest_map
         policies={"routes": [{"name": "general", "review_flow": "general",
                               "policy": {"type": "confidence", "below": 0.7}}]},
     )  # fmt: skip
-    backend = _backend(settings, None, ReviewMetrics(CollectorRegistry()), time.time)  # type: ignore[arg-type]
+    backend = build_backend(BackendContext(settings, ReviewMetrics(CollectorRegistry())))
     assert isinstance(backend, LabelStudioReviewBackend)
     fake = FakeLabelStudio()
     backend.client = fake  # type: ignore[assignment]
@@ -246,7 +245,7 @@ async def test_the_review_role_builds_tasks_from_its_settings_and_the_ingest_map
         "caption": "c",
     }
     await backend.start("r-1", "general", {**CONTENT, "event": event})
-    await backend.close()
+    await backend.aclose()
     [stored] = fake.stored.values()
     assert {row["Field"] for row in stored["data"][ROWS_FIELD]} == {"id"}
     assert stored["data"][TEXT_FIELD] == "c"

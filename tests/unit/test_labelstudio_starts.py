@@ -103,7 +103,7 @@ async def test_starts_arriving_during_an_import_share_the_next_one() -> None:
     await queued(backend, len(rest))
     fake.hold.set()
     outcomes = [await first, *[await one for one in rest]]
-    await backend.close()
+    await backend.aclose()
 
     assert fake.imports == [1, 25]  # 26 reviews in two imports
     assert fake.lookups == 2 + 4  # a look before and after each import, 20 names a look
@@ -126,7 +126,7 @@ async def test_a_rejected_batch_is_sent_again_one_by_one_so_only_the_bad_review_
         await rest["bad"]
     assert not (await rest["good-1"]).already_started
     assert not (await rest["good-2"]).already_started
-    await backend.close()
+    await backend.aclose()
     assert fake.imports == [1, 3, 1, 1, 1]
     assert sorted(t["data"][NAME_FIELD] for t in fake.stored.values()) == [
         "first",
@@ -139,7 +139,7 @@ async def test_closing_fails_the_starts_in_flight_and_queued_instead_of_leaving_
     _, backend, sent = await holding("sent")
     waiting = asyncio.create_task(backend.start("waiting", "general", CONTENT))
     await queued(backend, 1)
-    await backend.close()
+    await backend.aclose()
     for start in (sent, waiting):
         with pytest.raises(RuntimeError, match="closed"):
             await start

@@ -2,7 +2,7 @@
 
 - ``review/`` (the review core) imports no framework or client library and no review backend's
   package: faust and the Kafka and AWS clients belong to the review role (``review_role.py``,
-  ``review_topics.py``) and to the adapters (``aws/``, ``labelstudio/``, ``watchers/``).
+  ``review_topics.py``) and to the adapters (``aws/``, ``labelstudio/``).
 - ``policies/`` (the domain) imports no client library either.
 - No two of the packages import each other (a cycle), at the top level or inside functions.
 """
@@ -17,7 +17,7 @@ import stream_router
 
 ROOT = Path(stream_router.__file__).parent
 CLIENTS = {"faust", "mode", "aiokafka", "aioboto3", "aiobotocore", "boto3", "botocore", "aiohttp"}
-ADAPTERS = {"aws", "labelstudio", "watchers", "sandbox", "demo"}
+ADAPTERS = {"aws", "labelstudio", "sandbox", "demo"}
 
 
 def imports(path: Path) -> set[str]:

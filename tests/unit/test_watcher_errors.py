@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from stream_router.aws.watchers import PollErrors, WatcherCounts
 from stream_router.metrics import ReviewMetrics
-from stream_router.watchers import PollErrors, WatcherCounts
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from stream_router.review.backend import ReviewStatus
-from stream_router.review.events import EventSource, LoopEvent
-from stream_router.watchers.messages import (
+from stream_router.aws.messages import (
     MalformedMessage,
     decode_body,
     eventbridge_event,
     s3_output_events,
 )
+from stream_router.review.backend import ReviewStatus
+from stream_router.review.events import EventSource, LoopEvent
 
 FLOW_ARN = "arn:aws:sagemaker:us-east-1:111122223333:flow-definition/fd-name"
 OUTPUT_URI = "s3://bucket/prefix/fd-name/2019/11/14/17/37/36/loop-name/output.json"

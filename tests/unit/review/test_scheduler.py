@@ -545,7 +545,7 @@ async def test_every_request_ends_once_under_combined_faults(seed: int) -> None:
     assert run.kills > 0
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(24))
 async def test_no_review_is_paid_twice_when_starts_land_late(seed: int) -> None:
     """The same faults on a backend whose starts are not idempotent and land up to 20 ms after
     their answer was lost or their caller killed (Label Studio's imports)."""

@@ -140,10 +140,12 @@ def service(tmp_path: Path) -> ReviewService:
     settings = Settings.model_validate(
         {
             "watchers": {"enabled": ["reconciler"]},
-            "review": {"data_dir": str(tmp_path)},
+            "review": {"backend": "fake", "data_dir": str(tmp_path)},
         }
     )
-    return ReviewService(settings, ReviewMetrics(CollectorRegistry()), backend=FakeReviewBackend())
+    service = ReviewService(settings, ReviewMetrics(CollectorRegistry()))
+    assert isinstance(service.backend, FakeReviewBackend)  # chosen by name, as any backend
+    return service
 
 
 async def records(*events: Any) -> AsyncIterator[Any]:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream_router.aws.messages import eventbridge_event, s3_output_events
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.backend import ReviewStatus
 from stream_router.review.events import EventSource, LoopEvent, epoch_s
-from stream_router.watchers.messages import eventbridge_event, s3_output_events
 
 LAG = "stream_router_review_watcher_event_lag_seconds"
 CHANGED = "2026-11-25T08:00:00Z"

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import random
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,16 +35,17 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stream_router.aws.clients import AwsClients
-from stream_router.errors import ConfigError
-from stream_router.review.events import LoopEvent
-from stream_router.review.retry import RetryPolicy
-from stream_router.settings import WatchersSettings
-from stream_router.watchers.messages import (
+from stream_router.aws.messages import (
     MalformedMessage,
     decode_body,
     eventbridge_event,
     s3_output_events,
 )
+from stream_router.errors import ConfigError
+from stream_router.review.backend import Signal
+from stream_router.review.events import LoopEvent
+from stream_router.review.retry import RetryPolicy
+from stream_router.settings import WatchersSettings
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ class PollErrors:
         }
 
 
-class SqsWatcher(ABC):
-    """The long-poll loop; subclasses say how a message body becomes events."""
+class SqsWatcher(Signal):
+    """The long-poll loop, a completion signal of the A2I backend; subclasses say how a message
+    body becomes events. It beats once per poll (``on_poll``), so at least every
+    ``wait_time_s`` while it works."""
 
     kind = "sqs"  #: names the watcher in log lines
 
@@ -129,6 +132,7 @@ class SqsWatcher(ABC):
         )
         self._clock = clock
         self._on_poll = on_poll
+        self.beat_s = float(wait_time_s)
         self.counts = WatcherCounts()
 
     @abstractmethod
@@ -257,7 +261,7 @@ class EventBridgeSqsWatcher(SqsWatcher):
 class S3OutputSqsWatcher(SqsWatcher):
     """S3 ObjectCreated notifications of A2I output.json files (status unknown: None).
 
-    The loop name comes from the output key's layout; see ``stream_router.watchers.messages``.
+    The loop name comes from the output key's layout; see ``stream_router.aws.messages``.
     """
 
     kind = "s3-output"
