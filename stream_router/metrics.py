@@ -213,6 +213,8 @@ class ReviewMetrics:
     - ``stream_router_review_requests_refused_total{reason}``: review requests naming a route or
       flow the configuration does not review (``unknown_route``, ``unknown_flow``; dead-lettered,
       never started)
+    - ``stream_router_review_loop_events_malformed_total``: loop-events records that are not
+      loop events (dead-lettered)
     - ``stream_router_review_loop_events_ignored_total``: notices of no open attempt
       (duplicates, late, or of an earlier attempt)
     - ``stream_router_review_requests_backlog{partition}``: review requests not yet recorded
@@ -358,6 +360,11 @@ class ReviewMetrics:
             "Review requests naming a route or flow the configuration does not review, by "
             "reason (unknown_route, unknown_flow): dead-lettered, never started or billed.",
             ["reason"],
+            registry=registry,
+        )
+        self.loop_events_malformed = PromCounter(
+            "stream_router_review_loop_events_malformed",
+            "Loop-events records that are not loop events (dead-lettered).",
             registry=registry,
         )
         self.loop_events_ignored = PromCounter(

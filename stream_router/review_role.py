@@ -49,7 +49,6 @@ from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_router.backends import BackendContext, build_backend
-from stream_router.envelope import dead_letter
 from stream_router.errors import ConfigError, UpstreamError
 from stream_router.kafka_clients import client_options, stop_consumer
 from stream_router.metrics import ReviewMetrics
@@ -73,7 +72,6 @@ from stream_router.settings import KafkaSettings, Settings
 logger = logging.getLogger(__name__)
 
 EXIT_DIED = 1  #: exit code when an agent or task died
-MALFORMED_LOOP_EVENT = "malformed_loop_event"  #: dead-letter reason on loop-events
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -376,19 +374,9 @@ class ReviewService:
         async for event in stream.events():
             with self.supervisor.handling("loop-events"):
                 message = event.message
-                try:
-                    loop_event = LoopEvent.from_json(event.value)
-                except (ValueError, KeyError, TypeError) as exc:
-                    await self._malformed_loop_event(message, event.value, exc)
-                    continue
-                await self.scheduler.take_loop_event(message.partition, loop_event)
-
-    async def _malformed_loop_event(self, message: Any, value: bytes, exc: Exception) -> None:
-        source = SourceRef(message.topic, message.partition, message.offset, message.key,
-                           _ms(message))  # fmt: skip
-        logger.error("loop event at %s is malformed (%r); dead-lettered", source, exc)
-        letter = dead_letter(value, source, MALFORMED_LOOP_EVENT, repr(exc), self.clock())
-        await self._send_keyed(self.dead_letter, message.key, letter)
+                source = SourceRef(message.topic, message.partition, message.offset,
+                                   message.key, _ms(message))  # fmt: skip
+                await self.scheduler.take_loop_record(source, event.value)
 
     async def _send_keyed(self, topic: Any, key: bytes | None, value: bytes) -> None:
         delivered = await topic.send(key=key, value=value)

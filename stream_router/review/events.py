@@ -8,6 +8,7 @@ redeliveries); completion dedupes them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from stream_router.naming import is_valid_loop_name
 from stream_router.review.backend import ReviewStatus
 
 
@@ -32,6 +34,34 @@ def epoch_s(timestamp: object) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+class MalformedLoopEvent(ValueError):
+    """A loop-events record that is not a loop event (the reason is the message)."""
+
+
+_TEXTS = ("output_uri", "flow", "failure_code", "failure_reason")
+MAX_TEXT_CHARS = 4096  #: the longest text member of an event (an S3 URI, a failure reason)
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedLoopEvent(f"{key} is a {type(value).__name__}, not a string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise MalformedLoopEvent(f"{key} has {len(value)} characters; at most {MAX_TEXT_CHARS}")
+    return value
+
+
+def _seconds(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MalformedLoopEvent(f"{key} is not a number of seconds")
+    return float(value)
 
 
 class EventSource(StrEnum):
@@ -78,18 +108,41 @@ class LoopEvent:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes) -> LoopEvent:
-        data: dict[str, Any] = orjson.loads(raw)
+    def parse(cls, raw: bytes | None) -> LoopEvent:
+        """A loop-events record as an event; :class:`MalformedLoopEvent`, with the reason, for
+        anything else. Anything that can write the topic can write anything, so every member is
+        checked for its type and size (the event reaches the ledger when it ends a review)."""
+        if raw is None:
+            raise MalformedLoopEvent("a record without a value")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedLoopEvent(f"not JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise MalformedLoopEvent(f"a JSON {type(data).__name__}, not an object")
+        name = data.get("name")
+        if not isinstance(name, str) or not is_valid_loop_name(name):
+            raise MalformedLoopEvent("name is not a review name")
+        try:
+            source = EventSource(str(data.get("source")))
+        except ValueError:
+            raise MalformedLoopEvent(
+                f"source is not one of {[s.value for s in EventSource]}"
+            ) from None
         status = data.get("status")
-        event_time = data.get("event_time_s")
+        try:
+            status = None if status is None else ReviewStatus(status)
+        except ValueError:
+            raise MalformedLoopEvent(
+                f"status is not one of {[s.value for s in ReviewStatus]}"
+            ) from None
+        text = {key: _text(data, key) for key in _TEXTS}
+        event_time = _seconds(data, "event_time_s")
         return cls(
-            name=data["name"],
-            source=EventSource(data["source"]),
-            status=ReviewStatus(status) if status else None,
-            output_uri=data.get("output_uri"),
-            flow=data.get("flow"),
-            failure_code=data.get("failure_code"),
-            failure_reason=data.get("failure_reason"),
-            observed_at_s=float(data.get("observed_at_s", 0.0)),
-            event_time_s=None if event_time is None else float(event_time),
+            name=name,
+            source=source,
+            status=status,
+            observed_at_s=_seconds(data, "observed_at_s") or 0.0,
+            event_time_s=event_time,
+            **text,
         )

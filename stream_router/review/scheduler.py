@@ -100,7 +100,7 @@ from stream_router.review.audit import Auditor, AuditTally, AuditUnsure, recover
 from stream_router.review.backend import ReviewBackend, ReviewStatus
 from stream_router.review.budget import Budget
 from stream_router.review.completion import Action, Completer, Completion
-from stream_router.review.events import LoopEvent
+from stream_router.review.events import LoopEvent, MalformedLoopEvent
 from stream_router.review.ledger import (
     AUDIT_KEY,
     BUDGET_KEY,
@@ -133,6 +133,7 @@ CAPACITY_PAUSE_S = 5.0  #: starts pause this long after the backend's open-revie
 PRUNE_BATCH = 100  #: closed entries deleted at most per pass of a partition's worker
 OUTPUT_UNREADABLE = "OutputUnreadable"  #: dead-letter reason: the review's output cannot be read
 MALFORMED_REQUEST = "malformed_request"  #: dead-letter reason: not a review request
+MALFORMED_LOOP_EVENT = "malformed_loop_event"  #: dead-letter reason: not a loop event
 
 Send = Callable[[bytes | None, bytes], Awaitable[None]]  #: (key, value); returns once acked
 
@@ -401,6 +402,20 @@ class ReviewScheduler:
         if len(letter) > self.max_entry_bytes:
             letter = dead_letter(value, source, reason_class, reason, now, omit=Omit.VALUE)
         await self.outlets.dead_letter(source.key, letter)
+
+    async def take_loop_record(self, source: SourceRef, value: bytes | None) -> None:
+        """One loop-events record: a notice (:meth:`take_loop_event`), or, when it is not a
+        loop event (anything that can write the topic can write anything), dead-lettered as it
+        was (``malformed_loop_event``, with the reason) and counted; nothing else changes and
+        the partition goes on (rule 5)."""
+        try:
+            event = LoopEvent.parse(value)
+        except MalformedLoopEvent as exc:
+            logger.error("loop event at %s is malformed (%s); dead-lettered", source, exc)  # noqa: TRY400
+            await self._dead_letter_record(value, source, MALFORMED_LOOP_EVENT, str(exc))
+            self.metrics.loop_events_malformed.inc()
+            return
+        await self.take_loop_event(source.partition, event)
 
     async def take_loop_event(self, partition: int, event: LoopEvent) -> None:
         """A watcher's notice: the open attempt it names has ENDED (others change nothing)."""

@@ -33,6 +33,7 @@ from stream_router.errors import (
     UpstreamError,
 )
 from stream_router.metrics import ReviewMetrics
+from stream_router.models import SourceRef
 from stream_router.review.audit import Auditor, AuditTally, recover
 from stream_router.review.backend import ReviewResult, ReviewState, ReviewStatus, StartOutcome
 from stream_router.review.budget import BudgetLimits
@@ -50,6 +51,9 @@ from stream_router.testing import FakeReviewBackend
 from tests.unit.review.requests import review_request
 
 PARTITIONS = 2
+#: Records on loop-events that are not loop events (anything can write the topic).
+NOT_LOOP_EVENTS = (b"[1]", b"{not json", b'{"name": 7, "source": "reconciler"}',
+                   b'{"name": "x", "source": "reconciler", "observed_at_s": "soon"}')  # fmt: skip
 
 
 @dataclass
@@ -325,6 +329,8 @@ class Run:
         self.partition_of: dict[str, int] = {}
         self.fate: dict[str, str] = {}  # event id -> complete, fail, disagree, poison
         self.forged: set[str] = set()  # loop names of forged requests
+        self.loop_offsets: dict[int, int] = {}  # the last loop-events offset per partition
+        self.not_loop_events: set[tuple[int, int]] = set()  # where they were written
         self.kills = 0
         self.scheduler = scheduler(self.world, self.backend, self.review)
         for partition in range(PARTITIONS):
@@ -408,12 +414,22 @@ class Run:
                           state.flow, state.failure_code, state.failure_reason)  # fmt: skip
         for _ in range(self.rng.choice([0, 1, 1, 2])):  # lost, once, or twice
             await self.take_loop_event(partition, event)
+        if self.rng.random() < 0.2:  # and something that is not a loop event at all
+            await self.take_loop_record(partition, self.rng.choice(NOT_LOOP_EVENTS))
 
     async def take_loop_event(self, partition: int, event: LoopEvent) -> None:
-        """The loop-events agent; a refused write kills it, and the event comes again."""
+        """The loop-events agent, handed the event's record."""
+        await self.take_loop_record(partition, event.to_json())
+
+    async def take_loop_record(self, partition: int, value: bytes) -> None:
+        """The loop-events agent; a refused write kills it, and the record comes again."""
+        offset = self.loop_offsets[partition] = self.loop_offsets.get(partition, -1) + 1
+        source = SourceRef("loop-events", partition, offset, None, None)
+        if value in NOT_LOOP_EVENTS:
+            self.not_loop_events.add((partition, offset))
         while True:
             try:
-                await self.scheduler.take_loop_event(partition, event)
+                await self.scheduler.take_loop_record(source, value)
                 return
             except KafkaConnectionError:
                 await self.restart()
@@ -515,6 +531,11 @@ class Run:
         assert all("review_request" not in r for r in refused)  # never an event's outcome
         assert not self.forged & {name.removesuffix("-a2") for name in self.backend.start_calls}
         assert not self.forged & set(self.world.entries()), "a forged request was recorded"
+        garbage = [r for r in self.world.outputs if r.get("reason_class") == "malformed_loop_event"]
+        assert {(r["source"]["partition"], r["source"]["offset"]) for r in garbage} == (
+            self.not_loop_events
+        )  # each dead-lettered (a redelivery may do it twice), as the record it was
+        assert all("review_request" not in r for r in garbage)
         # Rule 5: one review's unreadable answer never takes the process down.
         assert not [d for d in self.world.every_death if "ReviewRejected" in d], (
             self.world.every_death

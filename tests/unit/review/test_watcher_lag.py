@@ -73,9 +73,9 @@ def test_eventbridge_and_s3_events_carry_their_own_time() -> None:
 
 def test_the_event_time_travels_through_loop_events() -> None:
     event = LoopEvent("loop-1", EventSource.RECONCILER, ReviewStatus.FAILED, event_time_s=12.5)
-    assert LoopEvent.from_json(event.to_json()) == event
+    assert LoopEvent.parse(event.to_json()) == event
     older = b'{"name": "loop-1", "source": "eventbridge", "status": "Completed"}'
-    assert LoopEvent.from_json(older).event_time_s is None  # written before the field existed
+    assert LoopEvent.parse(older).event_time_s is None  # written before the field existed
 
 
 def test_forwarding_observes_the_lag_per_watcher() -> None:
