@@ -8,6 +8,10 @@ has, so a start would have succeeded), between legitimate requests. The router
 (``unknown_route``, ``unknown_flow``), log each at WARNING, start no human loop for them (the
 emulator's StartHumanLoop count and DescribeHumanLoop say so), keep their routes off its
 metrics, and still give every legitimate event exactly one outcome.
+
+The router's own loop-events topic is no more trusted: records on it that are not loop events
+(an array, bytes that are not JSON, a notice whose members have the wrong types) must be
+dead-lettered as they were (``malformed_loop_event``), and the review role must go on.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ from tests.integration.test_review_outcomes_e2e import describe
 pytestmark = pytest.mark.integration
 
 REFUSED = ("unknown_route", "unknown_flow")
+#: Records on loop-events that are not loop events.
+NOT_LOOP_EVENTS = (b"[1]", b"{not json",
+                   b'{"name": "r-1", "source": "reconciler", "status": 7}')  # fmt: skip
+
+
+def malformed_loop_events(reader: TopicReader, tag: str) -> list[dict[str, Any]]:
+    return [
+        r for r in reader.values(f"dlq-{tag}") if r.get("reason_class") == "malformed_loop_event"
+    ]
 
 
 def refused(reader: TopicReader, tag: str) -> list[dict[str, Any]]:
@@ -91,9 +104,18 @@ async def test_forged_requests_are_dead_lettered_and_never_start_a_review(
                 f"rr-{tag}",
                 [(f["loop_name"].encode(), orjson.dumps(f)) for f in forged],
             )
+            await produce(
+                bootstrap,
+                f"le-{tag}",
+                [(b"r-%d" % i, raw) for i, raw in enumerate(NOT_LOOP_EVENTS)],
+            )
             await produce(bootstrap, f"in-{tag}", after)
             await reader.until(
-                lambda r: set(outcome_records(r, tag)) >= set(legit) and len(refused(r, tag)) >= 2,
+                lambda r: (
+                    set(outcome_records(r, tag)) >= set(legit)
+                    and len(refused(r, tag)) >= 2
+                    and len(malformed_loop_events(r, tag)) >= len(NOT_LOOP_EVENTS)
+                ),
                 90,
             )
             metrics = await scrape(port)
@@ -134,6 +156,14 @@ async def test_forged_requests_are_dead_lettered_and_never_start_a_review(
         for labels, value in metrics["stream_router_review_requests_refused_total"]
     }
     assert counted == {"unknown_route": 1.0, "unknown_flow": 1.0}
+
+    # Not loop events: dead-lettered as the records they were, counted; the role went on.
+    garbage = malformed_loop_events(reader, tag)
+    assert sorted(r["value"].encode() for r in garbage) == sorted(NOT_LOOP_EVENTS)
+    assert {r["source"]["topic"] for r in garbage} == {f"le-{tag}"}
+    assert metrics["stream_router_review_loop_events_malformed_total"] == [
+        ({}, float(len(NOT_LOOP_EVENTS)))
+    ]
     routes = {labels["route"] for samples in metrics.values() for labels, _ in samples
               if "route" in labels}  # fmt: skip
     assert routes <= {"general"}, routes
