@@ -205,6 +205,8 @@ class ReviewMetrics:
     - ``stream_router_review_webhook_posts_total{result}``: Label Studio's webhook posts
     - ``stream_router_review_duplicate_reviews_removed_total{backend}``: second tasks of one
       review deleted (Label Studio)
+    - ``stream_router_review_tasks_ignored_total{reason}``: Label Studio tasks under a review's
+      name left alone: ``foreign`` (not tagged by the router), ``malformed`` (unreadable)
     - ``stream_router_review_requests_recovered_total``: review requests faust did not deliver,
       read directly and recorded (a gap in offsets, or left unrecorded too long)
     - ``stream_router_review_requests_duplicate_total``: copies of requests already recorded
@@ -326,6 +328,14 @@ class ReviewMetrics:
             "Label Studio webhook posts by result: queued (the review is checked), duplicate, "
             "ignored (not an annotation of a review), refused (bad secret or body), dropped.",
             ["result"],
+            registry=registry,
+        )
+        self.tasks_ignored = PromCounter(
+            "stream_router_review_tasks_ignored",
+            "Label Studio tasks under a review's name left alone, once per task, by reason: "
+            "foreign (not tagged by the router: imported by someone else), malformed (a task "
+            "the router cannot read; a review it belongs to ends OutputUnreadable).",
+            ["reason"],
             registry=registry,
         )
         self.duplicates_removed = PromCounter(

@@ -163,6 +163,7 @@ def build(context: BackendContext) -> LabelStudioReviewBackend:
         settings.review.label_studio,
         clock=context.clock,
         removed=metrics.duplicates_removed.inc,
+        ignored=lambda reason: metrics.tasks_ignored.labels(reason).inc(),
         webhook_posts=lambda result: metrics.webhook_posts.labels(result).inc(),
         prediction_fields=[p for p in (mapping.label, mapping.confidence, mapping.scores) if p],
         webhook="webhook" in settings.watchers.active("label-studio"),

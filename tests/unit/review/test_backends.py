@@ -40,7 +40,7 @@ def context(backend: str, **sections: Any) -> BackendContext:
         data["review"]["label_studio"] = LABEL_STUDIO
         data.setdefault("policies", ROUTES)
     settings = Settings.model_validate(data)
-    return BackendContext(settings, ReviewMetrics(CollectorRegistry()))
+    return BackendContext(settings, ReviewMetrics(CollectorRegistry(), backend))
 
 
 async def _nothing(*_: Any) -> None:
@@ -137,3 +137,22 @@ def test_a_backend_missing_an_operation_cannot_be_made() -> None:
 
     with pytest.raises(TypeError, match="abstract methods describe, fetch_result, pending"):
         Partial()  # type: ignore[abstract]
+
+
+def test_label_studio_counts_the_tasks_it_leaves_alone_and_the_duplicates_it_removes() -> None:
+    made = context("label-studio")
+    backend = build_backend(made)
+    assert isinstance(backend, LabelStudioReviewBackend)
+    backend.ownership.ignored("foreign")
+    backend.removed()
+    registry = made.metrics.registry
+    assert (
+        registry.get_sample_value("stream_router_review_tasks_ignored_total", {"reason": "foreign"})
+        == 1.0
+    )
+    assert (
+        registry.get_sample_value(
+            "stream_router_review_duplicate_reviews_removed_total", {"backend": "label-studio"}
+        )
+        == 1.0
+    )
