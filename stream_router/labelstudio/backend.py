@@ -231,13 +231,13 @@ class LabelStudioReviewBackend(ReviewBackend):
             if self.webhook is not None and self.settings.webhook.register_on_start:
                 await self.webhook.register(self.client, list(self.project_ids().values()))
         except LabelStudioAuthError as exc:
-            await self.client.close()
+            await self.client.aclose()
             raise ConfigError(
                 f"review.label_studio.api_token: Label Studio at {self.settings.url} refused it "
                 f"({exc})"
             ) from exc
         except BaseException:
-            await self.client.close()
+            await self.client.aclose()
             raise
 
     def signals(self, hooks: SignalHooks) -> list[Signal]:
@@ -264,7 +264,7 @@ class LabelStudioReviewBackend(ReviewBackend):
             for waiting in queue:
                 _settle(waiting, closed)
             queue.clear()
-        await self.client.close()
+        await self.client.aclose()
 
     async def _resolve_projects(self) -> None:
         wanted = self.settings.projects

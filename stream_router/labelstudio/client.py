@@ -37,13 +37,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn
 
 import aiohttp
 import orjson
 
 from stream_router.errors import ReviewRejected, ReviewThrottled, UpstreamError
+from stream_router.lifecycle import AsyncResource
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _filter(field: str, operator: str, values: tuple[str, ...]) -> str:
     return orjson.dumps({"filters": {"conjunction": "or", "items": items}}).decode()
 
 
-class LabelStudioClient:
+class LabelStudioClient(AsyncResource):
     """One Label Studio server, one API token; see the module docstring."""
 
     def __init__(
@@ -122,22 +122,10 @@ class LabelStudioClient:
                 json_serialize=lambda value: orjson.dumps(value).decode(),
             )
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- the calls ---------------------------------------------------------------------------
 

@@ -27,8 +27,9 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, final
+from typing import TYPE_CHECKING, Any
+
+from stream_router.lifecycle import AsyncResource
 
 if TYPE_CHECKING:
     from stream_router.review.events import EventSource, LoopEvent
@@ -125,12 +126,13 @@ class Signal(ABC):
         """Release what :meth:`start` took."""
 
 
-class ReviewBackend(ABC):
+class ReviewBackend(AsyncResource, ABC):
     """Start, describe, fetch the result of, and list human reviews.
 
-    Lifecycle: ``async with backend:`` (or :meth:`open` then :meth:`aclose`). A backend opens
-    once; what it checks against the service at :meth:`open` (its projects, its flow
-    definitions) fails start-up with a ``ConfigError`` naming the setting.
+    Lifecycle (:class:`~stream_router.lifecycle.AsyncResource`): ``async with backend:``, or
+    :meth:`open` then :meth:`aclose`. A backend opens once; what it checks against the service
+    at :meth:`open` (its projects, its flow definitions) fails start-up with a ``ConfigError``
+    naming the setting.
 
     ``max_input_chars`` is the longest input (characters of its JSON) the backend takes; the
     starter (``review/starter.py``), the one owner of that check, refuses longer content
@@ -146,28 +148,6 @@ class ReviewBackend(ABC):
 
     max_input_chars: int
     start_settle_s: float = 0.0
-
-    # -- lifecycle (written once, here) ----------------------------------------------------------
-
-    async def open(self) -> None:  # noqa: B027 - optional: a default that does nothing
-        """Connect, and check the configuration against the service. Default: nothing to do."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional: a default that does nothing
-        """Release what :meth:`open` took; safe to call more than once. Default: nothing."""
-
-    @final
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    @final
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the review operations -------------------------------------------------------------------
 
@@ -188,7 +168,7 @@ class ReviewBackend(ABC):
     def pending(self, flow: str, since_s: float | None = None) -> AsyncIterator[ReviewState]:
         """Reviews of ``flow`` created since ``since_s`` that are not finished."""
 
-    async def delete(self, name: str) -> None:  # noqa: B027 - optional: a default that does nothing
+    async def delete(self, name: str) -> None:
         """Delete a finished review's data at the backend (``review.delete_finished``); an
         unknown name is not an error. Default: the backend keeps nothing to delete."""
 

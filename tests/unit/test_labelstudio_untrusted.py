@@ -421,7 +421,7 @@ class FakeLabelStudio:
     async def open(self) -> None:
         pass
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         pass
 
     async def projects(self) -> list[dict[str, Any]]:
