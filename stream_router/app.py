@@ -10,7 +10,8 @@ role's partition counts and retention) before a client starts. Every role serves
 ``/metrics``, ``/healthz`` and ``/readyz`` (see ``stream_router.health``) from its own event
 loop. SIGTERM drains: ingest stops fetching, finishes, produces and commits the batch in hand
 (under ``all`` before the faust worker stops). A background task that dies is reported by
-``/readyz`` and takes the process down with exit code 1, so the orchestrator restarts it.
+``/readyz`` and takes the process down with exit code 1, so the orchestrator restarts it (one
+``stream_router.supervision.Supervisor`` per process, whichever the role).
 
 Shutdown is bounded even when no broker answers: ingest gives the batches in hand
 ``ingest.drain_timeout_s``, then stops without committing them (their records are consumed
@@ -30,18 +31,18 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from stream_router.errors import ConfigError
-from stream_router.health import Health, HealthServer, TaskDied, ingest_check
+from stream_router.health import HealthServer, ingest_check
 from stream_router.ingest.loop import Ingest
 from stream_router.kafka_clients import CLOSE_TIMEOUT_S
 from stream_router.metrics import IngestMetrics
 from stream_router.policies.routes import Routes
 from stream_router.settings import MetricsSettings, Settings
+from stream_router.supervision import EXIT_DIED, Supervisor
 from stream_router.topics import check_topics
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("ingest", "review", "all")
-EXIT_TASK_DIED = 1
 
 
 def shutdown_bound_s(settings: Settings) -> float:
@@ -56,12 +57,12 @@ def build_ingest(settings: Settings, registry: CollectorRegistry) -> Ingest:
 
 
 async def serve(
-    settings: MetricsSettings, registry: CollectorRegistry, health: Health
+    settings: MetricsSettings, registry: CollectorRegistry, supervisor: Supervisor
 ) -> HealthServer | None:
     """Start the HTTP endpoints on the running loop (none when metrics are disabled)."""
     if not settings.enabled:
         return None
-    server = HealthServer(health, registry, settings.host, settings.port)
+    server = HealthServer(supervisor, registry, settings.host, settings.port)
     await server.start()
     return server
 
@@ -71,12 +72,13 @@ async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = N
         raise ConfigError(f"role {role!r} runs with run_review_role; expected ingest here")
     registry = CollectorRegistry()
     ingest = build_ingest(settings, registry)
-    health = Health()
-    health.add_check("ingest", ingest_check(ingest, settings.ingest.stall_after_s))
+    stall_after_s = settings.ingest.stall_after_s
+    supervisor = Supervisor(stall_after_s)
+    supervisor.add_check("ingest", ingest_check(ingest, stall_after_s))
     stop = stop or asyncio.Event()
 
     def on_signal() -> None:
-        health.stopping = True
+        supervisor.stopping = True
         stop.set()
 
     loop = asyncio.get_running_loop()
@@ -84,12 +86,12 @@ async def run_role(settings: Settings, role: str, stop: asyncio.Event | None = N
         loop.add_signal_handler(sig, on_signal)
     server: HealthServer | None = None
     try:
-        server = await serve(settings.metrics, registry, health)
+        server = await serve(settings.metrics, registry, supervisor)
         await check_topics(settings, role)  # readiness meanwhile: nothing assigned yet
         await ingest.start()
-        await health.supervise("ingest", ingest.run(stop))
-    except TaskDied:
-        raise SystemExit(EXIT_TASK_DIED) from None
+        await supervisor.run("ingest", ingest.run(stop), until_shutdown=True)
+        if supervisor.deaths:
+            raise SystemExit(EXIT_DIED)
     finally:
         try:
             await ingest.stop()  # whatever start reached, even nothing
@@ -108,14 +110,16 @@ class EmbeddedIngest:
     produced and committed and the ingest has left the group.
     """
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry, health: Health) -> None:
+    def __init__(
+        self, settings: Settings, registry: CollectorRegistry, supervisor: Supervisor
+    ) -> None:
         self.settings = settings
         self.registry = registry
-        self.health = health
+        self.supervisor = supervisor
         self.ingest: Ingest | None = None
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
-        health.add_check("ingest", self._check)
+        supervisor.add_check("ingest", self._check)
 
     def _check(self) -> str | None:
         if self.ingest is None:
@@ -136,7 +140,7 @@ class EmbeddedIngest:
     async def drain(self, *_: Any, **__: Any) -> None:
         """Stop fetching and wait until the batch in hand is committed and the clients closed
         (``Ingest.run`` and ``Ingest.stop`` bound both; see the module docstring)."""
-        self.health.stopping = True
+        self.supervisor.stopping = True
         self._stop.set()
         if self.ingest is None:
             return  # never started: nothing in hand
@@ -160,16 +164,16 @@ def run_review_role(settings: Settings, role: str) -> None:
         raise ConfigError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     registry = CollectorRegistry()
     service = ReviewService(settings, ReviewMetrics(registry, settings.review.backend))
-    health = Health()
+    supervisor = service.supervisor
     app = service.app
     # The review service supervises its agents and tasks, and the extra tasks given to the
     # worker: a death is in its readiness problem, and the worker then exits non-zero.
-    health.add_check("worker", lambda: "stopping" if app.should_stop else None)
-    health.add_check("review", service.readiness_problem)
+    supervisor.add_check("worker", lambda: "stopping" if app.should_stop else None)
+    supervisor.add_check("review", service.readiness_problem, reports_deaths=True)
     extra: list[Callable[[], Awaitable[None]]] = []
     if role == "all":
         Routes(settings.policies)  # fail now on a bad policy, before the worker starts
-        embedded = EmbeddedIngest(settings, registry, health)
+        embedded = EmbeddedIngest(settings, registry, supervisor)
         app.on_before_shutdown.connect(embedded.drain)
 
         async def ingest() -> None:
@@ -181,7 +185,7 @@ def run_review_role(settings: Settings, role: str) -> None:
     loop = app.loop
     server: HealthServer | None = None
     try:
-        server = loop.run_until_complete(serve(settings.metrics, registry, health))
+        server = loop.run_until_complete(serve(settings.metrics, registry, supervisor))
         loop.run_until_complete(check_topics(settings, role))  # readiness meanwhile: starting
         loop.run_until_complete(service.prepare())
     except BaseException:

@@ -8,8 +8,6 @@
     ├── PoisonEvent                   this event can never be processed: dead-letter it, move on
     ├── UndecodableRecords            fatal while running: the Kafka client cannot read a
     │                                 partition past an offset (the message names it)
-    ├── TaskDied                      fatal: a background task of the process died
-    │                                 (stream_router.health)
     ├── MalformedMessage              an SQS message a watcher cannot parse: deleted, counted
     │                                 (stream_router.aws.messages)
     ├── MalformedRequest              a review-requests record that is not a review request:

@@ -1,4 +1,4 @@
-"""Liveness and readiness of a role, and the HTTP server that reports them with the metrics.
+"""The HTTP server that reports a role's liveness, readiness and metrics; the ingest's check.
 
 Endpoints (on ``metrics.host``:``metrics.port``)::
 
@@ -8,10 +8,8 @@ Endpoints (on ``metrics.host``:``metrics.port``)::
     GET /readyz    200 {"status": "ready"}
                    503 {"status": "not ready", "problems": ["...", ...]}
 
-Readiness is the sum of named checks (a check returns ``None`` when fine, or a short reason)
-plus the background tasks registered with :meth:`Health.supervise`: a task that died makes the
-role not ready (listed first) and its exception is re-raised, so the process exits non-zero and
-the orchestrator restarts it (:class:`TaskDied`). After SIGTERM the role reports ``stopping``.
+Readiness is what the process's :class:`~stream_router.supervision.Supervisor` lists: dead
+tasks first, then ``stopping`` after SIGTERM, then each failing named check.
 """
 
 from __future__ import annotations
@@ -21,22 +19,16 @@ import errno
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stream_router.errors import ConfigError, StreamRouterError
+from stream_router.errors import ConfigError
+from stream_router.supervision import Check, Supervisor
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Check = Callable[[], str | None]
-
-
-class TaskDied(StreamRouterError):
-    """A supervised background task raised; the process must exit so it is restarted."""
 
 
 class Progress(Protocol):
@@ -53,61 +45,6 @@ class Progress(Protocol):
     def fetches_answered(self) -> dict[str, float]:
         """Clock time a broker last answered a fetch of each owned partition, by name."""
         ...
-
-
-class Health:
-    """Named readiness checks and supervised background tasks of one process."""
-
-    def __init__(self) -> None:
-        self._checks: dict[str, Check] = {}
-        self._dead: dict[str, str] = {}
-        self.stopping = False
-
-    def add_check(self, name: str, check: Check) -> None:
-        if name in self._checks:
-            raise ValueError(f"a readiness check named {name!r} exists already; pick another")
-        self._checks[name] = check
-
-    async def supervise(self, name: str, work: Awaitable[T]) -> T:
-        """Await ``work`` (a background task's body); if it raises, record the death first.
-
-        A task that returns while the process is not stopping is recorded as dead too: it
-        should have run until shutdown.
-        """
-        try:
-            result = await work
-        except Exception as exc:
-            self.task_died(name, f"{type(exc).__name__}: {exc}", exc)
-            raise TaskDied(f"background task {name} died: {exc!r}") from exc
-        if not self.stopping:
-            self.task_died(name, "ended before shutdown")
-            raise TaskDied(f"background task {name} ended before shutdown")
-        return result
-
-    def task_died(self, name: str, reason: str, exc: BaseException | None = None) -> None:
-        """Record a dead task (readiness lists it first) and log it with its traceback."""
-        self._dead.setdefault(name, reason)
-        logger.critical(
-            "background task %s died (%s); the process stops so it can be restarted",
-            name,
-            reason,
-            exc_info=exc,
-            extra={"task": name},
-        )
-
-    def problems(self) -> list[str]:
-        """Why the process is not ready; empty when it is. Dead tasks come first."""
-        found = [f"task {name} died: {reason}" for name, reason in self._dead.items()]
-        if self.stopping:
-            found.append("stopping")
-        for name, check in self._checks.items():
-            try:
-                reason = check()
-            except Exception as exc:  # a broken check must not hide the others
-                reason = f"check failed: {type(exc).__name__}: {exc}"
-            if reason is not None:
-                found.append(f"{name}: {reason}")
-        return found
 
 
 def ingest_check(
@@ -154,8 +91,10 @@ def ingest_check(
 class HealthServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on aiohttp, served by the running loop."""
 
-    def __init__(self, health: Health, registry: CollectorRegistry, host: str, port: int) -> None:
-        self.health = health
+    def __init__(
+        self, supervisor: Supervisor, registry: CollectorRegistry, host: str, port: int
+    ) -> None:
+        self.supervisor = supervisor
         self.registry = registry
         self.host = host
         self.port = port
@@ -189,7 +128,7 @@ class HealthServer:
         return _json(200, {"status": "alive"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        problems = self.health.problems()
+        problems = self.supervisor.problems()
         if problems:
             return _json(503, {"status": "not ready", "problems": problems})
         return _json(200, {"status": "ready"})

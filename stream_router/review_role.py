@@ -27,10 +27,10 @@ Budgets are kept per partition in the ledger, each partition spending its share 
 limits (``review/shares.py``), so a restart or a rebalance keeps the counts and several instances
 never spend more than the limits together.
 
-Every agent and task runs under a :class:`~stream_router.review.supervision.Supervisor`: an
-exception no typed disposition handles is logged, reported by :meth:`ReviewService.
+Every agent and task runs under the process's :class:`~stream_router.supervision.Supervisor`:
+an exception no typed disposition handles is logged, reported by :meth:`ReviewService.
 readiness_problem` and stops the worker, and :func:`run_worker` exits with
-:data:`EXIT_DIED` so the orchestrator restarts the process.
+:data:`~stream_router.supervision.EXIT_DIED` so the orchestrator restarts the process.
 """
 
 from __future__ import annotations
@@ -65,13 +65,11 @@ from stream_router.review.request import ReviewRoutes
 from stream_router.review.scheduler import Outlets, ReviewScheduler
 from stream_router.review.shares import budget_shares
 from stream_router.review.starter import Starter
-from stream_router.review.supervision import Supervisor
 from stream_router.review_topics import KafkaLedgerLog, PartitionReader
 from stream_router.settings import KafkaSettings, Settings
+from stream_router.supervision import EXIT_DIED, Supervisor
 
 logger = logging.getLogger(__name__)
-
-EXIT_DIED = 1  #: exit code when an agent or task died
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -275,11 +273,12 @@ class ReviewService:
         opened the review backend, it is not rebalancing, it owns review partitions and has
         read their ledgers, no partition's commit is stuck below waiting records (see
         :class:`~stream_router.review.monitor.ReviewMonitor`), and every agent, watcher, the
-        monitor and the reconciler runs without stalling (``stream_router.review.supervision``).
+        monitor and the reconciler runs without stalling (``stream_router.supervision``).
         """
         supervisor = self.supervisor
-        if supervisor.deaths:
-            return supervisor.problem()
+        death = supervisor.death()
+        if death is not None:
+            return death
         app = self.app
         loading = self.scheduler.loading()
         checks: list[tuple[Callable[[], object], str]] = [
@@ -296,7 +295,7 @@ class ReviewService:
         for failing, reason in checks:
             if failing():
                 return reason
-        return supervisor.problem()
+        return supervisor.stall()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

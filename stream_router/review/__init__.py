@@ -13,8 +13,9 @@ ends in exactly one outcome); the rest are its parts:
 - ``events``: loop events, what watchers report; ``reconciler``: asks the backend directly;
 - ``backend``: the review-backend interface (A2I implements it in ``aws/a2i.py``); ``fake``: an
   in-memory backend for tests; ``content``: what reviewers see;
-- ``supervision``: liveness and stalls of agents and tasks; ``monitor``: backlog, ages,
-  catch-up and stuck commits.
+- ``monitor``: backlog, ages, catch-up and stuck commits. Liveness and stalls of agents and
+  tasks are the process's supervisor's, shared with the ingest role
+  (``stream_router/supervision.py``).
 
 No module here imports faust or a review backend's package: the faust application and the
 choice of backend and completion signals are the review role's (``stream_router/review_role.py``).

@@ -24,8 +24,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_router.cli import build_parser
-from stream_router.health import Health, HealthServer
+from stream_router.health import HealthServer
 from stream_router.settings import load_settings
+from stream_router.supervision import Supervisor
 from tests.deploy.conftest import DEPLOY, REPO
 
 Instruction = tuple[str, str]  # (keyword, arguments)
@@ -137,7 +138,7 @@ async def run_healthcheck(port: int) -> int:
 
 
 async def test_the_healthcheck_asks_healthz_on_the_configured_port() -> None:
-    server = HealthServer(Health(), CollectorRegistry(), "127.0.0.1", 0)
+    server = HealthServer(Supervisor(60), CollectorRegistry(), "127.0.0.1", 0)
     await server.start()
     port = server.port
     try:

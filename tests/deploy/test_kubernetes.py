@@ -29,12 +29,13 @@ from prometheus_client import CollectorRegistry
 
 from stream_router.backends import BackendContext, build_backend
 from stream_router.cli import build_parser
-from stream_router.health import Health, HealthServer
+from stream_router.health import HealthServer
 from stream_router.metrics import ReviewMetrics
 from stream_router.policies.routes import Routes
 from stream_router.review.budget import UNLIMITED
 from stream_router.review.shares import budget_notes, route_limits
 from stream_router.settings import ENV_PREFIX, Settings, load_settings
+from stream_router.supervision import Supervisor
 from tests.deploy.conftest import DEPLOY, render
 from tests.deploy.role_acls import Acl, readme_row, role_acls
 
@@ -315,7 +316,7 @@ async def test_the_probed_and_scraped_paths_are_served() -> None:
         for probe in ("startupProbe", "livenessProbe", "readinessProbe")
     }
     paths |= {ep["path"] for ep in objects(docs, "ServiceMonitor")[0]["spec"]["endpoints"]}
-    server = HealthServer(Health(), CollectorRegistry(), "127.0.0.1", 0)
+    server = HealthServer(Supervisor(60), CollectorRegistry(), "127.0.0.1", 0)
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:

@@ -1,4 +1,4 @@
-"""Readiness checks, supervised tasks, and the HTTP endpoints on a loopback port."""
+"""The ingest's readiness check, and the HTTP endpoints on a loopback port."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest_asyncio
 from prometheus_client import CollectorRegistry, Counter
 
 from stream_router.errors import ConfigError
-from stream_router.health import Health, HealthServer, TaskDied, ingest_check, port_taken
+from stream_router.health import HealthServer, ingest_check, port_taken
+from stream_router.supervision import Supervisor
 
 
 @dataclass
@@ -78,70 +79,23 @@ def test_ingest_check_names_the_brokers_when_no_fetch_is_answered() -> None:
     assert check() == "no fetch completed for 31 s (stall threshold 30 s)"
 
 
-def test_problems_list_dead_tasks_first_and_survive_a_broken_check() -> None:
-    health = Health()
-    assert health.problems() == []
-
-    def broken() -> str | None:
-        raise KeyError("gone")
-
-    health.add_check("review", lambda: "watcher eventbridge stalled")
-    health.add_check("odd", broken)
-    health.task_died("ingest", "RuntimeError: boom")
-    assert health.problems() == [
-        "task ingest died: RuntimeError: boom",
-        "review: watcher eventbridge stalled",
-        "odd: check failed: KeyError: 'gone'",
-    ]
-    with pytest.raises(ValueError, match="exists already"):
-        health.add_check("review", lambda: None)
-
-
-async def test_supervise_records_a_death_and_raises_task_died() -> None:
-    health = Health()
-
-    async def crash() -> None:
-        await asyncio.sleep(0)
-        raise RuntimeError("policy bug")
-
-    with pytest.raises(TaskDied, match="ingest") as raised:
-        await health.supervise("ingest", crash())
-    assert isinstance(raised.value.__cause__, RuntimeError)
-    assert health.problems() == ["task ingest died: RuntimeError: policy bug"]
-
-
-async def test_supervise_a_task_that_returns_early_is_dead_unless_stopping() -> None:
-    async def done() -> int:
-        return 7
-
-    health = Health()
-    with pytest.raises(TaskDied, match="ended before shutdown"):
-        await health.supervise("watcher", done())
-    assert health.problems() == ["task watcher died: ended before shutdown"]
-
-    stopping = Health()
-    stopping.stopping = True
-    assert await stopping.supervise("watcher", done()) == 7
-    assert stopping.problems() == ["stopping"]
-
-
 @pytest_asyncio.fixture
-async def served() -> AsyncIterator[tuple[Health, CollectorRegistry, str]]:
-    health, registry = Health(), CollectorRegistry()
-    server = HealthServer(health, registry, "127.0.0.1", 0)
+async def served() -> AsyncIterator[tuple[Supervisor, CollectorRegistry, str]]:
+    supervisor, registry = Supervisor(60), CollectorRegistry()
+    server = HealthServer(supervisor, registry, "127.0.0.1", 0)
     await server.start()
     assert server.port != 0
     try:
-        yield health, registry, f"http://127.0.0.1:{server.port}"
+        yield supervisor, registry, f"http://127.0.0.1:{server.port}"
     finally:
         await server.stop()
 
 
-async def test_endpoints_over_http(served: tuple[Health, CollectorRegistry, str]) -> None:
-    health, registry, base = served
+async def test_endpoints_over_http(served: tuple[Supervisor, CollectorRegistry, str]) -> None:
+    supervisor, registry, base = served
     Counter("stream_router_test_things", "Things.", registry=registry).inc(3)
     progress = FakeProgress()
-    health.add_check("ingest", ingest_check(progress, stall_after_s=60))
+    supervisor.add_check("ingest", ingest_check(progress, stall_after_s=60))
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/healthz") as reply:
             assert (reply.status, await reply.json()) == (200, {"status": "alive"})
@@ -155,7 +109,7 @@ async def test_endpoints_over_http(served: tuple[Health, CollectorRegistry, str]
         progress.last_progress_s = time.time()
         async with http.get(f"{base}/readyz") as reply:
             assert (reply.status, await reply.json()) == (200, {"status": "ready"})
-        health.task_died("ingest", "RuntimeError: boom")
+        supervisor.died("ingest", RuntimeError("boom"))
         async with http.get(f"{base}/readyz") as reply:
             assert reply.status == 503
             body = await reply.json()
@@ -169,12 +123,12 @@ async def test_endpoints_over_http(served: tuple[Health, CollectorRegistry, str]
 
 
 async def test_a_taken_port_is_a_config_error_that_names_the_setting_and_the_fix(
-    served: tuple[Health, CollectorRegistry, str],
+    served: tuple[Supervisor, CollectorRegistry, str],
 ) -> None:
     _, registry, base = served
     port = int(base.rsplit(":", 1)[1])
     with pytest.raises(ConfigError) as raised:
-        await HealthServer(Health(), registry, "127.0.0.1", port).start()
+        await HealthServer(Supervisor(60), registry, "127.0.0.1", port).start()
     assert str(raised.value) == (
         f"metrics.port: another process listens on 127.0.0.1:{port}; set "
         "STREAM_ROUTER_METRICS__PORT to a free port (0 picks any)"
@@ -194,7 +148,7 @@ def test_an_address_that_cannot_be_bound_names_host_and_port() -> None:
 def test_healthz_is_answered_by_the_loop_so_a_wedged_loop_gives_no_answer() -> None:
     """Unlike a server on its own thread, /healthz goes silent while the loop is blocked."""
     loop = asyncio.new_event_loop()
-    server = HealthServer(Health(), CollectorRegistry(), "127.0.0.1", 0)
+    server = HealthServer(Supervisor(60), CollectorRegistry(), "127.0.0.1", 0)
     loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
