@@ -341,7 +341,8 @@ class ReviewMetrics:
         self.duplicates_removed = PromCounter(
             "stream_router_review_duplicate_reviews_removed",
             "Second tasks of one review found in the backend and deleted (Label Studio, whose "
-            "import is not idempotent).",
+            "import is not idempotent). Two instances deleting one copy at once may both count "
+            "it: Label Studio answers both deletes.",
             ["backend"],
             registry=registry,
         ).labels(backend)

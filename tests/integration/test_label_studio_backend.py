@@ -89,11 +89,7 @@ async def test_concurrent_starts_of_one_name_leave_one_task(
 ) -> None:
     """Two processes starting the same review at once (a rebalance) keep the first task."""
     name = unique_name("review")
-    removed: list[int] = []
-    backends = [
-        LabelStudioReviewBackend(settings(label_studio_info), removed=lambda: removed.append(1))
-        for _ in range(3)
-    ]
+    backends = [LabelStudioReviewBackend(settings(label_studio_info)) for _ in range(3)]
     for backend in backends:
         await backend.open()
     try:
@@ -105,7 +101,9 @@ async def test_concurrent_starts_of_one_name_leave_one_task(
     assert len(remaining) == 1
     assert {o.backend_id for o in outcomes} == {str(remaining[0])}
     assert sum(not o.already_started for o in outcomes) == 1
-    assert len(removed) <= len(backends) - 1  # a task each starter imported, but one
+    # The count of removals is not asserted: how many copies were made varies (a look-up sees
+    # another's import or not), and Label Studio answers 204 to each of two deletes of one
+    # task that arrive together (seen: three starters each counted the one copy).
 
 
 async def test_a_late_duplicate_is_removed_by_the_listing_of_open_reviews(
