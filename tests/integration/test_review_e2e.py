@@ -425,5 +425,5 @@ async def test_an_unexpected_failure_takes_the_review_process_down_non_zero(
             await process.wait()
     text = output.decode(errors="replace")
     assert process.returncode == 1, text[-3000:]
-    assert "died (CorruptLedger)" in text
+    assert "died (CorruptLedger: " in text
     assert "{broken" not in text  # the record itself is never logged
