@@ -11,12 +11,16 @@ ends in exactly one outcome); the rest are its parts:
 - ``limiter``: the shared token-bucket rate limiter;
 - ``completion``, ``consolidate``, ``outcome``: an ended review → its result envelope;
 - ``events``: loop events, what watchers report; ``reconciler``: asks the backend directly;
-- ``backend``: the review-backend interface (A2I implements it in ``aws/a2i.py``); ``fake``: an
-  in-memory backend for tests; ``content``: what reviewers see;
+- ``backend``: the review-backend base class and its completion signals (A2I implements it in
+  ``aws/a2i.py``, Label Studio in ``labelstudio/backend.py``); ``fake``: an in-memory backend
+  for tests; ``content``: what reviewers see;
+- ``steps``: when each step of an entry is due and whether it may begin (lanes, the in-flight
+  gate);
 - ``monitor``: backlog, ages, catch-up and stuck commits. Liveness and stalls of agents and
   tasks are the process's supervisor's, shared with the ingest role
   (``stream_router/supervision.py``).
 
-No module here imports faust or a review backend's package: the faust application and the
-choice of backend and completion signals are the review role's (``stream_router/review_role.py``).
+No module here imports faust or a review backend's package: the faust application is the review
+role's (``stream_router/review_role.py``), and backends are chosen by name from the table in
+``stream_router/backends.py``.
 """
