@@ -3,7 +3,8 @@
 Start with ``scheduler`` (the one owner of review state and of the promise that every request
 ends in exactly one outcome); the rest are its parts:
 
-- ``request``: the review request, parsed once;
+- ``request``: the review request, parsed once (``untrusted``: the checks every parser of a
+  record anything can write starts with);
 - ``ledger``: the typed entry of each request, its one wire format and the table of the moves
   it may make (the ledger topic and direct reads of Kafka are ``review_topics.py``'s);
 - ``starter``: one start: budget, rate limit, one backend call; ``retry``: the one retry policy;

@@ -8,7 +8,6 @@ redeliveries); completion dedupes them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,6 +17,7 @@ import orjson
 
 from stream_router.naming import is_valid_loop_name
 from stream_router.review.backend import ReviewStatus
+from stream_router.review.untrusted import finite_number, json_object
 
 
 def epoch_s(timestamp: object) -> float | None:
@@ -59,7 +59,7 @@ def _seconds(data: dict[str, Any], key: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not finite_number(value):
         raise MalformedLoopEvent(f"{key} is not a number of seconds")
     return float(value)
 
@@ -112,14 +112,7 @@ class LoopEvent:
         """A loop-events record as an event; :class:`MalformedLoopEvent`, with the reason, for
         anything else. Anything that can write the topic can write anything, so every member is
         checked for its type and size (the event reaches the ledger when it ends a review)."""
-        if raw is None:
-            raise MalformedLoopEvent("a record without a value")
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedLoopEvent(f"not JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise MalformedLoopEvent(f"a JSON {type(data).__name__}, not an object")
+        data = json_object(raw, MalformedLoopEvent)
         name = data.get("name")
         if not isinstance(name, str) or not is_valid_loop_name(name):
             raise MalformedLoopEvent("name is not a review name")

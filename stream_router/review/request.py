@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import orjson
-
 from stream_router.errors import StreamRouterError
 from stream_router.naming import is_valid_loop_name
+from stream_router.review.untrusted import finite_number, json_object, object_of
 from stream_router.settings import PoliciesSettings, ReviewSettings
 
 #: Fields an outcome envelope carries over from the request (and so must be present).
@@ -165,19 +163,12 @@ class ReviewRequest:
     @classmethod
     def parse(cls, value: bytes | None) -> ReviewRequest:
         """Parse a record value; raises :class:`MalformedRequest`."""
-        if value is None:
-            raise MalformedRequest("the record has no value (a tombstone)")
-        try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedRequest(f"the value is not JSON ({exc})") from exc
-        return cls.from_fields(data)
+        return cls.from_fields(json_object(value, MalformedRequest))
 
     @classmethod
     def from_fields(cls, data: object) -> ReviewRequest:
         """Validate a decoded request (a ledger entry keeps the fields); see :meth:`parse`."""
-        if not isinstance(data, dict):
-            raise MalformedRequest(f"the value is a JSON {type(data).__name__}, not an object")
+        data = object_of(data, MalformedRequest)
         missing = [name for name in (*CARRIED, "loop_name", "review_flow", "requested_s")
                    if name not in data]  # fmt: skip
         if missing:
@@ -189,7 +180,7 @@ class ReviewRequest:
         if not isinstance(prediction, dict) or not isinstance(prediction.get("label"), str):
             raise MalformedRequest("prediction is not an object with a string label")
         requested_s = data["requested_s"]
-        if not _number(requested_s):
+        if not finite_number(requested_s):
             raise MalformedRequest(f"requested_s {requested_s!r} is not a finite number")
         for text in ("review_flow", "route", "event_id", "policy_version"):
             if not isinstance(data[text], str) or not data[text]:
@@ -255,8 +246,4 @@ def _review_probability(value: Any) -> float | None:
 
 
 def _probability(value: Any) -> bool:
-    return _number(value) and 0.0 <= value <= 1.0
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return finite_number(value) and 0.0 <= value <= 1.0

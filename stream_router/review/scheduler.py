@@ -395,8 +395,8 @@ class ReviewScheduler:
     async def _dead_letter_record(
         self, value: bytes | None, source: SourceRef, reason_class: str, reason: str
     ) -> None:
-        """Dead-letter a review-requests record as it was (its value left out if the letter
-        would exceed the record limit)."""
+        """Dead-letter a record of review-requests or loop-events as it was (its value left out
+        if the letter would exceed the record limit)."""
         now = self.clock()
         letter = dead_letter(value, source, reason_class, reason, now)
         if len(letter) > self.max_entry_bytes:

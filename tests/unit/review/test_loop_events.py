@@ -24,7 +24,7 @@ def test_an_event_reads_back_as_written() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (None, "without a value"),
+        (None, "has no value"),
         (b"{not json", "not JSON"),
         (b"[1, 2]", "a JSON list, not an object"),
         (b'"r-1"', "a JSON str, not an object"),
