@@ -163,7 +163,7 @@ def run_review_role(settings: Settings, role: str) -> None:
     if role not in ("review", "all"):
         raise ConfigError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     registry = CollectorRegistry()
-    service = ReviewService(settings, ReviewMetrics(registry, settings.review.backend))
+    service = ReviewService(settings, ReviewMetrics(registry, settings.review.backend.name))
     supervisor = service.supervisor
     app = service.app
     # The review service supervises its agents and tasks, and the extra tasks given to the

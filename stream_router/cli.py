@@ -345,6 +345,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown role {args.role!r}; expected one of {', '.join(ROLES)}")
     settings = load_settings(args.config)
     configure_logging(settings.logging)
+    for note in settings.moved_keys():
+        logging.getLogger("stream_router.settings").warning("%s", note)
     if args.role == "ingest":
         asyncio.run(run_role(settings, args.role))
     else:
@@ -379,7 +381,7 @@ def _config_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     routes = Routes(settings.policies)  # loads and validates every policy
     print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
-    for warning in [*settings.privacy_warnings(), *budget_notes(settings)]:
+    for warning in [*settings.moved_keys(), *settings.privacy_warnings(), *budget_notes(settings)]:
         print(f"# warning: {warning}")
     print(f"# valid: {len(routes.routes)} routes, policy version {routes.version}")
     return 0

@@ -7,7 +7,8 @@ The README's configuration table is this module's output between two marker comm
 
 Rows follow the YAML layout: ``kafka.bootstrap_servers``; list items show as ``routes[]``
 and dictionary values as ``budgets.<route>`` (or the key the field names). Scalars name their
-environment variable.
+environment variable. A section chosen by name (``review.backend``) shows its ``name`` row, then
+each choice's settings marked with the choice (``[label-studio]``).
 """
 
 from __future__ import annotations
@@ -47,17 +48,14 @@ def rows(
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         env_name = f"{env}{name}".upper() if env is not None else None
+        choices = _chosen_by_name(field.annotation)
+        if choices:
+            yield from _choice_rows(field, choices, key, env_name)
+            continue
         nested, item_key = _nested(field.annotation, field)
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        choices = extra.get("choices")  # a str checked against a table (review.backend)
-        kind = (
-            " \\| ".join(map(str, choices))
-            if isinstance(choices, list) and choices
-            else _type_name(field.annotation)
-        )
         yield Row(
             key,
-            kind,
+            _type_name(field.annotation),
             _default(field),
             f"{ENV_PREFIX}{env_name}" if env_name and nested is None else "",
             (field.description or "").strip(),
@@ -65,6 +63,37 @@ def rows(
         if nested is not None:
             child_env = f"{env_name}__" if env_name is not None and item_key == "" else None
             yield from rows(nested, f"{key}{item_key}.", child_env)
+
+
+def _chosen_by_name(annotation: Any) -> list[type[BaseModel]]:
+    """The sections of a union told apart by their ``name`` (none: not such a union)."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    members = typing.get_args(annotation)
+    if all(_is_model(member) and "name" in member.model_fields for member in members):
+        return list(members)
+    return []
+
+
+def _choice_rows(
+    field: FieldInfo, choices: list[type[BaseModel]], key: str, env_name: str | None
+) -> Iterator[Row]:
+    """The row of a section chosen by name, its ``name`` row, then each choice's own rows."""
+    tags = [str(choice.model_fields["name"].default) for choice in choices]
+    default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+    yield Row(key, "section", "", "", (field.description or "").strip())
+    yield Row(
+        f"{key}.name",
+        " \\| ".join(tags),
+        f"`{getattr(default, 'name', '')}`" if isinstance(default, BaseModel) else "required",
+        f"{ENV_PREFIX}{env_name}__NAME" if env_name else "",
+        "Which one; the settings below marked with another name do not apply.",
+    )
+    child_env = f"{env_name}__" if env_name is not None else None
+    for tag, choice in zip(tags, choices, strict=True):
+        for row in rows(choice, f"{key}.", child_env):
+            if row.key != f"{key}.name":
+                yield row._replace(description=f"[{tag}] {row.description}")
 
 
 def _nested(annotation: Any, field: FieldInfo) -> tuple[type[BaseModel] | None, str]:

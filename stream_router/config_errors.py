@@ -89,6 +89,30 @@ def _field_annotation(root: type[BaseModel], location: Sequence[str | int]) -> A
     return annotation
 
 
+def _without_choice_tags(
+    root: type[BaseModel], location: Sequence[str | int]
+) -> tuple[str | int, ...]:
+    """``location`` without the tags pydantic puts after a section chosen by name
+    (``review.backend.label-studio.api_token`` is the setting ``review.backend.api_token``)."""
+    kept: list[str | int] = []
+    for part in location:
+        if kept and isinstance(part, str) and part in _choice_tags(_field_annotation(root, kept)):
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def _choice_tags(annotation: Any) -> set[str]:
+    """The ``name`` of each section of a union of named sections (empty for anything else)."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return set()
+    return {
+        str(model.model_fields["name"].default)
+        for model in _models_in(annotation)
+        if "name" in model.model_fields
+    }
+
+
 def _known_keys(root: type[BaseModel], parent: Sequence[str | int]) -> list[str]:
     annotation: Any = root if not parent else _field_annotation(root, parent)
     keys: list[str] = []
@@ -128,7 +152,7 @@ def describe_validation_error(
     where = f" in {path}" if path else ""
     lines = [f"invalid configuration{where}:"]
     for error in exc.errors():
-        location = error["loc"]
+        location = _without_choice_tags(root, error["loc"])
         dotted = ".".join(str(part) for part in location) or "(top level)"
         message = error["msg"]
         if error["type"] == "extra_forbidden" and location:

@@ -150,7 +150,7 @@ class ReviewService:
         clock: Any = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        active = settings.watchers.active(settings.review.backend)
+        active = settings.watchers.active(settings.review.backend.name)
         self.settings = settings
         self.metrics = metrics
         self.clock = clock

@@ -3,9 +3,10 @@
     kafka     brokers and security (SSL, SASL PLAIN/SCRAM)
     ingest    topics, consumer group, batching, where fields live in events
     policies  the routes and their policies (see ``policies/``)
-    review    review path settings (price per review; the review role's options)
+    review    review path settings (price per review; the review role's options); its
+              ``backend`` is the chosen review backend's own section (``backends.py``)
     aws       region, endpoints, credentials
-    watchers  completion watchers' queues (review role)
+    watchers  which completion watchers run, and the reconciler's pace (review role)
     metrics   the Prometheus endpoint
     logging   level and format
 
@@ -16,17 +17,15 @@ masked. Each component receives only its own section.
 
 from __future__ import annotations
 
-import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -40,15 +39,20 @@ from pydantic_settings import (
 )
 
 from stream_router import config_errors
-from stream_router.backends import BACKENDS, all_signals, signals_of
+from stream_router.backends import BACKENDS, DEFAULT_BACKEND, all_signals, signals_of
 from stream_router.config_files import load_yaml_mapping
+from stream_router.config_section import BackendSettings, Section
 from stream_router.errors import ConfigError
 
 ENV_PREFIX = config_errors.ENV_PREFIX
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+if TYPE_CHECKING:
+    BackendSection = BackendSettings
+else:  # one section per line of the backend table, told apart by its ``name``
+    BackendSection = Annotated[
+        Union[tuple(entry.settings for entry in BACKENDS.values())],  # noqa: UP007
+        Field(discriminator="name"),
+    ]
 
 
 class KafkaSettings(Section):
@@ -235,7 +239,7 @@ class RouteSettings(Section):
     )
     review_flow: str = Field(
         description="Where this route's reviews go: for A2I the flow definition ARN, for Label "
-        "Studio a key of review.label_studio.projects."
+        "Studio a key of review.backend.projects."
     )
     policy: dict[str, Any] = Field(description="The policy spec: {type: ..., params...}.")
     shadow: bool = Field(
@@ -295,170 +299,6 @@ DEFAULT_REVIEWS_PER_DAY = 1000
 DEFAULT_ROUTE_BUDGET = RouteBudget(per_day=DEFAULT_REVIEWS_PER_DAY)
 
 
-class LabelStudioProject(Section):
-    """One flow of the Label Studio backend: the project its reviews go to."""
-
-    project: str | int = Field(
-        description="The Label Studio project: its id, or its title (unique among the token "
-        "user's projects)."
-    )
-    annotations_per_task: int = Field(
-        1,
-        ge=1,
-        le=10,
-        description="Annotations that finish a review (like A2I's task count); the project "
-        "must hand each task to at least this many annotators (maximum_annotations).",
-    )
-    deadline_s: float = Field(
-        86_400.0,
-        gt=0,
-        description="A task still short of annotations this long after it was created is "
-        "closed and its review fails with Expired (like A2I's task availability lifetime).",
-    )
-
-
-class LabelStudioWebhook(Section):
-    """The review role's endpoint for Label Studio's webhooks (ANNOTATION_CREATED/UPDATED)."""
-
-    enabled: bool = Field(True, description="Serve the endpoint and register it in Label Studio.")
-    host: str = Field(
-        "127.0.0.1",
-        description="Address to bind (0.0.0.0 in a container); an address other than loopback "
-        "needs secret (or allow_without_secret).",
-    )
-    port: int = Field(9102, ge=0, le=65535, description="Port to bind (0: any free port).")
-    public_url: str | None = Field(
-        None,
-        description="The URL Label Studio posts to (a load balancer's, in a cluster; one URL "
-        "for all instances of a router); default http://<host>:<port>/label-studio/webhook. A "
-        "host other than loopback here needs secret too (or allow_without_secret).",
-    )
-    secret: SecretStr | None = Field(
-        None,
-        min_length=1,
-        description="Sent by Label Studio in the X-Stream-Router-Secret header of every post; "
-        "posts without it are refused (401). Label Studio shows it to the members of the "
-        "organization: it keeps strangers out, not them.",
-    )
-    allow_without_secret: bool = Field(
-        False,
-        description="Serve a host or public_url other than loopback without a secret: anyone "
-        "who reaches the port can then post (each valid post costs one describe of a review). "
-        "Without it, such a configuration is refused at start-up.",
-    )
-    max_body_bytes: int = Field(
-        1_048_576,
-        ge=16_384,
-        le=4_194_304,
-        description="Largest post read. Label Studio's post is about 4 KiB plus the task's data "
-        "(the review's content and its rows: 5 KiB in all in the demo); a larger one is "
-        "refused (413) and its review ends at the reconciler's next sweep instead. A post is "
-        "parsed whole: JSON of empty objects takes 36 times its size while parsed.",
-    )
-    read_timeout_s: float = Field(
-        5.0,
-        gt=0,
-        le=60,
-        description="Time a client has to send a request's headers (from connecting, or from "
-        "the previous answer) and again to send its body; then the connection is closed (a "
-        "late body is answered 408).",
-    )
-    register_on_start: bool = Field(
-        True,
-        description="Register public_url as a webhook of every configured project at start "
-        "and renew it every 5 minutes (left registered at stop), and delete this router's "
-        "registrations of other URLs (same path, its marker or secret header, same secret) "
-        "not renewed for 15 minutes: earlier runs on other ports or hosts.",
-    )
-
-    @model_validator(mode="after")
-    def _secret_unless_loopback(self) -> LabelStudioWebhook:
-        """An endpoint others can reach takes posts only with the secret, unless told."""
-        if not self.enabled or self.secret is not None or self.allow_without_secret:
-            return self
-        exposed = [
-            f"{name} {value}"
-            for name, value, host in (
-                ("host", self.host, self.host),
-                ("public_url", self.public_url, urlsplit(self.public_url or "").hostname),
-            )
-            if value is not None and not _is_loopback(host or "")
-        ]
-        if exposed:
-            verb = "are" if len(exposed) > 1 else "is"
-            raise ValueError(
-                f"{' and '.join(exposed)} {verb} not loopback and no secret is set: anyone who "
-                "reaches the endpoint could post to it. Set review.label_studio.webhook.secret "
-                "(STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__SECRET; the router registers it "
-                "with the webhook in Label Studio), or "
-                "review.label_studio.webhook.allow_without_secret: true to serve it open anyway"
-            )
-        return self
-
-
-def _is_loopback(host: str) -> bool:
-    """``host`` names this machine's loopback interface only (127.0.0.0/8, ::1, localhost)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # another name: it may resolve anywhere
-
-
-class LabelStudioSettings(Section):
-    """The Label Studio review backend (review.backend: label-studio)."""
-
-    url: str = Field("http://127.0.0.1:8080", description="Label Studio's base URL.")
-    api_token: SecretStr | None = Field(
-        None,
-        description="API token of a user who may create tasks in the projects (Label Studio's "
-        "Account & Settings; the legacy token type).",
-    )
-    task_tag_key: SecretStr | None = Field(
-        None,
-        description="Key of the tag (HMAC-SHA256 of flow and review name) the router puts in "
-        "every task it creates; a task under a review's name is taken for the review only if "
-        "its tag verifies. Default: derived from api_token, so a new token disowns the open "
-        "tasks (set this to keep them). Not webhook.secret: Label Studio shows webhook headers "
-        "to project members.",
-    )
-    projects: dict[str, LabelStudioProject] = Field(
-        default_factory=dict,
-        description="Flows by name (what routes' review_flow and escalation_flows name) -> "
-        "their Label Studio project.",
-        json_schema_extra={"keyed_by": "flow"},
-    )
-    webhook: LabelStudioWebhook = Field(
-        LabelStudioWebhook(), description="The webhook endpoint (a completion signal)."
-    )
-    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one API call.")
-    import_settle_s: float = Field(
-        30.0,
-        ge=0,
-        description="How long an import that got no answer (a process killed mid-call, a "
-        "timeout, a 5xx) may still land in Label Studio: Label Studio applies requests its "
-        "client gave up on, after a stall, and its imports are not idempotent. A start that may "
-        "repeat such an import (after a failure, or by a process that takes a partition over) "
-        "waits this long first, so its look-up finds the task instead of importing a second "
-        "one a person would be paid to label. Keep it above Label Studio's longest stall.",
-    )
-    page_size: int = Field(100, ge=1, le=1000, description="Tasks per page when listing.")
-    image_field: str | None = Field(
-        None,
-        pattern=r"^[^.\s]+(\.[^.\s]+)*$",
-        description="Dotted path of a review.projection field holding an image URL (http or "
-        "https): the task shows the image above the event's fields instead of the URL among "
-        "them. The reviewer's browser loads it.",
-    )
-    text_field: str | None = Field(
-        None,
-        pattern=r"^[^.\s]+(\.[^.\s]+)*$",
-        description="Dotted path of a review.projection field holding text to read: the task "
-        "shows it as a block above the event's fields instead of among them.",
-    )
-
-
 class AuditRoute(Section):
     """One route's audit settings (overrides of ``review.audit``)."""
 
@@ -510,15 +350,12 @@ class AuditSettings(Section):
 class ReviewSettings(Section):
     """The review path: starting reviews, their limits, and what happens when they end."""
 
-    backend: str = Field(
-        "a2i",
-        description="Who reviews: "
+    backend: BackendSection = Field(
+        default_factory=lambda: BACKENDS[DEFAULT_BACKEND].settings(name=DEFAULT_BACKEND),
+        description="Who reviews, and that backend's own settings, chosen by name: "
         + "; ".join(f"{name}, {entry.about}" for name, entry in BACKENDS.items())
-        + ".",
-        json_schema_extra={"choices": list(BACKENDS)},
-    )
-    label_studio: LabelStudioSettings = Field(
-        LabelStudioSettings(), description="The Label Studio backend's settings."
+        + ". review.backend: <name> is short for {name: <name>} (every other setting of the "
+        "backend at its default).",
     )
 
     price_per_review_usd: float = Field(
@@ -560,9 +397,6 @@ class ReviewSettings(Section):
         default_factory=list,
         description="Event fields (dotted paths) reviewers may see; empty: the whole event.",
     )
-    content_classifiers: list[
-        Literal["FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"]
-    ] = Field(default_factory=list, description="A2I content classifiers of every review.")
     answer_path: str = Field(
         "label.label",
         description="Dotted path of the label in a worker's answer (crowd-classifier: "
@@ -650,11 +484,19 @@ class ReviewSettings(Section):
         AuditSettings(), description="The audit monitor of auto-accepted predictions' error."
     )
 
-    @field_validator("backend")
+    @field_validator("backend", mode="before")
     @classmethod
-    def _registered_backend(cls, backend: str) -> str:
-        if backend not in BACKENDS:
-            raise ValueError(f"{backend!r} is not a review backend; one of {sorted(BACKENDS)}")
+    def _backend_named(cls, backend: Any) -> Any:
+        """``review.backend: <name>`` is ``{name: <name>}``; a section without a name is the
+        default backend's."""
+        if isinstance(backend, str):
+            backend = {"name": backend}
+        if isinstance(backend, dict):
+            backend = {"name": DEFAULT_BACKEND, **backend}
+            if backend["name"] not in BACKENDS:
+                raise ValueError(
+                    f"{backend['name']!r} is not a review backend; one of {', '.join(BACKENDS)}"
+                )
         return backend
 
     @field_validator("budgets")
@@ -702,15 +544,9 @@ class WatchersSettings(Section):
     enabled: list[str] | None = Field(
         None,
         description="Which watchers run; default: every signal of the review backend (A2I: "
-        "eventbridge, s3-output, reconciler; Label Studio: webhook, reconciler).",
+        "eventbridge, s3-output, reconciler; Label Studio: webhook, reconciler). Their own "
+        "settings are the backend's (review.backend).",
     )
-    event_queue_url: str | None = Field(
-        None, description="SQS queue receiving A2I status events from EventBridge."
-    )
-    output_queue_url: str | None = Field(
-        None, description="SQS queue receiving S3 notifications for output.json."
-    )
-    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait.")
     reconcile_interval_s: float = Field(
         60.0, gt=0, description="How often the reconciler checks open reviews."
     )
@@ -839,6 +675,35 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(LoggingSettings(), description="Logging.")
     topics: TopicsSettings = Field(TopicsSettings(), description="Creating the router's topics.")
 
+    _moved: tuple[str, ...] = PrivateAttr(default=())
+
+    def __init__(self, **values: Any) -> None:
+        # ``review.backend: <name>`` becomes ``{name: <name>}`` before the environment is laid
+        # over it, so STREAM_ROUTER_REVIEW__BACKEND__<KEY> adds to the named backend's section
+        # instead of replacing the name.
+        review = values.get("review")
+        if isinstance(review, dict) and isinstance(review.get("backend"), str):
+            values = {**values, "review": {**review, "backend": {"name": review["backend"]}}}
+        super().__init__(**values)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _old_keys_moved(cls, data: Any, handler: Callable[[Any], Settings]) -> Settings:
+        """Configurations written before ``review.backend`` held the backend's section keep
+        loading: each key in :data:`MOVED_KEYS` is moved to its new place (or dropped, when it
+        belonged to a backend not chosen), and :meth:`moved_keys` says so."""
+        notes: list[str] = []
+        if isinstance(data, dict):
+            data, notes = move_old_keys(data)
+        settings = handler(data)
+        settings._moved = tuple(notes)
+        return settings
+
+    def moved_keys(self) -> list[str]:
+        """One line per old key this configuration used; ``config check`` prints them and the
+        roles log them at start-up."""
+        return list(self._moved)
+
     @model_validator(mode="after")
     def _requests_outlived_by_their_ledger(self) -> Settings:
         kept, ledger = self.topics.review_requests_retention_s, self.review.ledger_retention_s
@@ -893,19 +758,8 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _flows_known_to_label_studio(self) -> Settings:
-        review = self.review
-        if review.backend != "label-studio":
-            return self
-        projects = review.label_studio.projects
-        if review.label_studio.api_token is None:
-            raise ValueError("review.label_studio.api_token: the Label Studio backend needs it")
-        for where, flow in self.named_flows():
-            if flow not in projects:
-                raise ValueError(
-                    f"{where}: flow {flow!r} is not in review.label_studio.projects "
-                    f"(known: {sorted(projects)})"
-                )
+    def _flows_known_to_the_backend(self) -> Settings:
+        self.review.backend.check_flows(self.named_flows())
         return self
 
     def named_flows(self) -> list[tuple[str, str]]:
@@ -947,6 +801,61 @@ class Settings(BaseSettings):
         (passwords inside URLs too: ``http://user:**********@host``)."""
         data: dict[str, Any] = config_errors.mask_url_passwords(self.model_dump(mode="json"))
         return data
+
+
+#: Keys of configurations older than the backend's own section: (old path, the backend whose
+#: section took it, its key there; None: the old key was a section, whose keys all moved).
+MOVED_KEYS: tuple[tuple[tuple[str, str], str, str | None], ...] = (
+    (("review", "label_studio"), "label-studio", None),
+    (("review", "content_classifiers"), "a2i", "content_classifiers"),
+    (("watchers", "event_queue_url"), "a2i", "event_queue_url"),
+    (("watchers", "output_queue_url"), "a2i", "output_queue_url"),
+    (("watchers", "wait_time_s"), "a2i", "wait_time_s"),
+)
+
+
+def move_old_keys(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` (configuration sections) with the old keys of :data:`MOVED_KEYS` in
+    ``review.backend``, and a line for each; a key given in both places is refused (ValueError),
+    naming the new one."""
+    notes: list[str] = []
+    found = [
+        (section, key, backend, new)
+        for (section, key), backend, new in MOVED_KEYS
+        if isinstance(data.get(section), dict) and key in data[section]
+    ]
+    if not found:
+        return data, notes
+    data = {name: dict(part) if isinstance(part, dict) else part for name, part in data.items()}
+    review = data.setdefault("review", {})
+    if not isinstance(review, dict):
+        return data, notes  # a ReviewSettings object: old keys fail as unknown where they are
+    section_data = review.get("backend", DEFAULT_BACKEND)
+    chosen = dict(section_data) if isinstance(section_data, dict) else {"name": section_data}
+    chosen.setdefault("name", DEFAULT_BACKEND)
+    for section, key, backend, new in found:
+        value = data[section].pop(key)
+        old = f"{section}.{key}"
+        if chosen["name"] != backend:
+            notes.append(f"{old} is ignored: it is a setting of review.backend {backend}, and "
+                         f"review.backend is {chosen['name']}")  # fmt: skip
+            continue
+        if new is None and not isinstance(value, dict):
+            raise ValueError(f"{old}: a section was expected (it is now review.backend)")
+        moved = value if new is None else {new: value}
+        for name, item in moved.items():
+            if name in chosen:
+                raise ValueError(
+                    f"{old}{'.' + name if new is None else ''} and review.backend.{name} are "
+                    f"both set; {old} is the old place of review.backend"
+                    f"{'' if new is None else '.' + new}: keep review.backend.{name} only"
+                )
+            chosen[name] = item
+        place = "review.backend" if new is None else f"review.backend.{new}"
+        env = config_errors.env_name(place.split(".")) + ("__<KEY>" if new is None else "")
+        notes.append(f"{old} is now {place} (environment: {env}); the old key still loads")
+    review["backend"] = chosen
+    return data, notes
 
 
 def load_settings(path: Path | None) -> Settings:

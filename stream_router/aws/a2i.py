@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -48,6 +48,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from stream_router.aws.a2i_output import parse_output, split_s3_uri
 from stream_router.aws.clients import AwsClients, clients_from
 from stream_router.aws.flows import STARTUP_WAIT_S, FlowUse, check_flow_definitions, flow_uses
+from stream_router.aws.settings import A2ISettings
 from stream_router.aws.watchers import PollErrors, WatcherCounts, sqs_watchers
 from stream_router.errors import (
     ConfigError,
@@ -70,7 +71,6 @@ from stream_router.review.backend import (
 if TYPE_CHECKING:
     from stream_router.backends import BackendContext
     from stream_router.metrics import ReviewMetrics
-    from stream_router.settings import WatchersSettings
 
 logger = logging.getLogger(__name__)
 
@@ -85,17 +85,18 @@ def build(context: BackendContext) -> A2IReviewBackend:
     classifiers, AWS clients and watchers. An enabled watcher without its queue is a
     ConfigError naming the setting."""
     settings = context.settings
-    watchers = settings.watchers
-    active = watchers.active("a2i")
-    if "eventbridge" in active and not watchers.event_queue_url:
-        raise ConfigError("watchers.event_queue_url: the eventbridge watcher needs it")
-    if "s3-output" in active and not watchers.output_queue_url:
-        raise ConfigError("watchers.output_queue_url: the s3-output watcher needs it")
+    section = context.section(A2ISettings)
+    active = settings.watchers.active(section.name)
+    if "eventbridge" in active and not section.event_queue_url:
+        raise ConfigError("review.backend.event_queue_url: the eventbridge watcher needs it")
+    if "s3-output" in active and not section.output_queue_url:
+        raise ConfigError("review.backend.output_queue_url: the s3-output watcher needs it")
     return A2IReviewBackend(
         clients_from(settings.aws),
-        content_classifiers=settings.review.content_classifiers,
+        content_classifiers=section.content_classifiers,
         flows=flow_uses(settings),
-        watchers=watchers,
+        watchers=section,
+        active=active,
         metrics=context.metrics,
         clock=context.clock,
     )
@@ -104,8 +105,9 @@ def build(context: BackendContext) -> A2IReviewBackend:
 class A2IReviewBackend(ReviewBackend):
     """Human reviews as A2I human loops (custom task type), answers read from S3.
 
-    ``watchers`` and ``metrics``: the settings of its SQS watchers and what they count
-    (:meth:`signals`); without ``watchers`` it has none (the reconciler alone).
+    ``watchers`` and ``metrics``: its section, whose queues its SQS watchers poll, and what
+    they count (:meth:`signals`; ``active``: the signals ``watchers.enabled`` allows); without
+    ``watchers`` it has none (the reconciler alone).
     """
 
     max_input_chars = MAX_INPUT_CHARS  #: A2I's limit on InputContent
@@ -119,7 +121,8 @@ class A2IReviewBackend(ReviewBackend):
         page_size: int = 100,
         flows: Sequence[FlowUse] = (),
         startup_wait_s: float = STARTUP_WAIT_S,
-        watchers: WatchersSettings | None = None,
+        watchers: A2ISettings | None = None,
+        active: Collection[str] = ("eventbridge", "s3-output"),
         metrics: ReviewMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -136,6 +139,7 @@ class A2IReviewBackend(ReviewBackend):
         self._flows = tuple(flows)
         self._startup_wait_s = startup_wait_s
         self._watchers = watchers
+        self._active = tuple(active)
         self._metrics = metrics
         self._clock = clock
         self._stack: AsyncExitStack | None = None
@@ -189,7 +193,7 @@ class A2IReviewBackend(ReviewBackend):
 
             return polled
 
-        return list(sqs_watchers(self._watchers, self._clients, hooks.emit, on_poll))
+        return list(sqs_watchers(self._watchers, self._active, self._clients, hooks.emit, on_poll))
 
     def _runtime(self) -> Any:
         if self._a2i is None:

@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,11 +41,11 @@ from stream_router.aws.messages import (
     eventbridge_event,
     s3_output_events,
 )
+from stream_router.aws.settings import A2ISettings
 from stream_router.errors import ConfigError
 from stream_router.review.backend import Signal
 from stream_router.review.events import LoopEvent
 from stream_router.review.retry import RetryPolicy
-from stream_router.settings import WatchersSettings
 
 logger = logging.getLogger(__name__)
 
@@ -283,13 +283,14 @@ def _describe_error(exc: Exception) -> str:
 
 
 def sqs_watchers(
-    settings: WatchersSettings,
+    settings: A2ISettings,
+    active: Collection[str],
     clients: AwsClients,
     emit: Emit,
     on_poll: Callable[[str], Callable[[WatcherCounts], None]],
 ) -> list[SqsWatcher]:
-    """The SQS watchers ``settings`` enables (with their queue); ``on_poll(kind)`` reports polls."""
-    active = settings.active("a2i")
+    """The SQS watchers of ``active`` (``watchers.enabled``) that have their queue in
+    ``settings``; ``on_poll(kind)`` reports polls."""
     queues: list[tuple[type[SqsWatcher], str | None]] = [
         (EventBridgeSqsWatcher, settings.event_queue_url),
         (S3OutputSqsWatcher, settings.output_queue_url),

@@ -72,7 +72,12 @@ from stream_router.review.request import ReviewRequest
 from stream_router.sandbox.a2i.reviewers import human_answers, plan_loop
 from stream_router.sandbox.a2i.seeds import settings_page
 from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
-from stream_router.settings import IngestSettings, PoliciesSettings, ReviewSettings
+from stream_router.settings import (
+    IngestSettings,
+    PoliciesSettings,
+    ReviewSettings,
+    move_old_keys,
+)
 
 #: Seconds from an event's time to ingest's decision (``timestamps.decided_s``).
 INGEST_LAG_S: Final = 0.05
@@ -186,13 +191,17 @@ def history_router(demo: DemoSettings) -> dict[str, Any]:
 
 def _sections(demo: DemoSettings) -> _RouterSections:
     try:
-        sections = _RouterSections.model_validate(history_router(demo))
+        router, _ = move_old_keys(history_router(demo))
+        sections = _RouterSections.model_validate(router)
     except ValidationError as exc:
         problem = describe_validation_error(exc, None, _RouterSections)
         raise ConfigError(f"the demo's router section: {problem}") from exc
-    if sections.review.backend != "a2i":
+    except ValueError as exc:  # an old key beside its new place
+        raise ConfigError(f"the demo's router section: {exc}") from exc
+    if sections.review.backend.name != "a2i":
         raise ConfigError(
-            f"review.backend is {sections.review.backend!r}: the history simulates the sandbox's "
+            f"review.backend is {sections.review.backend.name!r}: the history simulates the "
+            "sandbox's "
             "A2I reviewers only; use review.backend a2i"
         )
     return sections
@@ -418,7 +427,7 @@ class HistoryGenerator:
                     consolidate(result, review.answer_path),
                     observed_s=observed_s,
                     started_s=started_s,
-                    backend=review.backend,
+                    backend=review.backend.name,
                     reviewers=self.reviewer_data,
                 )
             next_flow = review.escalation_flows.get(request.route)
@@ -439,7 +448,7 @@ class HistoryGenerator:
                 ended_s=observed_s,
                 loop_name=name,
                 review_flow=flow,
-                backend=review.backend,
+                backend=review.backend.name,
             )
 
     def stats(self, path: Path | str, written: int, elapsed_s: float) -> HistoryStats:

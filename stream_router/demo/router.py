@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from stream_router.demo.settings import DemoSettings
+from stream_router.errors import ConfigError
 from stream_router.sandbox.process import ManagedProcess
 from stream_router.sandbox.stack import SandboxInfo
-from stream_router.settings import Settings, load_settings
+from stream_router.settings import Settings, load_settings, move_old_keys
 
 READY = r"assigned \d+ partitions"
 
@@ -67,18 +68,23 @@ def router_config(
         config,
         {
             "kafka": {"bootstrap_servers": info.bootstrap_servers},
-            "watchers": {
-                "event_queue_url": info.event_queue_url,
-                "output_queue_url": info.output_queue_url,
-            },
             "aws": {"region": info.region},
             "metrics": {"enabled": True, "host": "127.0.0.1", "port": metrics_port},
             "review": {"data_dir": str(data_dir)},
         },
     )
     config["logging"]["level"] = "INFO"  # the ready line is an INFO line
+    try:
+        config, _ = move_old_keys(config)  # the demo's router sections may be an older file's
+    except ValueError as exc:
+        raise ConfigError(f"the demo's router section: {exc}") from exc
     if backend == "label-studio":
         return _on_label_studio(config, demo, info, webhook_port)
+    config["review"]["backend"] = {
+        **_backend_section(config["review"], "a2i"),
+        "event_queue_url": info.event_queue_url,
+        "output_queue_url": info.output_queue_url,
+    }
     arns = info.flow_definition_arns
     for route in config.get("policies", {}).get("routes", []):
         if isinstance(route, dict) and isinstance(route.get("review_flow"), str):
@@ -102,22 +108,28 @@ def _on_label_studio(
         }
         for flow in demo.sandbox.flow_definitions
     }
-    config = _merge(
-        config,
+    section = _backend_section(config["review"], "label-studio")
+    config["review"]["backend"] = _merge(
+        section,
         {
-            "review": {
-                "backend": "label-studio",
-                "label_studio": {
-                    "url": info.label_studio_url,
-                    "api_token": info.label_studio_token,
-                    "projects": projects,
-                    "webhook": {"port": webhook_port},
-                },
-            }
+            "url": info.label_studio_url,
+            "api_token": info.label_studio_token,
+            "projects": projects,
+            "webhook": {"port": webhook_port},
         },
     )
     config.get("watchers", {}).pop("enabled", None)  # Label Studio's own signals
     return config
+
+
+def _backend_section(review: dict[str, Any], name: str) -> dict[str, Any]:
+    """The demo's ``review.backend`` section when it is ``name``'s (else a new one)."""
+    section = review.get("backend")
+    if isinstance(section, str):
+        section = {"name": section}
+    if isinstance(section, dict) and section.get("name", "a2i") == name:
+        return {**section, "name": name}
+    return {"name": name}
 
 
 def write_router_config(config: dict[str, Any], path: Path) -> Settings:

@@ -219,10 +219,10 @@ def demo_router() -> dict[str, Any]:
             "on_failure": "escalate",
             "escalation_flows": {"general": "demo-experts", "audit": "demo-experts"},
             "max_attempts": 2,
+            "backend": {"name": "a2i", "wait_time_s": 1},
         },
         "watchers": {
             "enabled": ["eventbridge", "s3-output", "reconciler"],
-            "wait_time_s": 1,
             "reconcile_interval_s": 5,
             "reconcile_grace_s": 10,
         },

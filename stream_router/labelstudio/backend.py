@@ -2,14 +2,14 @@
 
 Usage::
 
-    async with LabelStudioReviewBackend(settings.review.label_studio) as ls:  # or build(context)
+    async with LabelStudioReviewBackend(settings.review.backend) as ls:  # or build(context)
         outcome = await ls.start(name, "general", content)   # a task in general's project
         state = await ls.describe(name)
         if state and state.output_uri:
             result = await ls.fetch_result(state)
 
 A review is one task (``labelstudio/tasks.py``) in the project of its flow
-(``review.label_studio.projects``); its ``name`` and its tag are stored in the task's data. How
+(``review.backend.projects``); its ``name`` and its tag are stored in the task's data. How
 A2I's ideas map here:
 
 - **start** is idempotent per name: Label Studio's import is not, so a start first looks for
@@ -98,6 +98,7 @@ from stream_router.labelstudio.client import (
     names_query,
 )
 from stream_router.labelstudio.ownership import FOREIGN, MALFORMED, Ownership
+from stream_router.labelstudio.settings import LabelStudioSettings
 from stream_router.labelstudio.stored import (
     META_KEY,
     Form,
@@ -117,7 +118,6 @@ from stream_router.review.backend import (
     StartOutcome,
 )
 from stream_router.review.events import EventSource
-from stream_router.settings import LabelStudioSettings
 
 if TYPE_CHECKING:
     from stream_router.backends import BackendContext
@@ -160,7 +160,7 @@ def build(context: BackendContext) -> LabelStudioReviewBackend:
     mapping = settings.ingest.mapping
     metrics = context.metrics
     return LabelStudioReviewBackend(
-        settings.review.label_studio,
+        context.section(LabelStudioSettings),
         clock=context.clock,
         removed=metrics.duplicates_removed.inc,
         ignored=lambda reason: metrics.tasks_ignored.labels(reason).inc(),
@@ -196,7 +196,7 @@ class LabelStudioReviewBackend(ReviewBackend):
         ``webhook``: whether its webhook may be a signal (``watchers.enabled``; it is one when
         ``webhook.enabled`` too)."""
         if settings.api_token is None:
-            raise ConfigError("review.label_studio.api_token: the Label Studio backend needs it")
+            raise ConfigError("review.backend.api_token: the Label Studio backend needs it")
         self.settings = settings
         self.start_settle_s = settings.import_settle_s
         self._tag_key = tag_key((settings.task_tag_key or settings.api_token).get_secret_value())
@@ -233,8 +233,7 @@ class LabelStudioReviewBackend(ReviewBackend):
         except LabelStudioAuthError as exc:
             await self.client.aclose()
             raise ConfigError(
-                f"review.label_studio.api_token: Label Studio at {self.settings.url} refused it "
-                f"({exc})"
+                f"review.backend.api_token: Label Studio at {self.settings.url} refused it ({exc})"
             ) from exc
         except BaseException:
             await self.client.aclose()
@@ -269,13 +268,13 @@ class LabelStudioReviewBackend(ReviewBackend):
     async def _resolve_projects(self) -> None:
         wanted = self.settings.projects
         if not wanted:
-            raise ConfigError("review.label_studio.projects: no flow is configured")
+            raise ConfigError("review.backend.projects: no flow is configured")
         by_title: dict[str, list[dict[str, Any]]] = {}
         for project in await self.client.projects():
             by_title.setdefault(str(project.get("title")), []).append(project)
         flows: dict[str, _Flow] = {}
         for flow, ref in wanted.items():
-            where = f"review.label_studio.projects.{flow}.project"
+            where = f"review.backend.projects.{flow}.project"
             if isinstance(ref.project, int):
                 try:
                     project = await self.client.project(ref.project)
@@ -299,7 +298,7 @@ class LabelStudioReviewBackend(ReviewBackend):
             overlap = overlap if isinstance(overlap, int) and overlap > 0 else 1
             if overlap < ref.annotations_per_task:
                 raise ConfigError(
-                    f"review.label_studio.projects.{flow}.annotations_per_task is "
+                    f"review.backend.projects.{flow}.annotations_per_task is "
                     f"{ref.annotations_per_task}, but project {project_id} hands a task to at "
                     f"most {overlap} annotator(s) (its maximum_annotations)"
                 )
@@ -456,7 +455,7 @@ class LabelStudioReviewBackend(ReviewBackend):
             return self._flows[flow]
         except KeyError:
             raise ReviewRejected(
-                f"flow {flow!r} is not in review.label_studio.projects ({sorted(self._flows)})"
+                f"flow {flow!r} is not in review.backend.projects ({sorted(self._flows)})"
             ) from None
 
     def _remember(self, name: str, flow: _Flow, task_id: int) -> None:

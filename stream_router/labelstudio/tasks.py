@@ -26,7 +26,7 @@
   paths, which the backend is given) are left out of the table. The model's prediction goes
   with it as a Label Studio prediction carrying the model's confidence as its score, so
   reviewers see it pre-selected.
-- **Image and text**: ``review.label_studio.image_field`` names a projected field holding an
+- **Image and text**: ``review.backend.image_field`` names a projected field holding an
   image URL (http or https; shown as the image, which the reviewer's browser loads) and
   ``text_field`` one holding text to read (shown as a block); each shows there instead of in
   the table. A value that does not fit (an image field that is not an http(s) URL, a text

@@ -76,10 +76,10 @@ from stream_router.config_errors import mask_url_passwords
 from stream_router.errors import ConfigError, UpstreamError
 from stream_router.health import port_taken
 from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound
+from stream_router.labelstudio.settings import LabelStudioWebhook
 from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.naming import is_valid_loop_name
 from stream_router.review.backend import Signal
-from stream_router.settings import LabelStudioWebhook
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class WebhookReceiver(Signal):
         except OSError as exc:
             await runner.cleanup()
             host, port = settings.host, settings.port
-            raise ConfigError(port_taken("review.label_studio.webhook", host, port, exc)) from exc
+            raise ConfigError(port_taken("review.backend.webhook", host, port, exc)) from exc
         self._runner, self._listener = runner, listener
         self.port = listener.sockets[0].getsockname()[1] if listener.sockets else settings.port
         logger.info("Label Studio webhook endpoint on %s", mask_url_passwords(self.url))
@@ -408,7 +408,7 @@ class WebhookReceiver(Signal):
             # said once, as a flood of them must not flood the log; the metric counts them all.
             self._told_large = True
             logger.warning(
-                "webhook post of %s refused: over review.label_studio.webhook.max_body_bytes "
+                "webhook post of %s refused: over review.backend.webhook.max_body_bytes "
                 "(%s); its review is left to the reconciler. Further ones are counted "
                 '(stream_router_review_webhook_posts_total{result="refused"}), not logged',
                 size,

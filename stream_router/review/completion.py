@@ -103,7 +103,7 @@ class Completer:
                 observed_s=now,
                 started_s=entry.started_s,
                 status=state.status,
-                backend=self.settings.backend,
+                backend=self.settings.backend.name,
                 reviewers=self.reviewers,
             )
             return Completion(Action.PUBLISH, "reviewed", record)
@@ -151,6 +151,6 @@ class Completer:
             ended_s=self.clock(),
             loop_name=entry.name,
             review_flow=entry.flow,
-            backend=settings.backend,
+            backend=settings.backend.name,
         )
         return Completion(Action.PUBLISH, "unreviewed", record)

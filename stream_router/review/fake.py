@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from stream_router.config_section import BackendSettings
 from stream_router.errors import ReviewNameConflict
 from stream_router.review.backend import (
     ReviewBackend,
@@ -25,6 +26,12 @@ from stream_router.review.backend import (
 
 if TYPE_CHECKING:
     from stream_router.backends import BackendContext
+
+
+class FakeSettings(BackendSettings):
+    """The fake's section (``review.backend: fake``): it has nothing to set."""
+
+    name: Literal["fake"] = "fake"
 
 
 def build(context: BackendContext) -> FakeReviewBackend:

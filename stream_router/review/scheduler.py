@@ -724,7 +724,7 @@ class ReviewScheduler:
         if accept:
             record = unreviewed_envelope(
                 request, failure_code=code, reason=reason, loop_name=entry.name,
-                review_flow=entry.flow, backend=self.review.backend,
+                review_flow=entry.flow, backend=self.review.backend.name,
             )  # fmt: skip
             await self.outlets.output(request.key_bytes(), record)
             outcome = "unreviewed"

@@ -114,19 +114,20 @@ class SandboxInfo:
         }
 
     def router_env(self) -> dict[str, str]:
-        """:meth:`env` plus what the router needs beyond Kafka: the watchers' queue URLs.
+        """:meth:`env` plus what the router needs beyond Kafka: the settings of the sandbox's
+        review backend that only the sandbox knows (``review.backend``'s section).
 
-        With these, ``config/router.yaml`` runs both roles against the sandbox (its flow ARNs
-        are the sandbox's default flow definitions).
+        A2I: the watchers' queue URLs, so ``config/router.yaml`` runs both roles against the
+        sandbox (its flow ARNs are the sandbox's default flow definitions). Label Studio: its URL
+        and API token, for ``config/router-label-studio.yaml``.
         """
-        env = {
-            **self.env(),
-            "STREAM_ROUTER_WATCHERS__EVENT_QUEUE_URL": self.event_queue_url,
-            "STREAM_ROUTER_WATCHERS__OUTPUT_QUEUE_URL": self.output_queue_url,
-        }
-        if self.label_studio_url and self.label_studio_token:
-            env["STREAM_ROUTER_REVIEW__LABEL_STUDIO__URL"] = self.label_studio_url
-            env["STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN"] = self.label_studio_token
+        env = self.env()
+        if self.backend == "label-studio" and self.label_studio_url and self.label_studio_token:
+            env["STREAM_ROUTER_REVIEW__BACKEND__URL"] = self.label_studio_url
+            env["STREAM_ROUTER_REVIEW__BACKEND__API_TOKEN"] = self.label_studio_token
+        else:
+            env["STREAM_ROUTER_REVIEW__BACKEND__EVENT_QUEUE_URL"] = self.event_queue_url
+            env["STREAM_ROUTER_REVIEW__BACKEND__OUTPUT_QUEUE_URL"] = self.output_queue_url
         return env
 
 

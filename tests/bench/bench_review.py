@@ -108,11 +108,12 @@ def review_config(
         "logging": {"level": "WARNING"},
     }  # fmt: skip
     if backend == "a2i":
-        config["watchers"] = {"enabled": ["eventbridge"], "event_queue_url": info.event_queue_url,
-                              "wait_time_s": 1}  # fmt: skip
+        config["watchers"] = {"enabled": ["eventbridge"]}
+        config["review"]["backend"] = {"name": "a2i", "event_queue_url": info.event_queue_url,
+                                       "wait_time_s": 1}  # fmt: skip
     else:  # Label Studio's own signals: its webhook and the reconciler
-        config["review"]["backend"] = "label-studio"
-        config["review"]["label_studio"] = {
+        config["review"]["backend"] = {
+            "name": "label-studio",
             "url": info.label_studio_url,
             "api_token": info.label_studio_token,
             "projects": {FLOW: {"project": info.label_studio_projects[FLOW],

@@ -178,10 +178,10 @@ def router_settings(
                    "data_dir": str(work / "review-data"), "monitor_interval_s": 5,
                    "catch_up_after_s": 15,
                    # the run measures faults, not budgets: no limit, said explicitly
-                   "budgets": {"general": {"unlimited": True}}},
-        "watchers": {"event_queue_url": info.event_queue_url,
-                     "output_queue_url": info.output_queue_url, "wait_time_s": 1,
-                     "reconcile_interval_s": 10, "reconcile_grace_s": 20},
+                   "budgets": {"general": {"unlimited": True}},
+                   "backend": {"name": "a2i", "event_queue_url": info.event_queue_url,
+                               "output_queue_url": info.output_queue_url, "wait_time_s": 1}},
+        "watchers": {"reconcile_interval_s": 10, "reconcile_grace_s": 20},
         "topics": {"partitions": PARTITIONS},
         "aws": {"region": info.region},
         "metrics": {"enabled": False},
@@ -189,8 +189,8 @@ def router_settings(
     }  # fmt: skip
     if backend == "label-studio":
         lifetime = sandbox_settings().flow_definitions[0].task_availability_lifetime_s
-        config["review"]["backend"] = "label-studio"
-        config["review"]["label_studio"] = {
+        config["review"]["backend"] = {
+            "name": "label-studio",
             "url": info.label_studio_url, "api_token": info.label_studio_token,
             "projects": {"chaos": {"project": info.label_studio_projects["chaos"],
                                    "annotations_per_task": 1, "deadline_s": lifetime}},
@@ -201,11 +201,16 @@ def router_settings(
 class Roles:
     """The router's processes: one ingest, two review instances."""
 
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
+    def __init__(self, config: Path, env: dict[str, str], backend: str) -> None:
         self.config = config
         self.env = env
-        #: each review instance's webhook port, the same in every life (one URL registered)
-        self.webhook_ports = {name: free_port() for name in ("review-a", "review-b")}
+        #: each review instance's Label Studio webhook port, the same in every life (one URL
+        #: registered)
+        self.webhook_ports = (
+            {name: free_port() for name in ("review-a", "review-b")}
+            if backend == "label-studio"
+            else {}
+        )
         self.procs: dict[str, ManagedProcess] = {}
         self.kills: Counter[str] = Counter()
         self.exits: Counter[str] = Counter()  #: exits on their own (not killed)
@@ -217,7 +222,7 @@ class Roles:
         data = self.config.parent / f"data-{name}"
         env = {**self.env, "STREAM_ROUTER_REVIEW__DATA_DIR": str(data)}
         if name in self.webhook_ports:
-            env["STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__PORT"] = str(self.webhook_ports[name])
+            env["STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__PORT"] = str(self.webhook_ports[name])
         return ManagedProcess(
             f"chaos-{name}",
             [sys.executable, "-m", "stream_router.cli", "run", "--role", role,
@@ -567,7 +572,7 @@ async def run(
         config.write_text(yaml.safe_dump(raw))
         await create_topics(Settings.model_validate(raw))
         await sandbox.broker.create_topics([f"chaos-in-{tag}"], partitions=PARTITIONS)
-        roles = Roles(config, info.router_env())
+        roles = Roles(config, info.router_env(), backend)
         roles.ensure_running()
         stream = Stream(info.bootstrap_servers, f"chaos-in-{tag}", tag, plan.rate_per_s)
         outcomes = Outcomes(info.bootstrap_servers, [f"chaos-out-{tag}", f"chaos-dlq-{tag}"])

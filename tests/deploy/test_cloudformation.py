@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 import sys
+import typing
 from collections.abc import Iterator
 from importlib.resources import files as resources_of
 from pathlib import Path
@@ -431,7 +432,11 @@ def settings_paths(model: type[Any], prefix: str = "") -> Iterator[str]:
         if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
             yield from settings_paths(annotation, f"{path}.")
         args = getattr(annotation, "__args__", ())
-        if args and isinstance(args[0], type) and hasattr(args[0], "model_fields"):
+        if typing.get_origin(annotation) is typing.Union:  # a section chosen by name
+            for member in args:
+                if hasattr(member, "model_fields"):
+                    yield from settings_paths(member, f"{path}.")
+        elif args and isinstance(args[0], type) and hasattr(args[0], "model_fields"):
             yield from settings_paths(args[0], f"{path}[].")
 
 
@@ -444,8 +449,8 @@ def test_outputs_name_real_settings_fields(template: dict[str, Any]) -> None:
     }
     assert named == {
         "FlowDefinitionArn": ["policies.routes[].review_flow", "review.escalation_flows"],
-        "EventQueueUrl": ["watchers.event_queue_url"],
-        "OutputQueueUrl": ["watchers.output_queue_url"],
+        "EventQueueUrl": ["review.backend.event_queue_url"],
+        "OutputQueueUrl": ["review.backend.output_queue_url"],
         "Region": ["aws.region"],
     }
     for paths in named.values():
@@ -547,9 +552,12 @@ def test_stack_without_task_ui_deploys_in_moto_and_its_outputs_resolve() -> None
         settings = Settings.model_validate(
             {
                 "aws": {"region": outputs["Region"]},
-                "watchers": {
-                    "event_queue_url": outputs["EventQueueUrl"],
-                    "output_queue_url": outputs["OutputQueueUrl"],
+                "review": {
+                    "backend": {
+                        "name": "a2i",
+                        "event_queue_url": outputs["EventQueueUrl"],
+                        "output_queue_url": outputs["OutputQueueUrl"],
+                    }
                 },
             }
         )

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 
-from stream_router.settings import LabelStudioSettings, LabelStudioWebhook
+from stream_router.labelstudio.settings import LabelStudioSettings, LabelStudioWebhook
 from tests.deploy.conftest import DEPLOY, render
 from tests.deploy.test_kubernetes import (
     K8S_VERSIONS,
@@ -263,7 +263,7 @@ def expectations(
     return {
         "kafka": kafka_ports(settings.kafka.bootstrap_servers),
         "metrics_port": settings.metrics.port,
-        "backend": settings.review.backend,
+        "backend": settings.review.backend.name,
     }
 
 
@@ -313,7 +313,7 @@ def test_the_label_studio_component_trades_aws_for_label_studio(
     assert ports["http-webhook"] == LabelStudioWebhook().port
     (service,) = [s for s in objects(docs, "Service") if s["metadata"]["name"].endswith("webhook")]
     assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http-webhook"}
-    # Its API port is the one Label Studio serves on by default (review.label_studio.url's).
+    # Its API port is the one Label Studio serves on by default (review.backend.url's).
     (policy,) = [
         p for p in objects(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("studio")
     ]

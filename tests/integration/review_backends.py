@@ -50,10 +50,17 @@ class Backend:
     def review_settings(self) -> dict[str, Any]:
         """The ``review`` settings selecting this backend (every sandbox flow configured)."""
         if self.name == "a2i":
-            return {}
+            return {
+                "backend": {
+                    "name": "a2i",
+                    "event_queue_url": self.info.event_queue_url,
+                    "output_queue_url": self.info.output_queue_url,
+                    "wait_time_s": 1,
+                }
+            }
         return {
-            "backend": "label-studio",
-            "label_studio": {
+            "backend": {
+                "name": "label-studio",
                 "url": self.info.label_studio_url,
                 "api_token": self.info.label_studio_token,
                 "projects": {

@@ -18,6 +18,11 @@ from pydantic import SecretStr
 from stream_router.errors import ConfigError, ReviewRejected, UpstreamError
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
 from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound, name_filter
+from stream_router.labelstudio.settings import (
+    LabelStudioProject,
+    LabelStudioSettings,
+    LabelStudioWebhook,
+)
 from stream_router.labelstudio.tasks import NAME_FIELD, choice_result, tag_key, task, task_tag
 from stream_router.labelstudio.webhook import (
     ACTIONS,
@@ -30,7 +35,6 @@ from stream_router.labelstudio.webhook import (
 from stream_router.review.backend import ReviewStatus
 from stream_router.sandbox.process import free_port
 from stream_router.sandbox.stack import SandboxInfo
-from stream_router.settings import LabelStudioProject, LabelStudioSettings, LabelStudioWebhook
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
 
@@ -226,14 +230,14 @@ async def test_configuration_problems_fail_at_open_naming_the_field(
     good = settings(label_studio_info)
     cases = [
         (good.model_copy(update={"api_token": SecretStr("wrong-token")}),
-         "review.label_studio.api_token"),
+         "review.backend.api_token"),
         (good.model_copy(update={"projects": {"m": LabelStudioProject(project="nope")}}),
-         "review.label_studio.projects.m.project"),
+         "review.backend.projects.m.project"),
         (good.model_copy(update={"projects": {"m": LabelStudioProject(project=99999)}}),
-         "review.label_studio.projects.m.project"),
+         "review.backend.projects.m.project"),
         (good.model_copy(update={"projects": {"m": LabelStudioProject(
             project="never", annotations_per_task=2)}}),
-         "review.label_studio.projects.m.annotations_per_task"),
+         "review.backend.projects.m.annotations_per_task"),
     ]  # fmt: skip
     for broken, field in cases:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

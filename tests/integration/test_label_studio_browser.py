@@ -89,9 +89,9 @@ async def test_a_person_labels_a_task_in_the_browser_and_the_label_is_published(
     outputs = await create_topics(sandbox, tag)
     settings = config(Backend("label-studio", info), tag, tmp_path)
     settings["policies"]["routes"][0]["review_flow"] = "never"
-    settings["review"]["label_studio"]["projects"]["never"]["deadline_s"] = 600.0
-    settings["review"]["label_studio"]["image_field"] = "photo"
-    settings["review"]["label_studio"]["text_field"] = "caption"
+    settings["review"]["backend"]["projects"]["never"]["deadline_s"] = 600.0
+    settings["review"]["backend"]["image_field"] = "photo"
+    settings["review"]["backend"]["text_field"] = "caption"
     settings["review"]["projection"] = [
         "event_id", "label", "confidence", "scores", "model", "model_version", "photo",
         "caption", "camera.id", "camera.exposure_s", "amount",

@@ -26,6 +26,7 @@ from stream_router.labelstudio.client import (
     name_filter,
     names_query,
 )
+from stream_router.labelstudio.settings import LabelStudioProject, LabelStudioSettings
 from stream_router.labelstudio.tasks import (
     NAME_FIELD,
     choice_result,
@@ -38,7 +39,6 @@ from stream_router.naming import loop_name
 from stream_router.review.backend import ReviewStatus
 from stream_router.review.scheduler import OUTPUT_UNREADABLE
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
-from stream_router.settings import LabelStudioProject, LabelStudioSettings
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 from tests.integration.review_backends import Backend
 from tests.integration.router_process import router
@@ -218,7 +218,7 @@ async def test_the_review_role_gives_poisoned_reviews_an_outcome_and_completes_t
     project = await own_project(admin, f"untrusted-{tag}")
     outputs = await create_topics(sandbox, tag)
     settings = config(Backend("label-studio", label_studio_info), tag, tmp_path)
-    settings["review"]["label_studio"]["projects"] = {
+    settings["review"]["backend"]["projects"] = {
         "fast": {"project": project, "annotations_per_task": 1, "deadline_s": 600}
     }
     path = tmp_path / "router.yaml"

@@ -86,9 +86,6 @@ def config(
         },
         "watchers": {
             "enabled": list(watchers or backend.signals),
-            "event_queue_url": info.event_queue_url,
-            "output_queue_url": info.output_queue_url,
-            "wait_time_s": 1,
             "reconcile_interval_s": 2,
             "reconcile_grace_s": 5,
         },

@@ -69,8 +69,8 @@ def test_sandbox_up_env_and_ctrl_c(tmp_path: Path, broker_kind: str) -> None:
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS",
-            "STREAM_ROUTER_WATCHERS__EVENT_QUEUE_URL",
-            "STREAM_ROUTER_WATCHERS__OUTPUT_QUEUE_URL",
+            "STREAM_ROUTER_REVIEW__BACKEND__EVENT_QUEUE_URL",
+            "STREAM_ROUTER_REVIEW__BACKEND__OUTPUT_QUEUE_URL",
         ):
             assert printed.get(key), f"{key} not printed"
         assert any("flow-definition/sandbox-general" in line for line in lines)

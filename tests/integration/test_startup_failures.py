@@ -93,8 +93,8 @@ async def test_a_taken_label_studio_webhook_port_is_one_line_naming_the_setting(
     code, stderr = await run("review", data, tmp_path)
     assert code == 2, stderr
     assert stderr.splitlines()[-1] == (
-        "stream-router: review.label_studio.webhook.port: another process listens on "
-        f"127.0.0.1:{taken_port}; set STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__PORT to a "
+        "stream-router: review.backend.webhook.port: another process listens on "
+        f"127.0.0.1:{taken_port}; set STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__PORT to a "
         "free port (0 picks any)"
     )
     assert "Traceback" not in stderr, stderr

@@ -45,8 +45,8 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from stream_router.labelstudio.settings import LabelStudioWebhook
 from stream_router.labelstudio.webhook import MAX_CONNECTIONS, QUEUE_LIMIT
-from stream_router.settings import LabelStudioWebhook
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "probe-secret-known-to-members"

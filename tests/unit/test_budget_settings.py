@@ -40,12 +40,10 @@ def config(
 def example_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Settings]:
     """The router configurations of config/ and of the demo, loaded as their users load them
     (deploy/k8s's, which need their pods' environment: tests/deploy/test_kubernetes.py)."""
-    monkeypatch.setenv("STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN", "token")
-    found = {
-        name: load_settings(REPO / "config" / name)
-        for name in ("router.yaml", "router-label-studio.yaml")
-    }
-    monkeypatch.delenv("STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN")
+    found = {"router.yaml": load_settings(REPO / "config" / "router.yaml")}
+    monkeypatch.setenv("STREAM_ROUTER_REVIEW__BACKEND__API_TOKEN", "token")
+    found["router-label-studio.yaml"] = load_settings(REPO / "config" / "router-label-studio.yaml")
+    monkeypatch.delenv("STREAM_ROUTER_REVIEW__BACKEND__API_TOKEN")
     demo = router_config(DemoSettings(), info(), metrics_port=0, data_dir=tmp_path / "d")
     found["demo"] = write_router_config(demo, tmp_path / "demo-router.yaml")
     return found

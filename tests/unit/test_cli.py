@@ -118,7 +118,8 @@ def test_the_example_configs_judge_a_scores_less_event_by_its_confidence(
     from stream_router.backtest import backtest  # noqa: PLC0415
     from stream_router.settings import load_settings  # noqa: PLC0415
 
-    monkeypatch.setenv("STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN", "unused")
+    if "label-studio" in config:
+        monkeypatch.setenv("STREAM_ROUTER_REVIEW__BACKEND__API_TOKEN", "unused")
     settings = load_settings(REPO / "config" / config)
     event = {"event_id": "e1", "label": "cat", "confidence": 0.97, "model": "pets-v1",
              "model_version": "3"}  # fmt: skip

@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from stream_router import config_docs
+from stream_router.backends import BACKENDS
 from stream_router.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -34,6 +35,16 @@ def test_every_leaf_setting_has_a_row() -> None:
     assert "ingest.mapping.label" in keys
     assert "policies.routes[].review_flow" in keys
     assert "review.budgets.<route>.per_day" in keys
+
+
+def test_every_backend_setting_has_a_row_marked_with_its_backend() -> None:
+    rows = {row.key: row for row in config_docs.rows() if row.key.startswith("review.backend.")}
+    assert rows["review.backend.name"].type == " \\| ".join(BACKENDS)
+    assert rows["review.backend.name"].env == "STREAM_ROUTER_REVIEW__BACKEND__NAME"
+    for name, entry in BACKENDS.items():
+        for field in set(entry.settings.model_fields) - {"name"}:
+            row = rows[f"review.backend.{field}"]
+            assert row.description.startswith(f"[{name}] ")
 
 
 def test_rows_name_environment_variables_for_scalars_only() -> None:

@@ -66,7 +66,14 @@ def test_router_config_joins_sandbox_and_demo_and_validates(tmp_path: Path) -> N
     config = router_config(DemoSettings(), info(), metrics_port=4321, data_dir=tmp_path / "rd")
     settings = write_router_config(config, tmp_path / "router.yaml")
     assert settings.kafka.bootstrap_servers == "127.0.0.1:1234"
-    assert settings.watchers.event_queue_url == "http://127.0.0.1:5/q/events"
+    assert settings.review.backend.model_dump() == {
+        "name": "a2i",
+        "content_classifiers": [],
+        "event_queue_url": "http://127.0.0.1:5/q/events",
+        "output_queue_url": "http://127.0.0.1:5/q/output",
+        "wait_time_s": 1,  # the demo's own
+    }
+    assert settings.moved_keys() == []
     assert (settings.metrics.port, settings.metrics.host) == (4321, "127.0.0.1")
     assert settings.review.data_dir == tmp_path / "rd"
     assert settings.review.topic_partitions == DemoSettings().producer.topic_partitions

@@ -137,11 +137,11 @@ async def test_a_taken_port_is_a_config_error_that_names_the_setting_and_the_fix
 
 def test_an_address_that_cannot_be_bound_names_host_and_port() -> None:
     error = OSError(99, "Cannot assign requested address")
-    assert port_taken("review.label_studio.webhook", "10.9.9.9", 9102, error) == (
-        "review.label_studio.webhook.host/review.label_studio.webhook.port: cannot listen on "
+    assert port_taken("review.backend.webhook", "10.9.9.9", 9102, error) == (
+        "review.backend.webhook.host/review.backend.webhook.port: cannot listen on "
         "10.9.9.9:9102 (Cannot assign requested address); set "
-        "STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__HOST to an address of this machine and "
-        "STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__PORT to a free port"
+        "STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__HOST to an address of this machine and "
+        "STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__PORT to a free port"
     )
 
 

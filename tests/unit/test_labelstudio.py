@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stream_router.errors import ConfigError
+from stream_router.labelstudio.settings import LabelStudioSettings
 from stream_router.labelstudio.tasks import (
     CONTENT_FIELD,
     MODEL_FIELD,
@@ -102,21 +103,21 @@ def label_studio_config(**review: Any) -> dict[str, Any]:
             ]
         },
         "review": {
-            "backend": "label-studio",
-            "label_studio": {"api_token": "t", "projects": {"general": {"project": "General"}}},
+            "backend": {"name": "label-studio", "api_token": "t",
+                        "projects": {"general": {"project": "General"}}},
             **review,
         },
     }  # fmt: skip
 
 
 def test_label_studio_settings_are_checked_at_start_naming_the_field() -> None:
-    assert Settings(**label_studio_config()).review.backend == "label-studio"
+    assert Settings(**label_studio_config()).review.backend.name == "label-studio"
     unknown = label_studio_config(escalation_flows={"general": "experts"})
     with pytest.raises(ValueError, match=r"review\.escalation_flows\.general"):
         Settings(**unknown)
     no_token = label_studio_config()
-    del no_token["review"]["label_studio"]["api_token"]
-    with pytest.raises(ValueError, match=r"review\.label_studio\.api_token"):
+    del no_token["review"]["backend"]["api_token"]
+    with pytest.raises(ValueError, match=r"review\.backend\.api_token"):
         Settings(**no_token)
     routed = label_studio_config()
     routed["policies"]["routes"][0]["review_flow"] = "arn:aws:sagemaker:x"
@@ -134,11 +135,12 @@ def test_each_backend_has_its_own_completion_signals() -> None:
 
 
 def test_the_example_label_studio_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN", "from-the-environment")
+    monkeypatch.setenv("STREAM_ROUTER_REVIEW__BACKEND__API_TOKEN", "from-the-environment")
     settings = load_settings(Path("config/router-label-studio.yaml"))
-    token = settings.review.label_studio.api_token
-    assert token is not None
-    assert token.get_secret_value() == "from-the-environment"
-    assert settings.review.backend == "label-studio"
+    section = settings.review.backend
+    assert isinstance(section, LabelStudioSettings)
+    assert section.api_token is not None
+    assert section.api_token.get_secret_value() == "from-the-environment"
     flows = {route.review_flow for route in settings.policies.routes}
-    assert flows <= set(settings.review.label_studio.projects)
+    assert flows <= set(section.projects)
+    assert settings.moved_keys() == []

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from stream_router.backends import BackendContext, build_backend
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
+from stream_router.labelstudio.settings import LabelStudioSettings
 from stream_router.labelstudio.tasks import (
     IMAGE_FIELD,
     MAX_ROWS,
@@ -31,7 +32,7 @@ from stream_router.labelstudio.tasks import (
 )
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.content import project
-from stream_router.settings import LabelStudioSettings, Settings
+from stream_router.settings import Settings
 from tests.unit.test_labelstudio_starts import FakeLabelStudio
 
 EVENT = {
@@ -221,9 +222,9 @@ async def test_the_review_role_builds_tasks_from_its_settings_and_the_ingest_map
     settings = Settings(
         ingest={"mapping": {"label": "out.label", "confidence": "out.p", "scores": None}},
         review={
-            "backend": "label-studio",
             "projection": [],
-            "label_studio": {
+            "backend": {
+                "name": "label-studio",
                 "api_token": "t",
                 "projects": {"general": {"project": "General"}},
                 "image_field": "photo",

@@ -16,9 +16,9 @@ import pytest
 
 from stream_router.errors import ReviewRejected
 from stream_router.labelstudio.backend import LabelStudioReviewBackend
+from stream_router.labelstudio.settings import LabelStudioSettings
 from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.review.backend import StartOutcome
-from stream_router.settings import LabelStudioSettings
 
 CONTENT = {"event": {"text": "a photo"}, "prediction": {"label": "cat", "confidence": 0.4}}
 

@@ -28,6 +28,7 @@ from stream_router.labelstudio.client import (
     LabelStudioFailed,
     LabelStudioNotFound,
 )
+from stream_router.labelstudio.settings import LabelStudioSettings
 from stream_router.labelstudio.stored import (
     MAX_ANSWER_CHARS,
     MalformedTask,
@@ -49,7 +50,6 @@ from stream_router.review.backend import ReviewState, ReviewStatus
 from stream_router.review.events import LoopEvent
 from stream_router.review.ledger import Entry, State
 from stream_router.review.reconciler import Reconciler
-from stream_router.settings import LabelStudioSettings
 
 LABELS = ["cat", "dog", "bird", "other"]
 PARSED = {

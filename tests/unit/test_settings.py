@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from stream_router.errors import ConfigError
 from stream_router.kafka_clients import client_options, consumer_options
+from stream_router.labelstudio.settings import LabelStudioSettings
 from stream_router.settings import KafkaSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +62,19 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
             "policies: {routes: [{name: r, review_flow: f, policy: {type: sample}, shadw: true}]}",
             "policies.routes.0.shadw: unknown setting; did you mean policies.routes.0.shadow?",
         ),
-        ("review: {label_studio: {projects: {g: {projct: p}}}}", "did you mean review.label"),
+        (
+            "review: {backend: {name: label-studio, projects: {g: {projct: p}}}}",
+            "review.backend.projects.g.projct: unknown setting; did you mean "
+            "review.backend.projects.g.project?",
+        ),
+        (
+            "review: {backend: {name: a2i, url: http://x}}",
+            "review.backend.url: unknown setting",
+        ),
+        (
+            "review: {backend: mturk}",
+            "review.backend: Value error, 'mturk' is not a review backend",
+        ),
         ("nonsense: 1", "nonsense: unknown setting"),
         ("ingest: {batch_max_records: 0}", "ingest.batch_max_records"),
         ("policies: {routes: [{name: Bad Name, review_flow: x, policy: {}}]}", "routes.0.name"),
@@ -183,7 +196,7 @@ def test_tombstones_are_skipped_unless_dead_lettered(tmp_path: Path) -> None:
 def test_a_password_inside_a_url_is_masked(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "review:\n  backend: label-studio\n  label_studio:\n"
+        "review:\n  backend:\n    name: label-studio\n"
         "    url: http://admin:s3cret@127.0.0.1:8080/ls\n    api_token: t0ken\n"
         "    projects: {}\n",
     )
@@ -237,3 +250,103 @@ def test_escalate_below_agreement_is_checked(review: dict[str, Any], message: st
     }
     with pytest.raises(ValidationError, match=re.escape(message)):
         Settings.model_validate(data)
+
+
+# review.backend is the chosen backend's own section; configurations written before it keep
+# loading (settings.MOVED_KEYS), or fail naming the new key.
+
+OLD_LABEL_STUDIO = (
+    "review:\n  backend: label-studio\n  label_studio:\n    api_token: t0ken\n"
+    "    projects: {general: {project: General}}\n    webhook: {port: 0}\n"
+)
+OLD_A2I = (
+    "review:\n  content_classifiers: [FreeOfAdultContent]\n"
+    "watchers:\n  event_queue_url: http://q/events\n  output_queue_url: http://q/output\n"
+    "  wait_time_s: 3\n  reconcile_interval_s: 7\n"
+)
+
+
+def test_an_old_label_studio_configuration_loads_into_the_backend_section(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(write(tmp_path, OLD_LABEL_STUDIO))
+    new = load_settings(
+        write(
+            tmp_path,
+            "review:\n  backend:\n    name: label-studio\n    api_token: t0ken\n"
+            "    projects: {general: {project: General}}\n    webhook: {port: 0}\n",
+        )
+    )
+    assert settings.review == new.review
+    assert settings.moved_keys() == [
+        "review.label_studio is now review.backend (environment: "
+        "STREAM_ROUTER_REVIEW__BACKEND__<KEY>); the old key still loads"
+    ]
+    assert new.moved_keys() == []
+
+
+def test_old_a2i_keys_load_into_the_backend_section(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, OLD_A2I))
+    assert settings.review.backend.model_dump() == {
+        "name": "a2i",
+        "content_classifiers": ["FreeOfAdultContent"],
+        "event_queue_url": "http://q/events",
+        "output_queue_url": "http://q/output",
+        "wait_time_s": 3,
+    }
+    assert settings.watchers.reconcile_interval_s == 7
+    assert [note.split(" is now ")[0] for note in settings.moved_keys()] == [
+        "review.content_classifiers",
+        "watchers.event_queue_url",
+        "watchers.output_queue_url",
+        "watchers.wait_time_s",
+    ]
+
+
+def test_old_environment_variables_still_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_ROUTER_REVIEW__BACKEND", "label-studio")
+    monkeypatch.setenv("STREAM_ROUTER_REVIEW__LABEL_STUDIO__API_TOKEN", "from-env")
+    monkeypatch.setenv("STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__PORT", "0")
+    section = Settings().review.backend
+    assert isinstance(section, LabelStudioSettings)
+    assert section.api_token is not None
+    assert section.api_token.get_secret_value() == "from-env"
+    assert section.webhook.port == 0
+
+
+def test_an_environment_variable_adds_to_the_backend_the_file_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``review.backend: label-studio`` in the file, its token in the environment: the short
+    form is the section's name, which the environment's keys join (not replace)."""
+    monkeypatch.setenv("STREAM_ROUTER_REVIEW__BACKEND__API_TOKEN", "from-env")
+    section = load_settings(write(tmp_path, "review: {backend: label-studio}\n")).review.backend
+    assert isinstance(section, LabelStudioSettings)
+    assert section.api_token is not None
+    assert section.api_token.get_secret_value() == "from-env"
+
+
+def test_a_key_in_its_old_and_new_place_fails_naming_the_new_one(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "review:\n  backend: {name: a2i, event_queue_url: http://new}\n"
+        "watchers: {event_queue_url: http://old}\n",
+    )
+    with pytest.raises(ConfigError, match=r"keep review\.backend\.event_queue_url only"):
+        load_settings(path)
+    both = OLD_LABEL_STUDIO.replace(
+        "  backend: label-studio\n", "  backend: {name: label-studio, api_token: x}\n"
+    )
+    with pytest.raises(ConfigError, match=r"review\.label_studio\.api_token and review\.backend"):
+        load_settings(write(tmp_path, both))
+
+
+def test_an_old_key_of_a_backend_not_chosen_is_dropped_and_said(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, OLD_A2I.replace("review:\n", "review:\n  backend: fake\n"))
+    )
+    assert settings.review.backend.model_dump() == {"name": "fake"}
+    assert settings.moved_keys()[0] == (
+        "review.content_classifiers is ignored: it is a setting of review.backend a2i, and "
+        "review.backend is fake"
+    )

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from stream_router.errors import ConfigError
 from stream_router.labelstudio import webhook
+from stream_router.labelstudio.settings import LabelStudioWebhook
 from stream_router.labelstudio.webhook import (
     MAX_CONNECTIONS,
     PATH,
@@ -35,7 +36,7 @@ from stream_router.labelstudio.webhook import (
     PendingNames,
     WebhookReceiver,
 )
-from stream_router.settings import LabelStudioWebhook, load_settings
+from stream_router.settings import load_settings
 
 SECRET = "s3cret-for-tests"
 TIMEOUT_S = 0.5  #: read_timeout_s of the endpoint under test
@@ -379,10 +380,15 @@ def test_a_full_queue_of_the_longest_names_takes_under_2_mb() -> None:
 # -- settings: an endpoint others can reach needs the secret ----------------------------------
 
 
+LABEL_STUDIO = {"name": "label-studio", "api_token": "t"}
+
+
 def webhook_config(tmp_path: Path, **webhook_settings: object) -> Path:
     path = tmp_path / "router.yaml"
     path.write_text(
-        orjson.dumps({"review": {"label_studio": {"webhook": webhook_settings}}}).decode()
+        orjson.dumps(
+            {"review": {"backend": {**LABEL_STUDIO, "webhook": webhook_settings}}}
+        ).decode()
     )
     return path
 
@@ -411,10 +417,10 @@ def test_an_endpoint_beyond_loopback_without_a_secret_is_refused_naming_the_fix(
     with pytest.raises(ConfigError) as raised:
         load_settings(webhook_config(tmp_path, **settings))
     message = str(raised.value)
-    assert f"review.label_studio.webhook: Value error, {exposed} not loopback" in message
-    assert "Set review.label_studio.webhook.secret" in message
-    assert "STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__SECRET" in message
-    assert "review.label_studio.webhook.allow_without_secret: true" in message
+    assert f"review.backend.webhook: Value error, {exposed} not loopback" in message
+    assert "Set review.backend.webhook.secret" in message
+    assert "STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__SECRET" in message
+    assert "review.backend.webhook.allow_without_secret: true" in message
 
 
 @pytest.mark.parametrize(
@@ -438,7 +444,7 @@ def test_loopback_a_secret_or_the_override_is_accepted(
 
 
 def test_an_empty_secret_is_no_secret(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"review\.label_studio\.webhook\.secret"):
+    with pytest.raises(ConfigError, match=r"review\.backend\.webhook\.secret"):
         load_settings(webhook_config(tmp_path, secret=""))
 
 
@@ -456,9 +462,9 @@ async def test_the_review_role_refuses_to_start_and_says_how_to_fix_it(tmp_path:
     assert child.returncode == 2, text
     assert text.splitlines() == [
         f"stream-router: invalid configuration in {config}:",
-        "  review.label_studio.webhook: Value error, host 0.0.0.0 is not loopback and no secret "
+        "  review.backend.webhook: Value error, host 0.0.0.0 is not loopback and no secret "
         "is set: anyone who reaches the endpoint could post to it. Set "
-        "review.label_studio.webhook.secret (STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__SECRET; "
+        "review.backend.webhook.secret (STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__SECRET; "
         "the router registers it with the webhook in Label Studio), or "
-        "review.label_studio.webhook.allow_without_secret: true to serve it open anyway",
+        "review.backend.webhook.allow_without_secret: true to serve it open anyway",
     ]

@@ -7,8 +7,8 @@ import socket
 import pytest
 
 from stream_router.errors import ConfigError
+from stream_router.labelstudio.settings import LabelStudioWebhook
 from stream_router.labelstudio.webhook import WebhookReceiver
-from stream_router.settings import LabelStudioWebhook
 
 
 async def check(name: str) -> None:
@@ -24,7 +24,7 @@ async def test_a_taken_webhook_port_is_a_config_error_naming_the_setting() -> No
         with pytest.raises(ConfigError) as raised:
             await receiver.start()
     assert str(raised.value) == (
-        f"review.label_studio.webhook.port: another process listens on 127.0.0.1:{port}; set "
-        "STREAM_ROUTER_REVIEW__LABEL_STUDIO__WEBHOOK__PORT to a free port (0 picks any)"
+        f"review.backend.webhook.port: another process listens on 127.0.0.1:{port}; set "
+        "STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__PORT to a free port (0 picks any)"
     )
     await receiver.stop()  # nothing was left bound or running

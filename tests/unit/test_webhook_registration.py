@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from stream_router.errors import UpstreamError
 from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound
+from stream_router.labelstudio.settings import LabelStudioWebhook
 from stream_router.labelstudio.webhook import (
     ACTIONS,
     LEASE_S,
@@ -29,7 +30,6 @@ from stream_router.labelstudio.webhook import (
     SECRET_HEADER,
     WebhookReceiver,
 )
-from stream_router.settings import LabelStudioWebhook
 
 URL = "http://10.0.0.5:9102/label-studio/webhook"
 SECRET = "current-secret"

@@ -34,10 +34,14 @@ ROUTES = {"routes": [{"name": "general", "review_flow": "general",
                       "policy": {"type": "confidence", "below": 0.7}}]}  # fmt: skip
 
 
-def context(backend: str, **sections: Any) -> BackendContext:
-    data: dict[str, Any] = {"review": {"backend": backend}, **sections}
+def context(
+    backend: str, section: Mapping[str, Any] | None = None, **sections: Any
+) -> BackendContext:
+    """The context of ``review.backend: {name: backend, **section}`` with ``sections``."""
+    data: dict[str, Any] = {"review": {"backend": {"name": backend, **(section or {})}}}
+    data.update(sections)
     if backend == "label-studio":
-        data["review"]["label_studio"] = LABEL_STUDIO
+        data["review"]["backend"].update(LABEL_STUDIO)
         data.setdefault("policies", ROUTES)
     settings = Settings.model_validate(data)
     return BackendContext(settings, ReviewMetrics(CollectorRegistry(), backend))
@@ -53,8 +57,10 @@ HOOKS = SignalHooks(emit=_nothing, check=_nothing, beat=lambda kind: None)
 @pytest.mark.parametrize(
     ("name", "sections", "kind", "signals"),
     [
-        ("a2i", {"watchers": QUEUES}, A2IReviewBackend,
+        ("a2i", {"section": QUEUES}, A2IReviewBackend,
          [EventBridgeSqsWatcher, S3OutputSqsWatcher]),
+        ("a2i", {"section": QUEUES, "watchers": {"enabled": ["reconciler"]}}, A2IReviewBackend,
+         []),
         ("a2i", {"watchers": {"enabled": ["reconciler"]}}, A2IReviewBackend, []),
         ("label-studio", {}, LabelStudioReviewBackend, [WebhookReceiver]),
         ("label-studio", {"watchers": {"enabled": ["reconciler"]}}, LabelStudioReviewBackend, []),
@@ -75,12 +81,12 @@ def test_each_backend_is_built_by_name_with_the_signals_its_settings_allow(
 
 def test_every_registered_backend_is_a_review_backend_with_a_builder() -> None:
     for name in BACKENDS:
-        sections = {"watchers": QUEUES} if name == "a2i" else {}
+        sections = {"section": QUEUES} if name == "a2i" else {}
         assert isinstance(build_backend(context(name, **sections)), ReviewBackend)
 
 
 def test_an_a2i_watcher_without_its_queue_fails_naming_the_setting() -> None:
-    with pytest.raises(ConfigError, match=r"watchers\.event_queue_url"):
+    with pytest.raises(ConfigError, match=r"review\.backend\.event_queue_url"):
         build_backend(context("a2i"))
 
 
