@@ -113,6 +113,29 @@ def _choice_tags(annotation: Any) -> set[str]:
     }
 
 
+def _chosen_section(
+    root: type[BaseModel], location: Sequence[str | int]
+) -> tuple[str, list[str], list[str]] | None:
+    """For a key right below a section chosen by name (``location`` ends tag, key): the tag,
+    the chosen section's keys, and the other choices that have the key."""
+    if len(location) < 2 or not isinstance(location[-2], str):
+        return None
+    parent = _without_choice_tags(root, location[:-2])
+    annotation = _field_annotation(root, parent)
+    tag = location[-2]
+    if tag not in _choice_tags(annotation):
+        return None
+    known: list[str] = []
+    owners: list[str] = []
+    for model in _models_in(annotation):
+        name = str(model.model_fields["name"].default)
+        if name == tag:
+            known = list(model.model_fields)
+        elif location[-1] in model.model_fields:
+            owners.append(name)
+    return tag, known, owners
+
+
 def _known_keys(root: type[BaseModel], parent: Sequence[str | int]) -> list[str]:
     annotation: Any = root if not parent else _field_annotation(root, parent)
     keys: list[str] = []
@@ -158,6 +181,16 @@ def describe_validation_error(
         if error["type"] == "extra_forbidden" and location:
             message = "unknown setting"
             known = _known_keys(root, location[:-1])
+            chosen = _chosen_section(root, error["loc"])
+            if chosen is not None:  # a key of the one section chosen by name
+                tag, known, owners = chosen
+                if owners:
+                    parent = ".".join(map(str, location[:-1]))
+                    message = (
+                        f"not a setting of {parent} {tag} but of {', '.join(owners)} "
+                        f"({parent}.name chooses)"
+                    )
+                    known = []
             close = difflib.get_close_matches(str(location[-1]), known, n=1, cutoff=0.6)
             if close:
                 suggestion = ".".join([*(str(p) for p in location[:-1]), close[0]])

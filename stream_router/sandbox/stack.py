@@ -118,11 +118,13 @@ class SandboxInfo:
         review backend that only the sandbox knows (``review.backend``'s section).
 
         A2I: the watchers' queue URLs, so ``config/router.yaml`` runs both roles against the
-        sandbox (its flow ARNs are the sandbox's default flow definitions). Label Studio: its URL
-        and API token, for ``config/router-label-studio.yaml``.
+        sandbox (its flow ARNs are the sandbox's default flow definitions). Label Studio: the
+        backend's name (so commands given no configuration file load these keys as Label
+        Studio's), its URL and API token, for ``config/router-label-studio.yaml``.
         """
         env = self.env()
         if self.backend == "label-studio" and self.label_studio_url and self.label_studio_token:
+            env["STREAM_ROUTER_REVIEW__BACKEND__NAME"] = "label-studio"
             env["STREAM_ROUTER_REVIEW__BACKEND__URL"] = self.label_studio_url
             env["STREAM_ROUTER_REVIEW__BACKEND__API_TOKEN"] = self.label_studio_token
         else:

@@ -157,4 +157,4 @@ def test_the_demo_runs_on_label_studio(tmp_path: Path, broker_kind: str) -> None
     assert "OK: all 50 events reached exactly one outcome" in result.stdout
     check_adds_up(json.loads(summary_path.read_text()), produced=50)
     config = yaml.safe_load((tmp_path / "work" / "router.yaml").read_text())
-    assert config["review"]["backend"] == "label-studio"
+    assert config["review"]["backend"]["name"] == "label-studio"

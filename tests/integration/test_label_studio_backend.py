@@ -220,7 +220,7 @@ async def test_unknown_names_and_bad_input(
         assert await backend.describe(unique_name("never-started")) is None
         with pytest.raises(ReviewRejected, match="not JSON"):
             await backend.start(unique_name("review"), "manual", {"x": object()})
-        with pytest.raises(ReviewRejected, match=r"not in review\.label_studio\.projects"):
+        with pytest.raises(ReviewRejected, match=r"not in review\.backend\.projects"):
             await backend.start(unique_name("review"), "elsewhere", CONTENT)
 
 

@@ -69,7 +69,13 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         ),
         (
             "review: {backend: {name: a2i, url: http://x}}",
-            "review.backend.url: unknown setting",
+            "review.backend.url: not a setting of review.backend a2i but of label-studio "
+            "(review.backend.name chooses)",
+        ),
+        (
+            "review: {backend: {name: a2i, event_queue_ur: http://x}}",
+            "review.backend.event_queue_ur: unknown setting; did you mean "
+            "review.backend.event_queue_url?",
         ),
         (
             "review: {backend: mturk}",
