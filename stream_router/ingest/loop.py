@@ -177,11 +177,16 @@ class Ingest:
         self.assigned.clear()
 
     async def start(self) -> None:
-        """Start the policies and both clients; a failure closes what was opened, then raises."""
+        """Start the policies and both clients; a failure closes what was opened, then raises.
+
+        The partitions of the output topics are looked up here, all at once, before the
+        consumer joins its group: the first batch does not wait for them.
+        """
         try:
             self.routes.start()
             self._routes_started = True
             await self.producer.start()
+            await self.writer.look_up(self._output_topics)
             self.consumer.subscribe(self.settings.input_topics, listener=_Listener(self))
             await self.consumer.start()
         except BaseException:

@@ -8,12 +8,17 @@ Java client and ``send`` use), same per-partition order, far less work per recor
 The partition of a keyed record is Kafka's murmur2 of the key, as in the Java client. aiokafka's
 pure-Python version reads the key a byte at a time; :func:`murmur2` here reads it as little-endian
 32-bit words in one ``struct`` call and gives the same hash (a test compares them).
+
+The partitions of the topics written to are looked up once at start-up, all at once
+(:meth:`BatchWriter.look_up`), then read for every batch from the client's metadata
+(:meth:`BatchWriter.prepare`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -63,11 +68,20 @@ class BatchWriter:
         self._open: dict[tuple[str, int], Any] = {}
         self._full: list[tuple[str, int, Any]] = []
 
-    async def prepare(self, topics: list[str]) -> None:
+    async def look_up(self, topics: Sequence[str]) -> None:
+        """Look up the partitions of ``topics`` concurrently, so that the client's metadata
+        holds them before the first batch (for topics new to the client, one round of metadata
+        requests for all, instead of one after another inside the first batch)."""
+        found = await asyncio.gather(*(self.producer.partitions_for(topic) for topic in topics))
+        for topic, partitions in zip(topics, found, strict=True):
+            self._partitions[topic] = sorted(partitions)
+
+    async def prepare(self, topics: Sequence[str]) -> None:
         """Look up the partitions of the topics this batch writes to.
 
         Read for every batch from the client's metadata (no request unless it is missing or
-        stale), so added partitions are used from the next batch on.
+        stale: after :meth:`look_up`, no wait), so added partitions are used from the next
+        batch on.
         """
         for topic in topics:
             self._partitions[topic] = sorted(await self.producer.partitions_for(topic))

@@ -1,20 +1,26 @@
-"""The batch writer: partitioning as aiokafka's default partitioner (Kafka's murmur2), and
-compression as ``kafka.compression_type`` says."""
+"""The batch writer: partitioning as aiokafka's default partitioner (Kafka's murmur2), the
+output topics' partitions looked up before the first batch, and compression as
+``kafka.compression_type`` says."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as reference_murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from stream_router.app import build_ingest
-from stream_router.ingest.writer import murmur2
+from stream_router.ingest.loop import Ingest
+from stream_router.ingest.writer import BatchWriter, murmur2
+from stream_router.metrics import IngestMetrics
+from stream_router.policies.routes import Routes
 from stream_router.review_role import faust_app
 from stream_router.settings import Settings
 
@@ -36,6 +42,108 @@ def test_partition_choice_matches_the_default_partitioner(key: bytes, count: int
     partitions = list(range(count))
     expected = DefaultPartitioner()(key, partitions, partitions)
     assert partitions[(murmur2(key) & 0x7FFFFFFF) % count] == expected
+
+
+class MetadataProducer:
+    """A producer whose client knows no topic at first: the first lookup of each one costs a
+    metadata round trip, later ones read the cache (as ``AIOKafkaProducer.partitions_for``)."""
+
+    def __init__(self, partitions: dict[str, set[int]]) -> None:
+        self.partitions = partitions
+        self.cached: set[str] = set()
+        self.round_trips: list[str] = []
+        self.in_flight = self.most_in_flight = 0
+        self.events: list[str] = []
+        self.sent: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        self.events.append("producer started")
+
+    async def stop(self) -> None:
+        return None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        if topic not in self.cached:
+            self.round_trips.append(topic)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(0)  # the round trip: other tasks run meanwhile
+            self.in_flight -= 1
+            self.cached.add(topic)
+            self.events.append(f"metadata of {topic}")
+        return self.partitions[topic]
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(1 << 20, 0)
+
+    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> Any:
+        self.sent.append((topic, partition))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class IdleConsumer:
+    def __init__(self, producer: MetadataProducer) -> None:
+        self.events = producer.events
+
+    def subscribe(self, topics: list[str], *, listener: Any) -> None:
+        self.events.append("subscribed")
+
+    async def start(self) -> None:
+        self.events.append("consumer started")
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_ingest_looks_up_its_output_topics_at_once_before_it_consumes() -> None:
+    settings = Settings(
+        ingest={"output_topic": "out", "review_requests_topic": "rr", "dead_letter_topic": "dlq"}
+    )
+    topics = {"out": {0, 1, 2}, "rr": {0, 1}, "dlq": {0}}
+    producer = MetadataProducer(topics)
+    ingest = Ingest(
+        settings.kafka,
+        settings.ingest,
+        Routes(settings.policies),
+        IngestMetrics(CollectorRegistry()),
+        consumer=IdleConsumer(producer),  # type: ignore[arg-type]
+        producer=producer,  # type: ignore[arg-type]
+    )
+    await ingest.start()
+    try:
+        assert sorted(producer.round_trips) == ["dlq", "out", "rr"]
+        assert producer.most_in_flight == 3  # concurrently, not one after another
+        assert producer.events[0] == "producer started"
+        assert sorted(producer.events[1:4]) == [
+            "metadata of dlq",
+            "metadata of out",
+            "metadata of rr",
+        ]
+        assert producer.events[4:] == ["subscribed", "consumer started"]
+        await ingest.writer.prepare(["out", "rr", "dlq"])  # what each batch does: no request
+        assert len(producer.round_trips) == 3
+    finally:
+        await ingest.stop()
+
+
+async def test_partitions_added_after_start_are_used_from_the_next_batch() -> None:
+    producer = MetadataProducer({"out": {0}})
+    writer = BatchWriter(producer)  # type: ignore[arg-type]
+    await writer.look_up(["out"])
+    await writer.prepare(["out"])
+    writer.add("out", b"a key", b"v")
+    await writer.flush()
+    assert producer.sent == [("out", 0)]
+    producer.partitions["out"] = {0, 1, 2, 3}  # the client's metadata refreshed
+    await writer.prepare(["out"])
+    keys = [b"key-%d" % i for i in range(40)]
+    for key in keys:
+        writer.add("out", key, b"v")
+    await writer.flush()
+    used = {partition for _, partition in producer.sent[1:]}
+    assert used == {(murmur2(key) & 0x7FFFFFFF) % 4 for key in keys} == {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize(
