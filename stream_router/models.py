@@ -3,12 +3,20 @@
 NamedTuples: created once per event on the hot path (they construct several times faster than
 frozen dataclasses) and never mutated. Wire formats (envelopes, review requests) are built from
 these in ``envelope.py``.
+
+The hot path builds NamedTuples with :data:`new_tuple` (``new_tuple(SourceRef, (topic, ...))``):
+the same object as ``SourceRef(topic, ...)`` for half the cost, since the ``__new__`` NamedTuple
+generates is a Python function around it (about 110 ns instead of 240 a tuple, and ingest builds
+half a dozen per event). Every field is given, in order: defaults do not apply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, NamedTuple
+
+#: ``new_tuple(NamedTupleType, (every field, in order))``: see the module docstring.
+new_tuple = tuple.__new__
 
 
 class SourceRef(NamedTuple):

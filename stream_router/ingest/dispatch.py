@@ -50,7 +50,7 @@ from stream_router.envelope import (
 )
 from stream_router.errors import PoisonEvent
 from stream_router.ingest.parser import TOMBSTONE, EventParser
-from stream_router.models import Prediction, SourceRef
+from stream_router.models import Prediction, SourceRef, new_tuple
 from stream_router.naming import loop_name
 from stream_router.policies.routes import Decision, Routes
 from stream_router.settings import IngestSettings
@@ -161,8 +161,9 @@ class Dispatcher:
             consumed[(tp.topic,)] += len(records)
             committed[tp] = records[-1].offset + 1
             for record in records:
-                source = SourceRef(
-                    record.topic, record.partition, record.offset, record.key, record.timestamp
+                source = new_tuple(
+                    SourceRef,
+                    (record.topic, record.partition, record.offset, record.key, record.timestamp),
                 )
                 try:
                     predictions.append(parse(record.value, source))

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from stream_router.errors import PoisonEvent
-from stream_router.models import Prediction, SourceRef
+from stream_router.models import Prediction, SourceRef, new_tuple
 from stream_router.settings import EventMapping
 
 _MISSING = object()
@@ -198,8 +198,9 @@ class EventParser:
             timestamp = get(self._timestamp.text)
             if timestamp is not None and timestamp.__class__ is not float:
                 return None
-        return Prediction(
-            event_id, label, confidence, scores, model, version, timestamp, event, source, False
+        return new_tuple(
+            Prediction,
+            (event_id, label, confidence, scores, model, version, timestamp, event, source, False),
         )
 
     def _event_id(self, event: Mapping[str, Any], source: SourceRef) -> tuple[str, bool]:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 from pydantic import Field
 
 from stream_router.errors import PolicyLoadError
-from stream_router.models import Prediction
+from stream_router.models import Prediction, new_tuple
 from stream_router.policies.base import Builder, Policy, PolicyParams, Verdict
 
 
@@ -64,7 +64,7 @@ class _Composite(Policy[CompositeParams]):
                     append(verdict)
                     break
             else:
-                append(Verdict(not settles, joiner.join([v.reason for v in row])))
+                append(new_tuple(Verdict, (not settles, joiner.join([v.reason for v in row]))))
         return out
 
     def children(self) -> Sequence[Policy[Any]]:

@@ -31,7 +31,7 @@ from typing import Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from stream_router.models import Prediction
+from stream_router.models import Prediction, new_tuple
 from stream_router.policies.base import EventPolicy, PolicyParams, Verdict
 from stream_router.policies.fields import NumberDisplay, as_float, show_value
 
@@ -152,8 +152,8 @@ class _Below:
     def verdict(self, confidence: float, label: str) -> Verdict:
         shown = self.display.show(confidence)
         if confidence < self.below:
-            return Verdict(True, f"confidence {shown} < {self.text} (label {label})")
-        return Verdict(False, f"confidence {shown} >= {self.text} (label {label})")
+            return new_tuple(Verdict, (True, f"confidence {shown} < {self.text} (label {label})"))
+        return new_tuple(Verdict, (False, f"confidence {shown} >= {self.text} (label {label})"))
 
 
 class _Bands:
@@ -173,9 +173,11 @@ class _Bands:
                 confidence < band.high or (band.closed and confidence == band.high)
             ):
                 shown = self.display.show(confidence)
-                return Verdict(True, f"confidence {shown} in {band.text} (label {label})")
+                reason = f"confidence {shown} in {band.text} (label {label})"
+                return new_tuple(Verdict, (True, reason))
         shown = self.display.show(confidence)
-        return Verdict(False, f"confidence {shown} outside {self.text} (label {label})")
+        reason = f"confidence {shown} outside {self.text} (label {label})"
+        return new_tuple(Verdict, (False, reason))
 
 
 _Rule = _Below | _Bands

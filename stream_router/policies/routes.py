@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from stream_router.models import Prediction
+from stream_router.models import Prediction, new_tuple
 from stream_router.policies.base import Policy
 from stream_router.policies.propensity import NEVER, Propensity, ReviewChances, certain
 from stream_router.policies.registry import PolicyRegistry
@@ -105,8 +105,9 @@ class Routes:
             still: list[int] = []
             for index, (review, why) in zip(pending, verdicts, strict=True):
                 if review and not route.shadow:
-                    decisions[index] = Decision(
-                        True, route.name, route.review_flow, route.policy.name, why, chance
+                    decisions[index] = new_tuple(
+                        Decision,
+                        (True, route.name, route.review_flow, route.policy.name, why, chance),
                     )
                     continue
                 if review:
@@ -117,13 +118,9 @@ class Routes:
                 still.append(index)
             pending = still
         for index in pending:
-            decisions[index] = Decision(
-                False,
-                None,
-                None,
-                ACCEPT_POLICY,
-                reasons[index] or "no review route configured",
-                accepted,
+            reason = reasons[index] or "no review route configured"
+            decisions[index] = new_tuple(
+                Decision, (False, None, None, ACCEPT_POLICY, reason, accepted)
             )
         if undecided:
             chances = self.chances.undecided([batch[i] for i in undecided])

@@ -30,7 +30,7 @@ from typing import Final
 
 from pydantic import Field, field_validator
 
-from stream_router.models import Prediction
+from stream_router.models import Prediction, new_tuple
 from stream_router.policies.base import EventPolicy, PolicyParams, Verdict
 from stream_router.policies.fields import NumberDisplay
 
@@ -94,7 +94,7 @@ class SamplePolicy(EventPolicy[SampleParams]):
         bucket = self.bucket(prediction.event_id)
         shown = self._display.show(bucket / BUCKETS)
         if bucket < self.threshold:
-            return Verdict(True, f"in {self._sample_text} (bucket {shown} < {self._fraction_text})")
-        return Verdict(
-            False, f"not in {self._sample_text} (bucket {shown} >= {self._fraction_text})"
-        )
+            reason = f"in {self._sample_text} (bucket {shown} < {self._fraction_text})"
+            return new_tuple(Verdict, (True, reason))
+        reason = f"not in {self._sample_text} (bucket {shown} >= {self._fraction_text})"
+        return new_tuple(Verdict, (False, reason))

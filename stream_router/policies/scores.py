@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
-from stream_router.models import Prediction
+from stream_router.models import Prediction, new_tuple
 from stream_router.policies.base import EventPolicy, PolicyParams, Verdict
 from stream_router.policies.fields import NumberDisplay, as_float, show_value
 
@@ -122,10 +122,12 @@ class MarginPolicy(_ScoresPolicy[MarginParams]):
             return Verdict(True, f"all {len(scores)} class scores are 0")
         margin = first - second
         shown = self._display.show(margin)
-        between = f"between {first_name} and {second_name}"
+        bound = self._min_margin_text
         if margin < self._min_margin:
-            return Verdict(True, f"margin {shown} < {self._min_margin_text} {between}")
-        return Verdict(False, f"margin {shown} >= {self._min_margin_text} {between}")
+            reason = f"margin {shown} < {bound} between {first_name} and {second_name}"
+            return new_tuple(Verdict, (True, reason))
+        reason = f"margin {shown} >= {bound} between {first_name} and {second_name}"
+        return new_tuple(Verdict, (False, reason))
 
 
 class EntropyPolicy(_ScoresPolicy[EntropyParams]):
@@ -164,7 +166,9 @@ class EntropyPolicy(_ScoresPolicy[EntropyParams]):
         # Rounding can put a uniform distribution a hair above 1 (or a certain one below 0).
         normalized = min(max(entropy / log(count), 0.0), 1.0)
         shown = self._display.show(normalized)
-        over = f"over {count} classes"
+        bound = self._max_entropy_text
         if normalized > self._max_entropy:
-            return Verdict(True, f"normalized entropy {shown} > {self._max_entropy_text} {over}")
-        return Verdict(False, f"normalized entropy {shown} <= {self._max_entropy_text} {over}")
+            reason = f"normalized entropy {shown} > {bound} over {count} classes"
+            return new_tuple(Verdict, (True, reason))
+        reason = f"normalized entropy {shown} <= {bound} over {count} classes"
+        return new_tuple(Verdict, (False, reason))
