@@ -58,6 +58,15 @@ class _Composite(Policy[CompositeParams]):
         settles, joiner = self.settles, self.joiner
         out: list[Verdict] = []
         append = out.append
+        if len(columns) == 2:  # the usual pair: the same, without a loop per event
+            for first, second in zip(*columns, strict=True):
+                if first.review == settles:
+                    append(first)
+                elif second.review == settles:
+                    append(second)
+                else:
+                    append(new_tuple(Verdict, (not settles, first.reason + joiner + second.reason)))
+            return out
         for row in zip(*columns, strict=True):
             for verdict in row:
                 if verdict.review == settles:

@@ -102,17 +102,21 @@ class Routes:
             chance = self._certain.get(route.name) if position < self._first_random else late
             subset = batch if len(pending) == size else [batch[i] for i in pending]
             verdicts = route.policy.evaluate(subset)
+            name, flow, policy, shadow = (
+                route.name,
+                route.review_flow,
+                route.policy.name,
+                route.shadow,
+            )
             still: list[int] = []
             for index, (review, why) in zip(pending, verdicts, strict=True):
-                if review and not route.shadow:
-                    decisions[index] = new_tuple(
-                        Decision,
-                        (True, route.name, route.review_flow, route.policy.name, why, chance),
-                    )
-                    continue
                 if review:
-                    self.shadow_route_hits[(route.name, route.policy.name)] += 1
-                    why = f"shadow route {route.name} would review: {why}"  # noqa: PLW2901
+                    if not shadow:
+                        claim = (True, name, flow, policy, why, chance)
+                        decisions[index] = new_tuple(Decision, claim)
+                        continue
+                    self.shadow_route_hits[(name, policy)] += 1
+                    why = f"shadow route {name} would review: {why}"  # noqa: PLW2901
                 previous = reasons[index]
                 reasons[index] = f"{previous}; {why}" if previous else why
                 still.append(index)

@@ -37,6 +37,10 @@ from stream_router.policies.fields import NumberDisplay
 _DIGEST_BYTES: Final = 8
 #: The hash's range: ``bucket`` is an integer in ``[0, BUCKETS)``.
 BUCKETS: Final = 2 ** (8 * _DIGEST_BYTES)
+#: ``bucket * _PER_BUCKET`` is ``bucket / BUCKETS`` to the last bit (scaling by a power of two
+#: rounds nothing; the one rounding is the integer's to a float, as in the division), at a
+#: third of the cost of dividing integers this large.
+_PER_BUCKET: Final = 2.0 ** -(8 * _DIGEST_BYTES)
 #: BLAKE2b's longest key.
 MAX_SALT_BYTES: Final = 64
 
@@ -92,7 +96,7 @@ class SamplePolicy(EventPolicy[SampleParams]):
 
     def check(self, prediction: Prediction) -> Verdict:
         bucket = self.bucket(prediction.event_id)
-        shown = self._display.show(bucket / BUCKETS)
+        shown = self._display.show(bucket * _PER_BUCKET)
         if bucket < self.threshold:
             reason = f"in {self._sample_text} (bucket {shown} < {self._fraction_text})"
             return new_tuple(Verdict, (True, reason))

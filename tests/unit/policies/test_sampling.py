@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from stream_router.policies.sampling import SamplePolicy
+from stream_router.policies.sampling import _PER_BUCKET, BUCKETS, SamplePolicy
 from stream_router.testing import make_prediction
 from tests.unit.policies.conftest import build
 
@@ -27,6 +27,15 @@ def test_bucket_is_the_documented_keyed_blake2b() -> None:
     # Pinned values: a change here re-draws every audit sample in production.
     assert policy(percent=5).bucket("evt-1") == 13709923198989065287
     assert policy(percent=5, salt="audit").bucket("evt-1") == 15840708211535007705
+
+
+def test_the_bucket_shown_is_the_exact_quotient() -> None:
+    """Reasons show ``bucket * _PER_BUCKET``: the same float as ``bucket / BUCKETS``."""
+    rng = random.Random(5)
+    buckets = [0, 1, 2**53 - 1, 2**53, 2**53 + 1, 2**63, BUCKETS - 2, BUCKETS - 1]
+    buckets += [rng.getrandbits(64) for _ in range(200_000)]
+    buckets += [rng.getrandbits(rng.randrange(1, 65)) for _ in range(50_000)]
+    assert all(bucket * _PER_BUCKET == bucket / BUCKETS for bucket in buckets)
 
 
 @given(event_id=event_ids, salt=salts)
