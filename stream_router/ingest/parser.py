@@ -20,7 +20,6 @@ import contextlib
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from math import inf
 from typing import Any
 
 import orjson
@@ -30,6 +29,9 @@ from stream_router.models import Prediction, SourceRef, new_tuple
 from stream_router.settings import EventMapping
 
 _MISSING = object()
+
+#: Top-level keys of (id, label, confidence, scores, model, version, timestamp).
+_FlatKeys = tuple[str, str, str, str | None, str | None, str | None, str | None]
 
 #: reason_class of a record without a value.
 TOMBSTONE = "tombstone"
@@ -81,10 +83,10 @@ class EventParser:
         self._seconds = mapping.timestamp_unit == "s"
         self._flat = self._flat_keys()
 
-    def _flat_keys(self) -> tuple[str, str, str, str | None, str | None, str | None] | None:
-        """Top-level keys of (id, label, confidence, scores, model, version) when every path
-        is one key and timestamps are float seconds (or unmapped): then :meth:`from_event`
-        tries a fast path first."""
+    def _flat_keys(self) -> _FlatKeys | None:
+        """Top-level keys of (id, label, confidence, scores, model, version, timestamp) when
+        every path is one key and timestamps are float seconds (or unmapped): then
+        :meth:`from_event` tries a fast path first."""
         if self._id is None or self._id.first is None:
             return None
         if self._timestamp is not None and (self._timestamp.first is None or not self._seconds):
@@ -94,8 +96,18 @@ class EventParser:
             return None
         if self._label.first is None or self._confidence.first is None:
             return None
-        scores, model, version = (None if path is None else path.first for path in optional)
-        return self._id.first, self._label.first, self._confidence.first, scores, model, version
+        scores, model, version, timestamp = (
+            None if path is None else path.first for path in (*optional, self._timestamp)
+        )
+        return (
+            self._id.first,
+            self._label.first,
+            self._confidence.first,
+            scores,
+            model,
+            version,
+            timestamp,
+        )
 
     def parse(self, value: bytes | None, source: SourceRef) -> Prediction:
         if value is None:
@@ -104,17 +116,25 @@ class EventParser:
             event = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise PoisonEvent("not_json", f"the value is not JSON (RFC 8259): {exc}") from exc
-        if not isinstance(event, dict):
+        if event.__class__ is not dict:  # orjson makes objects plain dicts
             raise PoisonEvent(
                 "not_object", f"the event must be a JSON object, not {type(event).__name__}"
             )
-        return self.from_event(event, source)
+        flat = self._flat  # from_event, one call less
+        if flat is not None:
+            fast = self._from_flat_event(event, source, flat)
+            if fast is not None:
+                return fast
+        return self._from_any_event(event, source)
 
     def from_event(self, event: dict[str, Any], source: SourceRef) -> Prediction:
         if self._flat is not None:
             fast = self._from_flat_event(event, source, self._flat)
             if fast is not None:
                 return fast
+        return self._from_any_event(event, source)
+
+    def _from_any_event(self, event: dict[str, Any], source: SourceRef) -> Prediction:
         event_id, derived = self._event_id(event, source)
         label = self._label.get(event)
         if label.__class__ is not str:  # fast path: most labels are strings
@@ -159,11 +179,11 @@ class EventParser:
         self,
         event: dict[str, Any],
         source: SourceRef,
-        keys: tuple[str, str, str, str | None, str | None, str | None],
+        keys: _FlatKeys,
     ) -> Prediction | None:
         """The prediction of a well-formed event with one-key paths, or None to take the
         general path (which gives the same result, or the PoisonEvent with its reason)."""
-        id_key, label_key, confidence_key, scores_key, model_key, version_key = keys
+        id_key, label_key, confidence_key, scores_key, model_key, version_key, time_key = keys
         get = event.get
         event_id = get(id_key)
         label = get(label_key)
@@ -176,28 +196,24 @@ class EventParser:
             or not 0.0 <= confidence <= 1.0
         ):
             return None
-        scores = None
-        if scores_key is not None:
-            scores = get(scores_key)
-            if scores is not None:
-                if scores.__class__ is not dict or (
-                    self._known is not None and not self._known.issuperset(scores)
-                ):
+        scores = None if scores_key is None else get(scores_key)
+        if scores is not None:
+            known = self._known
+            if scores.__class__ is not dict or (known is not None and not known.issuperset(scores)):
+                return None
+            for score in scores.values():
+                # Finite floats only: x - x is 0 for those, NaN for infinities and NaN.
+                if score.__class__ is not float or score - score != 0.0:
                     return None
-                for score in scores.values():
-                    if score.__class__ is not float or not -inf < score < inf:
-                        return None
         model = None if model_key is None else get(model_key)
         version = None if version_key is None else get(version_key)
         if (model is not None and model.__class__ is not str) or (
             version is not None and version.__class__ is not str
         ):
             return None
-        timestamp = None
-        if self._timestamp is not None:
-            timestamp = get(self._timestamp.text)
-            if timestamp is not None and timestamp.__class__ is not float:
-                return None
+        timestamp = None if time_key is None else get(time_key)
+        if timestamp is not None and timestamp.__class__ is not float:
+            return None
         return new_tuple(
             Prediction,
             (event_id, label, confidence, scores, model, version, timestamp, event, source, False),
