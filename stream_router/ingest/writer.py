@@ -29,6 +29,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 Headers = list[tuple[str, bytes]]
+#: The headers of a record without any (one list for all: the batch builder only reads it).
+_NO_HEADERS: Headers = []
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -120,11 +122,13 @@ class BatchWriter:
         builder = self._open.get(slot)
         if builder is None:
             builder = self._open[slot] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+        if headers is None:
+            headers = _NO_HEADERS
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             # Full: keep it for flush and start another (a lone record always fits).
             self._full.append((topic, partition, builder))
             builder = self._open[slot] = self.producer.create_batch()
-            if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
 
     async def flush(self) -> list[asyncio.Future[Any]]:
