@@ -202,7 +202,9 @@ class A2IReviewBackend(ReviewBackend):
 
     # -- ReviewBackend ---------------------------------------------------------------------------
 
-    async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
+    async def start(
+        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+    ) -> StartOutcome:
         """StartHumanLoop ``name`` on flow definition ARN ``flow`` with ``content`` as input.
 
         Content that is not JSON-serializable raises ``ReviewRejected`` without calling A2I;

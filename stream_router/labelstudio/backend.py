@@ -323,7 +323,9 @@ class LabelStudioReviewBackend(ReviewBackend):
 
     # -- ReviewBackend ---------------------------------------------------------------------------
 
-    async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
+    async def start(
+        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+    ) -> StartOutcome:
         """A task for review ``name`` in ``flow``'s project, unless one exists (see the module
         doc). Content that is not JSON is rejected; longer content than ``max_input_chars`` is
         the starter's to refuse."""

@@ -152,9 +152,16 @@ class ReviewBackend(AsyncResource, ABC):
     # -- the review operations -------------------------------------------------------------------
 
     @abstractmethod
-    async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
+    async def start(
+        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+    ) -> StartOutcome:
         """Start review ``name`` on ``flow`` showing ``content``; idempotent per name (an
-        existing review of that name and flow answers ``already_started=True``)."""
+        existing review of that name and flow answers ``already_started=True``).
+
+        ``fresh`` is the ledger's word that no start of ``name`` can have been sent before (the
+        scheduler recorded the request itself and no earlier start of it failed in a way that
+        may have reached the backend): a backend whose starts are not idempotent may then skip
+        looking the name up. When in doubt the caller passes False."""
 
     @abstractmethod
     async def describe(self, name: str) -> ReviewState | None:

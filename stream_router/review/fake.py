@@ -62,7 +62,9 @@ class FakeReviewBackend(ReviewBackend):
         """The next ``start`` calls raise these, in order."""
         self._failures.extend(errors)
 
-    async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
+    async def start(
+        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+    ) -> StartOutcome:
         self.start_calls.append(name)
         if self._failures:
             raise self._failures.popleft()

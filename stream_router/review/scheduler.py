@@ -42,6 +42,9 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
    by then, and answers "already started" instead of opening a second, paid review. The wait
    is kept per entry (``_Partition.settling``) and checked as the start step begins
    (:meth:`ReviewScheduler._settling`), so no queued copy of the entry starts it sooner.
+   Conversely, a start the ledger shows no one can have sent (its request recorded, or its
+   attempt escalated, by this instance, and not sent since: ``_Partition.fresh``) says so to
+   the backend (``fresh``), and a backend whose look-up of a name is costly skips it.
 4. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
    backend or S3) leaves the entry in its state and schedules it again after the one retry
    policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
@@ -129,6 +132,17 @@ from stream_router.settings import ReviewSettings
 
 logger = logging.getLogger(__name__)
 
+#: What a start answers when it sent nothing to the backend (its entry stays ``fresh``).
+_NOTHING_SENT = frozenset({StartDecision.OVER_BUDGET, StartDecision.OVERSIZE})
+
+
+def _refusal(exc: BaseException) -> bool:
+    """Whether a start's failure is a sure refusal: a 429 or the backend's capacity (402)."""
+    return isinstance(exc, ReviewCapacityExceeded) or (
+        isinstance(exc, ReviewThrottled) and not exc.maybe_started
+    )
+
+
 CAPACITY_PAUSE_S = 5.0  #: starts pause this long after the backend's open-reviews quota is met
 PRUNE_BATCH = 100  #: closed entries deleted at most per pass of a partition's worker
 OUTPUT_UNREADABLE = "OutputUnreadable"  #: dead-letter reason: the review's output cannot be read
@@ -175,6 +189,10 @@ class _Partition:
     failures: dict[str, int] = field(default_factory=dict)
     #: Entries whose start may repeat one cut short: not started before this time (rule 3).
     settling: dict[str, float] = field(default_factory=dict)
+    #: Entries whose current attempt no start can have reached the backend for: written here
+    #: (recorded, or escalated to a new attempt) and not sent since (``ReviewBackend.start``'s
+    #: ``fresh``). What the ledger read finds is never fresh: an earlier owner may have sent it.
+    fresh: set[str] = field(default_factory=set)
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
@@ -391,6 +409,7 @@ class ReviewScheduler:
             await self._not_started(owned, entry, request, oversize)
             return
         await self._put(owned, entry)
+        owned.fresh.add(entry.first_name)
 
     async def _dead_letter_record(
         self, value: bytes | None, source: SourceRef, reason_class: str, reason: str
@@ -614,10 +633,7 @@ class ReviewScheduler:
         Only a sure refusal (a 429, the backend's capacity) is retried sooner than the
         backend's ``start_settle_s``: after any other failure the start may yet take effect.
         """
-        refused = isinstance(exc, ReviewCapacityExceeded) or (
-            isinstance(exc, ReviewThrottled) and not exc.maybe_started
-        )
-        return 0.0 if refused else self.backend.start_settle_s
+        return 0.0 if _refusal(exc) else self.backend.start_settle_s
 
     def _stepped(self, owned: _Partition, entry: Entry, step: asyncio.Task[None]) -> None:
         """A step ended (done, failed or cancelled, even before it ran): free its place."""
@@ -641,14 +657,24 @@ class ReviewScheduler:
         except UnconfiguredRequest as exc:  # rule 2: the configuration changed since
             await self._refused(owned, entry, request, exc)
             return
-        result = await self.starter.start(
-            request,
-            name=entry.name,
-            flow=entry.flow,
-            attempt=entry.attempt,
-            budget=owned.budget,
-            spent=lambda: self._save_budget(owned),
-        )
+        fresh = entry.first_name in owned.fresh
+        owned.fresh.discard(entry.first_name)  # from here on the start may reach the backend
+        try:
+            result = await self.starter.start(
+                request,
+                name=entry.name,
+                flow=entry.flow,
+                attempt=entry.attempt,
+                budget=owned.budget,
+                spent=lambda: self._save_budget(owned),
+                fresh=fresh,
+            )
+        except (ReviewCapacityExceeded, ReviewThrottled) as exc:
+            if fresh and _refusal(exc):
+                owned.fresh.add(entry.first_name)  # nothing was created
+            raise
+        if fresh and result.decision in _NOTHING_SENT:
+            owned.fresh.add(entry.first_name)
         if result.decision is not StartDecision.STARTED:
             await self._save_budget(owned)  # refunded, or nothing spent
         metrics, route = self.metrics, self.routes.label(request.route)
@@ -771,6 +797,7 @@ class ReviewScheduler:
                 started_s=None, deadline_s=None, end=None,
             )  # fmt: skip
             await self._put(owned, escalated)
+            owned.fresh.add(escalated.first_name)  # its new attempt was never sent
             return
         await self._close(owned, entry, completion.outcome, completion.record, now)
         if self.review.delete_finished:
@@ -796,6 +823,7 @@ class ReviewScheduler:
             owned.closed.append((entry.since_s, entry.first_name))
         if entry.state.step is not Step.START:
             owned.settling.pop(entry.first_name, None)
+            owned.fresh.discard(entry.first_name)
         self._schedule(owned, entry)
 
     async def _close(

@@ -89,11 +89,15 @@ class Starter:
         attempt: int,
         budget: Budget,
         spent: Callable[[], Awaitable[None]] | None = None,
+        fresh: bool = False,
     ) -> StartResult:
         """Try once to start one review that ``budget`` pays for (see the module docstring).
 
         ``spent()`` is awaited once the budget is spent and before the backend is called (the
         scheduler saves the counters then: a crash never under-counts a started review).
+        ``fresh`` says no start of ``name`` can have been sent before (``ReviewBackend.start``):
+        the backend may skip its look-up, and a spent budget refuses without asking whether the
+        review exists.
         """
         content = input_content(request, self.projection, attempt)
         size, limit = content_size(content), self.backend.max_input_chars
@@ -109,13 +113,7 @@ class Starter:
         spent_at = self.clock()
         if not budget.try_spend(route, spent_at):
             # A redelivered request must not be refused for a budget its first delivery spent.
-            try:
-                existing = await self.backend.describe(name)
-            except ReviewRejected as exc:  # an unreadable answer is not a start
-                logger.warning("review %s: describe before refusing its budget failed: %s",
-                               name, exc)  # fmt: skip
-                existing = None
-            if existing is not None and existing.flow == flow:
+            if not fresh and await self._exists(name, flow):
                 return StartResult(StartDecision.ALREADY_STARTED, name, flow, attempt)
             return StartResult(
                 StartDecision.OVER_BUDGET,
@@ -129,7 +127,7 @@ class Starter:
             await spent()
         await self.limiter.acquire()
         try:
-            outcome = await self.backend.start(name, flow, content)
+            outcome = await self.backend.start(name, flow, content, fresh=fresh)
         except (ReviewRejected, ReviewNameConflict) as exc:
             budget.refund(route, spent_at)
             decision = (
@@ -151,3 +149,12 @@ class Starter:
                 StartDecision.ALREADY_STARTED, name, flow, attempt, outcome.backend_id
             )
         return StartResult(StartDecision.STARTED, name, flow, attempt, outcome.backend_id)
+
+    async def _exists(self, name: str, flow: str) -> bool:
+        """Whether review ``name`` exists on ``flow`` (an unreadable answer is not a start)."""
+        try:
+            existing = await self.backend.describe(name)
+        except ReviewRejected as exc:
+            logger.warning("review %s: describe before refusing its budget failed: %s", name, exc)
+            return False
+        return existing is not None and existing.flow == flow

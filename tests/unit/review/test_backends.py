@@ -109,7 +109,9 @@ class Minimal(ReviewBackend):
     async def aclose(self) -> None:
         self.calls.append("aclose")
 
-    async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
+    async def start(
+        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+    ) -> StartOutcome:
         return StartOutcome(name, name, already_started=False)
 
     async def describe(self, name: str) -> ReviewState | None:
@@ -138,7 +140,9 @@ def test_a_backend_missing_an_operation_cannot_be_made() -> None:
     class Partial(ReviewBackend):
         max_input_chars = 10
 
-        async def start(self, name: str, flow: str, content: Mapping[str, Any]) -> StartOutcome:
+        async def start(
+            self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+        ) -> StartOutcome:
             return StartOutcome(name, name, already_started=False)
 
     with pytest.raises(TypeError, match="abstract methods describe, fetch_result, pending"):

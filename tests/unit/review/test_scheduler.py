@@ -179,8 +179,9 @@ class FaultyBackend(FakeReviewBackend):
         self.landing: set[asyncio.Task[None]] = set()  #: starts on their way, callers gone
         self.created: Counter[str] = Counter()
         self.poisoned: set[str] = set()  #: reviews whose answer is malformed (rule 5)
+        self.fresh_starts = 0  #: starts made without a look-up (``fresh``)
 
-    async def start(self, name: str, flow: str, content: Any) -> Any:
+    async def start(self, name: str, flow: str, content: Any, *, fresh: bool = False) -> Any:
         roll = self.rng.random()
         if roll < self.fault_rate / 3:
             raise ReviewThrottled("429", retry_after_s=0.001)
@@ -191,7 +192,7 @@ class FaultyBackend(FakeReviewBackend):
                 self.land_later(name, flow, content)
             raise ReviewThrottled("500 after the SDK's retries", maybe_started=True)
         if self.late_s:
-            return await self._import(name, flow, content)
+            return await self._import(name, flow, content, fresh=fresh)
         outcome = await super().start(name, flow, content)
         if not outcome.already_started:
             self.created[name] += 1
@@ -199,10 +200,14 @@ class FaultyBackend(FakeReviewBackend):
             raise UpstreamError("connection reset after StartHumanLoop")
         return outcome
 
-    async def _import(self, name: str, flow: str, content: Any) -> StartOutcome:
-        """Look the name up, then create it; the create lands even if its answer is lost."""
+    async def _import(self, name: str, flow: str, content: Any, *, fresh: bool) -> StartOutcome:
+        """Look the name up (unless the scheduler says the start is ``fresh``), then create it;
+        the create lands even if its answer is lost. A ``fresh`` start of a name that exists
+        creates a second review: the tests count them."""
         self.start_calls.append(name)
-        if name in self.states:
+        if fresh:
+            self.fresh_starts += 1
+        elif name in self.states:
             return StartOutcome(name, f"fake:{name}", already_started=True)
         try:
             await asyncio.sleep(0)  # the request is on its way
@@ -569,9 +574,11 @@ async def test_every_request_ends_once_under_combined_faults(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(24))
 async def test_no_review_is_paid_twice_when_starts_land_late(seed: int) -> None:
     """The same faults on a backend whose starts are not idempotent and land up to 20 ms after
-    their answer was lost or their caller killed (Label Studio's imports)."""
+    their answer was lost or their caller killed (Label Studio's imports). Starts the ledger
+    shows fresh skip the backend's look-up, so a wrong ``fresh`` would be a second review."""
     run = await faulty_run(seed, late_s=0.02)
     assert run.kills > 0
+    assert run.backend.fresh_starts > 0
 
 
 async def _one_start_cut_short(settle_s: float, *, killed: bool) -> FaultyBackend:
@@ -586,7 +593,7 @@ async def _one_start_cut_short(settle_s: float, *, killed: bool) -> FaultyBacken
     cut_short = asyncio.Event()
     backend, start = run.backend, run.backend.start
 
-    async def first_start(name: str, flow: str, content: Any) -> Any:
+    async def first_start(name: str, flow: str, content: Any, *, fresh: bool = False) -> Any:
         backend.start = start  # type: ignore[method-assign]  # later starts are plain
         backend.start_calls.append(name)
         backend.land_later(name, flow, content, after_s=0.05)
