@@ -657,24 +657,7 @@ class ReviewScheduler:
         except UnconfiguredRequest as exc:  # rule 2: the configuration changed since
             await self._refused(owned, entry, request, exc)
             return
-        fresh = entry.first_name in owned.fresh
-        owned.fresh.discard(entry.first_name)  # from here on the start may reach the backend
-        try:
-            result = await self.starter.start(
-                request,
-                name=entry.name,
-                flow=entry.flow,
-                attempt=entry.attempt,
-                budget=owned.budget,
-                spent=lambda: self._save_budget(owned),
-                fresh=fresh,
-            )
-        except (ReviewCapacityExceeded, ReviewThrottled) as exc:
-            if fresh and _refusal(exc):
-                owned.fresh.add(entry.first_name)  # nothing was created
-            raise
-        if fresh and result.decision in _NOTHING_SENT:
-            owned.fresh.add(entry.first_name)
+        result = await self._try_start(owned, entry, request)
         if result.decision is not StartDecision.STARTED:
             await self._save_budget(owned)  # refunded, or nothing spent
         metrics, route = self.metrics, self.routes.label(request.route)
@@ -715,6 +698,31 @@ class ReviewScheduler:
                 await self._put(owned, entry.moved(State.HELD, now, due_s=until))
                 return
         await self._not_started(owned, entry, request, result)
+
+    async def _try_start(
+        self, owned: _Partition, entry: Entry, request: ReviewRequest
+    ) -> StartResult:
+        """One start through the starter, telling it whether the entry is fresh (rule 3); an
+        entry stays fresh only if nothing was sent (a refusal, or no call made)."""
+        fresh = entry.first_name in owned.fresh
+        owned.fresh.discard(entry.first_name)  # from here on the start may reach the backend
+        try:
+            result = await self.starter.start(
+                request,
+                name=entry.name,
+                flow=entry.flow,
+                attempt=entry.attempt,
+                budget=owned.budget,
+                spent=lambda: self._save_budget(owned),
+                fresh=fresh,
+            )
+        except (ReviewCapacityExceeded, ReviewThrottled) as exc:
+            if fresh and _refusal(exc):
+                owned.fresh.add(entry.first_name)  # nothing was created
+            raise
+        if fresh and result.decision in _NOTHING_SENT:
+            owned.fresh.add(entry.first_name)
+        return result
 
     async def _refused(
         self, owned: _Partition, entry: Entry, request: ReviewRequest, exc: UnconfiguredRequest
