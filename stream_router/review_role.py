@@ -9,7 +9,8 @@ the only module that imports faust, used narrowly: consumer-group membership and
 assignment of review-requests and loop-events, one agent (one actor) on each, and its producer.
 It wires the parts of ``review/`` together::
 
-    review-requests ──► agent ──► ReviewScheduler.take_request: recorded PENDING, then acked
+    review-requests ──► agent ──► ReviewScheduler.take_requests: recorded PENDING, then acked
+      (a batch at a time: review/intake.py)
     watchers (A2I: EventBridge and S3 output via SQS; Label Studio: its webhook posts)
       and the reconciler ──► loop-events
     loop-events ──► agent ──► ReviewScheduler.take_loop_event: the open attempt is ENDED
@@ -58,11 +59,12 @@ from stream_router.review.audit import Auditor, AuditReport
 from stream_router.review.backend import ReviewBackend, Signal, SignalHooks
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
+from stream_router.review.intake import RequestIntake
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.monitor import ReviewMonitor
 from stream_router.review.reconciler import Reconciler
 from stream_router.review.request import ReviewRoutes
-from stream_router.review.scheduler import Outlets, ReviewScheduler
+from stream_router.review.scheduler import Delivered, Outlets, ReviewScheduler
 from stream_router.review.shares import budget_shares
 from stream_router.review.starter import Starter
 from stream_router.review_topics import KafkaLedgerLog, PartitionReader
@@ -360,13 +362,16 @@ class ReviewService:
     # -- agents ------------------------------------------------------------------------------
 
     async def _on_requests(self, stream: Any) -> None:
+        """Batches to the scheduler, each event acknowledged once recorded (review/intake.py)."""
         await self._opened.wait()
-        async for event in stream.events():
-            with self.supervisor.handling("review-requests"):
-                message = event.message
-                await self.scheduler.take_request(
-                    message.partition, message.offset, event.value, message.key, _ms(message)
-                )
+        manual = stream.noack()  # acknowledged by the intake, after the scheduler recorded it
+        intake = RequestIntake(
+            self.scheduler.take_requests,
+            manual.ack,
+            _delivered,
+            handling=functools.partial(self.supervisor.handling, "review-requests"),
+        )
+        await intake.run(manual.events())
 
     async def _on_loop_events(self, stream: Any) -> None:
         await self._opened.wait()
@@ -473,6 +478,12 @@ def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) 
             # ... and the process exits non-zero, so the orchestrator restarts it.
             raise SystemExit(EXIT_DIED) from None
         raise
+
+
+def _delivered(event: Any) -> tuple[int, Delivered]:
+    """A faust event of review-requests as the scheduler takes it: partition, record."""
+    message = event.message
+    return message.partition, Delivered(message.offset, event.value, message.key, _ms(message))
 
 
 def _ms(message: Any) -> int | None:

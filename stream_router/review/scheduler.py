@@ -83,9 +83,9 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -141,6 +141,47 @@ def _refusal(exc: BaseException) -> bool:
     return isinstance(exc, ReviewCapacityExceeded) or (
         isinstance(exc, ReviewThrottled) and not exc.maybe_started
     )
+
+
+INTAKE_BATCH = 1000  #: review-requests records recorded together, at most (a re-read's batch)
+
+
+class RequestRecord(Protocol):
+    """A review-requests record as handed over (by the agent, or read directly)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int | None: ...
+
+
+class Delivered(NamedTuple):
+    """A review-requests record the agent hands over."""
+
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    timestamp: int | None = None  #: milliseconds
+
+
+class _Pending(NamedTuple):
+    entry: Entry
+    value: bytes  #: the entry encoded
+
+
+class _Letter(NamedTuple):
+    letter: tuple[bytes | None, SourceRef, str, str]  #: value, source, reason class, reason
+    counted: Callable[[], None]  #: adds it to its metric, once written
+
+
+class _Oversize(NamedTuple):
+    entry: Entry
+    request: ReviewRequest
+    result: StartResult
 
 
 CAPACITY_PAUSE_S = 5.0  #: starts pause this long after the backend's open-reviews quota is met
@@ -322,26 +363,46 @@ class ReviewScheduler:
         key: bytes | None = None,
         timestamp_ms: int | None = None,
     ) -> bool:
-        """Record one review-requests record; returns once it is recorded (rule 1).
+        """Record one review-requests record: :meth:`take_requests` of one."""
+        return await self.take_requests(partition, [Delivered(offset, value, key, timestamp_ms)])
+
+    async def take_requests(self, partition: int, records: Sequence[RequestRecord]) -> bool:
+        """Record review-requests records of ``partition``, in offset order; returns once every
+        one is recorded (rule 1).
+
+        Their ledger entries and dead letters are written together and the broker's
+        acknowledgements awaited together (one round trip for the batch, not one per record);
+        only then do the entries become the partition's state, so no step of one begins before
+        its entry is acknowledged, and a write that fails leaves the batch unrecorded here (the
+        agent dies: its records are delivered again, and redeliveries are duplicates).
 
         Returns False, recording nothing, when the partition is not owned here (it moved in a
-        rebalance while the record was in hand): its new owner reads it from the last commit.
+        rebalance while the records were in hand): its new owner reads them from the last
+        commit.
         """
         owned = await self._ready(partition)
         if owned is None:
-            logger.info("review-requests %d@%d: partition not owned here; left to its owner",
-                        partition, offset)  # fmt: skip
+            logger.info("review-requests %d@%s: partition not owned here; left to its owner",
+                        partition, records[0].offset if records else "-")  # fmt: skip
             return False
         async with owned.intake:
             ledger = owned.ledger
-            if offset > ledger.next_offset:
-                recovered = await self._record_range(owned, ledger.next_offset, offset)
-                logger.warning(
-                    "review-requests partition %d: offsets %d-%d were not delivered; re-read "
-                    "%d record(s)", partition, ledger.next_offset, offset - 1, recovered,
-                )  # fmt: skip
-            await self._record(owned, offset, value, key, timestamp_ms)
-            ledger.next_offset = max(ledger.next_offset, offset + 1)
+            expected, batch = ledger.next_offset, []
+            for record in records:
+                if record.offset > expected:
+                    missed = [r async for r in self._read_requests(partition, expected,
+                                                                    record.offset)]  # fmt: skip
+                    self.metrics.requests_recovered.inc(len(missed))
+                    logger.warning(
+                        "review-requests partition %d: offsets %d-%d were not delivered; "
+                        "re-read %d record(s)", partition, expected, record.offset - 1,
+                        len(missed),
+                    )  # fmt: skip
+                    batch += missed
+                batch.append(record)
+                expected = max(expected, record.offset + 1)
+            await self._record_all(owned, batch)
+            ledger.next_offset = max(ledger.next_offset, expected)
         return True
 
     async def catch_up(self, partition: int, end: int) -> int:
@@ -362,54 +423,89 @@ class ReviewScheduler:
             )  # fmt: skip
         return found
 
+    def _read_requests(self, partition: int, start: int, stop: int) -> AsyncIterator[Any]:
+        return self.requests.read(self.requests.topic, partition, start, stop)
+
     async def _record_range(self, owned: _Partition, start: int, stop: int) -> int:
-        found = 0
-        partition = owned.ledger.partition
-        async for record in self.requests.read(self.requests.topic, partition, start, stop):
-            await self._record(owned, record.offset, record.value, record.key, record.timestamp)
-            found += 1
+        """Record what review-requests holds at ``start``..``stop`` - 1, a batch at a time."""
+        found, batch = 0, []
+        async for record in self._read_requests(owned.ledger.partition, start, stop):
+            batch.append(record)
+            if len(batch) >= INTAKE_BATCH:
+                await self._record_all(owned, batch)
+                found, batch = found + len(batch), []
+        await self._record_all(owned, batch)
+        found += len(batch)
         self.metrics.requests_recovered.inc(found)
         return found
 
-    async def _record(
-        self,
-        owned: _Partition,
-        offset: int,
-        value: bytes | None,
-        key: bytes | None = None,
-        timestamp_ms: int | None = None,
-    ) -> None:
-        source = SourceRef(self.requests.topic, owned.ledger.partition, offset, key, timestamp_ms)
+    async def _record_all(self, owned: _Partition, records: Sequence[RequestRecord]) -> None:
+        """Record ``records``: every write together, then their entries (see
+        :meth:`take_requests`)."""
+        if not records:
+            return
+        writes: list[Awaitable[None]] = []
+        entries: list[Entry] = []
+        oversize: list[_Oversize] = []
+        counts: list[Callable[[], None]] = []
+        taken: set[str] = set()
+        for record in records:
+            judged = self._judge(owned, record, taken)
+            if isinstance(judged, _Letter):
+                writes.append(self._dead_letter_record(*judged.letter))
+                counts.append(judged.counted)
+            elif isinstance(judged, _Oversize):
+                oversize.append(judged)
+            elif judged is not None:
+                entry, value = judged.entry, judged.value
+                writes.append(self.log.write(owned.ledger.partition, entry.first_name, value))
+                entries.append(entry)
+        await asyncio.gather(*writes)
+        for count in counts:
+            count()
+        for entry in entries:
+            self._apply(owned, entry)
+            owned.fresh.add(entry.first_name)
+        for entry, request, result in oversize:
+            await self._not_started(owned, entry, request, result)
+
+    def _judge(
+        self, owned: _Partition, record: RequestRecord, taken: set[str]
+    ) -> _Pending | _Letter | _Oversize | None:
+        """What recording ``record`` writes: its PENDING entry, a dead letter (not a request,
+        or one the configuration does not review: rule 2), the closed entry of a request too
+        large for the ledger, or nothing (a redelivery of a request recorded, or ``taken`` in
+        this batch)."""
+        source = SourceRef(self.requests.topic, owned.ledger.partition, record.offset,
+                           record.key, record.timestamp)  # fmt: skip
+        value = record.value
         try:
             request = ReviewRequest.parse(value)
         except MalformedRequest as exc:
             logger.error("review request at %s is malformed (%s); dead-lettered", source, exc)  # noqa: TRY400
-            await self._dead_letter_record(value, source, MALFORMED_REQUEST, str(exc))
-            self.metrics.requests_malformed.inc()
-            return
-        if request.loop_name in owned.ledger.entries:
+            return _Letter((value, source, MALFORMED_REQUEST, str(exc)),
+                           self.metrics.requests_malformed.inc)  # fmt: skip
+        if request.loop_name in owned.ledger.entries or request.loop_name in taken:
             self.metrics.requests_duplicate.inc()
-            return  # a redelivery: its entry (in whatever state) is the record of it
+            return None  # a redelivery: its entry (in whatever state) is the record of it
         try:
             self.routes.check(request.route, request.review_flow)
         except UnconfiguredRequest as exc:  # rule 2: not recorded, never started
             logger.warning("review request at %s refused, dead-lettered: %s: %s",
                            source, exc.reason_class, exc)  # fmt: skip
-            await self._dead_letter_record(value, source, exc.reason_class, str(exc))
-            self.metrics.requests_refused.labels(exc.reason_class).inc()
-            return
+            refused = self.metrics.requests_refused.labels(exc.reason_class)
+            return _Letter((value, source, exc.reason_class, str(exc)), refused.inc)
+        taken.add(request.loop_name)
         entry = pending(request, self.clock())
-        size = len(encode(entry))
-        if size > self.max_entry_bytes:
+        encoded = encode(entry)
+        if len(encoded) > self.max_entry_bytes:
             # Too large for the ledger (and so for any review input): the model's decision
             # stands, published without the event, and only the closed entry is recorded.
-            reason = (f"the request's ledger entry is {size} bytes; kafka.max_record_bytes is "
-                      f"{self.max_entry_bytes}")  # fmt: skip
+            reason = (f"the request's ledger entry is {len(encoded)} bytes; "
+                      f"kafka.max_record_bytes is {self.max_entry_bytes}")  # fmt: skip
             oversize = StartResult(StartDecision.OVERSIZE, entry.name, entry.flow, 1, reason=reason)
-            await self._not_started(owned, entry, request, oversize)
-            return
-        await self._put(owned, entry)
-        owned.fresh.add(entry.first_name)
+            return _Oversize(entry, request, oversize)
+        return _Pending(entry, encoded)
 
     async def _dead_letter_record(
         self, value: bytes | None, source: SourceRef, reason_class: str, reason: str
@@ -819,6 +915,10 @@ class ReviewScheduler:
     async def _put(self, owned: _Partition, entry: Entry) -> None:
         """Write ``entry`` (acknowledged), then make it the partition's current state."""
         await self.log.write(owned.ledger.partition, entry.first_name, encode(entry))
+        self._apply(owned, entry)
+
+    def _apply(self, owned: _Partition, entry: Entry) -> None:
+        """Make ``entry``, written and acknowledged, the partition's current state."""
         old = owned.ledger.entries.get(entry.first_name)
         owned.ledger.entries[entry.first_name] = entry
         was_open = old is not None and old.state.open

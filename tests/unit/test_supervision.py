@@ -230,13 +230,20 @@ async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
     await review._open()
     assert review.readiness_problem() == "no review partitions assigned"
 
-    async def broken(partition: int, offset: int, value: bytes, *_: object) -> bool:
+    async def broken(partition: int, records: object) -> bool:
         raise KeyError("route")  # a bug: nothing handles it
 
-    monkeypatch.setattr(review.scheduler, "take_request", broken)
+    monkeypatch.setattr(review.scheduler, "take_requests", broken)
     agent = review.app.agents["review-requests"]
-    stream = SimpleNamespace(events=lambda: records(request_event(3, 0, b"{}")))
-    await agent.fun(stream)  # the actor faust runs: it must not raise into faust's supervisor
+    acked: list[Any] = []
 
+    async def ack(event: Any) -> bool:
+        acked.append(event)
+        return True
+
+    manual = SimpleNamespace(events=lambda: records(request_event(3, 0, b"{}")), ack=ack)
+    await agent.fun(SimpleNamespace(noack=lambda: manual))  # the actor faust runs: it must
+    # not raise into faust's supervisor, nor acknowledge what it did not record
+    assert acked == []
     assert stops == ["stop"]
     assert review.readiness_problem() == "review-requests died (KeyError); the process is stopping"

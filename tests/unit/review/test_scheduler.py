@@ -348,6 +348,8 @@ class Run:
             request = review_request(event_id)
             records = self.world.requests.setdefault(partition, [])
             records.append(Record(len(records), orjson.dumps(dict(request.fields))))
+            if index % 13 == 4:  # ingest wrote it twice (at-least-once): one review, not two
+                records.append(Record(len(records), orjson.dumps(dict(request.fields))))
             if index % 11 == 5:  # not a review request at all
                 records.append(Record(len(records), b"{not json"))
             if index % 7 == 3:  # forged: a route or a flow the configuration does not have
@@ -381,15 +383,19 @@ class Run:
             self.scheduler.assign(partition)
 
     async def deliver(self, partition: int) -> None:
-        """faust hands the agent the next record (or skips some), maybe commits."""
+        """faust hands the agent the next records, a batch of up to six (skipping some), and
+        commits after the last once they are recorded."""
         records = self.world.requests.get(partition, [])
         position = self.world.committed.get(partition, 0)
         if position >= len(records):
             return
-        offset = min(len(records) - 1, position + (self.rng.random() < 0.2))  # a skipped offset
-        take = asyncio.ensure_future(
-            self.scheduler.take_request(partition, offset, records[offset].value)
-        )
+        first = min(len(records) - 1, position + (self.rng.random() < 0.2))  # a skipped offset
+        last = min(len(records), first + self.rng.randint(1, 6))
+        handed = [
+            records[first],
+            *(r for r in records[first + 1 : last] if self.rng.random() > 0.1),
+        ]
+        take = asyncio.ensure_future(self.scheduler.take_requests(partition, handed))
         if self.rng.random() < 0.1:  # killed while the agent has it in hand
             await asyncio.sleep(0)
             take.cancel()
@@ -402,7 +408,7 @@ class Run:
             await self.restart()  # the agent died on the refused write
             return
         if recorded:  # else it moved (a restart meanwhile): faust commits nothing of it
-            self.world.committed[partition] = offset + 1
+            self.world.committed[partition] = handed[-1].offset + 1
 
     async def end_some_loops(self) -> None:
         """The backend ends open reviews; watchers report them, twice, late, or never."""
