@@ -47,6 +47,7 @@ import boto3
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_router.envelope import review_request
 from stream_router.labelstudio.client import LabelStudioClient
@@ -272,11 +273,13 @@ async def pending_times(
     """The create times of the ledger's PENDING records, once ``count`` are there (or the
     review role exits, or ten minutes pass)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await consumer.start()
+    await admin.start()
     times: list[float] = []
     deadline = time.monotonic() + 600
     try:
-        while ledger not in await consumer.topics():  # the role creates it at start-up
+        while ledger not in await admin.list_topics():  # the role creates it at start-up
             if router.poll() is not None or time.monotonic() > deadline:
                 return times
             await asyncio.sleep(0.2)  # polling the broker's metadata, not synchronising
@@ -287,9 +290,10 @@ async def pending_times(
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 times.extend(r.timestamp / 1000 for r in records
-                             if r.value and b'"state":"PENDING"' in r.value)  # fmt: skip
+                             if r.value and b'"state":"pending"' in r.value)  # fmt: skip
     finally:
         await consumer.stop()
+        await admin.close()
     return sorted(times)
 
 
