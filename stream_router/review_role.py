@@ -96,6 +96,10 @@ def faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topics.replication_factor,
         producer_acks=-1,
         producer_compression_type=kafka.compression(),
+        # faust's default (16 KiB) holds about 15 ledger entries: a flood of requests would
+        # travel in thousands of small requests. Ingest's batch limit instead.
+        producer_max_batch_size=kafka.producer_batch_max_bytes,
+        producer_max_request_size=max(1_000_000, kafka.producer_batch_max_bytes),
         web_enabled=False,
         autodiscover=False,
     )
@@ -386,8 +390,14 @@ class ReviewService:
         delivered = await topic.send(key=key, value=value)
         await delivered
 
-    async def _send_to(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        await self.app.producer.send_and_wait(topic, key, value, partition, None, None)
+    async def _send_to(
+        self, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> Awaitable[object]:
+        """Hand a record to the producer; the result completes once it is acknowledged."""
+        delivered: Awaitable[object] = await self.app.producer.send(
+            topic, key, value, partition, None, None
+        )
+        return delivered
 
     # -- watchers, reconciler, monitor -------------------------------------------------------
 

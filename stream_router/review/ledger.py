@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -299,5 +299,12 @@ class LedgerLog(Protocol):
         """Write one record to ``partition``; returns once the broker acknowledged it."""
         ...
 
+    async def write_many(self, partition: int, records: Sequence[tuple[str, bytes | None]]) -> None:
+        """Write ``records`` (key, value) to ``partition`` together; returns once the broker
+        acknowledged every one. When it raises, any of them may have been written."""
+        ...
 
-Send = Callable[[str, int, bytes, bytes | None], Awaitable[None]]  #: topic, partition, key, value
+
+#: Hands a record (topic, partition, key, value) to the producer; what it returns is awaited
+#: for the broker's acknowledgement.
+Send = Callable[[str, int, bytes, bytes | None], Awaitable[Awaitable[object]]]

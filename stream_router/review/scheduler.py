@@ -446,6 +446,7 @@ class ReviewScheduler:
             return
         writes: list[Awaitable[None]] = []
         entries: list[Entry] = []
+        values: list[tuple[str, bytes | None]] = []
         oversize: list[_Oversize] = []
         counts: list[Callable[[], None]] = []
         taken: set[str] = set()
@@ -457,9 +458,10 @@ class ReviewScheduler:
             elif isinstance(judged, _Oversize):
                 oversize.append(judged)
             elif judged is not None:
-                entry, value = judged.entry, judged.value
-                writes.append(self.log.write(owned.ledger.partition, entry.first_name, value))
-                entries.append(entry)
+                entries.append(judged.entry)
+                values.append((judged.entry.first_name, judged.value))
+        if values:
+            writes.append(self.log.write_many(owned.ledger.partition, values))
         await asyncio.gather(*writes)
         for count in counts:
             count()

@@ -253,7 +253,8 @@ async def intake(sandbox: Sandbox, count: int) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         router = start_review(info, review_config(info, "a2i", tag, topics, 0.1, tmp), tmp)
         try:
-            recorded = await pending_times(info.bootstrap_servers, ledger, count, router)
+            cpu: list[tuple[float, float]] = []
+            recorded = await pending_times(info.bootstrap_servers, ledger, count, router, cpu)
         finally:
             router.send_signal(signal.SIGTERM)
             await asyncio.to_thread(router.wait, 60)
@@ -261,17 +262,41 @@ async def intake(sandbox: Sandbox, count: int) -> float | None:
         print(f"intake: the review role recorded {len(recorded)} of {count} requests")
         return None
     rate = (len(recorded) - 1) / (recorded[-1] - recorded[0])
+    used = cpu_between(cpu, recorded[0], recorded[-1])
     print(f"intake of one review instance: {len(recorded)} of {count} requests recorded, "
           f"{rate:.0f} requests/s (ledger create times, first to last; {PARTITIONS} "
-          f"partitions, one agent); goal 5,000/s: ratio {rate / 5000:.2f}")  # fmt: skip
+          f"partitions, one agent); CPU {used / (len(recorded) - 1) * 1e6:.0f} µs a request "
+          f"(the role's process); goal 5,000/s: ratio {rate / 5000:.2f}; "
+          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
     return rate
 
 
+def cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """CPU seconds the samples (wall time, CPU seconds) show spent from ``start`` to ``end``,
+    from the samples nearest to each (taken every half second or so)."""
+
+    def at(when: float) -> float:
+        return min(samples, key=lambda s: abs(s[0] - when))[1]
+
+    return at(end) - at(start)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def pending_times(
-    bootstrap: str, ledger: str, count: int, router: subprocess.Popen[bytes]
+    bootstrap: str,
+    ledger: str,
+    count: int,
+    router: subprocess.Popen[bytes],
+    cpu: list[tuple[float, float]],
 ) -> list[float]:
     """The create times of the ledger's PENDING records, once ``count`` are there (or the
-    review role exits, or ten minutes pass)."""
+    review role exits, or ten minutes pass); ``cpu`` gathers (wall time, the role's CPU
+    seconds) meanwhile."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await consumer.start()
@@ -288,6 +313,7 @@ async def pending_times(
         await consumer.seek_to_beginning(*partitions)
         while len(times) < count and router.poll() is None and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
+            cpu.append((time.time(), cpu_seconds(router.pid)))
             for records in batch.values():
                 times.extend(r.timestamp / 1000 for r in records
                              if r.value and b'"state":"pending"' in r.value)  # fmt: skip
