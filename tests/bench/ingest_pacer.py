@@ -59,11 +59,18 @@ def main() -> None:
     events = [event_template(i, rng) for i in range(count)]
     keys = [f"k{i}".encode() for i in range(count)]
     producer = Producer(
-        {"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 1, "client.id": "pacer"}
+        {
+            "bootstrap.servers": args.bootstrap,
+            "acks": "all",
+            "linger.ms": 1,
+            "socket.nagle.disable": True,
+            "client.id": "pacer",
+        }
     )
     producer.produce(args.warm_topic, b"warm")
     if producer.flush(30) != 0:
         raise SystemExit("the warm-up record was not acknowledged within 30 s")
+    producer.list_topics(args.topic, timeout=30)  # the topic's partitions, before the first event
     gc.collect()
     gc.disable()
     print("ready", flush=True)
