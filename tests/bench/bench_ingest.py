@@ -3,7 +3,7 @@ the same broker and events; then ingest's decision latency under paced loads.
 
     .venv/bin/python tests/bench/bench_ingest.py [--broker kafka|tansu] [--events 100000]
         [--rounds 5] [--no-quix] [--loads 0.1,0.5,0.9] [--latency-s 10] [--no-freeze-at 0.5]
-        [--max-rate MSG_PER_S]
+        [--max-rate MSG_PER_S] [--warm-up-s 10] [--broker-java=-Xmn256m]
 
 The broker is the sandbox's Apache Kafka (default) or Tansu; every side meets the same one.
 
@@ -200,9 +200,11 @@ async def quix_side(python: Path, broker: Broker, topic: str, total: int) -> Rat
     return result
 
 
-def with_gc_log(broker: KafkaBroker, gc_log: Path) -> KafkaBroker:
-    """The broker's JVM writes its collections to ``gc_log`` (wall-clock milliseconds)."""
-    broker.process.env = {"JAVA_TOOL_OPTIONS": f"-Xlog:gc:file={gc_log}:timemillis"}
+def with_gc_log(broker: KafkaBroker, gc_log: Path, java_options: str = "") -> KafkaBroker:
+    """The broker's JVM writes its collections to ``gc_log`` (wall-clock milliseconds); with
+    ``java_options`` too (options the sandbox's command line does not set)."""
+    options = f"-Xlog:gc:file={gc_log}:timemillis {java_options}".strip()
+    broker.process.env = {"JAVA_TOOL_OPTIONS": options}
     return broker
 
 
@@ -270,7 +272,7 @@ async def main(kind: BrokerKind, state: Path, args: argparse.Namespace) -> None:
     auto = {"auto.create.topics.enable": "true", "num.partitions": str(PARTITIONS)}
     gc_log = state / "broker-gc.log"
     broker: Broker = (
-        with_gc_log(KafkaBroker(state_dir=state, extra_config=auto), gc_log)
+        with_gc_log(KafkaBroker(state_dir=state, extra_config=auto), gc_log, args.broker_java)
         if kind == "kafka"
         else TansuBroker()
     )
@@ -340,6 +342,11 @@ def cli() -> None:
     )
     parser.add_argument(
         "--no-freeze-at", type=fractions, default=[0.5], help="loads also run without gc.freeze"
+    )
+    parser.add_argument(
+        "--broker-java",
+        default="",
+        help="JVM options for the Kafka broker beyond the sandbox's (e.g. -Xmn256m)",
     )
     parser.add_argument(
         "--max-rate", type=float, help="the maximum the loads are fractions of (default: measured)"
