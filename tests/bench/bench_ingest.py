@@ -1,112 +1,87 @@
-"""Benchmark: the ingest path against a plain aiokafka loop, on the same broker and events.
+"""Benchmark: the ingest path against a plain aiokafka loop and a Quix Streams application, on
+the same broker and events; then ingest's decision latency under paced loads.
 
     .venv/bin/python tests/bench/bench_ingest.py [--broker kafka|tansu] [--events 100000]
-        [--rounds 5] [--rate MSG_PER_S]
+        [--rounds 5] [--no-quix] [--loads 0.1,0.5,0.9] [--latency-s 10] [--no-freeze-at 0.5]
+        [--max-rate MSG_PER_S] [--warm-up-s 10] [--broker-java=-Xmn256m]
 
-The broker is the sandbox's Apache Kafka (default) or Tansu; both sides meet the same one.
+The broker is the sandbox's Apache Kafka (default) or Tansu; every side meets the same one.
 
 Throughput: N events (about 300 bytes of JSON each) wait in a 4-partition topic. Each round
-runs both, one after the other on fresh consumer groups, alternating which goes first (the
-broker slows as its in-memory log grows, so a fixed order would favour the first):
+runs every side, one after the other on fresh consumer groups, the order rotating from round to
+round (the broker slows as its log grows, so a fixed order would favour the first):
 
 - plain: getmany → orjson.loads (the JSON library ingest uses) → produce the value → wait for
   acks → commit;
 - ingest: the real ingest path (parse with the mapping, three policies — ``confidence`` and
   ``margin`` under ``any``, and a 1 % ``sample`` — envelopes, produce to output/review-requests,
-  acks, commit, metrics on a registry).
+  acks, commit, metrics on a registry);
+- quix: the same routing as a Quix Streams application (librdkafka underneath), calling
+  stream_router's parser, routes and envelopes per message, in a process and a virtual
+  environment of its own (``quix_routing.py``, ``quix_env.py``; skipped, with the reason, when
+  that environment cannot be made).
 
-Both use the same client settings: consumer ``max_poll_records`` and ``getmany`` 1000 records
-with a 50 ms wait, producer ``acks=all``, no linger, no compression, the same largest batch
-(``kafka.producer_batch_max_bytes``). Both look up their output topics' partitions before they
-consume; both are timed from their first record to the commit of the last one (group joins and
-those lookups excluded). Each round prints msg/s, CPU per message and the ratio
-ingest / plain of that pair; the summary gives the median of the per-round ratios.
+plain and ingest use the same client settings: consumer ``max_poll_records`` and ``getmany``
+1000 records with a 50 ms wait, producer ``acks=all``, no linger, no compression, the same
+largest batch (``kafka.producer_batch_max_bytes``); quix runs with Quix's defaults. Each looks
+up its output topics' partitions before it consumes; each is timed from its first record to
+the commit of the last one (group joins, look-ups and process start-up excluded). CPU per
+message is the process's CPU time over that interval, all its threads (librdkafka's too), per
+record. Each round prints msg/s, CPU per message and the ratios of that round; the summary
+gives the medians: ingest / plain (the goal: at least 0.80), quix / plain and quix / ingest.
 
-Latency: a producer paces events at a fixed rate (by default half the median ingest rate just
-measured) into a fresh topic while ingest runs; the decision latency of each event is its output
-record's create time minus the event timestamp.
+Latency (``ingest_latency.py``): for each load (a fraction of ``--max-rate``, by default the
+median ingest rate just measured), the router as deployed (``stream-router run --role ingest``,
+in its own process, ready before the first event) routes events a paced producer sends from a
+third process (after an unreported warm-up run, ``--warm-up-s`` at half the maximum: a fresh
+broker's JVM spends its first seconds compiling, and it showed: p50 in seconds on the first run,
+5 ms on the third, 2026-12-07); events are built before its clock starts and stamped with the
+time they are produced. The decision latency of an event is its output record's create time
+minus that timestamp (the clock assumptions are in ``ingest_latency.py``). Each load prints p10,
+p50, p90, p99 and max, the ratios to the goals (p99 / 20 ms and p50 / 5 ms), the load average
+before and after, the cores the router, the broker, the pacer and everything else on the machine
+used while the events were sent (a 2-core machine shared with other work: a latency figure means
+little without them), the router's batches (rate, size, duration), and what each spike over 20
+ms overlapped: a pause of the broker's JVM (its GC log; Kafka only) or a collection of the
+router's Python garbage collector (``gc.callbacks``). The router freezes its start-up objects
+(``gc.freeze``); at the loads of ``--no-freeze-at`` it runs a second time without, to show what
+that changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import itertools
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout, from anywhere
 
 from stream_router.app import build_ingest
 from stream_router.kafka_clients import client_options
 from stream_router.sandbox.broker import Broker, BrokerKind, TansuBroker
 from stream_router.sandbox.kafka import KafkaBroker
 from stream_router.settings import KafkaSettings, Settings
+from tests.bench import ingest_latency
+from tests.bench.ingest_events import PARTITIONS, make_event, router_config
+from tests.bench.quix_env import QuixUnavailable, quix_python, quix_run
 
-PARTITIONS = 4
-LABELS = ["cat", "dog", "bird", "fish", "other"]
-
-
-def make_event(i: int, rng: random.Random, ts: float | None = None) -> bytes:
-    scores = [rng.random() for _ in LABELS]
-    total = sum(scores)
-    probs = {label: round(s / total, 4) for label, s in zip(LABELS, scores, strict=True)}
-    label = max(probs, key=probs.__getitem__)
-    event = {
-        "event_id": f"evt-{i:09d}",
-        "model": "image-classifier",
-        "model_version": "2026.11.3",
-        "label": label,
-        "confidence": max(0.5, min(0.999, rng.gauss(0.85, 0.12))),
-        "scores": probs,
-        "timestamp": ts if ts is not None else time.time(),
-        "request": {"tenant": f"t{i % 17}", "region": "eu-west-1"},
-    }
-    return json.dumps(event).encode()
+__all__ = ["PARTITIONS", "make_event", "settings_for"]
 
 
 def settings_for(bootstrap: str, topic: str, tag: str) -> Settings:
-    return Settings(
-        kafka={"bootstrap_servers": bootstrap, "session_timeout_s": 6, "heartbeat_interval_s": 1},
-        ingest={
-            "input_topics": [topic],
-            "output_topic": f"bench-out-{tag}",
-            "review_requests_topic": f"bench-rr-{tag}",
-            "dead_letter_topic": f"bench-dlq-{tag}",
-            "group_id": f"bench-ingest-{tag}",
-            "fetch_wait_s": 0.05,
-            "batch_max_records": 1000,
-        },
-        policies={
-            "version": "bench",
-            "routes": [
-                {
-                    "name": "uncertain",
-                    "review_flow": "fd-general",
-                    "policy": {
-                        "type": "any",
-                        "policies": [
-                            {"type": "confidence", "below": 0.6},
-                            {"type": "margin", "min_margin": 0.02},
-                        ],
-                    },
-                },
-                {
-                    "name": "audit",
-                    "review_flow": "fd-audit",
-                    "policy": {"type": "sample", "percent": 1},
-                },
-            ],
-        },
-        metrics={"enabled": False},
-    )
+    return Settings(**router_config(bootstrap, topic, tag))
 
 
 async def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
@@ -127,6 +102,8 @@ class Rate(float):
     """msg/s, with the process CPU seconds per record spent in the same interval."""
 
     cpu_us: float = 0.0
+    #: The CPU per message by thread, where the side reports it (µs).
+    threads_us: dict[str, float] = {}  # noqa: RUF012 - replaced, never mutated
 
 
 def rate(total: int, began_wall: float, began_cpu: float) -> Rate:
@@ -205,112 +182,181 @@ async def ingest_path(bootstrap: str, topic: str, total: int) -> Rate:
         await ingest.stop()
 
 
-async def latency(bootstrap: str, broker: Broker, rate: float, seconds: float) -> list[float]:
+async def quix_side(python: Path, broker: Broker, topic: str, total: int) -> Rate:
     tag = uuid.uuid4().hex[:8]
-    topic = f"bench-lat-{tag}"
-    await broker.create_topics([topic], partitions=PARTITIONS)
-    settings = settings_for(bootstrap, topic, tag)
-    ingest = build_ingest(settings, CollectorRegistry())
-    await ingest.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(ingest.run(stop))
-    await ingest.assigned.wait()  # the group has formed: pace events from now on
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    await producer.start()
-    rng = random.Random(3)
-    count = int(rate * seconds)
-    began = time.perf_counter()
-    for i in range(count):
-        due = began + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await producer.send(topic, make_event(i, rng, ts=time.time()), key=f"k{i}".encode())
-    await producer.flush()
-    await producer.stop()
-    outputs = [settings.ingest.output_topic, settings.ingest.review_requests_topic]
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await reader.start()
-    partitions = [TopicPartition(t, p) for t in outputs for p in range(PARTITIONS)]
-    reader.assign(partitions)
-    await reader.seek_to_beginning(*partitions)
-    latencies: list[float] = []
-    deadline = time.monotonic() + 60
-    while len(latencies) < count and time.monotonic() < deadline:
-        batch = await reader.getmany(timeout_ms=200)
-        for records in batch.values():
-            for record in records:
-                event_ts = json.loads(record.value)["prediction"]["timestamp_s"]
-                latencies.append(record.timestamp / 1000 - event_ts)
-    await reader.stop()
-    stop.set()
-    await running
-    await ingest.stop()
-    return latencies
+    config = router_config(broker.bootstrap_servers, topic, tag)["ingest"]
+    outputs = [config[k] for k in ("output_topic", "review_requests_topic", "dead_letter_topic")]
+    await broker.create_topics(outputs, partitions=PARTITIONS)  # as ingest's are, 4 partitions
+    figures = await quix_run(python, broker.bootstrap_servers, topic, tag, total)
+    result = Rate(figures["count"] / figures["seconds"])
+    result.cpu_us = figures["cpu_s"] / figures["count"] * 1e6
+    result.threads_us = {
+        key[len("cpu_") : -len("_s")] if key.startswith("cpu_") else "of which gc": value
+        / figures["count"]
+        * 1e6
+        for key, value in figures.items()
+        if key not in ("count", "seconds", "cpu_s")
+    }
+    return result
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def with_gc_log(broker: KafkaBroker, gc_log: Path, java_options: str = "") -> KafkaBroker:
+    """The broker's JVM writes its collections to ``gc_log`` (wall-clock milliseconds); with
+    ``java_options`` too (options the sandbox's command line does not set)."""
+    options = f"-Xlog:gc:file={gc_log}:timemillis {java_options}".strip()
+    broker.process.env = {"JAVA_TOOL_OPTIONS": options}
+    return broker
 
 
-async def main(kind: BrokerKind, state: Path, events: int, rounds: int, rate: float | None) -> None:
+async def throughput(
+    broker: Broker, topic: str, events: int, rounds: int, quix: Path | None
+) -> float:
+    """The rounds (see the module docstring); returns the median ingest rate."""
+    bootstrap = broker.bootstrap_servers
+    sides = ["plain", "ingest", *(["quix"] if quix else [])]
+    results: dict[str, list[Rate]] = {side: [] for side in sides}
+    for round_no in range(1, rounds + 1):
+        shift = (round_no - 1) % len(sides)
+        order = sides[shift:] + sides[:shift]
+        for side in order:
+            if side == "plain":
+                results[side].append(await plain_loop(bootstrap, topic, events))
+            elif side == "ingest":
+                results[side].append(await ingest_path(bootstrap, topic, events))
+            else:
+                assert quix is not None
+                results[side].append(await quix_side(quix, broker, topic, events))
+        shown = ", ".join(
+            f"{side} {results[side][-1]:,.0f} msg/s ({results[side][-1].cpu_us:.1f} us CPU/msg)"
+            for side in sides
+        )
+        print(f"round {round_no} ({' > '.join(order)}; load {ingest_latency.load_average()}): "
+              f"{shown}; {ratios(sides, {side: results[side][-1] for side in sides})}",
+              flush=True)  # fmt: skip
+    medians = {side: Rate(statistics.median(results[side])) for side in sides}
+    for side in sides:
+        medians[side].cpu_us = statistics.median(r.cpu_us for r in results[side])
+    print(f"median of {rounds} rounds: "
+          + ", ".join(f"{side} {medians[side]:,.0f} msg/s ({medians[side].cpu_us:.1f} us CPU/msg)"
+                      for side in sides)
+          + f"; {ratios(sides, medians)}")  # fmt: skip
+    for pair in itertools.combinations(sides, 2):
+        per_round = [a / b for a, b in zip(results[pair[1]], results[pair[0]], strict=True)]
+        print(f"  {pair[1]} / {pair[0]}: median of the per-round ratios "
+              f"{statistics.median(per_round):.2f} (rounds {min(per_round):.2f}-"
+              f"{max(per_round):.2f})"
+              + ("; target >= 0.80" if pair == ("plain", "ingest") else ""))  # fmt: skip
+    if "quix" in results:
+        split = {
+            thread: statistics.median(r.threads_us[thread] for r in results["quix"])
+            for thread in results["quix"][0].threads_us
+        }
+        print("  quix CPU per message by thread (median): "
+              + ", ".join(f"{thread} {us:.1f} us" for thread, us in split.items()))  # fmt: skip
+    return float(medians["ingest"])
+
+
+def ratios(sides: list[str], rates: dict[str, Rate]) -> str:
+    """Each side's rate and CPU per message against the others'."""
+    parts = []
+    for first, second in itertools.combinations(sides, 2):
+        a, b = rates[first], rates[second]
+        parts.append(f"{second}/{first} {b / a:.2f} (CPU {a.cpu_us / b.cpu_us:.2f})")
+    return "ratios " + ", ".join(parts)
+
+
+async def main(kind: BrokerKind, state: Path, args: argparse.Namespace) -> None:
     started = time.monotonic()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load {ingest_latency.load_average()}")
     # Output topics appear on first use, with the input's partition count (as on Tansu).
     auto = {"auto.create.topics.enable": "true", "num.partitions": str(PARTITIONS)}
-    broker = KafkaBroker(state_dir=state, extra_config=auto) if kind == "kafka" else TansuBroker()
+    gc_log = state / "broker-gc.log"
+    broker: Broker = (
+        with_gc_log(KafkaBroker(state_dir=state, extra_config=auto), gc_log, args.broker_java)
+        if kind == "kafka"
+        else TansuBroker()
+    )
+    quix: Path | None = None
+    if args.rounds and not args.no_quix:
+        try:
+            quix = await asyncio.to_thread(quix_python)
+        except QuixUnavailable as exc:
+            print(f"quix: skipped, {exc}")
     async with broker:
         print(f"broker: {kind}, ready in {time.monotonic() - started:.1f} s, "
               f"{broker.process.resident_bytes() / 1e6:.0f} MB resident")  # fmt: skip
-        bootstrap = broker.bootstrap_servers
-        topic = f"bench-in-{uuid.uuid4().hex[:6]}"
-        await broker.create_topics([topic], partitions=PARTITIONS)
-        rng = random.Random(1)
-        values = [make_event(i, rng) for i in range(events)]
-        size = statistics.mean(len(v) for v in values)
-        produced = await produce_all(bootstrap, topic, values)
-        print(f"events: {events} x {size:.0f} bytes in {PARTITIONS} partitions "
-              f"(produced at {produced:,.0f} msg/s)")  # fmt: skip
-        results: dict[str, list[Rate]] = {"plain": [], "ingest": []}
-        ratios: list[float] = []
-        for round_no in range(1, rounds + 1):
-            order = ["plain", "ingest"] if round_no % 2 else ["ingest", "plain"]
-            for side in order:
-                run = plain_loop if side == "plain" else ingest_path
-                results[side].append(await run(bootstrap, topic, events))
-            plain, ours = results["plain"][-1], results["ingest"][-1]
-            ratios.append(ours / plain)
-            print(f"round {round_no} ({order[0]} first): "
-                  f"plain {plain:,.0f} msg/s ({plain.cpu_us:.1f} us CPU/msg), "
-                  f"ingest {ours:,.0f} msg/s ({ours.cpu_us:.1f} us CPU/msg), "
-                  f"ratio {ours / plain:.2f}")  # fmt: skip
-        plain_m = statistics.median(results["plain"])
-        ours_m = statistics.median(results["ingest"])
-        print(f"median: plain {plain_m:,.0f} msg/s, ingest {ours_m:,.0f} msg/s, "
-              f"ratio {statistics.median(ratios):.2f} (median of the {rounds} rounds' ratios; "
-              f"target >= 0.80)")  # fmt: skip
-        plain_c = statistics.median(r.cpu_us for r in results["plain"])
-        ours_c = statistics.median(r.cpu_us for r in results["ingest"])
-        print(f"median CPU per message: plain {plain_c:.1f} us, ingest {ours_c:.1f} us "
-              f"(CPU-bound ratio {plain_c / ours_c:.2f})")  # fmt: skip
-        rate = rate or round(float(ours_m) / 2, -2)  # half the maximum, by default
-        lat = await latency(bootstrap, broker, rate, 10.0)
-        if lat:
-            print(f"decision latency at {rate:,.0f} msg/s over {len(lat)} events: "
-                  f"p50 {percentile(lat, 0.5) * 1000:.1f} ms, "
-                  f"p99 {percentile(lat, 0.99) * 1000:.1f} ms")  # fmt: skip
+        maximum = args.max_rate
+        if args.rounds:
+            topic = f"bench-in-{uuid.uuid4().hex[:6]}"
+            await broker.create_topics([topic], partitions=PARTITIONS)
+            rng = random.Random(1)
+            values = [make_event(i, rng) for i in range(args.events)]
+            size = statistics.mean(len(v) for v in values)
+            produced = await produce_all(broker.bootstrap_servers, topic, values)
+            print(f"events: {args.events} x {size:.0f} bytes in {PARTITIONS} partitions "
+                  f"(produced at {produced:,.0f} msg/s)")  # fmt: skip
+            measured = await throughput(broker, topic, args.events, args.rounds, quix)
+            maximum = maximum or measured
+        if not maximum or not args.loads:
+            return
+        print(f"decision latency, the router in its own process (maximum {maximum:,.0f} msg/s"
+              f"{' as given' if args.max_rate else ', the median ingest rate'}):")  # fmt: skip
+        if args.warm_up_s:  # the broker's JIT compiles its request paths: unreported
+            warm = await ingest_latency.measure(
+                broker, gc_log, state, round(maximum / 2, -2), args.warm_up_s, freeze=True
+            )
+            print(f"  (warm-up, not counted: {args.warm_up_s:g} s at half the maximum, "
+                  f"{warm.report('warm-up')[0].split(': ', 2)[-1]})")  # fmt: skip
+        for load in args.loads:
+            rate = round(maximum * load, -2)
+            for freeze in (True, False) if load in args.no_freeze_at else (True,):
+                run = await ingest_latency.measure(
+                    broker, gc_log, state, rate, args.latency_s, freeze=freeze
+                )
+                for line in run.report(f"{load:.0%} of the maximum"):
+                    print(line, flush=True)
+
+
+def fractions(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating pairs")
-    parser.add_argument("--rate", type=float, help="paced msg/s for latency (default: half max)")
-    args = parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every side (0: none)")
+    parser.add_argument("--no-quix", action="store_true", help="leave out the Quix application")
+    parser.add_argument(
+        "--loads",
+        type=fractions,
+        default=[0.1, 0.5, 0.9],
+        help="latency runs at these fractions of the maximum (empty: none)",
+    )
+    parser.add_argument("--latency-s", type=float, default=10.0, help="seconds of paced events")
+    parser.add_argument(
+        "--warm-up-s",
+        type=float,
+        default=10.0,
+        help="an unreported latency run first, at half the maximum (0: none)",
+    )
+    parser.add_argument(
+        "--no-freeze-at", type=fractions, default=[0.5], help="loads also run without gc.freeze"
+    )
+    parser.add_argument(
+        "--broker-java",
+        default="",
+        help="JVM options for the Kafka broker beyond the sandbox's (e.g. -Xmn256m)",
+    )
+    parser.add_argument(
+        "--max-rate", type=float, help="the maximum the loads are fractions of (default: measured)"
+    )
+    args = parser.parse_args()  # fmt: skip
+    if not args.rounds and not args.max_rate:
+        parser.error("--rounds 0 needs --max-rate")
     state = Path(tempfile.mkdtemp(prefix="bench-ingest-"))  # Kafka's log
     try:
-        asyncio.run(main(args.broker, state, args.events, args.rounds, args.rate))
+        asyncio.run(main(args.broker, state, args))
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
