@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -143,7 +144,7 @@ class IllegalMove(CorruptLedger):
     that does not decode, rather than record a history the state machine cannot have."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class End:
     """What a watcher reported about a review's end (from its loop event)."""
 
@@ -154,9 +155,14 @@ class End:
     source: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """One event's review, in one :class:`State` (see the module docstring)."""
+    """One event's review, in one :class:`State` (see the module docstring).
+
+    Slotted, and its ``flow`` interned: a CLOSED entry stays in memory for
+    ``review.ledger_retention_s`` (redeliveries are recognised by it), so its size is what a
+    flood of requests costs for a week.
+    """
 
     first_name: str
     state: State
@@ -192,7 +198,8 @@ class Entry:
 
 def pending(request: ReviewRequest, now_s: float) -> Entry:
     """The first entry of a request just taken from review-requests."""
-    return Entry(request.loop_name, State.PENDING, 1, request.review_flow, now_s, now_s, request)
+    flow = sys.intern(request.review_flow)
+    return Entry(request.loop_name, State.PENDING, 1, flow, now_s, now_s, request)
 
 
 def encode(entry: Entry) -> bytes:
@@ -229,7 +236,7 @@ def decode(value: bytes) -> Entry:
             first_name=str(data["first_name"]),
             state=State(data["state"]),
             attempt=int(data["attempt"]),
-            flow=str(data["flow"]),
+            flow=sys.intern(str(data["flow"])),
             recorded_s=float(data["recorded_s"]),
             since_s=float(data["since_s"]),
             request=request,

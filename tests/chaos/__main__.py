@@ -1,5 +1,5 @@
-"""``python -m tests.chaos [--long] [--seed N] [--backend a2i|label-studio]``: one chaos run,
-its figures, exit 1 if unclean."""
+"""``python -m tests.chaos [--long | --flood] [--seed N] [--backend a2i|label-studio]``: one
+chaos run, its figures, exit 1 if unclean."""
 
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ from tests.chaos.harness import Plan, run
 def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/chaos")
     parser.add_argument("--long", action="store_true", help="the on-demand run (15 minutes)")
+    parser.add_argument(
+        "--flood", action="store_true",
+        help="every prediction to review for a minute, against a budget and its fallback (A2I)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=("a2i", "label-studio"), default="a2i")
     parser.add_argument("--keep", type=Path, help="keep the logs and state in this directory")
     args = parser.parse_args()
-    plan = Plan.long(args.backend) if args.long else Plan.short(args.backend)
+    if args.flood and args.backend != "a2i":
+        parser.error("--flood runs on A2I")
+    plan = (Plan.flood() if args.flood else Plan.long(args.backend) if args.long
+            else Plan.short(args.backend))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="stream-router-chaos-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

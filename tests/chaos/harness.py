@@ -27,6 +27,12 @@ annotators instead, and the backend's faults are its own: Label Studio restarted
 silent (SIGSTOP) for a window, and duplicate, late and out-of-order webhook posts for finished
 tasks sent to both review instances (the kills and the broker restart are the same).
 
+The flood (:meth:`Plan.flood`, ``scripts/chaos --flood``) is a model gone wrong: every
+prediction is unsure, produced as fast as the harness can for a minute, against a route budget
+of 300 reviews with the ``accept-unreviewed`` fallback, the same faults striking. Besides the
+account it says how many reviews the backend holds against the budget (overspent must be 0)
+and how long after the stream ended the last outcome came.
+
 ``scripts/chaos`` runs it (``--long`` for the on-demand length, ``--backend label-studio``);
 ``tests/chaos/test_chaos.py`` runs a short one of each backend in CI.
 """
@@ -77,6 +83,8 @@ class Plan:
     rate_per_s: float
     kills_per_role: int
     settle_s: float = 300.0
+    review_every: int = 3  #: one event in this many is unsure (sent to review)
+    budget_per_day: int | None = None  #: the review route's budget (None: unlimited)
 
     @classmethod
     def short(cls, backend: Backend = "a2i") -> Plan:
@@ -86,6 +94,14 @@ class Plan:
     def long(cls, backend: Backend = "a2i") -> Plan:
         rate = _rate(30.0, backend)
         return cls(duration_s=900.0, rate_per_s=rate, kills_per_role=10, settle_s=600.0)
+
+    @classmethod
+    def flood(cls) -> Plan:
+        """A model that sends every prediction to review for a minute, as fast as the harness
+        produces (about 2,000 events/s here), against a budget of 300 reviews and its fallback
+        (``accept-unreviewed``), the usual faults meanwhile (A2I only)."""
+        return cls(duration_s=60.0, rate_per_s=2000.0, kills_per_role=2, settle_s=900.0,
+                   review_every=1, budget_per_day=300)  # fmt: skip
 
 
 def _rate(a2i_rate: float, backend: Backend) -> float:
@@ -116,6 +132,9 @@ class Report:
     recovery_s: dict[str, list[float]]
     faults: list[Fault] = field(default_factory=list)
     paid_twice: int = 0  #: Label Studio: reviews annotated on two tasks (a person paid twice)
+    budget: int | None = None  #: the route's reviews a day, when it has a budget
+    reviews_started: int = 0  #: reviews the backend holds (every attempt)
+    drained_s: float | None = None  #: from the stream's end to the last outcome
 
     def lines(self) -> list[str]:
         out = [
@@ -128,6 +147,11 @@ class Report:
             "exits on their own: "
             + (", ".join(f"{r} {n}" for r, n in sorted(self.exits.items())) or "none"),
         ]
+        if self.budget is not None:
+            out.append(f"budget {self.budget} reviews: started {self.reviews_started}, "
+                       f"overspent {max(0, self.reviews_started - self.budget)}")  # fmt: skip
+        if self.drained_s is not None:
+            out.append(f"every outcome {self.drained_s:.1f} s after the stream ended")
         for kind, times in sorted(self.recovery_s.items()):
             out.append(
                 f"recovery after {kind} ({len(times)}): median {statistics.median(times):.1f} s, "
@@ -148,6 +172,7 @@ class Report:
             or self.paid_twice
             or self.loops_without_outcome
             or self.exits
+            or (self.budget is not None and self.reviews_started > self.budget)
         )
 
 
@@ -160,7 +185,7 @@ def sandbox_settings() -> SandboxSettings:
 
 
 def router_settings(
-    info: SandboxInfo, tag: str, work: Path, backend: str = "a2i"
+    info: SandboxInfo, tag: str, work: Path, backend: str = "a2i", budget: int | None = None
 ) -> dict[str, Any]:
     flow = info.flow_definition_arns["chaos"] if backend == "a2i" else "chaos"
     config: dict[str, Any] = {
@@ -187,6 +212,9 @@ def router_settings(
         "metrics": {"enabled": False},
         "logging": {"level": "INFO"},
     }  # fmt: skip
+    if budget is not None:
+        config["review"]["budgets"] = {"general": {"per_day": budget}}
+        config["review"]["budget_fallback"] = "accept-unreviewed"
     if backend == "label-studio":
         lifetime = sandbox_settings().flow_definitions[0].task_availability_lifetime_s
         config["review"]["backend"] = {
@@ -271,12 +299,16 @@ class Roles:
 class Stream:
     """The steady prediction stream, and what each event should become."""
 
-    def __init__(self, bootstrap: str, topic: str, tag: str, rate_per_s: float) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, tag: str, rate_per_s: float, review_every: int = 3
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.tag = tag
         self.rate_per_s = rate_per_s
+        self.review_every = review_every
         self.sent: dict[str, str] = {}  # event id -> "review" or "accepted"
+        self.ended: float | None = None  #: epoch seconds of the last event's acknowledgement
 
     async def run(self, duration_s: float) -> None:
         producer = AIOKafkaProducer(
@@ -291,7 +323,7 @@ class Stream:
                 due = start + index / self.rate_per_s
                 await asyncio.sleep(max(0.0, due - time.monotonic()))  # pacing the stream
                 event_id = f"{self.tag}-e{index}"
-                unsure = index % 3 == 0
+                unsure = index % self.review_every == 0
                 event = {"event_id": event_id, "label": LABELS[index % 4],
                          "ground_truth": LABELS[(index + index % 2) % 4],
                          "confidence": 0.5 if unsure else 0.95}  # fmt: skip
@@ -299,6 +331,7 @@ class Stream:
                 self.sent[event_id] = "review" if unsure else "accepted"
                 index += 1
             await producer.flush()
+            self.ended = time.time()
         finally:
             await producer.stop()
 
@@ -567,14 +600,15 @@ async def run(
         sandbox_settings(), broker="kafka", state_dir=work / "sandbox", backend=backend
     ) as sandbox:
         info = sandbox.info()
-        raw = router_settings(info, tag, work, backend)
+        raw = router_settings(info, tag, work, backend, plan.budget_per_day)
         config = work / "router.yaml"
         config.write_text(yaml.safe_dump(raw))
         await create_topics(Settings.model_validate(raw))
         await sandbox.broker.create_topics([f"chaos-in-{tag}"], partitions=PARTITIONS)
         roles = Roles(config, info.router_env(), backend)
         roles.ensure_running()
-        stream = Stream(info.bootstrap_servers, f"chaos-in-{tag}", tag, plan.rate_per_s)
+        stream = Stream(info.bootstrap_servers, f"chaos-in-{tag}", tag, plan.rate_per_s,
+                        plan.review_every)  # fmt: skip
         outcomes = Outcomes(info.bootstrap_servers, [f"chaos-out-{tag}", f"chaos-dlq-{tag}"])
         await outcomes.start()
         faults = Faults(sandbox, roles, rng, echo)
@@ -599,6 +633,11 @@ async def run(
         paid_twice = await _paid_twice(info) if backend == "label-studio" else 0
     report = account(stream.sent, outcomes, reviews, roles.kills, roles.exits, faults.log)
     report.paid_twice = paid_twice
+    report.budget = plan.budget_per_day
+    report.reviews_started = len(reviews)
+    last = max((ts for _, ts, _ in outcomes.records), default=None)
+    if stream.ended is not None and last is not None and not report.lost:
+        report.drained_s = max(0.0, last - stream.ended)
     return report
 
 

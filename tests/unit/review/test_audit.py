@@ -3,6 +3,7 @@ and the metrics (the exactly-once counting through the scheduler is in test_sche
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import orjson
@@ -147,7 +148,7 @@ def test_ledger_entries_carry_their_sample_and_old_records_decode() -> None:
     request = review_request("e1", review_probability=0.02)
     entry = pending(request, 1.0).moved(State.CLOSED, 2.0, outcome="reviewed")
     sample = AuditSample(7, "1", "general", "cat", True)
-    counted = entry.__class__(**{**entry.__dict__, "audit": sample})
+    counted = dataclasses.replace(entry, audit=sample)
     assert decode(encode(counted)).audit == sample
     assert decode(encode(entry)).audit is None
     old = orjson.loads(encode(entry))  # written before the field existed
