@@ -25,10 +25,6 @@ One batch at a time::
 Offsets are committed only after the broker acknowledged every record the batch produced, so a
 crash at any point replays the batch (at-least-once). Deciding the next batch overlaps the
 acknowledgements of the previous ones (``max_in_flight_batches``); commits stay in batch order.
-The offsets of acknowledged batches are committed together, at most every
-:data:`COMMIT_INTERVAL_S` and whenever ingest drains (SIGTERM, a revocation, an error): a crash
-replays at most that much more, and the broker gets one commit where many small batches each
-sent their own.
 Replays are harmless for reviews: a review request's key is the deterministic loop name, and the
 review path starts each name once.
 Ingest never waits on AWS.
@@ -84,11 +80,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["BatchOutcome", "Ingest"]
 
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
-
-#: Offsets are committed at most this often (and when draining): acknowledged batches between
-#: two commits share one. A commit is a request the broker appends to its offsets log; one per
-#: batch was about a third of the requests ingest sent at moderate rates (many small batches).
-COMMIT_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -175,9 +166,6 @@ class Ingest:
         #: Set while this instance owns partitions (after a rebalance assigned some).
         self.assigned = asyncio.Event()
         self._in_flight: deque[_InFlight] = deque()
-        #: Offsets of acknowledged batches not committed yet, and when the last commit went out.
-        self._acknowledged: dict[TopicPartition, int] = {}
-        self._committed_at = time.monotonic()
         self._settling = asyncio.Lock()
 
     def forget(self, partitions: list[TopicPartition]) -> None:
@@ -362,9 +350,8 @@ class Ingest:
         await self.settle(block=len(self._in_flight) > self.settings.max_in_flight_batches)
         return outcome
 
-    async def settle(self, *, block: bool, commit: bool = False) -> None:
-        """Take the oldest batches whose produces are all acknowledged; commit their offsets
-        when ``COMMIT_INTERVAL_S`` has passed since the last commit, or with ``commit``.
+    async def settle(self, *, block: bool) -> None:
+        """Commit the oldest batches whose produces are all acknowledged.
 
         With ``block`` it waits for the oldest batch, so at most ``max_in_flight_batches`` stay.
         """
@@ -372,25 +359,18 @@ class Ingest:
             while self._in_flight:
                 oldest = self._in_flight[0]
                 if not block and not all(ack.done() for ack in oldest.acks):
-                    break
+                    return
                 await asyncio.gather(*oldest.acks)  # a failed produce raises: nothing committed
                 acknowledged = self.clock()
+                await self._commit(oldest.outcome.committed)
                 self._in_flight.popleft()
-                self._acknowledged.update(oldest.outcome.committed)  # a later batch's supersede
                 self._record_completion(oldest, acknowledged)
                 block = False
-            if self._acknowledged and (
-                commit or time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S
-            ):
-                offsets, self._acknowledged = self._acknowledged, {}
-                self._committed_at = time.monotonic()
-                await self._commit(offsets)
 
     async def drain(self) -> None:
-        """Wait for every batch in flight and commit all that is acknowledged."""
+        """Wait for every batch in flight and commit it."""
         while self._in_flight:
             await self.settle(block=True)
-        await self.settle(block=False, commit=True)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         owned = self.consumer.assignment()
