@@ -38,6 +38,21 @@ over the second half, i.e. 1.7 bytes per event over 5 M events, 168 bytes per re
 50,000 requests. The first half is left out because start-up, the first batches, connection
 buffers and the allocator's arenas settle there.
 
+Measured (2026-12-07, 2-core VM shared with other suites, load average 3-11 during the runs;
+Apache Kafka 4.4 of the sandbox; stream_router at 742da61):
+
+- ingest, 10 M events: 26k events/s with the producer beside it; RSS 59.5 MiB before the first
+  commit, 80 MiB from the first million on, peak 82.0, end 80.5; second half -0.10 MiB per
+  million events: flat (PASS);
+- review, 100,000 requests: recorded at 437/s, every outcome after 230 s (400 reviews started,
+  the rest unreviewed by the fallback); RSS 122.8 MiB -> 189.9 MiB, linear, +544 bytes per
+  request over the second half: not flat (FAIL). What grows is the ledger's CLOSED entries,
+  kept in memory ``review.ledger_retention_s`` (7 days) for the dedupe of late copies: per entry
+  537 bytes (the Entry dataclass and its ``__dict__`` 184, its ``first_name`` and ``flow``
+  strings from the request's JSON 202, the ``(closed_s, name)`` tuple in ``_Partition.closed``
+  64, the dict slot 38, two floats 48). With ``--ledger-retention-s 30`` the same flood levels
+  off at 149.4 MiB (+12 bytes per request over the second half: PASS).
+
 ``--trace`` runs the role under tracemalloc (5 frames; slower, and its RSS then includes the
 traces, so the table is not the figure) and prints what grew between a snapshot half-way and one
 at the end, by line, with the tracebacks of the three largest, and what is alive at the end.
