@@ -42,9 +42,9 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
    by then, and answers "already started" instead of opening a second, paid review. The wait
    is kept per entry (``_Partition.settling``) and checked as the start step begins
    (:meth:`ReviewScheduler._settling`), so no queued copy of the entry starts it sooner.
-   Conversely, a start the ledger shows no one can have sent (its request recorded, or its
-   attempt escalated, by this instance, and not sent since: ``_Partition.fresh``) says so to
-   the backend (``fresh``), and a backend whose look-up of a name is costly skips it.
+   Conversely, a start the ledger shows no one can have sent (its request recorded by this
+   instance and not sent since: ``_Partition.fresh``) says so to the backend (``fresh``), and
+   a backend whose look-up of a name is costly skips it.
 4. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
    backend or S3) leaves the entry in its state and schedules it again after the one retry
    policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
@@ -230,9 +230,9 @@ class _Partition:
     failures: dict[str, int] = field(default_factory=dict)
     #: Entries whose start may repeat one cut short: not started before this time (rule 3).
     settling: dict[str, float] = field(default_factory=dict)
-    #: Entries whose current attempt no start can have reached the backend for: written here
-    #: (recorded, or escalated to a new attempt) and not sent since (``ReviewBackend.start``'s
-    #: ``fresh``). What the ledger read finds is never fresh: an earlier owner may have sent it.
+    #: Entries no start can have reached the backend for: recorded here and not sent since
+    #: (``ReviewBackend.start``'s ``fresh``). What the ledger read finds is never fresh: an
+    #: earlier owner may have sent it.
     fresh: set[str] = field(default_factory=set)
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
@@ -903,7 +903,6 @@ class ReviewScheduler:
                 started_s=None, deadline_s=None, end=None,
             )  # fmt: skip
             await self._put(owned, escalated)
-            owned.fresh.add(escalated.first_name)  # its new attempt was never sent
             return
         await self._close(owned, entry, completion.outcome, completion.record, now)
         if self.review.delete_finished:

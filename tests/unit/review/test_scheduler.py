@@ -232,8 +232,13 @@ class FaultyBackend(FakeReviewBackend):
             self.contents[name] = content
 
     def land_later(self, name: str, flow: str, content: Any, after_s: float | None = None) -> None:
+        # Within late_s of now, when the start was sent: not of when the landing task first
+        # runs, which a busy loop can put off past the scheduler's settle wait.
+        loop = asyncio.get_running_loop()
+        at = loop.time() + (self.rng.uniform(0, self.late_s) if after_s is None else after_s)
+
         async def landing() -> None:
-            await asyncio.sleep(self.rng.uniform(0, self.late_s) if after_s is None else after_s)
+            await asyncio.sleep(max(0.0, at - loop.time()))
             self.land(name, flow, content)
 
         task = asyncio.ensure_future(landing())
