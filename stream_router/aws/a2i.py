@@ -203,7 +203,13 @@ class A2IReviewBackend(ReviewBackend):
     # -- ReviewBackend ---------------------------------------------------------------------------
 
     async def start(
-        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+        self,
+        name: str,
+        flow: str,
+        content: Mapping[str, Any],
+        *,
+        fresh: bool = False,
+        not_before_s: float | None = None,
     ) -> StartOutcome:
         """StartHumanLoop ``name`` on flow definition ARN ``flow`` with ``content`` as input.
 

@@ -324,7 +324,13 @@ class LabelStudioReviewBackend(ReviewBackend):
     # -- ReviewBackend ---------------------------------------------------------------------------
 
     async def start(
-        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+        self,
+        name: str,
+        flow: str,
+        content: Mapping[str, Any],
+        *,
+        fresh: bool = False,
+        not_before_s: float | None = None,
     ) -> StartOutcome:
         """A task for review ``name`` in ``flow``'s project, unless one exists (see the module
         doc). Content that is not JSON is rejected; longer content than ``max_input_chars`` is

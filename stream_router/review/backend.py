@@ -153,7 +153,13 @@ class ReviewBackend(AsyncResource, ABC):
 
     @abstractmethod
     async def start(
-        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+        self,
+        name: str,
+        flow: str,
+        content: Mapping[str, Any],
+        *,
+        fresh: bool = False,
+        not_before_s: float | None = None,
     ) -> StartOutcome:
         """Start review ``name`` on ``flow`` showing ``content``; idempotent per name (an
         existing review of that name and flow answers ``already_started=True``).
@@ -161,7 +167,11 @@ class ReviewBackend(AsyncResource, ABC):
         ``fresh`` is the ledger's word that no start of ``name`` can have been sent before (the
         scheduler recorded the request itself and no earlier start of it failed in a way that
         may have reached the backend): a backend whose starts are not idempotent may then skip
-        looking the name up. When in doubt the caller passes False."""
+        looking the name up. When in doubt the caller passes False.
+
+        ``not_before_s`` (epoch seconds, the backend's clock give or take its skew) is the
+        ledger's word that no start of ``name`` was sent before then (the request's recording):
+        a backend that must look a name up may look only at what was created since."""
 
     @abstractmethod
     async def describe(self, name: str) -> ReviewState | None:

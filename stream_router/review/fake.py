@@ -63,7 +63,13 @@ class FakeReviewBackend(ReviewBackend):
         self._failures.extend(errors)
 
     async def start(
-        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+        self,
+        name: str,
+        flow: str,
+        content: Mapping[str, Any],
+        *,
+        fresh: bool = False,
+        not_before_s: float | None = None,
     ) -> StartOutcome:
         self.start_calls.append(name)
         if self._failures:

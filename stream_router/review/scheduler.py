@@ -813,6 +813,7 @@ class ReviewScheduler:
                 budget=owned.budget,
                 spent=lambda: self._save_budget(owned),
                 fresh=fresh,
+                not_before_s=entry.recorded_s,
             )
         except (ReviewCapacityExceeded, ReviewThrottled) as exc:
             if fresh and _refusal(exc):

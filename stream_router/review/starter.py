@@ -90,6 +90,7 @@ class Starter:
         budget: Budget,
         spent: Callable[[], Awaitable[None]] | None = None,
         fresh: bool = False,
+        not_before_s: float | None = None,
     ) -> StartResult:
         """Try once to start one review that ``budget`` pays for (see the module docstring).
 
@@ -97,7 +98,7 @@ class Starter:
         scheduler saves the counters then: a crash never under-counts a started review).
         ``fresh`` says no start of ``name`` can have been sent before (``ReviewBackend.start``):
         the backend may skip its look-up, and a spent budget refuses without asking whether the
-        review exists.
+        review exists. ``not_before_s`` bounds the backend's look-up (``ReviewBackend.start``).
         """
         content = input_content(request, self.projection, attempt)
         size, limit = content_size(content), self.backend.max_input_chars
@@ -127,7 +128,9 @@ class Starter:
             await spent()
         await self.limiter.acquire()
         try:
-            outcome = await self.backend.start(name, flow, content, fresh=fresh)
+            outcome = await self.backend.start(
+                name, flow, content, fresh=fresh, not_before_s=not_before_s
+            )
         except (ReviewRejected, ReviewNameConflict) as exc:
             budget.refund(route, spent_at)
             decision = (

@@ -110,7 +110,13 @@ class Minimal(ReviewBackend):
         self.calls.append("aclose")
 
     async def start(
-        self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+        self,
+        name: str,
+        flow: str,
+        content: Mapping[str, Any],
+        *,
+        fresh: bool = False,
+        not_before_s: float | None = None,
     ) -> StartOutcome:
         return StartOutcome(name, name, already_started=False)
 
@@ -141,7 +147,13 @@ def test_a_backend_missing_an_operation_cannot_be_made() -> None:
         max_input_chars = 10
 
         async def start(
-            self, name: str, flow: str, content: Mapping[str, Any], *, fresh: bool = False
+            self,
+            name: str,
+            flow: str,
+            content: Mapping[str, Any],
+            *,
+            fresh: bool = False,
+            not_before_s: float | None = None,
         ) -> StartOutcome:
             return StartOutcome(name, name, already_started=False)
 

@@ -169,6 +169,11 @@ class FaultyBackend(FakeReviewBackend):
     that finds no review creates one, and a second landing is a second, paid review), and a
     start whose answer is lost (a 5xx, no answer, its caller killed mid-call) still lands, up
     to ``late_s`` later. Its ``start_settle_s`` is ``settle_s`` (default ``late_s``).
+
+    A landing is a fact of time, as on a real backend: every call first lands the starts whose
+    time has come, whether or not the event loop has yet run the task that lands them. (Under
+    load a loop runs its ready callbacks long past the timers that fell due meanwhile; a
+    look-up in one of them would otherwise miss a start that landed 95 ms before.)
     """
 
     def __init__(
@@ -182,11 +187,15 @@ class FaultyBackend(FakeReviewBackend):
         self.fault_rate = 0.0
         self.late_s = late_s
         self.landing: set[asyncio.Task[None]] = set()  #: starts on their way, callers gone
+        self.due: list[tuple[float, str, str, Any]] = []  #: when each of them lands, and what
         self.created: Counter[str] = Counter()
         self.poisoned: set[str] = set()  #: reviews whose answer is malformed (rule 5)
         self.fresh_starts = 0  #: starts made without a look-up (``fresh``)
 
-    async def start(self, name: str, flow: str, content: Any, *, fresh: bool = False) -> Any:
+    async def start(
+        self, name: str, flow: str, content: Any, *, fresh: bool = False, **hints: Any
+    ) -> Any:
+        self.land_due()
         roll = self.rng.random()
         if roll < self.fault_rate / 3:
             raise ReviewThrottled("429", retry_after_s=0.001)
@@ -232,18 +241,26 @@ class FaultyBackend(FakeReviewBackend):
             self.contents[name] = content
 
     def land_later(self, name: str, flow: str, content: Any, after_s: float | None = None) -> None:
-        # Within late_s of now, when the start was sent: not of when the landing task first
-        # runs, which a busy loop can put off past the scheduler's settle wait.
+        """Land the start within ``late_s`` (or ``after_s``) of now, when it was sent."""
         loop = asyncio.get_running_loop()
         at = loop.time() + (self.rng.uniform(0, self.late_s) if after_s is None else after_s)
+        self.due.append((at, name, flow, content))
 
         async def landing() -> None:
             await asyncio.sleep(max(0.0, at - loop.time()))
-            self.land(name, flow, content)
+            self.land_due()
 
         task = asyncio.ensure_future(landing())
         self.landing.add(task)
         task.add_done_callback(self.landing.discard)
+
+    def land_due(self) -> None:
+        """Land every start on its way whose time has come."""
+        now = asyncio.get_running_loop().time()
+        come = sorted((at for at in self.due if at[0] <= now), key=lambda landing: landing[0])
+        self.due = [landing for landing in self.due if landing[0] > now]
+        for _, name, flow, content in come:
+            self.land(name, flow, content)
 
     async def landed(self) -> None:
         """Until every start on its way has landed."""
@@ -257,6 +274,7 @@ class FaultyBackend(FakeReviewBackend):
         return await super().fetch_result(state)
 
     async def describe(self, name: str) -> ReviewState | None:
+        self.land_due()
         if name in self.poisoned and self.rng.random() < 0.5:
             raise ReviewRejected(f"review {name}: meta is not an object")
         return await super().describe(name)
@@ -609,7 +627,7 @@ async def _one_start_cut_short(settle_s: float, *, killed: bool) -> FaultyBacken
     cut_short = asyncio.Event()
     backend, start = run.backend, run.backend.start
 
-    async def first_start(name: str, flow: str, content: Any, *, fresh: bool = False) -> Any:
+    async def first_start(name: str, flow: str, content: Any, **hints: Any) -> Any:
         backend.start = start  # type: ignore[method-assign]  # later starts are plain
         backend.start_calls.append(name)
         backend.land_later(name, flow, content, after_s=0.05)
