@@ -39,7 +39,8 @@ Reading is not moving: :func:`decode` takes an entry in any state (only its form
 and only a move the review role makes is held to the table.
 
 :func:`encode` and :func:`decode` are the one wire format of an entry (JSON, ``"v": 2``; an
-entry written before ``audit`` existed decodes without one). Each partition also keeps its
+entry written before ``audit`` existed decodes without one; one written before ``sent``
+existed decodes as sent). Each partition also keeps its
 budget counters under the key :data:`BUDGET_KEY` and its audit counts under :data:`AUDIT_KEY`
 (``review/audit.py``; not loop names: names never contain ``_``).
 
@@ -177,6 +178,9 @@ class Entry:
     end: End | None = None  #: ENDED
     outcome: str | None = None  #: CLOSED: reviewed, unreviewed or dead-lettered
     audit: AuditSample | None = None  #: CLOSED: the audit sample its close counted
+    #: A start of this attempt may have been sent: written, acknowledged, before the first call
+    #: to the backend (rule 3 of ``review/scheduler.py``); a new attempt begins unmarked.
+    sent: bool = False
 
     @property
     def name(self) -> str:
@@ -193,6 +197,8 @@ class Entry:
             )
         if state is State.CLOSED:
             changes.setdefault("request", None)
+        if changes.get("attempt", self.attempt) != self.attempt:
+            changes.setdefault("sent", False)
         return dataclasses.replace(self, state=state, since_s=now_s, **changes)
 
 
@@ -218,6 +224,7 @@ def encode(entry: Entry) -> bytes:
         "due_s": entry.due_s,
         "end": None if entry.end is None else dataclasses.asdict(entry.end),
         "outcome": entry.outcome,
+        "sent": entry.sent,
     }
     if entry.audit is not None:
         data["audit"] = entry.audit.to_json()
@@ -246,6 +253,8 @@ def decode(value: bytes) -> Entry:
             end=None if raw_end is None else End(**raw_end),
             outcome=data["outcome"],
             audit=None if raw_audit is None else AuditSample.from_json(raw_audit),
+            # Written before the mark existed: its start may have been sent.
+            sent=bool(data.get("sent", True)),
         )
     except CorruptLedger:
         raise

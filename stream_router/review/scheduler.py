@@ -42,9 +42,12 @@ scheduler keeps it in four rules, and nothing else in the review path changes re
    by then, and answers "already started" instead of opening a second, paid review. The wait
    is kept per entry (``_Partition.settling``) and checked as the start step begins
    (:meth:`ReviewScheduler._settling`), so no queued copy of the entry starts it sooner.
-   Conversely, a start the ledger shows no one can have sent (its request recorded by this
-   instance and not sent since: ``_Partition.fresh``) says so to the backend (``fresh``), and
-   a backend whose look-up of a name is costly skips it.
+   Every start is marked in the ledger before it is sent: the attempt's entry is written
+   ``sent`` (with the budget counters it spent, one acknowledged write) before the backend is
+   called (:meth:`ReviewScheduler._mark_sent`). So an entry the ledger holds unmarked was never
+   sent by anyone, whichever instance recorded it: its start is ``fresh`` (a backend whose
+   look-up of a name is costly skips it; a spent budget refuses it without asking the backend
+   whether it exists), and after a partition's read it need not wait to settle.
 4. *Upstream failures retry, never drop.* A retriable error (throttling, 5xx, an unreachable
    backend or S3) leaves the entry in its state and schedules it again after the one retry
    policy's delay (``review/retry.py``); only a typed, final answer (rejected, conflict, over
@@ -131,9 +134,6 @@ from stream_router.review.steps import Gate, Lanes, step_of
 from stream_router.settings import ReviewSettings
 
 logger = logging.getLogger(__name__)
-
-#: What a start answers when it sent nothing to the backend (its entry stays ``fresh``).
-_NOTHING_SENT = frozenset({StartDecision.OVER_BUDGET, StartDecision.OVERSIZE})
 
 
 def _refusal(exc: BaseException) -> bool:
@@ -230,10 +230,9 @@ class _Partition:
     failures: dict[str, int] = field(default_factory=dict)
     #: Entries whose start may repeat one cut short: not started before this time (rule 3).
     settling: dict[str, float] = field(default_factory=dict)
-    #: Entries no start can have reached the backend for: recorded here and not sent since
-    #: (``ReviewBackend.start``'s ``fresh``). What the ledger read finds is never fresh: an
-    #: earlier owner may have sent it.
-    fresh: set[str] = field(default_factory=set)
+    #: Entries a running start step marked sent (:meth:`ReviewScheduler._mark_sent`): the
+    #: version the step ended with, though it began with the unmarked one.
+    marked: dict[str, Entry] = field(default_factory=dict)
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
@@ -467,7 +466,6 @@ class ReviewScheduler:
             count()
         for entry in entries:
             self._apply(owned, entry)
-            owned.fresh.add(entry.first_name)
         for entry, request, result in oversize:
             await self._not_started(owned, entry, request, result)
 
@@ -615,17 +613,21 @@ class ReviewScheduler:
         if tally != ledger.audit:
             await self._save_audit(owned, tally)
         # Any start an earlier owner had under way was sent before this read began.
-        settled_s = self.clock() + self.backend.start_settle_s
+        now_s = self.clock()
+        settled_s = now_s + self.backend.start_settle_s
         for entry in sorted(ledger.entries.values(), key=lambda e: e.since_s):
             if entry.state.open:
                 owned.open += 1
             if entry.state is State.CLOSED:
                 owned.closed.append((entry.since_s, entry.first_name))
-            if entry.state.step is Step.START and self.backend.start_settle_s > 0:
+            # Only a start marked sent can have been under way (an unmarked one never was).
+            settles = entry.state.step is Step.START and entry.sent
+            if settles and self.backend.start_settle_s > 0:
                 owned.settling[entry.first_name] = settled_s
             # A held entry is checked again now (the limits may have changed since it was
             # held), or once a start an earlier owner may have had under way has settled.
-            self._schedule(owned, entry, settled_s if entry.state.step is Step.START else None)
+            at_s = settled_s if settles else now_s
+            self._schedule(owned, entry, at_s if entry.state.step is Step.START else None)
         owned.loaded.set()
         self._publish_in_flight()
         self._release()  # starts waited for every ledger to be read
@@ -739,8 +741,9 @@ class ReviewScheduler:
         owned.lanes.done(entry)
         if step_of(entry) is Step.START:
             self._release()
+        ran = owned.marked.pop(entry.first_name, entry)
         current = owned.ledger.entries.get(entry.first_name)
-        if not owned.gone and current is not entry:
+        if not owned.gone and current is not ran:
             self._schedule(owned, current)  # news arrived while it was busy
         owned.wake.set()
 
@@ -800,28 +803,37 @@ class ReviewScheduler:
     async def _try_start(
         self, owned: _Partition, entry: Entry, request: ReviewRequest
     ) -> StartResult:
-        """One start through the starter, telling it whether the entry is fresh (rule 3); an
-        entry stays fresh only if nothing was sent (a refusal, or no call made)."""
-        fresh = entry.first_name in owned.fresh
-        owned.fresh.discard(entry.first_name)  # from here on the start may reach the backend
-        try:
-            result = await self.starter.start(
-                request,
-                name=entry.name,
-                flow=entry.flow,
-                attempt=entry.attempt,
-                budget=owned.budget,
-                spent=lambda: self._save_budget(owned),
-                fresh=fresh,
-                not_before_s=entry.recorded_s,
-            )
-        except (ReviewCapacityExceeded, ReviewThrottled) as exc:
-            if fresh and _refusal(exc):
-                owned.fresh.add(entry.first_name)  # nothing was created
-            raise
-        if fresh and result.decision in _NOTHING_SENT:
-            owned.fresh.add(entry.first_name)
-        return result
+        """One start through the starter: ``fresh`` when the ledger holds the entry unmarked,
+        and marked sent before the backend is called (rule 3)."""
+        return await self.starter.start(
+            request,
+            name=entry.name,
+            flow=entry.flow,
+            attempt=entry.attempt,
+            budget=owned.budget,
+            spent=lambda: self._mark_sent(owned, entry),
+            fresh=not entry.sent,
+            not_before_s=entry.recorded_s,
+        )
+
+    async def _mark_sent(self, owned: _Partition, entry: Entry) -> None:
+        """Rule 3's mark: ``entry`` written ``sent``, with the budget counters its start spent,
+        both acknowledged, before the start is sent (the starter awaits this once the budget
+        is spent). The step goes on with ``entry``; the ledger holds the marked one."""
+        snapshot = owned.budget.snapshot()
+        values: list[tuple[str, bytes | None]] = []
+        if snapshot != owned.ledger.budget:
+            values.append((BUDGET_KEY, orjson.dumps(snapshot)))
+        marked = entry if entry.sent else dataclasses.replace(entry, sent=True)
+        if marked is not entry:
+            values.append((entry.first_name, encode(marked)))
+        if not values:
+            return
+        await self.log.write_many(owned.ledger.partition, values)
+        owned.ledger.budget = snapshot
+        if marked is not entry and owned.ledger.entries.get(entry.first_name) is entry:
+            owned.ledger.entries[entry.first_name] = marked
+            owned.marked[entry.first_name] = marked
 
     async def _refused(
         self, owned: _Partition, entry: Entry, request: ReviewRequest, exc: UnconfiguredRequest
@@ -933,7 +945,6 @@ class ReviewScheduler:
             owned.closed.append((entry.since_s, entry.first_name))
         if entry.state.step is not Step.START:
             owned.settling.pop(entry.first_name, None)
-            owned.fresh.discard(entry.first_name)
         self._schedule(owned, entry)
 
     async def _close(

@@ -5,13 +5,18 @@ The scheduler (``review/scheduler.py``) decides what an entry's next step is (it
 ``due_s``, after a retry's delay); this module keeps the step from then until it may begin,
 and frees its place when it ends. Per partition (:class:`Lanes`) it keeps:
 
-- the due queue (:class:`DueQueue`): entries by the time their step is due; an entry the
-  ledger has moved on since it was queued is dropped;
+- a due queue per kind of step (:class:`DueQueue`): entries by the time their step is due; an
+  entry the ledger has moved on since it was queued is dropped;
 - the lanes: at most ``review.concurrency`` steps of each kind at a time, so results and
   closes are never held up by starts waiting for rate tokens; what comes due while its lane is
-  full waits for a place;
+  full stays in its queue, in its place, until a step of its kind ends;
 - busy names: one step per entry at a time; what comes due while its step runs is parked
   until the step ends.
+
+What may not begin is left where it is, never taken out and put back: a flood of requests
+leaves hundreds of thousands of starts due at once behind a lane of a few, and a step's end
+costs the next item's pop, not a pass over everything waiting (which made a 120,000-request
+flood's fallback quadratic: a few dozen outcomes a second).
 
 For every owned partition together, :class:`Gate` says whether a start may begin: none while
 an owned ledger is being read, or while the reviews in flight and the starts under way fill
@@ -31,7 +36,7 @@ import heapq
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from stream_router.review.ledger import Entry, Step
@@ -74,12 +79,13 @@ class DueQueue:
         """Queue an item taken earlier again, in the place it had."""
         heapq.heappush(self._heap, item)
 
-    def pop_due(self, now_s: float) -> Iterator[Due]:
-        """Take the items due by ``now_s``, in order, leaving superseded ones out."""
+    def pop(self, now_s: float) -> Due | None:
+        """The first item due by ``now_s``, leaving superseded ones out; None if none is due."""
         while self._heap and self._heap[0].at_s <= now_s:
             item = heapq.heappop(self._heap)
             if self.current.get(item.entry.first_name) is item.entry:
-                yield item
+                return item
+        return None
 
     def next_at(self) -> float | None:
         """When the first item is due; None when the queue is empty."""
@@ -128,9 +134,10 @@ class Lanes:
 
     At most one step of a name runs at a time (``busy``), and at most ``concurrency`` of each
     :class:`~stream_router.review.ledger.Step` (``running``). An item that comes due and may not
-    begin is kept until it may: parked while its name is busy, waiting while its lane is full
-    (both due again when a step ends, in the place they had), blocked while the gate has no room
-    in flight (due again at :meth:`release`), or queued again for the end of the gate's pause.
+    begin stays queued until it may: in its step's queue while its lane is full (due again when
+    a step of its kind ends) or while the gate has no room in flight (due again at
+    :meth:`release`) or is paused (due again when the pause ends); parked while its name is busy
+    (due again, in the place it had, when the name's step ends).
     """
 
     def __init__(
@@ -141,75 +148,84 @@ class Lanes:
         concurrency: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.due = DueQueue(current)
+        self.queues = {step: DueQueue(current) for step in Step}
         self.gate = gate
         self.concurrency = concurrency
         self.clock = clock
         self.running: Counter[Step] = Counter()
-        self.waiting: dict[Step, list[Due]] = {}
         self.busy: set[str] = set()
         self.parked: dict[str, Due] = {}  #: per busy name, the last item due while it ran
-        self.blocked: list[Entry] = []
+        self.held = False  #: a start was due while the gate had no room
 
     def schedule(self, entry: Entry, at_s: float) -> None:
         """Queue ``entry``'s step for ``at_s``."""
-        self.due.push(entry, at_s)
+        self.queues[step_of(entry)].push(entry, at_s)
 
     def take(self) -> list[Entry]:
-        """The entries whose steps begin now, in the order due; each holds its place (and its
-        name is busy) until :meth:`done`."""
+        """The entries whose steps begin now, each kind in the order due; each holds its place
+        (and its name is busy) until :meth:`done`."""
+        now = self.clock()
         taken: list[Entry] = []
-        for item in self.due.pop_due(self.clock()):
-            entry = item.entry
-            if entry.first_name in self.busy:
-                self.parked[entry.first_name] = item
-                continue
-            step = step_of(entry)
-            if self.running[step] >= self.concurrency:
-                self.waiting.setdefault(step, []).append(item)
-                continue
-            if step is Step.START:
-                if not self._room(entry):
+        for step, queue in self.queues.items():
+            while self.running[step] < self.concurrency and self._open(step, queue, now):
+                item = queue.pop(now)
+                if item is None:
+                    break
+                entry = item.entry
+                if entry.first_name in self.busy:
+                    self.parked[entry.first_name] = item
                     continue
-                self.gate.starting += 1
-            self.running[step] += 1
-            self.busy.add(entry.first_name)
-            taken.append(entry)
+                if step is Step.START:
+                    self.gate.starting += 1
+                self.running[step] += 1
+                self.busy.add(entry.first_name)
+                taken.append(entry)
         return taken
 
-    def _room(self, entry: Entry) -> bool:
-        """Whether the gate lets a start begin; if not, the entry is kept for later."""
-        paused_s = self.gate.paused_s()
-        if paused_s > 0:
-            self.due.push(entry, self.clock() + paused_s)
+    def _open(self, step: Step, queue: DueQueue, now: float) -> bool:
+        """Whether the gate lets a step of ``step`` begin now (it holds starts only); a start
+        due while there is no room in flight is remembered for :meth:`release`."""
+        if step is not Step.START:
+            return True
+        if self.gate.paused_s() > 0:
             return False
         if self.gate.full():
-            self.blocked.append(entry)
+            due = queue.next_at()
+            self.held = self.held or (due is not None and due <= now)
             return False
         return True
 
     def done(self, entry: Entry) -> None:
         """``entry``'s step ended (done, failed or cancelled, even before it ran): its place is
-        free, and what waited for the lane or came due while it ran is due again."""
+        free, and what came due while it ran is due again."""
         self.busy.discard(entry.first_name)
         step = step_of(entry)
         self.running[step] -= 1
-        for item in self.waiting.pop(step, []):
-            self.due.requeue(item)
         if step is Step.START:
             self.gate.starting -= 1
         parked = self.parked.pop(entry.first_name, None)
         if parked is not None:
-            self.due.requeue(parked)
+            self.queues[step_of(parked.entry)].requeue(parked)
 
     def release(self) -> bool:
-        """Room may have appeared in flight: blocked starts are due now (they were due when
-        blocked). Returns whether there were any."""
-        blocked, self.blocked = self.blocked, []
-        for entry in blocked:
-            self.due.push(entry, self.clock())
-        return bool(blocked)
+        """Room may have appeared in flight: returns whether starts were held for it (they
+        are due in the place they had)."""
+        held, self.held = self.held, False
+        return held
 
     def next_at(self) -> float | None:
-        """When the next queued step is due; None when none is queued."""
-        return self.due.next_at()
+        """When the next step that may begin is due; None when none is queued, or each waits
+        for a step of its kind to end or (a start that came due) for room in flight."""
+        now, times = self.clock(), []
+        for step, queue in self.queues.items():
+            due = queue.next_at()
+            if due is None or self.running[step] >= self.concurrency:
+                continue
+            if step is Step.START:
+                paused_s = self.gate.paused_s()
+                if paused_s > 0:
+                    due = max(due, now + paused_s)
+                elif due <= now and self.gate.full():
+                    continue  # held: release() says when
+            times.append(due)
+        return min(times, default=None)

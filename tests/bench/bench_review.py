@@ -1,7 +1,7 @@
 """Benchmark: the review path's start rate and completion overhead, per review backend.
 
     .venv/bin/python tests/bench/bench_review.py [--backend both|a2i|label-studio]
-        [--requests 300] [--rate 10] [--capacity 200] [--intake 3000]
+        [--requests 300] [--rate 10] [--capacity 200] [--intake 3000] [--drain 0]
 
 One sandbox runs the A2I emulator and, for ``label-studio``, a real Label Studio with its
 simulated annotators; both backends are measured in the same run, so the figures sit side by
@@ -24,7 +24,11 @@ Prints, per backend:
 - the intake of one review instance (``--intake N``, 0 to skip; A2I): N requests wait in a fresh
   review-requests topic; the review role records each in its ledger before faust commits it,
   so the rate at which the group's committed offsets reach the end is the rate of requests
-  recorded per second (``rate_per_s`` 0.1 keeps the backend out of what is measured).
+  recorded per second (``rate_per_s`` 0.1 keeps the backend out of what is measured);
+- the drain of a flood (``--drain N``, 0 to skip; A2I): N requests against a budget of 10 a day
+  with ``accept-unreviewed``, as in ``scripts/chaos --flood``: outcomes published per second,
+  first to last, by one instance that recorded them itself (fresh), and by one that took the
+  partitions over from an instance killed once every request was recorded.
 """
 
 from __future__ import annotations
@@ -271,6 +275,50 @@ async def intake(sandbox: Sandbox, count: int) -> float | None:
     return rate
 
 
+async def drain(sandbox: Sandbox, count: int, *, takeover: bool) -> float | None:
+    """Outcomes published per second by one review instance working off ``count`` requests
+    over budget (see the module docstring); ``takeover``: by a second instance, once the
+    first recorded every request and was killed."""
+    info = sandbox.info()
+    tag = uuid.uuid4().hex[:6]
+    topics = await new_topics(sandbox, tag)
+    await fill(info.bootstrap_servers, topics["rr"],
+               requests(count, info.flow_definition_arns[FLOW], tag))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        config = review_config(info, "a2i", tag, topics, 1000.0, tmp)
+        config["review"]["budgets"] = {"general": {"per_day": 10}}
+        config["review"]["budget_fallback"] = "accept-unreviewed"
+        if takeover:  # the first instance records; its starts wait for rate (0.1/s) unbilled
+            slow = {**config["review"], "budgets": {"general": {"unlimited": True}},
+                    "rate_per_s": 0.1}  # fmt: skip
+            first = start_review(info, {**config, "review": slow}, tmp)
+            try:
+                ledger = f"bench-{tag}-ledger"
+                recorded = await pending_times(info.bootstrap_servers, ledger, count, first, [])
+            finally:
+                first.kill()
+                await asyncio.to_thread(first.wait, 60)
+            if len(recorded) < count:
+                print(f"drain: the first instance recorded {len(recorded)} of {count}")
+                return None
+        router = start_review(info, config, tmp)
+        try:
+            results = await read_results(info.bootstrap_servers, topics["out"], count)
+        finally:
+            router.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(router.wait, 60)
+    times = sorted(ts for ts, _ in results)
+    who = "after a takeover" if takeover else "recorded by the same instance"
+    if len(times) < 2 or times[-1] <= times[0]:
+        print(f"drain ({who}): {len(times)} of {count} outcomes")
+        return None
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    print(f"drain of a flood over budget ({who}): {len(times)} of {count} outcomes, "
+          f"{rate:.0f}/s (first to last, {times[-1] - times[0]:.1f} s); "
+          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    return rate
+
+
 def cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
     """CPU seconds the samples (wall time, CPU seconds) show spent from ``start`` to ``end``,
     from the samples nearest to each (taken every half second or so)."""
@@ -346,7 +394,7 @@ def report(paced: Run) -> None:
 
 
 async def main(backends: list[str], count: int, rate: float, capacity: int,
-               intake_count: int) -> None:  # fmt: skip
+               intake_count: int, drain_count: int = 0) -> None:  # fmt: skip
     fixed = Reviewers(
         pickup=Latency(distribution="fixed", median_s=0.5),
         work=Latency(distribution="fixed", median_s=0.5),
@@ -370,6 +418,10 @@ async def main(backends: list[str], count: int, rate: float, capacity: int,
         if intake_count:
             await sandbox.a2i.set_faults(quota_rps=rate * 2, quota_burst=2)
             await intake(sandbox, intake_count)
+        if drain_count:
+            await sandbox.a2i.set_faults(quota_rps=rate * 2, quota_burst=2)
+            await drain(sandbox, drain_count, takeover=False)
+            await drain(sandbox, drain_count, takeover=True)
     for one in paced:
         report(one)
     for one in unlimited:
@@ -410,9 +462,10 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--capacity", type=int, default=200)
     parser.add_argument("--intake", type=int, default=3000)
+    parser.add_argument("--drain", type=int, default=0)
     args = parser.parse_args()
     backends = ["a2i", "label-studio"] if args.backend == "both" else [args.backend]
-    asyncio.run(main(backends, args.requests, args.rate, args.capacity, args.intake))
+    asyncio.run(main(backends, args.requests, args.rate, args.capacity, args.intake, args.drain))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 
@@ -32,6 +34,22 @@ def test_every_state_round_trips() -> None:
     assert closed.request is None  # a closed entry drops its request
     assert escalated.name == f"{entry.first_name}-a2"
     assert [s.open for s in State] == [False, False, True, True, False, False]
+
+
+def test_the_sent_mark_round_trips_stays_with_its_attempt_and_is_assumed_when_absent() -> None:
+    entry = pending(review_request("e1"), NOW)
+    assert not entry.sent  # recorded: no start sent yet
+    marked = dataclasses.replace(entry, sent=True)
+    assert decode(encode(marked)).sent
+    started = marked.moved(State.STARTED, NOW + 1, started_s=NOW + 1, deadline_s=NOW + 99)
+    ended = started.moved(State.ENDED, NOW + 2, end=End("Failed", None, source="s3"))
+    assert ended.sent
+    escalated = ended.moved(State.ESCALATED, NOW + 3, attempt=2, flow="fd-experts", end=None)
+    assert not escalated.sent  # the next attempt's name was never sent
+    assert marked.moved(State.HELD, NOW + 4, due_s=NOW + 3600).sent
+    written_before = orjson.loads(encode(entry))
+    del written_before["sent"]  # by a version without the mark: its start may have been sent
+    assert decode(orjson.dumps(written_before)).sent
 
 
 @pytest.mark.parametrize(

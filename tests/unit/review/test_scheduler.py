@@ -729,6 +729,39 @@ async def test_over_budget_requests_are_held_in_the_ledger_across_a_restart() ->
     await run.scheduler.close()
 
 
+async def test_what_no_one_sent_starts_fresh_after_a_takeover() -> None:
+    """The sent mark outlives its writer: the entries an old owner held over budget (never
+    sent) start fresh under the new owner, with no look-up; the ones it started are not
+    started again."""
+    run = Run(2, events=0, late_s=0.02)
+    run.review = settings(budgets={"general": {"per_day": 2}}, budget_fallback="hold")
+    await run.restart()
+    for index in range(4):
+        request = review_request(f"evt-{index}")
+        records = run.world.requests.setdefault(index % PARTITIONS, [])
+        records.append(Record(len(records), orjson.dumps(dict(request.fields))))
+        run.partition_of[request.loop_name] = index % PARTITIONS
+        await run.scheduler.take_request(index % PARTITIONS, records[-1].offset, records[-1].value)
+    await run.world.until(
+        lambda: (
+            Counter(e.state for e in run.world.entries().values())
+            == {State.STARTED: 2, State.HELD: 2}
+        ),
+        "two started, two held",
+    )
+    assert run.backend.fresh_starts == 2  # recorded by the instance that started them
+    assert [e.sent for e in run.world.entries().values() if e.state is State.HELD] == [False, False]
+    run.review = settings(budgets={"general": {"per_day": 100}}, budget_fallback="hold")
+    await run.restart()
+    await run.world.until(
+        lambda: Counter(e.state for e in run.world.entries().values()) == {State.STARTED: 4},
+        "all four started",
+    )
+    assert run.backend.fresh_starts == 4
+    assert sorted(run.backend.created.values()) == [1, 1, 1, 1]
+    await run.scheduler.close()
+
+
 # -- the audit monitor's counts: each audited review counted exactly once ---------------------
 
 AUDITED_LABELS = ("cat", "dog", "bird")  #: model labels; the reviewers answer "dog"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from stream_router.review.ledger import Entry, State
+from stream_router.review.ledger import Entry, State, Step
 from stream_router.review.steps import DueQueue, Gate, Lanes
 
 
@@ -43,14 +44,19 @@ def names(entries: list[Entry]) -> list[str]:
     return [e.first_name for e in entries]
 
 
+def popped(queue: DueQueue, now_s: float) -> str | None:
+    item = queue.pop(now_s)
+    return None if item is None else item.entry.first_name
+
+
 def test_items_come_due_in_time_order_ties_first_queued_first() -> None:
     current = {name: entry(name) for name in "abcd"}
     queue = DueQueue(current)
     for name, at_s in [("c", 2.0), ("d", 1.0), ("b", 5.0), ("a", 1.0)]:
         queue.push(current[name], at_s)
-    assert [item.entry.first_name for item in queue.pop_due(2.0)] == ["d", "a", "c"]
+    assert [popped(queue, 2.0) for _ in range(4)] == ["d", "a", "c", None]
     assert queue.next_at() == 5.0
-    assert list(queue.pop_due(4.9)) == []
+    assert queue.pop(4.9) is None
 
 
 def test_an_entry_the_ledger_moved_on_is_dropped() -> None:
@@ -60,7 +66,9 @@ def test_an_entry_the_ledger_moved_on_is_dropped() -> None:
     queue.push(old, 0.0)
     current["a"] = dataclasses.replace(old, state=State.HELD)
     queue.push(current["a"], 1.0)
-    assert [item.entry for item in queue.pop_due(1.0)] == [current["a"]]
+    item = queue.pop(1.0)
+    assert item is not None
+    assert item.entry is current["a"]
     assert len(queue) == 0
 
 
@@ -95,7 +103,7 @@ def test_starts_are_blocked_while_a_ledger_is_read_and_released_due_now() -> Non
     assert lanes.next_at() is None  # blocked: not queued for any time
     outside.loading, outside.now = False, 3.0
     assert lanes.release()
-    assert lanes.next_at() == 3.0
+    assert lanes.next_at() == 0.0  # due since it was queued: it kept its place
     assert lanes.take() == [a]
     assert not lanes.release()
 
@@ -124,3 +132,37 @@ def test_a_capacity_pause_queues_a_start_again_for_its_end() -> None:
     assert lanes.take() == []
     outside.now = 5.0
     assert lanes.take() == [a]
+
+
+def test_what_waits_for_a_lane_or_room_stays_queued_and_a_step_end_costs_one_pop() -> None:
+    """A flood leaves thousands of starts due behind a lane of a few: each step's end must
+    not take them all out and put them back (that made a flood's fallback quadratic)."""
+    outside = Outside()
+    waiting = [entry(f"s{i}") for i in range(2_000)]
+    lanes = lanes_of(outside, *waiting, concurrency=2, max_in_flight=10_000)
+    queue = lanes.queues[Step.START]
+    pops = 0
+    pop = queue.pop
+
+    def counted(now_s: float) -> Any:
+        nonlocal pops
+        pops += 1
+        return pop(now_s)
+
+    queue.pop = counted  # type: ignore[method-assign]
+    done: list[str] = []
+    while len(done) < len(waiting):
+        taken = lanes.take()
+        assert 1 <= len(taken) <= 2
+        for one in taken:
+            lanes.done(one)
+            done.append(one.first_name)
+    assert done == [e.first_name for e in waiting]  # in the order due
+    assert pops <= 2 * len(waiting)
+    outside.in_flight = 10_000  # no room in flight: held in place, no pass over the queue
+    lanes.schedule(waiting[0], outside.now)
+    pops = 0
+    for _ in range(100):
+        assert lanes.take() == []
+    assert pops == 0
+    assert lanes.release()

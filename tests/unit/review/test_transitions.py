@@ -141,23 +141,27 @@ def test_reading_is_not_moving_an_entry_in_any_state_decodes() -> None:
 
 def read_moves(world: World) -> tuple[set[State], set[Move]]:
     """The states entries were first written in, and every move the ledger log shows (as a new
-    owner reads it: a deleted entry starts again)."""
+    owner reads it: a deleted entry starts again). An entry written again only to mark its
+    start sent is not a move: the mark is made before a start (a state whose step is START)."""
     first: set[State] = set()
     moves: set[Move] = set()
     for records in world.log.values():
-        last: dict[str, State] = {}
+        last: dict[str, Entry] = {}
         for key, value in records:
             if key.startswith("_"):
                 continue
             if value is None:
                 last.pop(key, None)
                 continue
-            state = decode(value).state
-            if key in last:
-                moves.add((last[key], state))
+            entry = decode(value)
+            before = last.get(key)
+            if before is None:
+                first.add(entry.state)
+            elif dataclasses.replace(before, sent=True) == entry and not before.sent:
+                assert entry.state.step is Step.START, f"{key} marked sent {entry.state}"
             else:
-                first.add(state)
-            last[key] = state
+                moves.add((before.state, entry.state))
+            last[key] = entry
     return first, moves
 
 
