@@ -164,9 +164,9 @@ class ReviewBackend(AsyncResource, ABC):
         """Start review ``name`` on ``flow`` showing ``content``; idempotent per name (an
         existing review of that name and flow answers ``already_started=True``).
 
-        ``fresh`` is the ledger's word that no start of ``name`` can have been sent before (the
-        scheduler recorded the request itself and no earlier start of it failed in a way that
-        may have reached the backend): a backend whose starts are not idempotent may then skip
+        ``fresh`` is the ledger's word that no start of ``name`` can have been sent before (its
+        entry is not marked sent: every start is marked before it is sent, rule 3 of
+        ``review/scheduler.py``): a backend whose starts are not idempotent may then skip
         looking the name up. When in doubt the caller passes False.
 
         ``not_before_s`` (epoch seconds, the backend's clock give or take its skew) is the

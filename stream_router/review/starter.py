@@ -95,7 +95,8 @@ class Starter:
         """Try once to start one review that ``budget`` pays for (see the module docstring).
 
         ``spent()`` is awaited once the budget is spent and before the backend is called (the
-        scheduler saves the counters then: a crash never under-counts a started review).
+        scheduler saves the counters then, and marks the start sent: a crash never
+        under-counts a started review, nor leaves one sent that the ledger calls fresh).
         ``fresh`` says no start of ``name`` can have been sent before (``ReviewBackend.start``):
         the backend may skip its look-up, and a spent budget refuses without asking whether the
         review exists. ``not_before_s`` bounds the backend's look-up (``ReviewBackend.start``).

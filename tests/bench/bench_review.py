@@ -1,7 +1,8 @@
 """Benchmark: the review path's start rate and completion overhead, per review backend.
 
     .venv/bin/python tests/bench/bench_review.py [--backend both|a2i|label-studio]
-        [--requests 300] [--rate 10] [--capacity 200] [--intake 3000] [--drain 0]
+        [--requests 300] [--rate 10] [--capacity 200] [--intake 3000]
+        [--drain 0 [--drain-takeover-only]]
 
 One sandbox runs the A2I emulator and, for ``label-studio``, a real Label Studio with its
 simulated annotators; both backends are measured in the same run, so the figures sit side by
@@ -394,7 +395,7 @@ def report(paced: Run) -> None:
 
 
 async def main(backends: list[str], count: int, rate: float, capacity: int,
-               intake_count: int, drain_count: int = 0) -> None:  # fmt: skip
+               intake_count: int, drain_count: int = 0, drain_from: int = 0) -> None:  # fmt: skip
     fixed = Reviewers(
         pickup=Latency(distribution="fixed", median_s=0.5),
         work=Latency(distribution="fixed", median_s=0.5),
@@ -420,8 +421,8 @@ async def main(backends: list[str], count: int, rate: float, capacity: int,
             await intake(sandbox, intake_count)
         if drain_count:
             await sandbox.a2i.set_faults(quota_rps=rate * 2, quota_burst=2)
-            await drain(sandbox, drain_count, takeover=False)
-            await drain(sandbox, drain_count, takeover=True)
+            for takeover in (False, True)[drain_from:]:
+                await drain(sandbox, drain_count, takeover=takeover)
     for one in paced:
         report(one)
     for one in unlimited:
@@ -463,9 +464,11 @@ def cli() -> None:
     parser.add_argument("--capacity", type=int, default=200)
     parser.add_argument("--intake", type=int, default=3000)
     parser.add_argument("--drain", type=int, default=0)
+    parser.add_argument("--drain-takeover-only", action="store_true")
     args = parser.parse_args()
     backends = ["a2i", "label-studio"] if args.backend == "both" else [args.backend]
-    asyncio.run(main(backends, args.requests, args.rate, args.capacity, args.intake, args.drain))
+    asyncio.run(main(backends, args.requests, args.rate, args.capacity, args.intake, args.drain,
+                     int(args.drain_takeover_only)))  # fmt: skip
 
 
 if __name__ == "__main__":
