@@ -47,10 +47,34 @@ A2I's ideas map here:
 - **starts go in batches** (:meth:`LabelStudioReviewBackend._start_batches`): Label Studio
   answers a call in about 0.1 s here whether it looks up or imports one task or fifty, and
   parallel imports contend for SQLite's write lock (five at once timed out), so a start costs
-  three calls (look up, import, look again) that starts of one flow share: those arriving while
-  a batch is in flight go together in the next one (at most ``_BATCH_TASKS`` tasks and
-  ``_BATCH_CHARS`` characters). A batch Label Studio rejects is split into single starts, so a
-  bad review fails alone.
+  up to three calls (look up, import, look again) that starts of one flow share: those
+  arriving while a batch is in flight go together in the next one (at most ``_BATCH_TASKS``
+  tasks and ``_BATCH_CHARS`` characters). A batch Label Studio rejects is split into single
+  starts, so a bad review fails alone.
+- **a start costs the same in a project of any size** (:meth:`LabelStudioReviewBackend.
+  _after_ids`). A look-up by name is a scan of the project's tasks (their data is JSON; Label
+  Studio has no index on it), so a start looks up only what may exist, and only where:
+
+  - a *fresh* start (``ReviewBackend.start``: the ledger shows no start of the name was sent
+    before) is imported without a look-up before or after: no task of its name can exist, so
+    neither a first one to answer nor an earlier one to keep. This rests on the scheduler's
+    ``fresh`` alone (``review/scheduler.py``, rule 3).
+  - any other start reads only the tasks with ids above a bound (``client.names_after_query``:
+    Label Studio's primary key, then the names). Every start of the name was sent after
+    ``not_before_s``, the request's recording, on the clock of the instance that recorded it.
+    This backend keeps *anchors* (``labelstudio/anchors.py``): a task id it saw, with its own
+    clock read after the answer that showed it; every id up to it was handed out before that
+    time (ids only grow, never come back). The bound is the greatest id anchored at or before
+    ``not_before_s - clock_skew_s``: anchored before the recording, whatever the two clocks
+    say, as long as they differ by at most ``clock_skew_s``; so every start of the name was
+    sent after the bound's id was handed out, and each of its tasks, landing when it may (an
+    import applied after ``import_settle_s`` too: Label Studio gives it its id as it applies
+    it), has a greater id. Label Studio's clock (``created_at``) never enters. Anchors come
+    from :meth:`open` (each project's greatest id), every import's answer and every look-up.
+    A start with no anchor that old (a request recorded before this process opened, read from
+    the ledger after a restart or a rebalance) reads every task, as does a describe of a name
+    this process does not know. ``tests/unit/test_labelstudio_starts.py`` fails if the bound
+    reaches too far (an anchor stamped before its answer, no allowance for skew).
 - **status** is derived from the task: ``Completed`` once ``annotations_per_task`` annotators
   gave an annotation that was not skipped (one per annotator: ``StoredTask.counted``);
   ``Failed`` with code ``Expired`` once it was closed; else ``InProgress``. Label Studio has
@@ -71,7 +95,8 @@ A2I's ideas map here:
   (``webhook.register_on_start``).
 
 Names are looked up by a Data Manager filter on ``data.review_name`` (a scan of the project's
-tasks in Label Studio's database; up to ``_LOOKUP_NAMES`` names per call); the project and task
+tasks in Label Studio's database, or of those above an id; up to ``_LOOKUP_NAMES`` names per
+call); the project and task
 of every name this process started or found (tagged) are kept, so describes after a start cost
 one call. A describe that finds a review complete keeps the task it read for the
 :meth:`fetch_result` that follows (one call less per review).
@@ -90,11 +115,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from stream_router.errors import ConfigError, ReviewRejected, UpstreamError
+from stream_router.labelstudio.anchors import IdAnchors
 from stream_router.labelstudio.client import (
     LabelStudioAuthError,
     LabelStudioClient,
     LabelStudioFailed,
     LabelStudioNotFound,
+    names_after_query,
     names_query,
 )
 from stream_router.labelstudio.ownership import FOREIGN, MALFORMED, Ownership
@@ -152,6 +179,8 @@ class _Start:
     content: Mapping[str, Any]
     chars: int
     done: asyncio.Future[StartOutcome]
+    fresh: bool  #: ``ReviewBackend.start``'s: no earlier start of the name was sent
+    not_before_s: float | None  #: ``ReviewBackend.start``'s: none was sent before then
 
 
 def build(context: BackendContext) -> LabelStudioReviewBackend:
@@ -199,6 +228,7 @@ class LabelStudioReviewBackend(ReviewBackend):
             raise ConfigError("review.backend.api_token: the Label Studio backend needs it")
         self.settings = settings
         self.start_settle_s = settings.import_settle_s
+        self.anchors = IdAnchors()
         self._tag_key = tag_key((settings.task_tag_key or settings.api_token).get_secret_value())
         self.ownership = Ownership(self._tag_key, ignored)
         self.client = LabelStudioClient(
@@ -228,6 +258,8 @@ class LabelStudioReviewBackend(ReviewBackend):
         await self.client.open()
         try:
             await self._resolve_projects()
+            for flow in self._flows.values():
+                await self._anchor(flow)
             if self.webhook is not None and self.settings.webhook.register_on_start:
                 await self.webhook.register(self.client, list(self.project_ids().values()))
         except LabelStudioAuthError as exc:
@@ -317,6 +349,19 @@ class LabelStudioReviewBackend(ReviewBackend):
             {flow: f.project_id for flow, f in flows.items()},
         )
 
+    async def _anchor(self, flow: _Flow) -> None:
+        """An anchor of the greatest task id in ``flow``'s project now (none if the project is
+        empty, or Label Studio fails on its newest task: a member can store data it then fails
+        to list; look-ups read all tasks until an import gives one)."""
+        try:
+            highest = await self.client.highest_task_id(flow.project_id)
+        except LabelStudioFailed as exc:
+            logger.warning("project %s: no task id to bound look-ups by yet (%s)",
+                           flow.project_id, exc)  # fmt: skip
+            return
+        if highest is not None:
+            self.anchors.saw(self.clock(), highest)
+
     def project_ids(self) -> dict[str, int]:
         """Each flow's project id (after :meth:`open`)."""
         return {flow: f.project_id for flow, f in self._flows.items()}
@@ -340,7 +385,8 @@ class LabelStudioReviewBackend(ReviewBackend):
             size = len(orjson.dumps(content, default=_mapping_as_dict))
         except TypeError as exc:
             raise ReviewRejected(f"content of review {name} is not JSON: {exc}") from exc
-        waiting = _Start(name, content, size, asyncio.get_running_loop().create_future())
+        done = asyncio.get_running_loop().create_future()
+        waiting = _Start(name, content, size, done, fresh, not_before_s)
         self._queued.setdefault(target.name, []).append(waiting)
         batches = self._batches.get(target.name)
         if batches is None or batches.done():
@@ -546,9 +592,11 @@ class LabelStudioReviewBackend(ReviewBackend):
 
     async def _start_many(self, flow: _Flow, batch: list[_Start]) -> dict[str, StartOutcome]:
         """The outcome per name of ``batch``: look up, import the names without a task, and
-        look again (another task of a name may have landed first; see :meth:`_one_task`)."""
+        look again (another task of a name may have landed first; see :meth:`_one_task`).
+        Fresh names are neither looked up nor looked at again (see :meth:`_look_up`)."""
         names = list(dict.fromkeys(waiting.name for waiting in batch))
-        existing = await self._find_many(flow, names)
+        after = self._after_ids(batch)
+        existing = await self._look_up(flow, after)
         outcomes: dict[str, StartOutcome] = {}
         for name, task_id in existing.items():
             logger.info("review %s has task %s already: not imported again", name, task_id)
@@ -577,7 +625,9 @@ class LabelStudioReviewBackend(ReviewBackend):
                 f"Label Studio answered {len(ids)} task id(s) for an import of {len(new)}",
                 retriable=True,
             )
-        kept = await self._find_many(flow, new)
+        if ids:
+            self.anchors.saw(self.clock(), max(ids))
+        kept = await self._look_up(flow, {name: after[name] for name in new if name in after})
         for name, task_id in zip(new, ids, strict=True):
             first = kept.get(name)
             if first is not None and first != task_id:
@@ -590,30 +640,76 @@ class LabelStudioReviewBackend(ReviewBackend):
             outcomes[name] = StartOutcome(name, str(task_id), already_started=False)
         return outcomes
 
-    async def _find_many(self, flow: _Flow, names: list[str]) -> dict[str, int]:
+    def _after_ids(self, batch: list[_Start]) -> dict[str, int | None]:
+        """The names of ``batch`` to look up, each with the id its tasks are all above (None:
+        not known, every task is read). A name every start of which is fresh is left out: no
+        start of it was sent before, so it has no task. For the others, the tasks of a start
+        sent after ``not_before_s`` have ids above the greatest anchored at or before it
+        (``labelstudio/anchors.py``), this backend's clock ``clock_skew_s`` behind the one
+        that recorded the request at the most (the module docstring says why that suffices)."""
+        looked = {waiting.name for waiting in batch if not waiting.fresh}
+        after: dict[str, int | None] = {}
+        for waiting in batch:
+            if waiting.name not in looked:
+                continue
+            above = None
+            if waiting.not_before_s is not None:
+                above = self.anchors.before(waiting.not_before_s - self.settings.clock_skew_s)
+            if waiting.name in after:  # started twice in the batch: the looser bound
+                earlier = after[waiting.name]
+                above = None if earlier is None or above is None else min(earlier, above)
+            after[waiting.name] = above
+        return after
+
+    async def _look_up(self, flow: _Flow, after: Mapping[str, int | None]) -> dict[str, int]:
+        """:meth:`_find_many` of the names of ``after``: those with a known bound together,
+        above the least of them; the others among every task of the project."""
+        bounded = {name: above for name, above in after.items() if above is not None}
+        unbounded = [name for name, above in after.items() if above is None]
+        found = await self._find_many(flow, unbounded) if unbounded else {}
+        if bounded:
+            found |= await self._find_many(flow, list(bounded), min(bounded.values()))
+        return found
+
+    async def _find_many(
+        self, flow: _Flow, names: list[str], after_id: int | None = None
+    ) -> dict[str, int]:
         """The task id of each of ``names`` that has a task of the router's in ``flow``'s
-        project (after :meth:`_one_task`); other tasks under those names are ignored."""
+        project (after :meth:`_one_task`), among the tasks with ids above ``after_id`` (all,
+        if None); other tasks under those names are ignored. The greatest id listed is an
+        anchor (``labelstudio/anchors.py``)."""
         wanted = set(names)
-        found: dict[str, list[int]] = {}
+        found: dict[str, set[int]] = {}  # a set: another chunk's query may list a task again
+        highest = 0
         for at in range(0, len(names), _LOOKUP_NAMES):
-            query = names_query(NAME_FIELD, *names[at : at + _LOOKUP_NAMES])
+            chunk = names[at : at + _LOOKUP_NAMES]
+            query = (
+                names_query(NAME_FIELD, *chunk)
+                if after_id is None
+                else names_after_query(NAME_FIELD, after_id, *chunk)
+            )
             async for raw in self.client.tasks(
                 flow.project_id, query=query, page_size=self.settings.page_size
             ):
                 identity = self.ownership.identify(raw, flow.project_id)
-                if identity is None or identity.name not in wanted:
+                if identity is None:
+                    continue
+                highest = max(highest, identity.task_id)
+                if identity.name not in wanted:
                     continue  # another name containing a wanted one
                 if self.ownership.tagged(flow.name, identity.name, identity.tag):
-                    found.setdefault(identity.name, []).append(identity.task_id)
+                    found.setdefault(identity.name, set()).add(identity.task_id)
                 else:
                     self.ownership.foreign(identity, flow.project_id)
+        if highest:
+            self.anchors.saw(self.clock(), highest)
         kept: dict[str, int] = {}
         for name, task_ids in found.items():
             kept[name] = await self._one_task(name, task_ids)
             self._remember(name, flow, kept[name])
         return kept
 
-    async def _one_task(self, name: str, task_ids: list[int]) -> int:
+    async def _one_task(self, name: str, task_ids: Collection[int]) -> int:
         """The first task Label Studio stored for ``name`` (lowest id) of the router's tagged
         ones; the others deleted.
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -85,6 +86,22 @@ def names_query(field: str, *values: str) -> str:
     leaves out. Unlike :func:`name_filter`'s, no value any task holds makes Label Studio refuse
     it. Same limit on ``values``."""
     return _filter(field, "contains", values)
+
+
+def names_after_query(field: str, after_id: int, *values: str) -> str:
+    """A Data Manager query selecting the tasks with an id above ``after_id`` whose
+    ``data.<field>`` is one of ``values`` (a regular expression anchored at both ends: no other
+    string, and no list, matches it, and no value makes Label Studio refuse it). Label Studio
+    reads only the ids above ``after_id`` (its primary key), however many tasks the project
+    holds; :func:`names_query`'s ``or`` of ``contains`` reads them all. Same limit on
+    ``values``."""
+    pattern = "^(?:" + "|".join(re.escape(value) for value in values) + ")$"
+    items = [
+        {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": after_id},
+        {"filter": f"filter:tasks:data.{field}", "operator": "regex", "type": "String",
+         "value": pattern},
+    ]  # fmt: skip
+    return orjson.dumps({"filters": {"conjunction": "and", "items": items}}).decode()
 
 
 def _filter(field: str, operator: str, values: tuple[str, ...]) -> str:
@@ -208,6 +225,15 @@ class LabelStudioClient(AsyncResource):
         if not all(isinstance(task_id, int) and not isinstance(task_id, bool) for task_id in ids):
             raise UpstreamError(f"{what}: the answer's task_ids are not all integers")
         return list(ids)
+
+    async def highest_task_id(self, project_id: int) -> int | None:
+        """The greatest id of the project's tasks; None if it has none."""
+        query = orjson.dumps({"ordering": ["-tasks:id"]}).decode()
+        page = await self.task_page(project_id, 1, query=query, page_size=1)
+        found = page[0].get("id") if page and isinstance(page[0], dict) else None
+        if page and not (isinstance(found, int) and not isinstance(found, bool)):
+            raise UpstreamError("GET /api/tasks: the task answered has no integer id")
+        return found
 
     async def task(self, task_id: int) -> object:
         """One task with its annotations and predictions, as Label Studio answered it (what

@@ -166,6 +166,16 @@ class LabelStudioSettings(BackendSettings):
         "waits this long first, so its look-up finds the task instead of importing a second "
         "one a person would be paid to label. Keep it above Label Studio's longest stall.",
     )
+    clock_skew_s: float = Field(
+        60.0,
+        ge=0,
+        le=3_600,
+        description="The most the clocks of the router's review instances may differ: a start "
+        "that may repeat an earlier one looks for its task among those created since its "
+        "request was recorded (by whichever instance), less this much. Too small, and a "
+        "review recorded on a clock ahead of this one's may get a second task; larger only "
+        "makes that look-up read more tasks. Label Studio's own clock does not matter.",
+    )
     page_size: int = Field(100, ge=1, le=1000, description="Tasks per page when listing.")
     image_field: str | None = Field(
         None,

@@ -86,6 +86,42 @@ async def test_start_is_idempotent_per_name_across_redeliveries_and_restarts(
     assert await tasks_named(admin, label_studio_info, name) == [int(first.backend_id)]
 
 
+async def test_a_start_that_may_repeat_one_reads_only_the_tasks_made_since(
+    label_studio_info: SandboxInfo,
+    admin: LabelStudioClient,
+    unique_name: Callable[[str], str],
+) -> None:
+    """A start cut short landed its task, its answer lost; the next start of the name (its
+    request recorded after the backend opened) finds the task among the ids above the anchor of
+    open, and imports nothing. A fresh start imports without a look-up."""
+    name, other = unique_name("review"), unique_name("review")
+    queries: list[str | None] = []
+    exact = settings(label_studio_info).model_copy(update={"clock_skew_s": 0.0})
+    async with LabelStudioReviewBackend(exact) as backend:
+        page = backend.client.task_page
+
+        async def spied(project_id: int, number: int, **kwargs: Any) -> list[object] | None:
+            queries.append(kwargs.get("query"))
+            return await page(project_id, number, **kwargs)
+
+        backend.client.task_page = spied  # type: ignore[method-assign]
+        recorded_s = time.time()
+        project = label_studio_info.label_studio_projects["never"]
+        assert label_studio_info.label_studio_token
+        tag = task_tag(tag_key(label_studio_info.label_studio_token), "manual", name)
+        [landed] = await admin.import_tasks(project, [task(name, CONTENT, tag=tag)])
+        again = await backend.start(name, "manual", CONTENT, not_before_s=recorded_s)
+        assert (again.already_started, again.backend_id) == (True, str(landed))
+        [bounded] = queries
+        assert bounded is not None
+        assert '"filter:tasks:id"' in bounded
+        fresh = await backend.start(other, "manual", CONTENT, fresh=True)
+        assert not fresh.already_started
+        assert len(queries) == 1  # the fresh start looked nothing up
+    assert await tasks_named(admin, label_studio_info, name) == [landed]
+    assert await tasks_named(admin, label_studio_info, other) == [int(fresh.backend_id)]
+
+
 async def test_concurrent_starts_of_one_name_leave_one_task(
     label_studio_info: SandboxInfo,
     admin: LabelStudioClient,

@@ -164,11 +164,15 @@ async def test_a_list_in_the_first_tasks_name_does_not_stop_look_ups(
     name = unique_name("review")
     with pytest.raises(ReviewRejected, match="400"):  # why names are not looked up equal
         _ = [t async for t in admin.tasks(project, query=name_filter(NAME_FIELD, name))]
-    async with LabelStudioReviewBackend(settings(label_studio_info, project)) as backend:
+    exact = settings(label_studio_info, project).model_copy(update={"clock_skew_s": 0.0})
+    async with LabelStudioReviewBackend(exact) as backend:
+        recorded_s = time.time()  # after open: its anchor (the first task) bounds a look-up
         task_id = await started(backend, name)
         again = await backend.start(name, "manual", CONTENT)
         assert again.already_started
         assert int(again.backend_id) == task_id
+        bounded = await backend.start(name, "manual", CONTENT, not_before_s=recorded_s)
+        assert (bounded.already_started, int(bounded.backend_id)) == (True, task_id)
     in_project = [t async for t in admin.tasks(project, query=names_query(NAME_FIELD, name))]
     assert [t["id"] for t in in_project] == [task_id]  # type: ignore[index]
 

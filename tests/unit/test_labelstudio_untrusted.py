@@ -441,6 +441,12 @@ class FakeLabelStudio:
         return [self.put({"id": self.next_id, "data": dict(t["data"]), "meta": {},
                           "created_at": NOW, "annotations": []}) for t in tasks]  # fmt: skip
 
+    async def highest_task_id(self, project_id: int) -> int | None:
+        highest = max(self.stored, default=None)
+        if highest in self.failing:
+            raise LabelStudioFailed("GET /api/tasks: 500 boom")
+        return highest
+
     async def task(self, task_id: int) -> object:
         if task_id in self.failing:
             raise LabelStudioFailed(f"GET /api/tasks/{task_id}: 500 boom")
@@ -831,3 +837,16 @@ async def test_an_answer_that_is_not_label_studios_is_a_retriable_upstream_error
     with pytest.raises(UpstreamError) as raised:
         await Answering({"task_ids": [1, "2"]}).import_tasks(1, [{"data": {}}])
     assert raised.value.retriable
+
+
+async def test_a_newest_task_label_studio_fails_on_does_not_stop_open() -> None:
+    """Open anchors look-ups at the project's newest task; one Label Studio fails to list
+    (a member made its data a number) leaves none, and starts look names up in every task."""
+    fake = FakeLabelStudio()
+    fake.failing.add(fake.put({"id": 900, "data": 5}))
+    ls = await opened(fake)
+    assert len(ls.backend.anchors) == 0
+    started = await ls.backend.start("r-1", "general", CONTENT, not_before_s=NOW_S)
+    assert not started.already_started
+    again = await ls.backend.start("r-1", "general", CONTENT, not_before_s=NOW_S)
+    assert (again.already_started, again.backend_id) == (True, started.backend_id)

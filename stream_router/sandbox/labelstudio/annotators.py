@@ -9,9 +9,15 @@ up, when, and what they answer (ground truth, or a wrong label at the error rate
 (``POST /api/tasks/<id>/annotations/`` with ``completed_by`` and ``lead_time``), so Label
 Studio fires its webhooks as it would for a person.
 
+New tasks are found by their ids: each poll lists a project's tasks above the greatest id it
+has seen (still short of annotations), so a poll costs the same however many tasks the project
+holds (Label Studio's ids only grow, and its SQLite stores one import at a time, so a task
+never appears below one seen). Annotations due are submitted up to ``_SUBMITTING`` at a time.
+
 Plans are deterministic, and a worker who already annotated a task (Label Studio lists its
-annotators) is not asked again, so a restarted annotator process carries on without a second
-annotation. Closed tasks (the backend's deadline, ``labelstudio/backend.py``) are left alone.
+annotators) is not asked again, so a restarted annotator process (it lists every open task
+once) carries on without a second annotation. Closed tasks (the backend's deadline,
+``labelstudio/backend.py``) are left alone.
 
 Run as a process of the sandbox::
 
@@ -38,7 +44,7 @@ from stream_router.errors import UpstreamError
 from stream_router.labelstudio.client import LabelStudioClient, LabelStudioNotFound
 from stream_router.labelstudio.stored import MalformedTask, StoredTask, read_task
 from stream_router.labelstudio.tasks import choice_result
-from stream_router.sandbox.a2i.reviewers import LoopPlan, plan_loop
+from stream_router.sandbox.a2i.reviewers import LoopPlan, WorkerAnswer, plan_loop
 from stream_router.sandbox.a2i.seeds import settings_page
 from stream_router.sandbox.process import ManagedProcess, ProcessService
 from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
@@ -46,6 +52,7 @@ from stream_router.sandbox.settings import FlowDefinition, SandboxSettings
 logger = logging.getLogger(__name__)
 
 READY_LINE = "annotators ready"
+_SUBMITTING = 8  #: annotations submitted at once at most
 TOKEN_ENV = "STREAM_ROUTER_SANDBOX_LS_TOKEN"  # noqa: S105 - a variable name
 
 
@@ -118,7 +125,8 @@ class Annotators:
         self.users = users
         self.poll_s = poll_s
         self._tasks: dict[int, _Task] = {}
-        self._nobody: set[int] = set()  # tasks no worker of their plan picks up
+        self._seen: dict[str, int] = {}  # per flow: the greatest task id listed
+        self._slots = asyncio.Semaphore(_SUBMITTING)
         self.submitted = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -131,52 +139,71 @@ class Annotators:
                 await asyncio.wait_for(stop.wait(), self.poll_s)
 
     async def step(self, now: float) -> None:
-        """Plan new tasks, then submit every annotation that is due."""
+        """Plan new tasks, then submit every annotation that is due (an error from one is
+        raised once all have been tried)."""
         for flow in self.flows:
             await self._discover(flow)
+        due = [
+            (tracked, index, answer)
+            for tracked in self._tasks.values()
+            for index, answer in enumerate(tracked.plan.answers)
+            if index not in tracked.done and answer.submitted_at <= now
+        ]
+        results = await asyncio.gather(
+            *(self._submit(tracked, index, answer) for tracked, index, answer in due),
+            return_exceptions=True,
+        )
+        failure: BaseException | None = None
+        for (tracked, _, _), result in zip(due, results, strict=True):
+            if isinstance(result, LabelStudioNotFound):  # deleted meanwhile (a second task)
+                tracked.done.update(range(len(tracked.plan.answers)))
+            elif isinstance(result, BaseException) and failure is None:
+                failure = result
         for tracked in list(self._tasks.values()):
-            for index, answer in enumerate(tracked.plan.answers):
-                if index in tracked.done or answer.submitted_at > now:
-                    continue
-                try:
-                    await self.client.create_annotation(
-                        tracked.task_id,
-                        choice_result(answer.label(tracked.flow.reviewers.answer_name) or ""),
-                        completed_by=self.users[index],
-                        lead_time=round(answer.submitted_at - answer.accepted_at, 3),
-                    )
-                except LabelStudioNotFound:  # deleted meanwhile (a second task of a review)
-                    tracked.done.update(range(len(tracked.plan.answers)))
-                    break
-                tracked.done.add(index)
-                self.submitted += 1
             if len(tracked.done) == len(tracked.plan.answers):
                 del self._tasks[tracked.task_id]
+        if failure is not None:
+            raise failure
+
+    async def _submit(self, tracked: _Task, index: int, answer: WorkerAnswer) -> None:
+        async with self._slots:
+            await self.client.create_annotation(
+                tracked.task_id,
+                choice_result(answer.label(tracked.flow.reviewers.answer_name) or ""),
+                completed_by=self.users[index],
+                lead_time=round(answer.submitted_at - answer.accepted_at, 3),
+            )
+        tracked.done.add(index)
+        self.submitted += 1
 
     async def _discover(self, flow: FlowDefinition) -> None:
+        """Plan the tasks of ``flow``'s project made since the last poll."""
+        seen = self._seen.get(flow.name, 0)
         query = orjson.dumps(
             {"filters": {"conjunction": "and", "items": [
+                {"filter": "filter:tasks:id", "operator": "greater", "type": "Number",
+                 "value": seen},
                 {"filter": "filter:tasks:total_annotations", "operator": "less",
                  "type": "Number", "value": flow.task_count},
             ]}}
         ).decode()  # fmt: skip
         async for raw in self.client.tasks(self.projects[flow.name], query=query):
+            listed = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(listed, int):
+                self._seen[flow.name] = max(self._seen.get(flow.name, 0), listed)
             try:
                 found = read_task(raw, None)
             except MalformedTask:
                 continue
-            task_id = found.task_id
-            if task_id in self._tasks or task_id in self._nobody or found.closed_s is not None:
+            if found.closed_s is not None:
                 continue
             created = found.created_s or time.time()
             plan = plan_loop(
                 flow, found.name, found.content, created, settings_page(flow, found.content)
             )
             done = {i for i, user in enumerate(self.users) if str(user) in _annotators(found)}
-            if not plan.answers:
-                self._nobody.add(task_id)
-            elif len(done) < len(plan.answers):
-                self._tasks[task_id] = _Task(flow, task_id, plan, done)
+            if len(done) < len(plan.answers):  # none, when no worker picks the task up
+                self._tasks[found.task_id] = _Task(flow, found.task_id, plan, done)
 
 
 def _annotators(found: StoredTask) -> set[str]:
