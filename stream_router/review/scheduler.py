@@ -820,18 +820,17 @@ class ReviewScheduler:
         """Rule 3's mark: ``entry`` written ``sent``, with the budget counters its start spent,
         both acknowledged, before the start is sent (the starter awaits this once the budget
         is spent). The step goes on with ``entry``; the ledger holds the marked one."""
+        if entry.sent:  # marked before: only the counters
+            await self._save_budget(owned)
+            return
         snapshot = owned.budget.snapshot()
-        values: list[tuple[str, bytes | None]] = []
+        marked = dataclasses.replace(entry, sent=True)
+        values: list[tuple[str, bytes | None]] = [(entry.first_name, encode(marked))]
         if snapshot != owned.ledger.budget:
             values.append((BUDGET_KEY, orjson.dumps(snapshot)))
-        marked = entry if entry.sent else dataclasses.replace(entry, sent=True)
-        if marked is not entry:
-            values.append((entry.first_name, encode(marked)))
-        if not values:
-            return
         await self.log.write_many(owned.ledger.partition, values)
         owned.ledger.budget = snapshot
-        if marked is not entry and owned.ledger.entries.get(entry.first_name) is entry:
+        if owned.ledger.entries.get(entry.first_name) is entry:
             owned.ledger.entries[entry.first_name] = marked
             owned.marked[entry.first_name] = marked
 
