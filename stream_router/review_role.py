@@ -5,12 +5,13 @@ of the review path: it picks the review backend and its completion signals, and 
 the framework-free core in ``review/`` (the scheduler, the ledger, the monitor, budgets): the
 backend by name from the one table (``stream_router/backends.py``), and the signals the backend
 makes (:meth:`~stream_router.review.backend.ReviewBackend.signals`) beside the reconciler. It is
-the only module that imports faust, used narrowly: consumer-group membership and co-partitioned
-assignment of review-requests and loop-events, one agent (one actor) on each, and its producer.
-It wires the parts of ``review/`` together::
+the only module that imports faust, used narrowly: consumer-group membership (loop-events'
+partitions, and review-requests' partitions of the same numbers), one agent on loop-events,
+and its producer. It wires the parts of ``review/`` together::
 
-    review-requests ──► agent ──► ReviewScheduler.take_requests: recorded PENDING, then acked
-      (a batch at a time: review/intake.py)
+    review-requests ──► intake ──► ReviewScheduler.take_requests: recorded PENDING, then the
+      partition's intake position moves past them (a batch at a time, a plain consumer that
+      faust never sees: review/intake.py, review_topics.RequestFeed)
     watchers (A2I: EventBridge and S3 output via SQS; Label Studio: its webhook posts)
       and the reconciler ──► loop-events
     loop-events ──► agent ──► ReviewScheduler.take_loop_event: the open attempt is ENDED
@@ -51,7 +52,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_router.backends import BackendContext, build_backend
 from stream_router.errors import ConfigError, UpstreamError
-from stream_router.kafka_clients import client_options, stop_consumer
+from stream_router.kafka_clients import CLOSE_TIMEOUT_S, client_options, stop_consumer
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
@@ -64,10 +65,10 @@ from stream_router.review.limiter import RateLimiter
 from stream_router.review.monitor import ReviewMonitor
 from stream_router.review.reconciler import Reconciler
 from stream_router.review.request import ReviewRoutes
-from stream_router.review.scheduler import Delivered, Outlets, ReviewScheduler
+from stream_router.review.scheduler import Outlets, ReviewScheduler
 from stream_router.review.shares import budget_shares
 from stream_router.review.starter import Starter
-from stream_router.review_topics import KafkaLedgerLog, PartitionReader
+from stream_router.review_topics import KafkaLedgerLog, PartitionReader, RequestFeed
 from stream_router.settings import KafkaSettings, Settings
 from stream_router.supervision import EXIT_DIED, Supervisor
 
@@ -172,15 +173,19 @@ class ReviewService:
         self._opened = asyncio.Event()
         self._sweeping = asyncio.Lock()  # held during a reconciler sweep (the backend in use)
         self.supervisor = Supervisor(review.stall_after_s, monotonic=monotonic)
+        #: The worker's tasks by name, each as it runs: under the supervisor (:meth:`task`).
+        self.tasks: dict[str, Callable[[], Awaitable[None]]] = {}
 
         self.app = app = faust_app(settings)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw"}  # fmt: skip
-        self.requests = app.topic(topics.review_requests, **raw)
         self.loop_events = app.topic(topics.loop_events, **raw)
         self.output = app.topic(topics.output, **raw)
         self.dead_letter = app.topic(topics.dead_letter, **raw)
         self.reader = PartitionReader(settings.kafka, topics.review_requests, review.app_id)
+        self.feed = RequestFeed(settings.kafka, topics.review_requests)
+        self._intake_idle = asyncio.Event()  #: the intake is not running (or has ended)
+        self._intake_idle.set()
         routes = ReviewRoutes.from_settings(settings.policies, review)
         auditor = Auditor(review.audit, settings.policies.version)
         self.audit_report = AuditReport(metrics, auditor, routes)
@@ -217,9 +222,7 @@ class ReviewService:
         )
         app.on_partitions_revoked.connect(self._revoked)
         app.on_partitions_assigned.connect(self._assigned)
-        app.agent(self.requests, name="review-requests", concurrency=1)(
-            self._agent("review-requests", self._on_requests)
-        )
+        self.task("review-requests", self._take_requests)
         app.agent(self.loop_events, name="loop-events", concurrency=1)(
             self._agent("loop-events", self._on_loop_events)
         )
@@ -270,6 +273,7 @@ class ReviewService:
             await self.supervisor.run(name, body())
 
         supervised.__name__ = supervised.__qualname__ = name.replace("-", "_")
+        self.tasks[name] = supervised
         self.app.task(supervised)
 
     def readiness_problem(self) -> str | None:
@@ -277,7 +281,7 @@ class ReviewService:
 
         Ready means: no agent or task died, the worker is not stopping, it has started and
         opened the review backend, it is not rebalancing, it owns review partitions and has
-        read their ledgers, no partition's commit is stuck below waiting records (see
+        read their ledgers, no partition's intake is stuck below waiting records (see
         :class:`~stream_router.review.monitor.ReviewMonitor`), and every agent, watcher, the
         monitor and the reconciler runs without stalling (``stream_router.supervision``).
         """
@@ -311,6 +315,7 @@ class ReviewService:
         for each in self.signals:
             await each.start()  # what they learn waits until the backend is open
         await self.reader.start()
+        await self.feed.start()
         review = self.settings.review
         created = await self.reader.ensure_topic(
             self.topics.ledger,
@@ -340,22 +345,27 @@ class ReviewService:
         consumer thread running (the process then never exits). A step that fails is logged
         and the next one runs.
         """
-        self._stop.set()  # watchers and an embedded ingest finish what they hold
+        self._stop.set()  # watchers, the intake and an embedded ingest finish what they hold
+        await _step("the review intake", _bounded(self._intake_idle.wait(), CLOSE_TIMEOUT_S))
         await _step("the review workers", self.scheduler.close())
         for each in self.signals:
             await _step(f"the {each.kind} signal", each.stop())
         async with self._sweeping:
             await _step("the review backend", self.backend.aclose())
+        await _step("the review-requests feed", self.feed.stop())
         await _step("the ledger reader", self.reader.stop())
 
+    # The group assigns loop-events; review-requests' partition of the same number goes with
+    # each (both are keyed by the review's first name and have review.topic_partitions).
+
     async def _assigned(self, _sender: Any, assigned: Any, **_: Any) -> None:
-        topic = self.requests.get_topic_name()
+        topic = self.loop_events.get_topic_name()
         for tp in assigned:
             if tp.topic == topic:
                 self.scheduler.assign(tp.partition)
 
     async def _revoked(self, _sender: Any, revoked: Any, **_: Any) -> None:
-        topic = self.requests.get_topic_name()
+        topic = self.loop_events.get_topic_name()
         for tp in revoked:
             if tp.topic == topic:
                 await self.scheduler.revoke(tp.partition)
@@ -365,17 +375,21 @@ class ReviewService:
 
     # -- agents ------------------------------------------------------------------------------
 
-    async def _on_requests(self, stream: Any) -> None:
-        """Batches to the scheduler, each event acknowledged once recorded (review/intake.py)."""
+    async def _take_requests(self) -> None:
+        """review-requests to the scheduler until the role stops (review/intake.py)."""
         await self._opened.wait()
-        manual = stream.noack()  # acknowledged by the intake, after the scheduler recorded it
         intake = RequestIntake(
             self.scheduler.take_requests,
-            manual.ack,
-            _delivered,
+            self.feed,
+            self.scheduler.intake_positions,
+            self.scheduler.positions_changed,
             handling=functools.partial(self.supervisor.handling, "review-requests"),
         )
-        await intake.run(manual.events())
+        self._intake_idle.clear()
+        try:
+            await intake.run(self._stop)
+        finally:
+            self._intake_idle.set()
 
     async def _on_loop_events(self, stream: Any) -> None:
         await self._opened.wait()
@@ -452,6 +466,11 @@ class ReviewService:
         self.supervisor.beat("monitor")
 
 
+async def _bounded(waiting: Awaitable[object], timeout_s: float) -> None:
+    """Await ``waiting`` for up to ``timeout_s`` (a timeout is raised: a failed step)."""
+    await asyncio.wait_for(waiting, timeout_s)
+
+
 async def _step(what: str, closing: Awaitable[None]) -> None:
     """Await one step of the shutdown; its failure is logged, not raised (a cancellation of
     the caller still is). aiokafka's close can end in a stray ``CancelledError`` of its own
@@ -488,12 +507,6 @@ def run_worker(service: ReviewService, *, extra_tasks: list[Any] | None = None) 
             # ... and the process exits non-zero, so the orchestrator restarts it.
             raise SystemExit(EXIT_DIED) from None
         raise
-
-
-def _delivered(event: Any) -> tuple[int, Delivered]:
-    """A faust event of review-requests as the scheduler takes it: partition, record."""
-    message = event.message
-    return message.partition, Delivered(message.offset, event.value, message.key, _ms(message))
 
 
 def _ms(message: Any) -> int | None:

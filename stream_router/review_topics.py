@@ -1,13 +1,21 @@
 """The review role's own Kafka reads and ledger writes, outside faust's consumer: the adapter
 between the review core (``review/``, which imports no Kafka client) and the broker.
 
-:class:`PartitionReader` reads with a plain aiokafka consumer (no group membership, no commits):
+:class:`RequestFeed` is review-requests as the intake reads it (``review/intake.py``): a plain
+aiokafka consumer in the role's event loop, no group and no commits, assigned the partitions
+whose ledgers are read and reading each from the intake position its ledger holds. faust's
+group assigns the partitions (through loop-events, partitioned alike) but never reads
+review-requests: its consumer's machinery (a thread, a task and an acknowledgement per
+message) was most of the CPU a request cost.
+
+:class:`PartitionReader` reads with another plain consumer (no group membership, no commits):
 
 - the ledger topic's partitions, whole, when they are assigned (``review/ledger.py``);
-- a range of review-requests that faust did not deliver (``review/scheduler.py``: the offsets
+- a range of review-requests the intake did not deliver (``review/scheduler.py``: the offsets
   of a partition are contiguous, so a jump is a gap to re-read);
-- end offsets, the review group's committed offsets and the timestamp of the oldest request
-  not yet recorded, for the backlog metrics and readiness.
+- end offsets and the timestamp of the oldest request not yet recorded, for the backlog metrics
+  and readiness, and the group's commits that a ledger written before intake positions existed
+  resumes from.
 
 Reads take turns (one consumer, assigned the partition being read). Kafka's own errors become
 :class:`~stream_router.errors.UpstreamError` here (retriable), so the review core handles one
@@ -20,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,6 +38,7 @@ from aiokafka.errors import KafkaError
 from stream_router.errors import UpstreamError
 from stream_router.kafka_clients import CLOSE_TIMEOUT_S, client_options, stop_consumer
 from stream_router.review.ledger import Send
+from stream_router.review.scheduler import RequestRecord
 from stream_router.settings import KafkaSettings
 
 READ_TIMEOUT_MS = 1_000
@@ -137,13 +146,24 @@ class PartitionReader:
             offsets = await self._admin.list_consumer_group_offsets(group, partitions=tps)
         return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
-    async def start_offset(self, partition: int) -> int:
-        """Where the group resumes ``partition`` of review-requests: its commit, else the
-        partition's beginning."""
+    async def start_offset(self, partition: int, position: int | None) -> int:
+        """Where the intake resumes ``partition`` of review-requests: the ledger's ``position``
+        or the group's commit (a ledger written before positions existed; faust committed
+        then), whichever is further, else the partition's beginning. A position before the
+        beginning (retention deleted those records) resumes at the beginning; one past the end
+        (the topic was recreated) too, with a warning: everything is read again, and what was
+        recorded before is recognised as such."""
         committed = await self.committed(self.group, self.topic, [partition])
-        if partition in committed:
-            return committed[partition]
-        return (await self.bounds(self.topic, [partition]))[partition][0]
+        begin, end = (await self.bounds(self.topic, [partition]))[partition]
+        resume = max(position or 0, committed.get(partition, 0))
+        if resume > end:
+            logger.warning(
+                "review-requests partition %d: the ledger's intake position %d is past the "
+                "partition's end %d (was the topic recreated?); reading it from its beginning",
+                partition, resume, end,
+            )  # fmt: skip
+            return begin
+        return max(resume, begin)
 
     async def ensure_topic(
         self, topic: str, partitions: int, replication_factor: int, configs: dict[str, str]
@@ -167,6 +187,57 @@ class PartitionReader:
             async for record in records:
                 return float(record.timestamp) / 1000
         return None
+
+
+class RequestFeed:
+    """Review-requests for the intake (see the module docstring): :meth:`follow` the
+    partitions to read, :meth:`fetch` what arrived."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._following: dict[int, int] = {}  # partition -> the serial of its assignment
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **client_options(self.kafka)
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await stop_consumer(consumer)
+
+    def following(self) -> bool:
+        return bool(self._following)
+
+    def follow(self, positions: Mapping[int, tuple[int, int]]) -> None:
+        """Read the partitions of ``positions`` (partition: the serial of its assignment, the
+        next offset to record). When they change, each is read again from its offset: a
+        caller changes them only once what it was handed is recorded."""
+        following = {partition: serial for partition, (serial, _) in positions.items()}
+        if following == self._following:
+            return
+        consumer = self._client()
+        consumer.assign([TopicPartition(self.topic, p) for p in following])
+        for partition, (_, offset) in positions.items():  # assign() forgot every position
+            consumer.seek(TopicPartition(self.topic, partition), offset)
+        self._following = following
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> dict[int, list[RequestRecord]]:
+        """What arrived on the partitions followed, by partition and in offset order; waits up
+        to ``timeout_ms`` for the first record."""
+        consumer = self._client()
+        with _translated(f"reading {self.topic}"):
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return {tp.partition: records for tp, records in fetched.items() if records}
+
+    def _client(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("RequestFeed used before start()")
+        return self._consumer
 
 
 class KafkaLedgerLog:

@@ -1,110 +1,105 @@
-"""The review-requests agent's intake: records go to the scheduler a batch at a time.
+"""The review role's intake: review-requests to the scheduler, a batch at a time.
 
-One acknowledged ledger write per record, made before the agent asks for the next, caps an
-instance at a few hundred requests a second (a broker round trip each), and a model that
-suddenly sends everything to review then takes hours to record what budgets and fallbacks can
-act on. :class:`RequestIntake` reads review-requests as it arrives, acknowledgements off (the
-framework's manual-ack stream), and while one batch is recorded the next gathers. A batch is
-handed to :meth:`~stream_router.review.scheduler.ReviewScheduler.take_requests` per partition,
-in offset order, which writes its entries together; once every partition's call returned, the
-batch's records are acknowledged, in order.
+One acknowledged ledger write per record, made before the next is read, caps an instance at a
+few hundred requests a second (a broker round trip each), and a model that suddenly sends
+everything to review then takes hours to record what budgets and fallbacks can act on.
+:class:`RequestIntake` reads review-requests through a :class:`Feed` (a plain consumer, which
+fetches the next records while a batch is recorded) from the partitions whose ledgers are read,
+each from the position its ledger holds, and hands each partition's records, in offset order,
+to :meth:`~stream_router.review.scheduler.ReviewScheduler.take_requests`: it writes their
+entries together and, once they are acknowledged, the partition's intake position past them
+(the scheduler's rule 1). Nothing is committed to Kafka: where recording stopped is in the
+ledger, read whole by whoever owns the partition next.
 
-Rule 1 of the scheduler (nothing is acknowledged before it is recorded) holds per record: a
-record is acknowledged only after the call that recorded it returned. When recording fails,
-the exception leaves :meth:`RequestIntake.run` with nothing of the batch, nor of what waits
-behind it, acknowledged: the framework commits none of it, and the records are delivered again
-(redeliveries are duplicates the scheduler recognises).
+When recording fails, the exception leaves :meth:`RequestIntake.run` (the role's supervisor
+stops the process) and the position stays before what was not recorded: the records are read
+again by the next owner, and what was recorded meanwhile is recognised as a duplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Generic, TypeVar
+from typing import Protocol
 
-from stream_router.review.scheduler import INTAKE_BATCH, Delivered
-
-E = TypeVar("E")
+from stream_router.review.scheduler import INTAKE_BATCH, RequestRecord
 
 #: Takes one partition's records (``ReviewScheduler.take_requests``).
-Take = Callable[[int, Sequence[Delivered]], Awaitable[bool]]
+Take = Callable[[int, Sequence[RequestRecord]], Awaitable[bool]]
+
+#: How long a fetch waits for records before the partitions followed are checked again.
+FETCH_WAIT_MS = 200
 
 
-class _End:
-    """The end of the stream (``error``: why it ended)."""
+class Feed(Protocol):
+    """Review-requests as the intake reads it (``review_topics.RequestFeed``)."""
 
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
+    def follow(self, positions: Mapping[int, tuple[int, int]]) -> None:
+        """Read the partitions of ``positions`` (partition: the serial of its assignment, the
+        next offset to record); a partition new, or of another serial, from its offset."""
+        ...
+
+    def following(self) -> bool: ...
+
+    async def fetch(
+        self, timeout_ms: int, max_records: int
+    ) -> Mapping[int, Sequence[RequestRecord]]: ...
 
 
-class RequestIntake(Generic[E]):
-    """Batches of review-requests records to ``take``, each event acknowledged by ``ack`` once
-    its batch is recorded (see the module docstring).
+class RequestIntake:
+    """Review-requests from ``feed`` to ``take``, batch by batch (see the module docstring).
 
-    ``record_of`` gives an event's partition and record; ``handling`` marks a batch in hand
-    (the supervisor's stall watch). ``batch`` is the most records recorded together; as many
-    again wait read while a batch is recorded.
+    ``positions`` says what to read (``ReviewScheduler.intake_positions``); ``changed`` is set
+    when it changes. ``handling`` marks a batch in hand (the supervisor's stall watch).
+    ``batch`` is the most records a fetch hands over.
     """
 
     def __init__(
         self,
         take: Take,
-        ack: Callable[[E], Awaitable[object]],
-        record_of: Callable[[E], tuple[int, Delivered]],
+        feed: Feed,
+        positions: Callable[[], Mapping[int, tuple[int, int]]],
+        changed: asyncio.Event,
         *,
         handling: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
         batch: int = INTAKE_BATCH,
+        fetch_wait_ms: int = FETCH_WAIT_MS,
     ) -> None:
         self.take = take
-        self.ack = ack
-        self.record_of = record_of
+        self.feed = feed
+        self.positions = positions
+        self.changed = changed
         self.handling = handling
         self.batch = batch
+        self.fetch_wait_ms = fetch_wait_ms
 
-    async def run(self, events: AsyncIterable[E]) -> None:
-        """Record and acknowledge ``events`` until they end (or recording fails: raises)."""
-        queue: asyncio.Queue[E | _End] = asyncio.Queue(self.batch)
-        reader = asyncio.ensure_future(self._read(events, queue))
-        try:
-            while True:
-                batch: list[E] = []
-                end: _End | None = None
-                item = await queue.get()
-                while True:
-                    if isinstance(item, _End):
-                        end = item
-                        break
-                    batch.append(item)
-                    if len(batch) >= self.batch or queue.empty():
-                        break
-                    item = queue.get_nowait()
-                if batch:
-                    await self._record(batch)
-                if end is not None:
-                    if end.error is not None:
-                        raise end.error
-                    return
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+    async def run(self, stop: asyncio.Event) -> None:
+        """Record what arrives until ``stop`` is set (or recording fails: raises)."""
+        while not stop.is_set():
+            self.changed.clear()
+            followed = self.positions()
+            self.feed.follow(followed)  # only here: nothing handed over is unrecorded
+            if not self.feed.following():
+                await _first(self.changed.wait(), stop.wait())
+                continue
+            fetched = await self.feed.fetch(self.fetch_wait_ms, self.batch)
+            if self.changed.is_set():  # a partition went or came back meanwhile: its records
+                now = self.positions()  # are read again once followed anew
+                fetched = {p: rs for p, rs in fetched.items()
+                           if p in now and now[p][0] == followed[p][0]}  # fmt: skip
+            if fetched:
+                with self.handling():
+                    await asyncio.gather(*(self.take(p, rs) for p, rs in fetched.items()))
 
-    async def _read(self, events: AsyncIterable[E], queue: asyncio.Queue[E | _End]) -> None:
-        try:
-            async for event in events:
-                await queue.put(event)
-        except Exception as exc:  # handed to run(), which raises it after what came before
-            await queue.put(_End(exc))
-            return
-        await queue.put(_End(None))
 
-    async def _record(self, batch: list[E]) -> None:
-        by_partition: dict[int, list[Delivered]] = {}
-        for event in batch:
-            partition, record = self.record_of(event)
-            by_partition.setdefault(partition, []).append(record)
-        with self.handling():
-            await asyncio.gather(*(self.take(p, records) for p, records in by_partition.items()))
-        for event in batch:
-            await self.ack(event)
+async def _first(*waits: Awaitable[object]) -> None:
+    """Return once any of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -41,8 +41,10 @@ and only a move the review role makes is held to the table.
 :func:`encode` and :func:`decode` are the one wire format of an entry (JSON, ``"v": 2``; an
 entry written before ``audit`` existed decodes without one; one written before ``sent``
 existed decodes as sent). Each partition also keeps its
-budget counters under the key :data:`BUDGET_KEY` and its audit counts under :data:`AUDIT_KEY`
-(``review/audit.py``; not loop names: names never contain ``_``).
+budget counters under the key :data:`BUDGET_KEY`, its audit counts under :data:`AUDIT_KEY`
+(``review/audit.py``) and its intake position under :data:`INTAKE_KEY`: the review-requests
+offset below which every record is recorded (:func:`encode_position`; the scheduler's rule 1).
+None is a loop name: names never contain ``_``.
 
 The ledger topic (``<app_id>-ledger``, compacted, ``review.topic_partitions`` partitions) is
 written and read by ``KafkaLedgerLog`` (``review_topics.py``): every write is acknowledged by
@@ -76,6 +78,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 BUDGET_KEY = "_budget"
 AUDIT_KEY = "_audit"
+INTAKE_KEY = "_intake"
 
 
 class Step(StrEnum):
@@ -273,6 +276,23 @@ def _tally(value: bytes) -> AuditTally:
         raise CorruptLedger(f"the ledger's audit counts do not decode: {exc!r}") from exc
 
 
+def encode_position(next_offset: int) -> bytes:
+    """The intake position record: every review-requests record below ``next_offset`` is
+    recorded."""
+    return orjson.dumps({"v": 1, "next": next_offset})
+
+
+def _position(value: bytes) -> int:
+    try:
+        data = orjson.loads(value)
+        position = data["next"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CorruptLedger(f"the ledger's intake position does not decode: {exc!r}") from exc
+    if type(position) is not int or position < 0:
+        raise CorruptLedger(f"the ledger's intake position is {position!r}, not an offset")
+    return position
+
+
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -288,6 +308,8 @@ class PartitionLedger:
         self.entries: dict[str, Entry] = {}
         self.budget: dict[str, Any] | None = None  #: a Budget snapshot
         self.audit = AuditTally()
+        #: The intake position last written (:data:`INTAKE_KEY`); None: none yet.
+        self.position: int | None = None
 
     def apply(self, key: str, value: bytes | None) -> None:
         """One ledger record, in topic order (a None value deletes)."""
@@ -295,6 +317,8 @@ class PartitionLedger:
             self.budget = None if value is None else orjson.loads(value)
         elif key == AUDIT_KEY:
             self.audit = AuditTally() if value is None else _tally(value)
+        elif key == INTAKE_KEY:
+            self.position = None if value is None else _position(value)
         elif key.startswith("_"):  # partition state of a later version (names have no "_")
             logger.info("ledger %d: key %s is not known to this version; skipped",
                         self.partition, key[:40])  # fmt: skip

@@ -1,9 +1,10 @@
-"""The review role's monitor: backlog and ages (metrics), catch-up of what faust never delivered,
-stuck commits (readiness), and the audit monitor's counts of the partitions whose ledger is read.
+"""The review role's monitor: backlog and ages (metrics), catch-up of what the intake never
+delivered, stuck intake (readiness), and the audit monitor's counts of the partitions whose
+ledger is read.
 
 Plain logic over what it is given: the scheduler (owned partitions, their statistics, catch-up),
-what Kafka says of review-requests (:class:`Offsets`: partition bounds, the group's commits,
-the write time of a record), the metrics and the clocks. The review role (``review_role.py``)
+what Kafka says of review-requests (:class:`Offsets`: partition bounds, the write time of a
+record), the metrics and the clocks. The review role (``review_role.py``)
 runs :meth:`ReviewMonitor.measure` every ``review.monitor_interval_s`` under supervision and
 turns a Kafka error into a failed beat; readiness reads :attr:`ReviewMonitor.stuck`.
 """
@@ -21,11 +22,9 @@ from stream_router.settings import ReviewSettings
 
 
 class Offsets(Protocol):
-    """What the monitor reads of review-requests and of the review application's group."""
+    """What the monitor reads of review-requests."""
 
     async def bounds(self, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]: ...
-
-    async def committed(self, group: str, topic: str, partitions: list[int]) -> dict[int, int]: ...
 
     async def timestamp_at(self, topic: str, partition: int, offset: int) -> float | None: ...
 
@@ -65,23 +64,24 @@ class ReviewMonitor:
         self.topic = topic
         self.clock = clock
         self.monotonic = monotonic
-        #: Why partitions' commits are stuck (readiness reports them); empty when none is.
+        #: Why partitions' intake is stuck (readiness reports them); empty when none is.
         self.stuck: list[str] = []
-        self._commits: dict[int, tuple[int, float]] = {}  # partition -> (committed, since)
+        self._positions: dict[int, tuple[int, float]] = {}  # partition -> (position, since)
 
     def forget(self, partition: int) -> None:
-        """``partition`` moved to another instance: its commit is no longer watched here."""
-        self._commits.pop(partition, None)
+        """``partition`` moved to another instance: its intake is no longer watched here."""
+        self._positions.pop(partition, None)
 
     async def measure(self) -> None:
-        """The backlog and ages (metrics), stuck commits (:attr:`stuck`), records never
+        """The backlog and ages (metrics), stuck intake (:attr:`stuck`), records never
         delivered, and the audit monitor's metrics of the partitions whose ledger is read.
 
         For each owned partition whose ledger is read: records at or above the scheduler's next
         expected offset are not recorded yet (the backlog); once the oldest of them is older than
-        ``review.catch_up_after_s`` they are read and recorded directly (faust did not deliver
-        them). A partition whose committed offset has not moved for ``review.stall_after_s``
-        while records wait above it is reported in :attr:`stuck`. Kafka's errors propagate.
+        ``review.catch_up_after_s`` they are read and recorded directly (the intake did not
+        deliver them). A partition whose next expected offset has not moved for
+        ``review.stall_after_s`` while records wait above it is reported in :attr:`stuck`.
+        Kafka's errors propagate.
         """
         review, metrics, scheduler = self.review, self.metrics, self.scheduler
         owned = [p for p in scheduler.owned() if p not in scheduler.loading()]
@@ -98,10 +98,9 @@ class ReviewMonitor:
             return
         topic = self.topic
         bounds = await self.offsets.bounds(topic, owned)
-        committed = await self.offsets.committed(review.app_id, topic, owned)
         oldest_unrecorded, stuck = 0.0, []
         for partition in owned:
-            begin, end = bounds[partition]
+            _, end = bounds[partition]
             expected = stats.next_offsets.get(partition, end)
             metrics.requests_backlog.labels(str(partition)).set(max(0, end - expected))
             if expected < end:
@@ -110,14 +109,13 @@ class ReviewMonitor:
                 oldest_unrecorded = max(oldest_unrecorded, age)
                 if age > review.catch_up_after_s:
                     await scheduler.catch_up(partition, end)
-            offset = committed.get(partition, begin)
-            last = self._commits.get(partition)
-            if last is None or last[0] != offset:
-                self._commits[partition] = (offset, mono)
-            elif end > offset and mono - last[1] > review.stall_after_s:
+            last = self._positions.get(partition)
+            if last is None or last[0] != expected:
+                self._positions[partition] = (expected, mono)
+            elif end > expected and mono - last[1] > review.stall_after_s:
                 stuck.append(
-                    f"review-requests partition {partition}: commit stuck at {offset} for "
-                    f"{mono - last[1]:.0f} s with {end - offset} record(s) above it"
+                    f"review-requests partition {partition}: intake stuck at {expected} for "
+                    f"{mono - last[1]:.0f} s with {end - expected} record(s) above it"
                 )
         metrics.oldest_unrecorded_age.set(oldest_unrecorded)
         self.stuck = stuck

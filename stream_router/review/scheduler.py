@@ -5,14 +5,17 @@ outcome (reviewed, unreviewed, or dead-lettered), and no attempt of an event is 
 twice as a new, paid review, nor at all on a route or flow the configuration does not have. The
 scheduler keeps it in four rules, and nothing else in the review path changes review state:
 
-1. *Nothing is acknowledged before it is recorded.* The review-requests agent hands each record
-   to :meth:`ReviewScheduler.take_request`, which writes the request's ledger entry (PENDING) and
-   waits for the broker's acknowledgement before returning; only then does faust acknowledge the
-   offset. A record that is not a review request is dead-lettered (``malformed_request``) instead.
-   A partition's offsets are contiguous: the scheduler keeps the next offset it expects, and a
-   record past it means faust skipped some (faust-streaming #596): the range is re-read with a
-   plain consumer and recorded first. A monitor (:meth:`catch_up`) records whatever waits above
-   that offset for too long, so records faust never delivers are recorded too.
+1. *Nothing is passed before it is recorded.* The intake (``review/intake.py``) reads
+   review-requests from where each partition's ledger says recording stopped and hands the
+   records to :meth:`ReviewScheduler.take_requests`, which writes their ledger entries (PENDING)
+   and waits for the broker's acknowledgements; only then does it write the partition's intake
+   position (:data:`~stream_router.review.ledger.INTAKE_KEY`) past them
+   (:meth:`_save_position`), and a new owner resumes from that position. A record that is not
+   a review request is dead-lettered (``malformed_request``) instead. A partition's offsets are
+   contiguous: the scheduler keeps the next offset it expects, and a record past it means some
+   were not delivered: the range is re-read directly and recorded first. A monitor
+   (:meth:`catch_up`) records whatever waits above that offset for too long, so records the
+   intake never delivers are recorded too.
 2. *Only configured reviews are recorded or started.* Anything that can write review-requests
    can name any route and flow, so a request is a claim, checked against the configuration
    (:class:`~stream_router.review.request.ReviewRoutes`): its route must be a review route
@@ -83,6 +86,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 import logging
 import time
 from collections import deque
@@ -110,6 +114,7 @@ from stream_router.review.events import LoopEvent, MalformedLoopEvent
 from stream_router.review.ledger import (
     AUDIT_KEY,
     BUDGET_KEY,
+    INTAKE_KEY,
     End,
     Entry,
     LedgerLog,
@@ -117,6 +122,7 @@ from stream_router.review.ledger import (
     State,
     Step,
     encode,
+    encode_position,
     pending,
 )
 from stream_router.review.limiter import RateLimiter
@@ -147,7 +153,7 @@ INTAKE_BATCH = 1000  #: review-requests records recorded together, at most (a re
 
 
 class RequestRecord(Protocol):
-    """A review-requests record as handed over (by the agent, or read directly)."""
+    """A review-requests record as handed over (by the intake, or read directly)."""
 
     @property
     def offset(self) -> int: ...
@@ -160,7 +166,7 @@ class RequestRecord(Protocol):
 
 
 class Delivered(NamedTuple):
-    """A review-requests record the agent hands over."""
+    """A review-requests record (as a test or a caller builds one)."""
 
     offset: int
     value: bytes | None
@@ -202,7 +208,7 @@ class Outlets:
 
 
 class RequestSource(Protocol):
-    """Review-requests, read directly (gaps and records faust did not deliver)."""
+    """Review-requests, read directly (gaps and records the intake did not deliver)."""
 
     topic: str
 
@@ -210,8 +216,9 @@ class RequestSource(Protocol):
         self, topic: str, partition: int, start: int | None, stop: int | None
     ) -> AsyncIterator[Any]: ...
 
-    async def start_offset(self, partition: int) -> int:
-        """The first offset not known to be recorded (the group's commit, or the beginning)."""
+    async def start_offset(self, partition: int, position: int | None) -> int:
+        """The first offset of ``partition`` not known to be recorded, given the ledger's
+        intake ``position`` (None: the ledger has none)."""
         ...
 
 
@@ -236,6 +243,7 @@ class _Partition:
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
+    serial: int = 0  #: which assignment of the partition this is (the intake re-reads on change)
     worker: asyncio.Task[None] | None = None
     steps: set[asyncio.Task[None]] = field(default_factory=set)  #: its steps' tasks
 
@@ -299,6 +307,10 @@ class ReviewScheduler:
         self.clock = clock
         self.monotonic = monotonic
         self.partitions: dict[int, _Partition] = {}
+        self._serials = itertools.count(1)
+        #: Set when a partition's ledger is read or a partition goes: what
+        #: :meth:`intake_positions` says changed (the intake waits on it when it reads nothing).
+        self.positions_changed = asyncio.Event()
         self.gate = Gate(
             review.max_in_flight,
             in_flight=self.in_flight,
@@ -316,7 +328,8 @@ class ReviewScheduler:
         ledger = PartitionLedger(partition, next_offset=0)
         lanes = Lanes(ledger.entries, self.gate, concurrency=self.review.concurrency,
                       clock=self.clock)  # fmt: skip
-        owned = _Partition(ledger, self.shares.budget(partition), lanes)
+        owned = _Partition(ledger, self.shares.budget(partition), lanes,
+                           serial=next(self._serials))  # fmt: skip
         self.partitions[partition] = owned
         owned.worker = asyncio.ensure_future(self._run(owned))
 
@@ -327,6 +340,7 @@ class ReviewScheduler:
             return
         owned.gone = True
         owned.loaded.set()  # whoever waits for the ledger learns the partition moved
+        self.positions_changed.set()
         tasks = [*owned.steps, *([owned.worker] if owned.worker else [])]
         for task in tasks:
             task.cancel()
@@ -344,6 +358,15 @@ class ReviewScheduler:
     def loading(self) -> list[int]:
         return sorted(p for p, owned in self.partitions.items() if not owned.loaded.is_set())
 
+    def intake_positions(self) -> dict[int, tuple[int, int]]:
+        """Where the intake reads: per partition whose ledger is read, (the assignment's serial,
+        the next review-requests offset to record)."""
+        return {
+            partition: (owned.serial, owned.ledger.next_offset)
+            for partition, owned in self.partitions.items()
+            if owned.loaded.is_set() and not owned.gone
+        }
+
     async def _ready(self, partition: int) -> _Partition | None:
         """The partition once its ledger is read; None if it is not (or no longer) owned."""
         owned = self.partitions.get(partition)
@@ -352,7 +375,7 @@ class ReviewScheduler:
         await owned.loaded.wait()
         return None if owned.gone else owned
 
-    # -- intake (the agents) -------------------------------------------------------------------
+    # -- intake (review-requests, loop-events) ---------------------------------------------------
 
     async def take_request(
         self,
@@ -372,12 +395,13 @@ class ReviewScheduler:
         Their ledger entries and dead letters are written together and the broker's
         acknowledgements awaited together (one round trip for the batch, not one per record);
         only then do the entries become the partition's state, so no step of one begins before
-        its entry is acknowledged, and a write that fails leaves the batch unrecorded here (the
-        agent dies: its records are delivered again, and redeliveries are duplicates).
+        its entry is acknowledged, and only then does the intake position move past them. A
+        write that fails leaves the batch unrecorded here and the position before it (the intake
+        dies: the records are read again, and what was written of them is a duplicate then).
 
         Returns False, recording nothing, when the partition is not owned here (it moved in a
-        rebalance while the records were in hand): its new owner reads them from the last
-        commit.
+        rebalance while the records were in hand): its new owner reads them from the ledger's
+        intake position.
         """
         owned = await self._ready(partition)
         if owned is None:
@@ -402,6 +426,7 @@ class ReviewScheduler:
                 expected = max(expected, record.offset + 1)
             await self._record_all(owned, batch)
             ledger.next_offset = max(ledger.next_offset, expected)
+            await self._save_position(owned)
         return True
 
     async def catch_up(self, partition: int, end: int) -> int:
@@ -415,12 +440,22 @@ class ReviewScheduler:
                 return 0
             found = await self._record_range(owned, start, end)
             owned.ledger.next_offset = max(owned.ledger.next_offset, end)
+            await self._save_position(owned)
         if found:
             logger.warning(
                 "review-requests partition %d: %d record(s) at %d-%d waited unrecorded; "
                 "recorded", partition, found, start, end - 1,
             )  # fmt: skip
         return found
+
+    async def _save_position(self, owned: _Partition) -> None:
+        """Write the partition's intake position past what is recorded (rule 1): called only
+        once the records below ``next_offset`` are recorded, their writes acknowledged."""
+        ledger = owned.ledger
+        if ledger.position is None or ledger.position < ledger.next_offset:
+            position = ledger.next_offset
+            await self.log.write(ledger.partition, INTAKE_KEY, encode_position(position))
+            ledger.position = position
 
     def _read_requests(self, partition: int, start: int, stop: int) -> AsyncIterator[Any]:
         return self.requests.read(self.requests.topic, partition, start, stop)
@@ -590,15 +625,17 @@ class ReviewScheduler:
         except Exception as exc:
             owned.gone = True
             owned.loaded.set()
+            self.positions_changed.set()
             self.die(f"review partition {owned.ledger.partition}", exc)
 
     async def _load(self, owned: _Partition) -> None:
         ledger, failures = owned.ledger, 0
         while True:
             try:
-                ledger.next_offset = await self.requests.start_offset(ledger.partition)
                 async for key, value in self.log.read(ledger.partition):
                     ledger.apply(key, value)
+                start = await self.requests.start_offset(ledger.partition, ledger.position)
+                ledger.next_offset = start
                 break
             except UpstreamError as exc:  # Kafka's errors arrive as these (review_topics.py)
                 failures += 1
@@ -606,6 +643,7 @@ class ReviewScheduler:
                 logger.warning("reading ledger %d failed (%s); again in %.1f s",
                                ledger.partition, exc, delay)  # fmt: skip
                 ledger.entries.clear()
+                ledger.position = None
                 await asyncio.sleep(delay)
         owned.budget = self.shares.budget(ledger.partition, ledger.budget)
         # Closes whose audit counts were not written yet are counted now (review/audit.py).
@@ -629,6 +667,7 @@ class ReviewScheduler:
             at_s = settled_s if settles else now_s
             self._schedule(owned, entry, at_s if entry.state.step is Step.START else None)
         owned.loaded.set()
+        self.positions_changed.set()
         self._publish_in_flight()
         self._release()  # starts waited for every ledger to be read
         logger.info(

@@ -343,14 +343,17 @@ async def pending_times(
     router: subprocess.Popen[bytes],
     cpu: list[tuple[float, float]],
 ) -> list[float]:
-    """The create times of the ledger's PENDING records, once ``count`` are there (or the
-    review role exits, or ten minutes pass); ``cpu`` gathers (wall time, the role's CPU
-    seconds) meanwhile."""
+    """The create times of the ledger's first PENDING record of each name, once ``count``
+    names have one (or the review role exits, or ten minutes pass); ``cpu`` gathers (wall time,
+    the role's CPU seconds) meanwhile. A name recorded PENDING twice (not its start's sent mark)
+    is a request recorded twice: reported."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await consumer.start()
     await admin.start()
     times: list[float] = []
+    seen: set[bytes] = set()
+    twice = 0
     deadline = time.monotonic() + 600
     try:
         while ledger not in await admin.list_topics():  # the role creates it at start-up
@@ -364,9 +367,17 @@ async def pending_times(
             batch = await consumer.getmany(timeout_ms=500)
             cpu.append((time.time(), cpu_seconds(router.pid)))
             for records in batch.values():
-                times.extend(r.timestamp / 1000 for r in records
-                             if r.value and b'"state":"pending"' in r.value)  # fmt: skip
+                for r in records:
+                    if not r.value or b'"state":"pending"' not in r.value:
+                        continue
+                    if r.key not in seen:
+                        seen.add(r.key)
+                        times.append(r.timestamp / 1000)
+                    elif b'"sent":true' not in r.value:
+                        twice += 1
     finally:
+        if twice:
+            print(f"{ledger}: {twice} request(s) recorded PENDING twice")
         await consumer.stop()
         await admin.close()
     return sorted(times)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -207,14 +206,25 @@ def service(tmp_path: Path) -> ReviewService:
     return service
 
 
-async def records(*events: Any) -> AsyncIterator[Any]:
-    for event in events:
-        yield event
+def request_record(offset: int, value: bytes) -> Any:
+    return SimpleNamespace(offset=offset, value=value, key=None, timestamp=0)
 
 
-def request_event(partition: int, offset: int, value: bytes) -> Any:
-    message = SimpleNamespace(partition=partition, offset=offset, key=None, timestamp=0)
-    return SimpleNamespace(message=message, value=value)
+class OneRecordFeed:
+    """review-requests holding one record on one partition (``review/intake.py``'s Feed)."""
+
+    def __init__(self, partition: int, record: Any) -> None:
+        self.partition, self.record = partition, record
+        self.followed: set[int] = set()
+
+    def follow(self, positions: Any) -> None:
+        self.followed = set(positions)
+
+    def following(self) -> bool:
+        return bool(self.followed)
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> dict[int, list[Any]]:
+        return {self.partition: [self.record]} if self.partition in self.followed else {}
 
 
 async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
@@ -234,16 +244,9 @@ async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
         raise KeyError("route")  # a bug: nothing handles it
 
     monkeypatch.setattr(review.scheduler, "take_requests", broken)
-    agent = review.app.agents["review-requests"]
-    acked: list[Any] = []
-
-    async def ack(event: Any) -> bool:
-        acked.append(event)
-        return True
-
-    manual = SimpleNamespace(events=lambda: records(request_event(3, 0, b"{}")), ack=ack)
-    await agent.fun(SimpleNamespace(noack=lambda: manual))  # the actor faust runs: it must
-    # not raise into faust's supervisor, nor acknowledge what it did not record
-    assert acked == []
+    monkeypatch.setattr(review.scheduler, "intake_positions", lambda: {3: (1, 0)})
+    monkeypatch.setattr(review, "feed", OneRecordFeed(3, request_record(0, b"{}")))
+    await review.tasks["review-requests"]()  # the task faust runs: it must not raise into
+    # faust's supervisor
     assert stops == ["stop"]
     assert review.readiness_problem() == "review-requests died (KeyError); the process is stopping"

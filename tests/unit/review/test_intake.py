@@ -1,138 +1,205 @@
-"""The review-requests intake: batches to the scheduler, acknowledged only once recorded."""
+"""The review-requests intake: what the feed fetches goes to the scheduler partition by partition,
+in offset order, from where each partition's ledger says recording stopped.
+
+The feed and the scheduler are small fakes; the scheduler's side of rule 1 (the position moves
+only past what is recorded) is ``test_scheduler.py``'s, and the whole over the wire is the review
+e2e tests'.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
 from stream_router.review.intake import RequestIntake
-from stream_router.review.scheduler import Delivered
-
-
-@dataclass(frozen=True)
-class Event:
-    partition: int
-    offset: int
-
-
-def record_of(event: Event) -> tuple[int, Delivered]:
-    return event.partition, Delivered(event.offset, f"v{event.offset}".encode())
+from stream_router.review.scheduler import Delivered, RequestRecord
 
 
 @dataclass
 class Scheduler:
-    """Records what it is handed; ``gate`` holds each call until set."""
+    """Records what it is handed and moves its positions past it; ``gate`` holds each call."""
 
+    positions_now: dict[int, tuple[int, int]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     called: asyncio.Event = field(default_factory=asyncio.Event)  #: a batch is in hand
     calls: list[tuple[int, list[int]]] = field(default_factory=list)
-    recorded: set[tuple[int, int]] = field(default_factory=set)
+    in_hand: int = 0
     fail_on: int | None = None  #: a call that handles this offset raises
+    moved: asyncio.Condition = field(default_factory=asyncio.Condition)  #: a position moved
 
-    async def take(self, partition: int, records: Sequence[Delivered]) -> bool:
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def positions(self) -> dict[int, tuple[int, int]]:
+        return dict(self.positions_now)
+
+    async def take(self, partition: int, records: Sequence[RequestRecord]) -> bool:
         offsets = [r.offset for r in records]
         self.calls.append((partition, offsets))
+        self.in_hand += 1
         self.called.set()
-        await self.gate.wait()
-        if self.fail_on in offsets:
-            raise ConnectionError("the broker refused the ledger write")
-        self.recorded.update((partition, o) for o in offsets)
-        return True
+        try:
+            await self.gate.wait()
+            if self.fail_on in offsets:
+                raise ConnectionError("the broker refused the ledger write")
+            serial, _ = self.positions_now[partition]
+            self.positions_now[partition] = (serial, offsets[-1] + 1)
+            async with self.moved:
+                self.moved.notify_all()
+            return True
+        finally:
+            self.in_hand -= 1
+
+    def taken(self, partition: int) -> list[int]:
+        return [o for p, offsets in self.calls if p == partition for o in offsets]
 
 
 @dataclass
-class Acks:
+class Feed:
+    """review-requests: ``topic`` holds each partition's records; reads what is followed."""
+
     scheduler: Scheduler
-    acked: list[Event] = field(default_factory=list)
+    topic: dict[int, int] = field(default_factory=dict)  #: partition -> how many records
+    at: dict[int, int] = field(default_factory=dict)  #: partition -> next offset to fetch
+    serials: dict[int, int] = field(default_factory=dict)
+    fetches: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def ack(self, event: Event) -> bool:
-        assert (event.partition, event.offset) in self.scheduler.recorded, "acked unrecorded"
-        self.acked.append(event)
-        return True
+    def follow(self, positions: Mapping[int, tuple[int, int]]) -> None:
+        assert self.scheduler.in_hand == 0, "followed anew while a batch was in hand"
+        following = {p: serial for p, (serial, _) in positions.items()}
+        if following == self.serials:
+            return
+        self.serials = following
+        self.at = {p: offset for p, (_, offset) in positions.items()}
+
+    def following(self) -> bool:
+        return bool(self.serials)
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> dict[int, list[RequestRecord]]:
+        self.fetches += 1
+        if not any(self.at[p] < self.topic.get(p, 0) for p in self.serials):
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
+        out: dict[int, list[RequestRecord]] = {}
+        for partition in sorted(self.serials):
+            stop = min(self.topic.get(partition, 0), self.at[partition] + max_records)
+            records = [Delivered(o, b"r") for o in range(self.at[partition], stop)]
+            if records:
+                out[partition] = records
+                self.at[partition] = stop
+                max_records -= len(records)
+        return out
+
+    def write(self, partition: int, count: int) -> None:
+        self.topic[partition] = self.topic.get(partition, 0) + count
+        self.arrived.set()
 
 
-@dataclass
-class Stream:
-    """``events``, counting those handed out; ``error`` raised after the last."""
-
-    events: list[Event]
-    error: Exception | None = None
-    handed: int = 0
-    more: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        for event in self.events:
-            async with self.more:
-                self.handed += 1
-                self.more.notify_all()
-            yield event
-        if self.error is not None:
-            raise self.error
-
-    async def handed_out(self, count: int) -> None:
-        async with self.more:
-            await self.more.wait_for(lambda: self.handed >= count)
+def intake_of(scheduler: Scheduler, feed: Feed, batch: int = 100) -> RequestIntake:
+    return RequestIntake(scheduler.take, feed, scheduler.positions, scheduler.changed,
+                         batch=batch, fetch_wait_ms=20)  # fmt: skip
 
 
-async def test_records_are_recorded_per_partition_in_order_and_acked_after() -> None:
-    scheduler = Scheduler()
-    acks = Acks(scheduler)
-    events = [Event(p, o) for o in range(5) for p in (0, 1)]
-    intake = RequestIntake(scheduler.take, acks.ack, record_of, batch=100)
-    run = asyncio.ensure_future(intake.run(Stream(events)))
-    await scheduler.called.wait()
-    assert acks.acked == []  # in hand, not recorded: nothing acknowledged
-    scheduler.gate.set()
+async def until(scheduler: Scheduler, condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition()`` holds after a position moved; fails after 5 s."""
+
+    async def wait() -> None:
+        async with scheduler.moved:
+            await scheduler.moved.wait_for(condition)
+
+    try:
+        await asyncio.wait_for(wait(), 5)
+    except TimeoutError:
+        raise AssertionError(f"never: {what}") from None
+
+
+async def test_each_partition_is_read_from_its_ledgers_position_in_order() -> None:
+    scheduler = Scheduler({0: (1, 3), 1: (1, 0)})
+    feed = Feed(scheduler)
+    feed.write(0, 10)
+    feed.write(1, 10)
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(intake_of(scheduler, feed, batch=4).run(stop))
+    done = {0: (1, 10), 1: (1, 10)}
+    await until(scheduler, lambda: scheduler.positions_now == done, "all recorded")
+    stop.set()
     await run
-    assert acks.acked == events  # every one, in the order delivered
-    by_partition: dict[int, list[int]] = {}
-    for partition, offsets in scheduler.calls:
-        by_partition.setdefault(partition, []).extend(offsets)
-    assert by_partition == {0: list(range(5)), 1: list(range(5))}
+    assert scheduler.taken(0) == list(range(3, 10))  # below 3 was recorded before
+    assert scheduler.taken(1) == list(range(10))
+    assert max(len(offsets) for _, offsets in scheduler.calls) <= 4
 
 
-async def test_what_arrives_while_a_batch_is_recorded_is_the_next_batch() -> None:
-    scheduler = Scheduler()
-    acks = Acks(scheduler)
-    events = [Event(0, o) for o in range(10)]
-    source = Stream(events)
-    intake = RequestIntake(scheduler.take, acks.ack, record_of, batch=4)
-    run = asyncio.ensure_future(intake.run(source))
-    await scheduler.called.wait()
-    first = len(scheduler.calls[0][1])
-    # While the first batch is in hand the reader fills the queue (4) and holds one more.
-    await source.handed_out(first + 4 + 1)
-    scheduler.gate.set()
+async def test_a_partition_assigned_again_is_read_from_its_new_position() -> None:
+    """A partition that moved away and came back (another serial) is read from where its ledger
+    says now, not from where the feed was; a new partition is read once it is followed."""
+    scheduler = Scheduler({0: (1, 0)})
+    feed = Feed(scheduler)
+    feed.write(0, 5)
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(intake_of(scheduler, feed).run(stop))
+    await until(scheduler, lambda: scheduler.positions_now[0] == (1, 5), "first five recorded")
+    scheduler.positions_now = {0: (2, 8), 1: (3, 0)}  # another owner recorded 5-7 meanwhile
+    scheduler.changed.set()
+    feed.write(0, 5)
+    feed.write(1, 2)
+    done = {0: (2, 10), 1: (3, 2)}
+    await until(scheduler, lambda: scheduler.positions_now == done, "the rest recorded")
+    stop.set()
     await run
-    sizes = [len(offsets) for _, offsets in scheduler.calls]
-    assert sizes[1] == 4  # what gathered meanwhile, as one batch
-    assert max(sizes) == 4  # never more than the batch
-    assert [o for _, offsets in scheduler.calls for o in offsets] == list(range(10))
-    assert acks.acked == events
+    assert scheduler.taken(0) == [0, 1, 2, 3, 4, 8, 9]
+    assert scheduler.taken(1) == [0, 1]
 
 
-async def test_a_failed_record_leaves_its_batch_and_what_follows_unacknowledged() -> None:
-    scheduler = Scheduler(fail_on=5)
+async def test_with_nothing_to_follow_it_waits_for_a_change() -> None:
+    scheduler = Scheduler()
+    feed = Feed(scheduler)
+    feed.write(0, 3)
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(intake_of(scheduler, feed).run(stop))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert feed.fetches == 0  # no partition's ledger is read: nothing fetched, no busy loop
+    scheduler.positions_now = {0: (1, 0)}
+    scheduler.changed.set()
+    await until(scheduler, lambda: scheduler.taken(0) == [0, 1, 2], "recorded once followed")
+    stop.set()
+    await run
+
+
+async def test_nothing_is_followed_anew_while_a_batch_is_in_hand() -> None:
+    """The feed re-reads from the ledger's positions only between batches, when everything it
+    handed over is recorded (``Feed.follow`` asserts it)."""
+    scheduler = Scheduler({0: (1, 0)})
+    scheduler.gate.clear()
+    feed = Feed(scheduler)
+    feed.write(0, 2)
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(intake_of(scheduler, feed).run(stop))
+    await scheduler.called.wait()
+    scheduler.positions_now[1] = (2, 0)  # partition 1's ledger is read meanwhile
+    scheduler.changed.set()
+    feed.write(1, 1)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert scheduler.taken(1) == []  # still in hand: not followed yet
     scheduler.gate.set()
-    acks = Acks(scheduler)
-    events = [Event(0, o) for o in range(12)]
-    intake = RequestIntake(scheduler.take, acks.ack, record_of, batch=4)
+    await until(scheduler, lambda: scheduler.taken(1) == [0], "partition 1 read after the batch")
+    stop.set()
+    await run
+
+
+async def test_a_failed_record_ends_the_intake_and_nothing_after_it_is_taken() -> None:
+    scheduler = Scheduler({0: (1, 0)}, fail_on=5)
+    feed = Feed(scheduler)
+    feed.write(0, 12)
     with pytest.raises(ConnectionError):
-        await intake.run(Stream(events))
-    failed = next(offsets for _, offsets in scheduler.calls if 5 in offsets)
-    assert all(event.offset < failed[0] for event in acks.acked)
-    assert {event.offset for event in acks.acked} == set(range(failed[0]))
-
-
-async def test_a_stream_that_fails_ends_after_what_came_before_is_recorded() -> None:
-    scheduler = Scheduler()
-    scheduler.gate.set()
-    acks = Acks(scheduler)
-    events = [Event(1, o) for o in range(3)]
-    intake = RequestIntake(scheduler.take, acks.ack, record_of)
-    with pytest.raises(RuntimeError, match="rebalance"):
-        await intake.run(Stream(events, error=RuntimeError("rebalance")))
-    assert acks.acked == events
+        await intake_of(scheduler, feed, batch=4).run(asyncio.Event())
+    assert scheduler.taken(0) == list(range(8))  # the failed batch (4-7) was the last
+    assert scheduler.positions_now[0] == (1, 4)  # and the position stays before it

@@ -1,9 +1,9 @@
-"""The review role's monitor: backlog and ages (metrics), catch-up, and a stuck commit (readiness).
+"""The review role's monitor: backlog and ages (metrics), catch-up, and a stuck intake (readiness).
 
-Kafka is replaced by what the monitor reads of it (end offsets, the group's commits, the
-timestamp of the oldest unrecorded request), the scheduler by what the monitor asks of it (owned
-partitions, their statistics, catch-up); time is a fake clock moved by the test. No faust, no
-broker: the monitor is plain logic (``review/monitor.py``).
+Kafka is replaced by what the monitor reads of it (end offsets, the timestamp of the oldest
+unrecorded request), the scheduler by what the monitor asks of it (owned partitions, their
+statistics and next expected offsets, catch-up); time is a fake clock moved by the test. No
+faust, no broker: the monitor is plain logic (``review/monitor.py``).
 """
 
 from __future__ import annotations
@@ -33,18 +33,14 @@ class Clock:
 
 
 class Kafka:
-    """What the monitor reads: partition bounds, commits, the oldest unrecorded request's time."""
+    """What the monitor reads: partition bounds, the oldest unrecorded request's time."""
 
     def __init__(self) -> None:
         self.ends = {0: 100, 1: 50}
-        self.commits = {0: 100, 1: 40}
         self.written_s: dict[tuple[int, int], float] = {}
 
     async def bounds(self, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
         return {p: (0, self.ends[p]) for p in partitions}
-
-    async def committed(self, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
-        return {p: self.commits[p] for p in partitions}
 
     async def timestamp_at(self, topic: str, partition: int, offset: int) -> float | None:
         return self.written_s.get((partition, offset))
@@ -132,26 +128,26 @@ async def test_backlog_ages_and_a_catch_up_of_what_waits_too_long(world: World) 
     assert scheduler.caught == [(1, 50)]
 
 
-async def test_a_commit_that_does_not_move_below_waiting_records_is_reported(world: World) -> None:
-    monitor, _, _, kafka, clock = world
+async def test_an_intake_that_does_not_move_below_waiting_records_is_reported(world: World) -> None:
+    monitor, _, scheduler, kafka, clock = world
     await monitor.measure()
     assert monitor.stuck == []
-    clock.now += 301  # partition 1's commit stays at 40 with 10 records above it
+    clock.now += 301  # partition 1's next expected offset stays at 40 with 10 records above it
     await monitor.measure()
     assert monitor.stuck == [
-        "review-requests partition 1: commit stuck at 40 for 301 s with 10 record(s) above it"
+        "review-requests partition 1: intake stuck at 40 for 301 s with 10 record(s) above it"
     ]
-    kafka.commits[1] = 45  # it moves: no longer stuck
+    scheduler.stats_now.next_offsets[1] = 45  # it moves: no longer stuck
     await monitor.measure()
     assert monitor.stuck == []
-    kafka.commits[1] = kafka.ends[1] = 50  # nothing waits above a still commit: not stuck
+    scheduler.stats_now.next_offsets[1] = kafka.ends[1] = 50  # nothing waits above: not stuck
     clock.now += 1000
     await monitor.measure()
     assert monitor.stuck == []
 
 
 async def test_a_partition_forgotten_starts_its_watch_again(world: World) -> None:
-    """A revoked partition's commit history goes: reassigned, it is not stuck at once."""
+    """A revoked partition's intake history goes: reassigned, it is not stuck at once."""
     monitor, _, _, _, clock = world
     await monitor.measure()
     clock.now += 301

@@ -39,7 +39,7 @@ from stream_router.review.backend import ReviewResult, ReviewState, ReviewStatus
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
-from stream_router.review.ledger import AUDIT_KEY, State, decode
+from stream_router.review.ledger import AUDIT_KEY, INTAKE_KEY, State, decode, encode_position
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.request import ReviewRoutes
 from stream_router.review.retry import RetryPolicy
@@ -75,6 +75,7 @@ class World:
     rng: random.Random
     log: dict[int, list[tuple[str, bytes | None]]] = field(default_factory=dict)
     requests: dict[int, list[Record]] = field(default_factory=dict)
+    #: The review group's commits (of a version whose faust consumer committed review-requests).
     committed: dict[int, int] = field(default_factory=dict)
     outputs: list[dict[str, Any]] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -104,8 +105,8 @@ class World:
             await self.write(partition, key, value)
 
     # RequestSource
-    async def start_offset(self, partition: int) -> int:
-        return self.committed.get(partition, 0)
+    async def start_offset(self, partition: int, position: int | None) -> int:
+        return max(position or 0, self.committed.get(partition, 0))
 
     async def read_requests(
         self, topic: str, partition: int, start: int | None, stop: int | None
@@ -135,6 +136,11 @@ class World:
         if self.deaths and not condition():
             raise Crash(self.deaths[-1])
 
+    def position(self, partition: int) -> int:
+        """The partition's intake position, as its ledger last says (0: none written)."""
+        found = [v for k, v in self.log.get(partition, []) if k == INTAKE_KEY and v is not None]
+        return int(orjson.loads(found[-1])["next"]) if found else 0
+
     def entries(self) -> dict[str, Any]:
         current: dict[str, Any] = {}
         for records in self.log.values():
@@ -158,8 +164,8 @@ class Requests:
     def read(self, topic: str, partition: int, start: int | None, stop: int | None) -> Any:
         return self.world.read_requests(topic, partition, start, stop)
 
-    async def start_offset(self, partition: int) -> int:
-        return await self.world.start_offset(partition)
+    async def start_offset(self, partition: int, position: int | None) -> int:
+        return await self.world.start_offset(partition, position)
 
 
 class FaultyBackend(FakeReviewBackend):
@@ -365,6 +371,7 @@ class Run:
         self.loop_offsets: dict[int, int] = {}  # the last loop-events offset per partition
         self.not_loop_events: set[tuple[int, int]] = set()  # where they were written
         self.kills = 0
+        self.feed: dict[int, tuple[int, int]] = {}  # partition -> (serial, next offset to hand)
         self.scheduler = scheduler(self.world, self.backend, self.review)
         for partition in range(PARTITIONS):
             self.scheduler.assign(partition)
@@ -406,15 +413,25 @@ class Run:
         self.kills += 1
         await self.scheduler.close()
         self.world.deaths.clear()
+        self.feed.clear()  # a new process: its intake has read nothing yet
         self.scheduler = scheduler(self.world, self.backend, self.review)
         for partition in range(PARTITIONS):
             self.scheduler.assign(partition)
 
     async def deliver(self, partition: int) -> None:
-        """faust hands the agent the next records, a batch of up to six (skipping some), and
-        commits after the last once they are recorded."""
+        """The intake hands the scheduler the partition's next records, a batch of up to six
+        (skipping some): from where the ledger says recording stopped once a partition's ledger
+        is read (``intake_positions``: after a restart, its serial is new), else from where
+        the last batch handed over ended."""
         records = self.world.requests.get(partition, [])
-        position = self.world.committed.get(partition, 0)
+        where = self.scheduler.intake_positions().get(partition)
+        if where is None:  # its ledger is being read
+            await asyncio.sleep(0)
+            return
+        serial, next_offset = where
+        if self.feed.get(partition, (0, 0))[0] != serial:
+            self.feed[partition] = (serial, next_offset)
+        position = self.feed[partition][1]
         if position >= len(records):
             return
         first = min(len(records) - 1, position + (self.rng.random() < 0.2))  # a skipped offset
@@ -423,6 +440,7 @@ class Run:
             records[first],
             *(r for r in records[first + 1 : last] if self.rng.random() > 0.1),
         ]
+        self.feed[partition] = (serial, last)
         take = asyncio.ensure_future(self.scheduler.take_requests(partition, handed))
         if self.rng.random() < 0.1:  # killed while the agent has it in hand
             await asyncio.sleep(0)
@@ -431,12 +449,9 @@ class Run:
             await self.restart()
             return
         try:
-            recorded = await take
+            await take
         except KafkaConnectionError:
-            await self.restart()  # the agent died on the refused write
-            return
-        if recorded:  # else it moved (a restart meanwhile): faust commits nothing of it
-            self.world.committed[partition] = handed[-1].offset + 1
+            await self.restart()  # the intake died on the refused write
 
     async def end_some_loops(self) -> None:
         """The backend ends open reviews; watchers report them, twice, late, or never."""
@@ -491,8 +506,15 @@ class Run:
         self.backend.fault_rate = 0.0
         self.world.write_failure_rate = 0.0
         for partition in range(PARTITIONS):
-            while self.world.committed.get(partition, 0) < len(self.world.requests[partition]):
+            for _ in range(10_000):
+                if self.world.position(partition) >= len(self.world.requests[partition]):
+                    break
                 await self.deliver(partition)
+            else:
+                raise AssertionError(
+                    f"partition {partition}'s intake position never passed "
+                    f"its last request: {self.world.position(partition)}"
+                )
         wanted = set(self.fate)
         for _ in range(100):
             await self.settle()
@@ -668,6 +690,47 @@ async def test_a_skipped_offset_is_read_and_recorded_with_the_record_in_hand() -
     firsts = [review_request(f"evt-{i}").loop_name for i in (0, 2, 4)]
     written = [key for key, _ in run.world.log[0] if not key.startswith("_")]
     assert sorted(written) == sorted(firsts)  # the gap with the record in hand, once each
+    await run.scheduler.close()
+
+
+async def test_the_intake_position_moves_only_past_what_is_recorded() -> None:
+    """Rule 1: the position is written after the entries it passes are acknowledged, never
+    when their write fails; a new owner resumes from it."""
+    run = Run(0, events=8)
+    run.write_requests()
+    records = run.world.requests[0]
+    refused = True
+    run.world.refuse = lambda partition, key, value: refused and not key.startswith("_")
+    with pytest.raises(KafkaConnectionError):
+        await run.scheduler.take_requests(0, records[:3])
+    assert run.world.position(0) == 0  # nothing recorded: the position stays
+    refused = False
+    assert await run.scheduler.take_requests(0, records[:3])
+    log = run.world.log[0]
+    keys = [key for key, _ in log]
+    assert keys[-1] == INTAKE_KEY and run.world.position(0) == 3
+    assert all(not key.startswith("_") for key in keys[:-1])  # entries first, then the position
+    await run.restart()
+    await run.scheduler.partitions[0].loaded.wait()
+    assert run.scheduler.intake_positions()[0][1] == 3
+    await run.scheduler.close()
+
+
+@pytest.mark.parametrize(("position", "committed", "resumed"), [(None, 4, 4), (3, 1, 3), (2, 5, 5)])
+async def test_a_ledger_without_a_position_resumes_from_the_groups_commit(
+    position: int | None, committed: int, resumed: int
+) -> None:
+    """A ledger written before intake positions existed resumes where faust committed; the
+    further of the two wins (a version that committed ran after the position was written)."""
+    run = Run(0, events=4)
+    run.write_requests()
+    await run.scheduler.close()
+    if position is not None:
+        run.world.log.setdefault(0, []).append((INTAKE_KEY, encode_position(position)))
+    run.world.committed[0] = committed
+    await run.restart()
+    await run.scheduler.partitions[0].loaded.wait()
+    assert run.scheduler.intake_positions()[0][1] == resumed
     await run.scheduler.close()
 
 
