@@ -207,8 +207,8 @@ class ReviewMetrics:
       review deleted (Label Studio)
     - ``stream_router_review_tasks_ignored_total{reason}``: Label Studio tasks under a review's
       name left alone: ``foreign`` (not tagged by the router), ``malformed`` (unreadable)
-    - ``stream_router_review_requests_recovered_total``: review requests faust did not deliver,
-      read directly and recorded (a gap in offsets, or left unrecorded too long)
+    - ``stream_router_review_requests_recovered_total``: review requests the intake did not
+      deliver, read directly and recorded (a gap in offsets, or left unrecorded too long)
     - ``stream_router_review_requests_duplicate_total``: copies of requests already recorded
     - ``stream_router_review_requests_malformed_total``: review-requests records that are not
       review requests (dead-lettered)
@@ -348,7 +348,7 @@ class ReviewMetrics:
         ).labels(backend)
         self.requests_recovered = PromCounter(
             "stream_router_review_requests_recovered",
-            "Review requests faust did not deliver, read directly and recorded.",
+            "Review requests the intake did not deliver, read directly and recorded.",
             registry=registry,
         )
         self.ledger_pruned = PromCounter(

@@ -467,8 +467,8 @@ class ReviewSettings(Section):
     catch_up_after_s: float = Field(
         30.0,
         gt=0,
-        description="A review request left unrecorded this long (faust did not deliver it) is "
-        "read and recorded directly.",
+        description="A review request left unrecorded this long (the intake did not deliver "
+        "it) is read and recorded directly.",
     )
     stall_after_s: float = Field(
         300.0,

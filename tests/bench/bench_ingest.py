@@ -3,7 +3,7 @@ the same broker and events; then ingest's decision latency under paced loads.
 
     .venv/bin/python tests/bench/bench_ingest.py [--broker kafka|tansu] [--events 100000]
         [--rounds 5] [--no-quix] [--loads 0.1,0.5,0.9] [--latency-s 10] [--no-freeze-at 0.5]
-        [--max-rate MSG_PER_S] [--warm-up-s 10] [--broker-java=-Xmn256m]
+        [--max-rate MSG_PER_S] [--warm-up-s 10] [--broker-java=-Xmn256m] [--broker-gc ZGC]
 
 The broker is the sandbox's Apache Kafka (default) or Tansu; every side meets the same one.
 
@@ -272,7 +272,8 @@ async def main(kind: BrokerKind, state: Path, args: argparse.Namespace) -> None:
     auto = {"auto.create.topics.enable": "true", "num.partitions": str(PARTITIONS)}
     gc_log = state / "broker-gc.log"
     broker: Broker = (
-        with_gc_log(KafkaBroker(state_dir=state, extra_config=auto), gc_log, args.broker_java)
+        with_gc_log(KafkaBroker(state_dir=state, extra_config=auto, collector=args.broker_gc),
+                    gc_log, args.broker_java)  # fmt: skip
         if kind == "kafka"
         else TansuBroker()
     )
@@ -347,6 +348,12 @@ def cli() -> None:
         "--broker-java",
         default="",
         help="JVM options for the Kafka broker beyond the sandbox's (e.g. -Xmn256m)",
+    )
+    parser.add_argument(
+        "--broker-gc",
+        default="SerialGC",
+        help="the Kafka broker's collector, -XX:+Use<this> (the sandbox's: SerialGC; ZGC, "
+        "ShenandoahGC, G1GC, ParallelGC)",
     )
     parser.add_argument(
         "--max-rate", type=float, help="the maximum the loads are fractions of (default: measured)"

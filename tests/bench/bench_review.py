@@ -23,9 +23,10 @@ Prints, per backend:
 - Label Studio's start-up time (a fresh data directory: migrations, admin user, projects) and
   its resident memory after the runs;
 - the intake of one review instance (``--intake N``, 0 to skip; A2I): N requests wait in a fresh
-  review-requests topic; the review role records each in its ledger before faust commits it,
-  so the rate at which the group's committed offsets reach the end is the rate of requests
-  recorded per second (``rate_per_s`` 0.1 keeps the backend out of what is measured);
+  review-requests topic; the rate is N over the span of the create times of their PENDING
+  ledger records, first to last, with the role's CPU per request beside it, against the goal
+  of 5,000/s (``rate_per_s`` 0.1 keeps the backend out of what is measured); a request recorded
+  twice is reported;
 - the drain of a flood (``--drain N``, 0 to skip; A2I): N requests against a budget of 10 a day
   with ``accept-unreviewed``, as in ``scripts/chaos --flood``: outcomes published per second,
   first to last, by one instance that recorded them itself (fresh), and by one that took the

@@ -157,6 +157,7 @@ class KafkaBroker(Broker):
         port: int | None = None,
         controller_port: int | None = None,
         heap_mb: int = 512,
+        collector: str = "SerialGC",
         extra_config: Mapping[str, str] | None = None,
         security: BrokerSecurity | None = None,
         ready_timeout_s: float = 120.0,
@@ -165,6 +166,9 @@ class KafkaBroker(Broker):
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.heap_mb = heap_mb
+        #: The JVM's garbage collector (``-XX:+Use<collector>``): the serial one by default,
+        #: the smallest footprint; ``bench_ingest.py --broker-gc`` compares others' pauses.
+        self.collector = collector
         self.extra_config = dict(extra_config or {})
         self.security = security
         self.ready_timeout_s = ready_timeout_s
@@ -221,7 +225,7 @@ class KafkaBroker(Broker):
             java_binary(),
             f"-Xmx{heap_mb}m",
             f"-Xms{min(heap_mb, 128)}m",
-            "-XX:+UseSerialGC",
+            f"-XX:+Use{self.collector}",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.state_dir / 'kafka-log4j2.properties'}",
             "-cp",
