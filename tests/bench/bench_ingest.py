@@ -271,12 +271,12 @@ async def main(kind: BrokerKind, state: Path, args: argparse.Namespace) -> None:
     # Output topics appear on first use, with the input's partition count (as on Tansu).
     auto = {"auto.create.topics.enable": "true", "num.partitions": str(PARTITIONS)}
     gc_log = state / "broker-gc.log"
-    broker: Broker = (
-        with_gc_log(KafkaBroker(state_dir=state, extra_config=auto, collector=args.broker_gc),
-                    gc_log, args.broker_java)  # fmt: skip
-        if kind == "kafka"
-        else TansuBroker()
-    )
+    broker: Broker
+    if kind == "kafka":
+        kafka = KafkaBroker(state_dir=state, extra_config=auto, collector=args.broker_gc)
+        broker = with_gc_log(kafka, gc_log, args.broker_java)
+    else:
+        broker = TansuBroker()
     quix: Path | None = None
     if args.rounds and not args.no_quix:
         try:

@@ -708,7 +708,8 @@ async def test_the_intake_position_moves_only_past_what_is_recorded() -> None:
     assert await run.scheduler.take_requests(0, records[:3])
     log = run.world.log[0]
     keys = [key for key, _ in log]
-    assert keys[-1] == INTAKE_KEY and run.world.position(0) == 3
+    assert keys[-1] == INTAKE_KEY
+    assert run.world.position(0) == 3
     assert all(not key.startswith("_") for key in keys[:-1])  # entries first, then the position
     await run.restart()
     await run.scheduler.partitions[0].loaded.wait()
