@@ -35,10 +35,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from stream_router.errors import UpstreamError
+from stream_router.errors import UndecodableRecords, UpstreamError
+from stream_router.ingest.undecodable import Undecodable, describe, locate
 from stream_router.kafka_clients import CLOSE_TIMEOUT_S, client_options, stop_consumer
+from stream_router.review.intake import Fetched
 from stream_router.review.ledger import Send
-from stream_router.review.scheduler import RequestRecord
+from stream_router.review.scheduler import Skipped
 from stream_router.settings import KafkaSettings
 
 READ_TIMEOUT_MS = 1_000
@@ -48,11 +50,18 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Kafka's errors as the review core's: a retriable :class:`UpstreamError`."""
+    """Kafka's errors as the review core's: a retriable :class:`UpstreamError`; so are records
+    the client cannot decode (the intake steps over them: ``RequestFeed.fetch``)."""
     try:
         yield
     except KafkaError as exc:
         raise UpstreamError(f"Kafka: {what} failed: {exc}") from exc
+    except Exception as exc:
+        if locate(exc) is None:
+            raise
+        raise UpstreamError(
+            f"Kafka: {what} failed: a record batch cannot be decoded ({exc!r})"
+        ) from exc
 
 
 class PartitionReader:
@@ -226,13 +235,45 @@ class RequestFeed:
             consumer.seek(TopicPartition(self.topic, partition), offset)
         self._following = following
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> dict[int, list[RequestRecord]]:
+    async def fetch(self, timeout_ms: int, max_records: int) -> Fetched:
         """What arrived on the partitions followed, by partition and in offset order; waits up
-        to ``timeout_ms`` for the first record."""
+        to ``timeout_ms`` for the first record.
+
+        A record batch the client cannot decode (``ingest/undecodable.py``) is stepped over:
+        the records taken before it are returned with the range it spans (``skipped``), for the
+        scheduler to dead-letter as one stand-in before the partition's position passes it.
+        One that cannot be stepped over (its extent unknown, a codec missing here) raises
+        :class:`~stream_router.errors.UndecodableRecords` naming the partition and offset.
+        """
         consumer = self._client()
-        with _translated(f"reading {self.topic}"):
+        try:
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return {tp.partition: records for tp, records in fetched.items() if records}
+        except Exception as exc:
+            where = locate(exc)
+            if where is not None:
+                return self._step_over(exc, where)
+            if isinstance(exc, KafkaError):
+                raise UpstreamError(f"Kafka: reading {self.topic} failed: {exc}") from exc
+            raise
+        return Fetched({tp.partition: records for tp, records in fetched.items() if records})
+
+    def _step_over(self, exc: Exception, where: Undecodable) -> Fetched:
+        reason = describe(exc, where)
+        if not where.skippable:
+            if where.missing_codec is not None:
+                hint = f"install the {where.missing_codec} codec (aiokafka decodes it with cramjam)"
+            else:
+                hint = "the review role cannot step over it; to give those records up, write the "
+                hint += "partition's intake position past them"
+            raise UndecodableRecords(f"{reason}: {hint}") from exc
+        assert where.next_offset is not None  # skippable
+        taken = {tp.partition: records for tp, records in where.taken.items() if records}
+        tp = where.tp
+        if tp not in self._client().assignment():  # no longer followed: its next read meets it
+            return Fetched(taken)
+        self._client().seek(tp, where.next_offset)
+        skipped = Skipped(where.position, where.next_offset, reason)
+        return Fetched(taken, {tp.partition: skipped})
 
     def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:

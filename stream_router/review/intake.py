@@ -22,12 +22,22 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from stream_router.review.scheduler import INTAKE_BATCH, RequestRecord
+from stream_router.review.scheduler import INTAKE_BATCH, RequestRecord, Skipped
 
-#: Takes one partition's records (``ReviewScheduler.take_requests``).
-Take = Callable[[int, Sequence[RequestRecord]], Awaitable[bool]]
+#: Takes one partition's records, and the undecodable range after them if any
+#: (``ReviewScheduler.take_requests``).
+Take = Callable[[int, Sequence[RequestRecord], Skipped | None], Awaitable[bool]]
+
+
+class Fetched(NamedTuple):
+    """What one fetch brought, by partition: records in offset order, and a range after them
+    the client could not decode (stepped over; ``review_topics.RequestFeed.fetch``)."""
+
+    records: Mapping[int, Sequence[RequestRecord]]
+    skipped: Mapping[int, Skipped] = {}
+
 
 #: How long a fetch waits for records before the partitions followed are checked again.
 FETCH_WAIT_MS = 200
@@ -43,9 +53,7 @@ class Feed(Protocol):
 
     def following(self) -> bool: ...
 
-    async def fetch(
-        self, timeout_ms: int, max_records: int
-    ) -> Mapping[int, Sequence[RequestRecord]]: ...
+    async def fetch(self, timeout_ms: int, max_records: int) -> Fetched: ...
 
 
 class RequestIntake:
@@ -84,14 +92,16 @@ class RequestIntake:
             if not self.feed.following():
                 await _first(self.changed.wait(), stop.wait())
                 continue
-            fetched = await self.feed.fetch(self.fetch_wait_ms, self.batch)
+            records, skipped = await self.feed.fetch(self.fetch_wait_ms, self.batch)
+            partitions = set(records) | set(skipped)
             if self.changed.is_set():  # a partition went or came back meanwhile: its records
                 now = self.positions()  # are read again once followed anew
-                fetched = {p: rs for p, rs in fetched.items()
-                           if p in now and now[p][0] == followed[p][0]}  # fmt: skip
-            if fetched:
+                partitions = {p for p in partitions if p in now and now[p][0] == followed[p][0]}
+            if partitions:
                 with self.handling():
-                    await asyncio.gather(*(self.take(p, rs) for p, rs in fetched.items()))
+                    await asyncio.gather(
+                        *(self.take(p, records.get(p, ()), skipped.get(p)) for p in partitions)
+                    )
 
 
 async def _first(*waits: Awaitable[object]) -> None:

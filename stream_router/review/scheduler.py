@@ -96,7 +96,13 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from stream_router.envelope import Omit, dead_letter, review_dead_letter
+from stream_router.envelope import (
+    UNDECODABLE,
+    Omit,
+    dead_letter,
+    review_dead_letter,
+    undecodable_dead_letter,
+)
 from stream_router.errors import (
     ReviewCapacityExceeded,
     ReviewRejected,
@@ -172,6 +178,21 @@ class Delivered(NamedTuple):
     value: bytes | None
     key: bytes | None = None
     timestamp: int | None = None  #: milliseconds
+
+
+class Skipped(NamedTuple):
+    """Offsets ``first`` up to ``next`` of a review-requests partition: a record batch the
+    Kafka client cannot decode, stepped over (``review_topics.RequestFeed.fetch``)."""
+
+    first: int
+    next: int
+    reason: str
+
+
+class _Ahead(NamedTuple):
+    """Where an undecodable range begins: what lies before it is read like any gap."""
+
+    offset: int
 
 
 class _Pending(NamedTuple):
@@ -388,9 +409,16 @@ class ReviewScheduler:
         """Record one review-requests record: :meth:`take_requests` of one."""
         return await self.take_requests(partition, [Delivered(offset, value, key, timestamp_ms)])
 
-    async def take_requests(self, partition: int, records: Sequence[RequestRecord]) -> bool:
+    async def take_requests(
+        self,
+        partition: int,
+        records: Sequence[RequestRecord],
+        skipped: Skipped | None = None,
+    ) -> bool:
         """Record review-requests records of ``partition``, in offset order; returns once every
-        one is recorded (rule 1).
+        one is recorded (rule 1). ``skipped``: the range after them the Kafka client could not
+        decode, dead-lettered as one stand-in (``reason_class`` ``undecodable``) once they are
+        recorded and before the position passes it: a batch no one can read stops nothing.
 
         Their ledger entries and dead letters are written together and the broker's
         acknowledgements awaited together (one round trip for the batch, not one per record);
@@ -411,7 +439,10 @@ class ReviewScheduler:
         async with owned.intake:
             ledger = owned.ledger
             expected, batch = ledger.next_offset, []
-            for record in records:
+            handed: list[RequestRecord | _Ahead] = [*records]
+            if skipped is not None:
+                handed.append(_Ahead(skipped.first))
+            for record in handed:
                 if record.offset > expected:
                     missed = [r async for r in self._read_requests(partition, expected,
                                                                     record.offset)]  # fmt: skip
@@ -422,12 +453,28 @@ class ReviewScheduler:
                         len(missed),
                     )  # fmt: skip
                     batch += missed
+                if isinstance(record, _Ahead):
+                    break
                 batch.append(record)
                 expected = max(expected, record.offset + 1)
             await self._record_all(owned, batch)
+            if skipped is not None and skipped.next > expected:
+                await self._stand_in(partition, skipped)
+                expected = skipped.next
             ledger.next_offset = max(ledger.next_offset, expected)
             await self._save_position(owned)
         return True
+
+    async def _stand_in(self, partition: int, skipped: Skipped) -> None:
+        """Dead-letter the stand-in of an undecodable range of review-requests."""
+        letter = undecodable_dead_letter(
+            self.requests.topic, partition, first_offset=skipped.first,
+            next_offset=skipped.next, reason=skipped.reason[:2000], failed_s=self.clock(),
+        )  # fmt: skip
+        await self.outlets.dead_letter(None, letter)
+        self.metrics.requests_malformed.inc()
+        logger.error("review-requests %d@%d-%d: %s; dead-lettered as %s", partition,
+                     skipped.first, skipped.next - 1, skipped.reason, UNDECODABLE)  # fmt: skip
 
     async def catch_up(self, partition: int, end: int) -> int:
         """Record the partition's records below ``end`` not recorded yet; returns how many."""

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_router.metrics import ReviewMetrics
 from stream_router.review.fake import FakeReviewBackend
+from stream_router.review.intake import Fetched
 from stream_router.review_role import ReviewService
 from stream_router.settings import Settings
 from stream_router.supervision import Supervisor
@@ -223,8 +224,8 @@ class OneRecordFeed:
     def following(self) -> bool:
         return bool(self.followed)
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> dict[int, list[Any]]:
-        return {self.partition: [self.record]} if self.partition in self.followed else {}
+    async def fetch(self, timeout_ms: int, max_records: int) -> Fetched:
+        return Fetched({self.partition: [self.record]} if self.partition in self.followed else {})
 
 
 async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
@@ -240,7 +241,7 @@ async def test_review_service_readiness_and_an_unhandled_error_takes_it_down(
     await review._open()
     assert review.readiness_problem() == "no review partitions assigned"
 
-    async def broken(partition: int, records: object) -> bool:
+    async def broken(partition: int, records: object, skipped: object) -> bool:
         raise KeyError("route")  # a bug: nothing handles it
 
     monkeypatch.setattr(review.scheduler, "take_requests", broken)

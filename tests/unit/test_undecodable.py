@@ -31,6 +31,7 @@ from stream_router.ingest.loop import Ingest
 from stream_router.ingest.undecodable import locate
 from stream_router.metrics import IngestMetrics
 from stream_router.policies.routes import Routes
+from stream_router.review_topics import RequestFeed
 from stream_router.settings import Settings
 from tests.envelope_schema import dead_letter_validator
 
@@ -332,3 +333,35 @@ async def test_ingest_lets_other_errors_through() -> None:
     ingest, _, _ = ingest_over(Broken([A]))
     with pytest.raises(ConnectionError):
         await ingest.fetch(0)
+
+
+# -- the review role's intake over it ---------------------------------------------------------
+
+
+async def test_the_review_intake_steps_over_a_bad_batch_with_what_it_took() -> None:
+    """``RequestFeed.fetch`` returns the records the failed fetch took and the range to
+    dead-letter (``test_scheduler.py`` shows the scheduler's side); the next fetch goes on."""
+    consumer = Consumer([B, A])
+    consumer.respond(B, good(0, 2))
+    consumer.respond(A, good(0, 3), corrupt_gzip(3, 4), good(7, 1))
+    feed = RequestFeed(Settings().kafka, "in")
+    feed._consumer = consumer  # type: ignore[assignment]
+    records, skipped = await feed.fetch(0, 100)
+    assert {p: [r.offset for r in rs] for p, rs in records.items()} == {1: [0, 1], 0: [0, 1, 2]}
+    assert {p: (s.first, s.next) for p, s in skipped.items()} == {0: (3, 7)}
+    assert "cannot be decoded" in skipped[0].reason
+    assert consumer.position(A) == 7
+
+    consumer.respond(A, good(7, 1))
+    records, skipped = await feed.fetch(0, 100)
+    assert ({p: [r.offset for r in rs] for p, rs in records.items()}, skipped) == ({0: [7]}, {})
+
+
+async def test_the_review_intake_stops_at_a_batch_it_cannot_step_over() -> None:
+    consumer = Consumer([A])
+    consumer.respond(A, good(0, 3), unframed(3, 4))
+    feed = RequestFeed(Settings().kafka, "in")
+    feed._consumer = consumer  # type: ignore[assignment]
+    with pytest.raises(UndecodableRecords, match=r"in\[0\] at offset 3.*intake position"):
+        await feed.fetch(0, 100)
+    assert consumer.position(A) == 0  # not moved: nothing is lost by stopping

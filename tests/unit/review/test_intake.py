@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stream_router.review.intake import RequestIntake
-from stream_router.review.scheduler import Delivered, RequestRecord
+from stream_router.review.intake import Fetched, RequestIntake
+from stream_router.review.scheduler import Delivered, RequestRecord, Skipped
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Scheduler:
     called: asyncio.Event = field(default_factory=asyncio.Event)  #: a batch is in hand
     calls: list[tuple[int, list[int]]] = field(default_factory=list)
     in_hand: int = 0
+    skipped: list[tuple[int, int, int]] = field(default_factory=list)
     fail_on: int | None = None  #: a call that handles this offset raises
     moved: asyncio.Condition = field(default_factory=asyncio.Condition)  #: a position moved
 
@@ -38,8 +39,12 @@ class Scheduler:
     def positions(self) -> dict[int, tuple[int, int]]:
         return dict(self.positions_now)
 
-    async def take(self, partition: int, records: Sequence[RequestRecord]) -> bool:
+    async def take(
+        self, partition: int, records: Sequence[RequestRecord], skipped: Skipped | None
+    ) -> bool:
         offsets = [r.offset for r in records]
+        if skipped is not None:
+            self.skipped.append((partition, skipped.first, skipped.next))
         self.calls.append((partition, offsets))
         self.in_hand += 1
         self.called.set()
@@ -48,7 +53,8 @@ class Scheduler:
             if self.fail_on in offsets:
                 raise ConnectionError("the broker refused the ledger write")
             serial, _ = self.positions_now[partition]
-            self.positions_now[partition] = (serial, offsets[-1] + 1)
+            end = skipped.next if skipped is not None else offsets[-1] + 1
+            self.positions_now[partition] = (serial, end)
             async with self.moved:
                 self.moved.notify_all()
             return True
@@ -68,6 +74,7 @@ class Feed:
     at: dict[int, int] = field(default_factory=dict)  #: partition -> next offset to fetch
     serials: dict[int, int] = field(default_factory=dict)
     fetches: int = 0
+    bad: dict[int, tuple[int, int]] = field(default_factory=dict)  #: an undecodable range
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def follow(self, positions: Mapping[int, tuple[int, int]]) -> None:
@@ -81,21 +88,26 @@ class Feed:
     def following(self) -> bool:
         return bool(self.serials)
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> dict[int, list[RequestRecord]]:
+    async def fetch(self, timeout_ms: int, max_records: int) -> Fetched:
         self.fetches += 1
         if not any(self.at[p] < self.topic.get(p, 0) for p in self.serials):
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
         out: dict[int, list[RequestRecord]] = {}
+        skipped: dict[int, Skipped] = {}
         for partition in sorted(self.serials):
             stop = min(self.topic.get(partition, 0), self.at[partition] + max_records)
+            first, after = self.bad.get(partition, (stop, stop))
+            if self.at[partition] <= first < stop:  # as the real feed: what came before, then
+                stop = first  # the range it stepped over
+                skipped[partition] = Skipped(first, after, "cannot be decoded")
             records = [Delivered(o, b"r") for o in range(self.at[partition], stop)]
             if records:
                 out[partition] = records
-                self.at[partition] = stop
                 max_records -= len(records)
-        return out
+            self.at[partition] = after if partition in skipped else stop
+        return Fetched(out, skipped)
 
     def write(self, partition: int, count: int) -> None:
         self.topic[partition] = self.topic.get(partition, 0) + count
@@ -203,3 +215,17 @@ async def test_a_failed_record_ends_the_intake_and_nothing_after_it_is_taken() -
         await intake_of(scheduler, feed, batch=4).run(asyncio.Event())
     assert scheduler.taken(0) == list(range(8))  # the failed batch (4-7) was the last
     assert scheduler.positions_now[0] == (1, 4)  # and the position stays before it
+
+
+async def test_an_undecodable_range_goes_to_the_scheduler_after_the_records_before_it() -> None:
+    scheduler = Scheduler({0: (1, 0)})
+    feed = Feed(scheduler, bad={0: (3, 6)})
+    feed.write(0, 8)
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(intake_of(scheduler, feed).run(stop))
+    await until(scheduler, lambda: scheduler.positions_now[0] == (1, 8), "all passed")
+    stop.set()
+    await run
+    assert scheduler.calls[0] == (0, [0, 1, 2])  # handed with the range after them
+    assert scheduler.skipped == [(0, 3, 6)]
+    assert scheduler.taken(0) == [0, 1, 2, 6, 7]

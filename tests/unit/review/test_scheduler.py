@@ -43,11 +43,12 @@ from stream_router.review.ledger import AUDIT_KEY, INTAKE_KEY, State, decode, en
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.request import ReviewRoutes
 from stream_router.review.retry import RetryPolicy
-from stream_router.review.scheduler import Outlets, ReviewScheduler
+from stream_router.review.scheduler import Outlets, ReviewScheduler, Skipped
 from stream_router.review.shares import BudgetShares
 from stream_router.review.starter import Starter
 from stream_router.settings import ReviewSettings
 from stream_router.testing import FakeReviewBackend
+from tests.envelope_schema import dead_letter_validator
 from tests.unit.review.requests import review_request
 
 PARTITIONS = 2
@@ -714,6 +715,29 @@ async def test_the_intake_position_moves_only_past_what_is_recorded() -> None:
     await run.restart()
     await run.scheduler.partitions[0].loaded.wait()
     assert run.scheduler.intake_positions()[0][1] == 3
+    await run.scheduler.close()
+
+
+@pytest.mark.parametrize("gap", [False, True])
+async def test_an_undecodable_range_is_dead_lettered_once_and_passed(gap: bool) -> None:
+    """A batch the client cannot decode costs one stand-in dead letter, after the records before
+    it are recorded (those before it never delivered are read first) and before the position
+    passes it; the partition goes on."""
+    run = Run(0, events=8)
+    run.write_requests()
+    records = run.world.requests[0]
+    handed = [] if gap else records[:2]
+    bad = Skipped(2, 4, "records of review-requests[0] at offsets 2 to 3 cannot be decoded")
+    assert await run.scheduler.take_requests(0, handed, bad)
+    (letter,) = [o for o in run.world.outputs if o["topic"] == "dead-letter"]
+    dead_letter_validator().validate({k: v for k, v in letter.items() if k != "topic"})
+    assert letter["reason_class"] == "undecodable"
+    assert (letter["source"]["offset"], letter["last_offset"]) == (2, 3)
+    recorded = {key for key, _ in run.world.log[0] if not key.startswith("_")}
+    assert recorded == {orjson.loads(r.value or b"")["loop_name"] for r in records[:2]}
+    assert run.world.position(0) == 4
+    assert await run.scheduler.take_requests(0, records[4:])  # and it goes on from there
+    assert run.world.position(0) == len(records)
     await run.scheduler.close()
 
 
