@@ -24,7 +24,11 @@ One batch at a time::
 
 Offsets are committed only after the broker acknowledged every record the batch produced, so a
 crash at any point replays the batch (at-least-once). Deciding the next batch overlaps the
-acknowledgements of the previous ones (``max_in_flight_batches``); commits stay in batch order.
+acknowledgements of the previous ones (``max_in_flight_batches``), and the commits: one task
+commits, in batch order, what is acknowledged, everything acknowledged while a commit was under
+way together in the next one. A decision never waits for a commit's round trip (which was a
+quarter of the decision latency's p99 at half load), and a stop, a rebalance or a death waits
+for the commits of what is acknowledged (:meth:`Ingest.drain`).
 Replays are harmless for reviews: a review request's key is the deterministic loop name, and the
 review path starts each name once.
 Ingest never waits on AWS.
@@ -167,6 +171,9 @@ class Ingest:
         self.assigned = asyncio.Event()
         self._in_flight: deque[_InFlight] = deque()
         self._settling = asyncio.Lock()
+        #: Acknowledged offsets not committed yet, and the task committing them.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Partitions are no longer ours: stop reporting their lag."""
@@ -239,6 +246,7 @@ class Ingest:
             if not work.done():  # run itself was cancelled
                 work.cancel()
                 await asyncio.wait({work})
+                self.cancel_commits()
 
     async def _handle(self, stop: asyncio.Event) -> None:
         timeout_ms = int(self.settings.fetch_wait_s * 1000)
@@ -267,6 +275,7 @@ class Ingest:
             f"{len(self._in_flight)} produced, of {held}" if held else "one being produced",
         )
         self._in_flight.clear()
+        self.cancel_commits()
 
     @property
     def brokers(self) -> str:
@@ -351,26 +360,57 @@ class Ingest:
         return outcome
 
     async def settle(self, *, block: bool) -> None:
-        """Commit the oldest batches whose produces are all acknowledged.
+        """Hand the oldest batches whose produces are all acknowledged to the committer.
 
         With ``block`` it waits for the oldest batch, so at most ``max_in_flight_batches`` stay.
+        A commit that failed (other than for a rebalance) raises here.
         """
         async with self._settling:  # the rebalance listener settles too
+            self._check_commits()
             while self._in_flight:
                 oldest = self._in_flight[0]
                 if not block and not all(ack.done() for ack in oldest.acks):
                     return
                 await asyncio.gather(*oldest.acks)  # a failed produce raises: nothing committed
                 acknowledged = self.clock()
-                await self._commit(oldest.outcome.committed)
                 self._in_flight.popleft()
+                self._to_commit(oldest.outcome.committed)
                 self._record_completion(oldest, acknowledged)
                 block = False
 
     async def drain(self) -> None:
-        """Wait for every batch in flight and commit it."""
+        """Wait for every batch in flight, and for the commits of all of them."""
         while self._in_flight:
             await self.settle(block=True)
+        committing = self._committing
+        if committing is not None:
+            await asyncio.shield(committing)  # a cancelled drain leaves it to finish
+            self._check_commits()
+
+    def _to_commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Offsets of an acknowledged batch, committed after those handed before them."""
+        uncommitted = self._uncommitted
+        for tp, offset in offsets.items():
+            uncommitted[tp] = max(offset, uncommitted.get(tp, offset))
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.ensure_future(self._commit_all())
+
+    async def _commit_all(self) -> None:
+        while self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            await self._commit(offsets)
+
+    def _check_commits(self) -> None:
+        """Raise the failure of the last commit task, if it failed."""
+        committing = self._committing
+        if committing is not None and committing.done() and not committing.cancelled():
+            committing.result()
+
+    def cancel_commits(self) -> None:
+        """Stop committing (a stop given up on: what is not committed is consumed again)."""
+        if self._committing is not None:
+            self._committing.cancel()
+        self._uncommitted.clear()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         owned = self.consumer.assignment()

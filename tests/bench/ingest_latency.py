@@ -54,6 +54,8 @@ from tests.bench.ingest_events import PARTITIONS, router_config
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SPIKE_S = 0.020  # the p99 goal
+#: The start of a run left out of the steady-state line (see ``LatencyRun._steady_line``).
+STEADY_AFTER_S = 1.0
 #: A Python collection at least this long counts as a cause of a spike it overlaps.
 PYTHON_GC_FLOOR_S = 0.001
 _PAUSE = re.compile(r"^\[(\d+)ms\].*\bPause\b.*?([\d.]+)ms$")
@@ -180,6 +182,7 @@ class LatencyRun:
             f"{'on' if self.freeze else 'off'} (load {self.load_before} -> {self.load_after}): "
             f"p10 {p10:.1f} ms, p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, "
             f"max {ms[-1]:.1f} ms; p99 / 20 ms = {p99 / 20:.2f}, p50 / 5 ms = {p50 / 5:.2f}",
+            self._steady_line(),
             "  cores busy while it was sent (of 2): "
             + ", ".join(f"{who} {used:.2f}" for who, used in self.cores.items()),
             f"  router: {batches / seconds:,.0f} batches/s (a fetch and a produce each) "
@@ -196,6 +199,15 @@ class LatencyRun:
                 if spikes
                 else ""
             ),
+            "  the spikes, from the pacer's start (the largest 8 by events): "
+            + (
+                ", ".join(
+                    f"+{spike.began - began:.2f} s {spike.events:,} events worst "
+                    f"{spike.worst_s * 1000:.0f} ms ({spike.cause})"
+                    for spike in sorted(spikes, key=lambda s: -s.events)[:8]
+                )
+                or "none"
+            ),
             f"  inside the spikes' windows ({sum(s.ended - s.began for s in spikes) * 1000:,.0f}"
             f" ms in all): broker GC pauses {sum(s.jvm_s for s in spikes) * 1000:,.1f} ms, "
             f"router collections {sum(s.python_total_s for s in spikes) * 1000:,.1f} ms",
@@ -204,6 +216,20 @@ class LatencyRun:
             f"  router Python GC ({self.frozen:,} objects frozen): "
             + "; ".join(self._python_gc_line(g, began, ended) for g in (0, 1, 2)),
         ]
+
+    def _steady_line(self) -> str:
+        """Percentiles of the events sent from ``STEADY_AFTER_S`` on: the run without its start
+        (fresh topics, a fresh group: the first produces to new partitions and the group's
+        first commit are paid once, in the first events)."""
+        after = self.pacer["began"] + STEADY_AFTER_S
+        ms = sorted((d - ts) * 1000 for ts, d in self.events if ts >= after)
+        if not ms:
+            return f"  after the first {STEADY_AFTER_S:g} s: no events"
+        p50, p99 = percentile(ms, 0.5), percentile(ms, 0.99)
+        return (
+            f"  after the first {STEADY_AFTER_S:g} s ({len(ms):,} events): p50 {p50:.1f} ms, "
+            f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms; p99 / 20 ms = {p99 / 20:.2f}"
+        )
 
     def _python_gc_line(self, generation: int, began: float, ended: float) -> str:
         took = [

@@ -96,3 +96,61 @@ async def test_a_batch_acknowledged_during_the_drain_is_committed(
     await running
     assert consumer.commits == [{A: 3}]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+class SlowCommits(Consumer):
+    """Commits wait for ``answer`` (a coordinator slow to answer, or gone: ``fail``)."""
+
+    def __init__(self, partitions: list[Any]) -> None:
+        super().__init__(partitions)
+        self.answer = asyncio.Event()
+        self.asked: list[dict[Any, int]] = []
+        self.fail: Exception | None = None
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.asked.append(dict(offsets))
+        await self.answer.wait()
+        if self.fail is not None:
+            raise self.fail
+        await super().commit(offsets)
+
+
+async def acknowledged(ingest: Ingest, producer: UnansweredProducer, base: int) -> None:
+    """One batch of three records, decided, produced and acknowledged."""
+    ingest.consumer.respond(A, good(base, 3))  # type: ignore[attr-defined]
+    batch, skipped = await ingest.fetch(0)
+    producer.sent.clear()
+    submitted = asyncio.ensure_future(ingest.submit(batch, skipped))
+    await producer.sent.wait()
+    for ack in producer.acks:  # the broker acknowledges
+        if not ack.done():
+            ack.set_result(None)
+    await submitted  # max_in_flight_batches 0: returns once acknowledged, not committed
+
+
+async def test_the_next_batch_never_waits_for_a_commit_and_commits_stay_in_order() -> None:
+    """A batch acknowledged is handed to the committer, and deciding goes on while the commit
+    is under way; what is acknowledged meanwhile is committed together next, after it."""
+    consumer = SlowCommits([A])
+    ingest, producer = ingest_over(consumer, drain_timeout_s=300)
+    # Commits do not answer yet; no batch waits for them (each would hang here if it did).
+    await asyncio.wait_for(acknowledged(ingest, producer, 0), 5)
+    await asyncio.wait_for(acknowledged(ingest, producer, 3), 5)
+    await asyncio.wait_for(acknowledged(ingest, producer, 6), 5)
+    assert consumer.asked == [{A: 3}]
+    assert consumer.commits == []
+    consumer.answer.set()
+    await ingest.drain()  # waits for the commits of everything acknowledged
+    assert consumer.asked == [{A: 3}, {A: 9}]
+    assert consumer.commits == [{A: 3}, {A: 9}]
+
+
+async def test_a_failed_commit_stops_ingest_at_its_next_settle() -> None:
+    consumer = SlowCommits([A])
+    consumer.fail = ConnectionError("the coordinator went away")
+    consumer.answer.set()
+    ingest, producer = ingest_over(consumer, drain_timeout_s=300)
+    await acknowledged(ingest, producer, 0)
+    with pytest.raises(ConnectionError):
+        await ingest.drain()
+    assert consumer.commits == []
