@@ -44,10 +44,10 @@ used while the events were sent (a 2-core machine shared with other work: a late
 little without them), the router's batches (rate, size, duration), and what each spike over 20
 ms overlapped: a pause of the broker's JVM (its GC log; Kafka only) or a collection of the
 router's Python garbage collector (``gc.callbacks``), the spikes by when they began, and the
-percentiles of the events sent after the first second (each run starts on fresh topics and a
-fresh group, whose first produces and commit the first events pay). The router freezes its start-up objects
-(``gc.freeze``); at the loads of ``--no-freeze-at`` it runs a second time without, to show what
-that changes.
+percentiles of the events sent after the first second (the first fraction of a second of
+each run holds a spike of varying size whose cause is not found). The router freezes its
+start-up objects (``gc.freeze``); at the loads of ``--no-freeze-at`` it runs a second time
+without, to show what that changes.
 """
 
 from __future__ import annotations
