@@ -383,6 +383,7 @@ class ReviewService:
             self.feed,
             self.scheduler.intake_positions,
             self.scheduler.positions_changed,
+            room=self.scheduler.has_room,
             handling=functools.partial(self.supervisor.handling, "review-requests"),
         )
         self._intake_idle.clear()

@@ -464,6 +464,14 @@ class ReviewSettings(Section):
         description="How often the review role measures its backlog (metrics, readiness) and "
         "looks for review requests waiting unrecorded.",
     )
+    intake_max_waiting: int = Field(
+        100_000,
+        ge=1,
+        description="Recorded review requests waiting to start (pending, escalated or held) "
+        "above which this instance stops reading review-requests until some start or close; "
+        "the rest waits in Kafka. Each waiting request holds its parsed request in memory "
+        "(about 3 KB).",
+    )
     catch_up_after_s: float = Field(
         30.0,
         gt=0,

@@ -60,8 +60,11 @@ class RequestIntake:
     """Review-requests from ``feed`` to ``take``, batch by batch (see the module docstring).
 
     ``positions`` says what to read (``ReviewScheduler.intake_positions``); ``changed`` is set
-    when it changes. ``handling`` marks a batch in hand (the supervisor's stall watch).
-    ``batch`` is the most records a fetch hands over.
+    when it changes. ``room`` says whether more may be recorded now
+    (``ReviewScheduler.has_room``): while it says no, nothing is fetched and it asks again every
+    ``fetch_wait_ms`` (what waits in memory is bounded; the rest waits in Kafka). ``handling``
+    marks a batch in hand (the supervisor's stall watch). ``batch`` is the most records a fetch
+    hands over.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class RequestIntake:
         positions: Callable[[], Mapping[int, tuple[int, int]]],
         changed: asyncio.Event,
         *,
+        room: Callable[[], bool] = lambda: True,
         handling: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
         batch: int = INTAKE_BATCH,
         fetch_wait_ms: int = FETCH_WAIT_MS,
@@ -79,6 +83,7 @@ class RequestIntake:
         self.feed = feed
         self.positions = positions
         self.changed = changed
+        self.room = room
         self.handling = handling
         self.batch = batch
         self.fetch_wait_ms = fetch_wait_ms
@@ -91,6 +96,9 @@ class RequestIntake:
             self.feed.follow(followed)  # only here: nothing handed over is unrecorded
             if not self.feed.following():
                 await _first(self.changed.wait(), stop.wait())
+                continue
+            if not self.room():
+                await _first(asyncio.sleep(self.fetch_wait_ms / 1000), stop.wait())
                 continue
             records, skipped = await self.feed.fetch(self.fetch_wait_ms, self.batch)
             partitions = set(records) | set(skipped)

@@ -113,9 +113,13 @@ class ReviewMonitor:
             if last is None or last[0] != expected:
                 self._positions[partition] = (expected, mono)
             elif end > expected and mono - last[1] > review.stall_after_s:
+                why = "" if stats.room else (
+                    f" (paused: review.intake_max_waiting, {review.intake_max_waiting}, "
+                    "requests wait to start)"
+                )  # fmt: skip
                 stuck.append(
                     f"review-requests partition {partition}: intake stuck at {expected} for "
-                    f"{mono - last[1]:.0f} s with {end - expected} record(s) above it"
+                    f"{mono - last[1]:.0f} s with {end - expected} record(s) above it{why}"
                 )
         metrics.oldest_unrecorded_age.set(oldest_unrecorded)
         self.stuck = stuck

@@ -263,6 +263,7 @@ class _Partition:
     marked: dict[str, Entry] = field(default_factory=dict)
     closed: deque[tuple[float, str]] = field(default_factory=deque)
     open: int = 0
+    waiting: int = 0  #: entries whose step is start (pending, escalated, held)
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
     serial: int = 0  #: which assignment of the partition this is (the intake re-reads on change)
     worker: asyncio.Task[None] | None = None
@@ -277,6 +278,7 @@ class Stats:
     oldest_pending_s: float | None  #: since_s of the oldest PENDING or ESCALATED entry
     next_offsets: dict[int, int]  #: per partition, the next review-requests offset expected
     audit: dict[int, AuditTally] = field(default_factory=dict)  #: per partition read
+    room: bool = True  #: whether the intake may record more (``has_room``)
 
 
 class ReviewScheduler:
@@ -479,8 +481,8 @@ class ReviewScheduler:
     async def catch_up(self, partition: int, end: int) -> int:
         """Record the partition's records below ``end`` not recorded yet; returns how many."""
         owned = self.partitions.get(partition)
-        if owned is None or not owned.loaded.is_set():
-            return 0
+        if owned is None or not owned.loaded.is_set() or not self.has_room():
+            return 0  # no room: the intake is paused on purpose, and so is this
         async with owned.intake:
             start = owned.ledger.next_offset
             if start >= end:
@@ -645,6 +647,15 @@ class ReviewScheduler:
             if entry.state is State.STARTED
         ]
 
+    def waiting(self) -> int:
+        """Entries waiting for their start step (pending, escalated, held): each holds its
+        request in memory."""
+        return sum(owned.waiting for owned in self.partitions.values())
+
+    def has_room(self) -> bool:
+        """Whether more requests may be recorded now (``review.intake_max_waiting``)."""
+        return self.waiting() < self.review.intake_max_waiting
+
     def in_flight(self) -> int:
         return sum(owned.open for owned in self.partitions.values())
 
@@ -659,7 +670,7 @@ class ReviewScheduler:
         offsets = {p: owned.ledger.next_offset for p, owned in self.partitions.items()}
         audit = {p: owned.ledger.audit for p, owned in self.partitions.items()
                  if owned.loaded.is_set() and not owned.gone}  # fmt: skip
-        return Stats(by_state, oldest, offsets, audit)
+        return Stats(by_state, oldest, offsets, audit, self.has_room())
 
     # -- the worker of one partition -----------------------------------------------------------
 
@@ -703,6 +714,8 @@ class ReviewScheduler:
         for entry in sorted(ledger.entries.values(), key=lambda e: e.since_s):
             if entry.state.open:
                 owned.open += 1
+            if entry.state.step is Step.START:
+                owned.waiting += 1
             if entry.state is State.CLOSED:
                 owned.closed.append((entry.since_s, entry.first_name))
             # Only a start marked sent can have been under way (an unmarked one never was).
@@ -1021,6 +1034,9 @@ class ReviewScheduler:
         old = owned.ledger.entries.get(entry.first_name)
         owned.ledger.entries[entry.first_name] = entry
         was_open = old is not None and old.state.open
+        was_waiting = old is not None and old.state.step is Step.START
+        if (entry.state.step is Step.START) != was_waiting:
+            owned.waiting += -1 if was_waiting else 1
         if entry.state.open != was_open:
             owned.open += 1 if entry.state.open else -1
             self._publish_in_flight()

@@ -2,7 +2,7 @@
 
     nice -n 19 .venv/bin/python tests/bench/bench_memory.py [--role both|ingest|review]
         [--events 10000000] [--requests 100000] [--budget 400] [--period 1.0]
-        [--ledger-retention-s S] [--trace]
+        [--ledger-retention-s S] [--intake-max-waiting N] [--trace]
 
 Two runs, each of a real ``stream-router run`` subprocess (the code of this checkout: its
 ``PYTHONPATH`` is this file's repository), on the sandbox's Apache Kafka:
@@ -468,6 +468,8 @@ async def review_run(args: argparse.Namespace, env: dict[str, str], work: Path) 
         review["budgets"] = {"general": {"per_day": args.budget}}
         review["budget_fallback"] = "accept-unreviewed"
         config["metrics"] = {"enabled": True, "port": 0}
+        if args.intake_max_waiting:
+            review["intake_max_waiting"] = args.intake_max_waiting
         if args.ledger_retention_s:
             review["ledger_retention_s"] = args.ledger_retention_s
             config["topics"] = {"review_requests_retention_s": args.ledger_retention_s}
@@ -621,6 +623,8 @@ def cli() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--budget", type=int, default=400, help="reviews a day (the route's)")
     parser.add_argument("--review-rate", type=float, default=20.0, help="review starts/s")
+    parser.add_argument("--intake-max-waiting", type=int,
+                        help="review.intake_max_waiting (default: the setting's)")  # fmt: skip
     parser.add_argument("--ledger-retention-s", type=float,
                         help="review.ledger_retention_s (default: the setting's)")  # fmt: skip
     parser.add_argument("--period", type=float, default=1.0, help="seconds between samples")

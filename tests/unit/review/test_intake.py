@@ -229,3 +229,31 @@ async def test_an_undecodable_range_goes_to_the_scheduler_after_the_records_befo
     assert scheduler.calls[0] == (0, [0, 1, 2])  # handed with the range after them
     assert scheduler.skipped == [(0, 3, 6)]
     assert scheduler.taken(0) == [0, 1, 2, 6, 7]
+
+
+async def test_without_room_nothing_is_fetched_until_there_is() -> None:
+    """While the scheduler has no room (``review.intake_max_waiting`` requests wait to start),
+    nothing is fetched: what waits stays in Kafka, not in memory."""
+    scheduler = Scheduler({0: (1, 0)})
+    feed = Feed(scheduler)
+    feed.write(0, 3)
+    room, asked = False, asyncio.Event()
+    asks = 0
+
+    def has_room() -> bool:
+        nonlocal asks
+        asks += 1
+        if asks >= 3:
+            asked.set()
+        return room
+
+    intake = RequestIntake(scheduler.take, feed, scheduler.positions, scheduler.changed,
+                           room=has_room, fetch_wait_ms=5)  # fmt: skip
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(intake.run(stop))
+    await asked.wait()  # asked three times, and refused each time
+    assert feed.fetches == 0
+    room = True
+    await until(scheduler, lambda: scheduler.taken(0) == [0, 1, 2], "recorded once there is room")
+    stop.set()
+    await run

@@ -146,6 +146,20 @@ async def test_an_intake_that_does_not_move_below_waiting_records_is_reported(wo
     assert monitor.stuck == []
 
 
+async def test_an_intake_paused_for_room_says_so(world: World) -> None:
+    monitor, _, scheduler, _, clock = world
+    stats = scheduler.stats_now  # review.intake_max_waiting requests wait to start:
+    scheduler.stats_now = Stats(stats.by_state, stats.oldest_pending_s, stats.next_offsets,
+                                room=False)  # fmt: skip
+    await monitor.measure()
+    clock.now += 301
+    await monitor.measure()
+    assert monitor.stuck == [
+        "review-requests partition 1: intake stuck at 40 for 301 s with 10 record(s) above it "
+        "(paused: review.intake_max_waiting, 100000, requests wait to start)"
+    ]
+
+
 async def test_a_partition_forgotten_starts_its_watch_again(world: World) -> None:
     """A revoked partition's intake history goes: reassigned, it is not stuck at once."""
     monitor, _, _, _, clock = world

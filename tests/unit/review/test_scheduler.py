@@ -39,7 +39,7 @@ from stream_router.review.backend import ReviewResult, ReviewState, ReviewStatus
 from stream_router.review.budget import BudgetLimits
 from stream_router.review.completion import Completer
 from stream_router.review.events import EventSource, LoopEvent
-from stream_router.review.ledger import AUDIT_KEY, INTAKE_KEY, State, decode, encode_position
+from stream_router.review.ledger import AUDIT_KEY, INTAKE_KEY, State, Step, decode, encode_position
 from stream_router.review.limiter import RateLimiter
 from stream_router.review.request import ReviewRoutes
 from stream_router.review.retry import RetryPolicy
@@ -501,6 +501,10 @@ class Run:
             await asyncio.sleep(0)  # the workers run meanwhile
         if self.world.deaths:
             await self.restart()
+        for owned in self.scheduler.partitions.values():  # what bounds the intake is exact
+            if owned.loaded.is_set() and not owned.gone:
+                entries = owned.ledger.entries.values()
+                assert owned.waiting == sum(e.state.step is Step.START for e in entries)
 
     async def finish(self) -> None:
         """Faults stop; everything is delivered, every open review ends and is reported."""
@@ -738,6 +742,33 @@ async def test_an_undecodable_range_is_dead_lettered_once_and_passed(gap: bool) 
     assert run.world.position(0) == 4
     assert await run.scheduler.take_requests(0, records[4:])  # and it goes on from there
     assert run.world.position(0) == len(records)
+    await run.scheduler.close()
+
+
+def held(world: World) -> list[str]:
+    return [name for name, e in world.entries().items() if e.state is State.HELD]
+
+
+async def test_no_more_is_recorded_while_intake_max_waiting_requests_wait() -> None:
+    """``has_room`` says no once ``review.intake_max_waiting`` entries wait to start, and the
+    monitor's catch-up then records nothing either (what waits stays in Kafka)."""
+    run = Run(0, events=8)
+    run.review = settings(intake_max_waiting=3, budgets={"general": {"per_day": 1}},
+                          budget_fallback="hold")  # fmt: skip
+    await run.restart()
+    run.write_requests()
+    await run.scheduler.partitions[0].loaded.wait()
+    records = run.world.requests[0]  # 4 requests and a duplicate: one starts, three are held
+    assert await run.scheduler.take_requests(0, records[:4])
+    await run.world.until(lambda: len(held(run.world)) == 2, "two held")
+    assert run.scheduler.waiting() == 2
+    assert run.scheduler.has_room()
+    assert await run.scheduler.take_requests(0, records[4:])
+    await run.world.until(lambda: len(held(run.world)) == 3, "three held")
+    assert run.scheduler.waiting() == 3  # held till the day turns, holding their requests
+    assert not run.scheduler.has_room()
+    run.world.requests[0].append(records[0])  # one more waits in Kafka
+    assert await run.scheduler.catch_up(0, len(run.world.requests[0])) == 0
     await run.scheduler.close()
 
 
