@@ -189,12 +189,6 @@ class Skipped(NamedTuple):
     reason: str
 
 
-class _Ahead(NamedTuple):
-    """Where an undecodable range begins: what lies before it is read like any gap."""
-
-    offset: int
-
-
 class _Pending(NamedTuple):
     entry: Entry
     value: bytes  #: the entry encoded
@@ -441,24 +435,12 @@ class ReviewScheduler:
         async with owned.intake:
             ledger = owned.ledger
             expected, batch = ledger.next_offset, []
-            handed: list[RequestRecord | _Ahead] = [*records]
-            if skipped is not None:
-                handed.append(_Ahead(skipped.first))
-            for record in handed:
-                if record.offset > expected:
-                    missed = [r async for r in self._read_requests(partition, expected,
-                                                                    record.offset)]  # fmt: skip
-                    self.metrics.requests_recovered.inc(len(missed))
-                    logger.warning(
-                        "review-requests partition %d: offsets %d-%d were not delivered; "
-                        "re-read %d record(s)", partition, expected, record.offset - 1,
-                        len(missed),
-                    )  # fmt: skip
-                    batch += missed
-                if isinstance(record, _Ahead):
-                    break
+            for record in records:
+                batch += await self._missed(partition, expected, record.offset)
                 batch.append(record)
                 expected = max(expected, record.offset + 1)
+            if skipped is not None:  # what lies before the range is read like any gap
+                batch += await self._missed(partition, expected, skipped.first)
             await self._record_all(owned, batch)
             if skipped is not None and skipped.next > expected:
                 await self._stand_in(partition, skipped)
@@ -466,6 +448,18 @@ class ReviewScheduler:
             ledger.next_offset = max(ledger.next_offset, expected)
             await self._save_position(owned)
         return True
+
+    async def _missed(self, partition: int, expected: int, offset: int) -> list[Any]:
+        """The records below ``offset`` from ``expected`` on, never delivered: read directly."""
+        if offset <= expected:
+            return []
+        missed = [r async for r in self._read_requests(partition, expected, offset)]
+        self.metrics.requests_recovered.inc(len(missed))
+        logger.warning(
+            "review-requests partition %d: offsets %d-%d were not delivered; re-read %d "
+            "record(s)", partition, expected, offset - 1, len(missed),
+        )  # fmt: skip
+        return missed
 
     async def _stand_in(self, partition: int, skipped: Skipped) -> None:
         """Dead-letter the stand-in of an undecodable range of review-requests."""
