@@ -34,6 +34,9 @@ the same)::
   ``review.ledger_retention_s`` (a late notice or a copy of the request then finds them and
   does nothing), then deleted; they drop the request to stay small. An audited review counted
   by the audit monitor keeps its sample (``audit``) here: the write that closes it counts it.
+  In memory a closed entry is only its name and when it closed (:attr:`PartitionLedger.closed`):
+  that is all a redelivery, a late notice and pruning ask of it, and a week of closed reviews
+  is what the review role holds most of.
 
 Reading is not moving: :func:`decode` takes an entry in any state (only its format is checked),
 and only a move the review role makes is held to the table.
@@ -299,13 +302,22 @@ def _optional_float(value: Any) -> float | None:
 
 class PartitionLedger:
     """The entries, budget counters and audit counts of one partition, as last read or
-    written."""
+    written.
+
+    ``entries`` holds every entry that is not CLOSED, whole; ``closed`` only the name of each
+    CLOSED one and when it closed (its ``since_s``), in the order they closed as far as the
+    topic shows it. A name is in one of the two at most.
+    """
 
     def __init__(self, partition: int, next_offset: int) -> None:
         self.partition = partition
         #: The review-requests offset the next request to record has (requests are contiguous).
         self.next_offset = next_offset
         self.entries: dict[str, Entry] = {}
+        self.closed: dict[str, float] = {}
+        #: The audit samples of CLOSED entries read (``review/audit.py``'s ``recover`` folds the
+        #: ones the tally has not counted yet); only the read keeps them.
+        self.samples: dict[str, AuditSample] = {}
         self.budget: dict[str, Any] | None = None  #: a Budget snapshot
         self.audit = AuditTally()
         #: The intake position last written (:data:`INTAKE_KEY`); None: none yet.
@@ -324,8 +336,34 @@ class PartitionLedger:
                         self.partition, key[:40])  # fmt: skip
         elif value is None:
             self.entries.pop(key, None)
+            self.closed.pop(key, None)
+            self.samples.pop(key, None)
         else:
-            self.entries[key] = decode(value)
+            entry = decode(value)
+            self.put(entry)
+            if entry.audit is not None:
+                self.samples[key] = entry.audit
+
+    def put(self, entry: Entry) -> None:
+        """Make ``entry`` its name's current state (a CLOSED one kept as its name and time)."""
+        name = entry.first_name
+        if entry.state is State.CLOSED:
+            self.entries.pop(name, None)
+            self.closed[name] = entry.since_s
+        else:
+            self.closed.pop(name, None)
+            self.entries[name] = entry
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` has an entry, in any state."""
+        return name in self.entries or name in self.closed
+
+    def clear(self) -> None:
+        """Forget what was read (a read that failed is read again from the beginning)."""
+        self.entries.clear()
+        self.closed.clear()
+        self.samples.clear()
+        self.position = None
 
 
 class LedgerLog(Protocol):

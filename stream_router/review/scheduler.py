@@ -255,7 +255,9 @@ class _Partition:
     #: Entries a running start step marked sent (:meth:`ReviewScheduler._mark_sent`): the
     #: version the step ended with, though it began with the unmarked one.
     marked: dict[str, Entry] = field(default_factory=dict)
-    closed: deque[tuple[float, str]] = field(default_factory=deque)
+    #: The names of its CLOSED entries in the order they closed (``ledger.closed`` has each
+    #: one's time): what pruning deletes first.
+    closed: deque[str] = field(default_factory=deque)
     open: int = 0
     waiting: int = 0  #: entries whose step is start (pending, escalated, held)
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
@@ -563,7 +565,7 @@ class ReviewScheduler:
             logger.error("review request at %s is malformed (%s); dead-lettered", source, exc)  # noqa: TRY400
             return _Letter((value, source, MALFORMED_REQUEST, str(exc)),
                            self.metrics.requests_malformed.inc)  # fmt: skip
-        if request.loop_name in owned.ledger.entries or request.loop_name in taken:
+        if owned.ledger.knows(request.loop_name) or request.loop_name in taken:
             self.metrics.requests_duplicate.inc()
             return None  # a redelivery: its entry (in whatever state) is the record of it
         try:
@@ -657,6 +659,7 @@ class ReviewScheduler:
         by_state = dict.fromkeys(State, 0)
         oldest: float | None = None
         for owned in self.partitions.values():
+            by_state[State.CLOSED] += len(owned.ledger.closed)
             for entry in owned.ledger.entries.values():
                 by_state[entry.state] += 1
                 if entry.state in (State.PENDING, State.ESCALATED):
@@ -694,14 +697,15 @@ class ReviewScheduler:
                 delay = self.retry.delay(failures)
                 logger.warning("reading ledger %d failed (%s); again in %.1f s",
                                ledger.partition, exc, delay)  # fmt: skip
-                ledger.entries.clear()
-                ledger.position = None
+                ledger.clear()
                 await asyncio.sleep(delay)
         owned.budget = self.shares.budget(ledger.partition, ledger.budget)
         # Closes whose audit counts were not written yet are counted now (review/audit.py).
-        tally = recover(ledger.audit, (entry.audit for entry in ledger.entries.values()))
+        tally = recover(ledger.audit, ledger.samples.values())
         if tally != ledger.audit:
             await self._save_audit(owned, tally)
+        ledger.samples.clear()
+        owned.closed.extend(ledger.closed)
         # Any start an earlier owner had under way was sent before this read began.
         now_s = self.clock()
         settled_s = now_s + self.backend.start_settle_s
@@ -710,8 +714,6 @@ class ReviewScheduler:
                 owned.open += 1
             if entry.state.step is Step.START:
                 owned.waiting += 1
-            if entry.state is State.CLOSED:
-                owned.closed.append((entry.since_s, entry.first_name))
             # Only a start marked sent can have been under way (an unmarked one never was).
             settles = entry.state.step is Step.START and entry.sent
             if settles and self.backend.start_settle_s > 0:
@@ -725,8 +727,9 @@ class ReviewScheduler:
         self._publish_in_flight()
         self._release()  # starts waited for every ledger to be read
         logger.info(
-            "review partition %d: ledger read (%d entries, %d open); driving it",
-            ledger.partition, len(ledger.entries), owned.open,
+            "review partition %d: ledger read (%d entries, %d open, %d closed); driving it",
+            ledger.partition, len(ledger.entries) + len(ledger.closed), owned.open,
+            len(ledger.closed),
         )  # fmt: skip
 
     async def _drive(self, owned: _Partition) -> None:
@@ -744,8 +747,9 @@ class ReviewScheduler:
             due_s = owned.lanes.next_at()
             if due_s is not None:
                 timeout = max(0.0, due_s - self.clock())
-            if owned.closed:
-                prune_at = owned.closed[0][0] + self.review.ledger_retention_s - self.clock()
+            closed_s = self._oldest_closed_s(owned)
+            if closed_s is not None:
+                prune_at = closed_s + self.review.ledger_retention_s - self.clock()
                 timeout = max(0.0, prune_at) if timeout is None else min(timeout, prune_at)
             # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the cancellation
             # of a revoke that coincides with a wake-up, and the worker would never stop.
@@ -800,8 +804,8 @@ class ReviewScheduler:
             logger.warning("review %s (%s): %s; again in %.1f s",
                            entry.name, entry.state, exc, delay)  # fmt: skip
             current = owned.ledger.entries.get(first)
-            if current is not None and current.state.step is None:
-                owned.failures.pop(first, None)  # it waits for news now: nothing to retry
+            if current is None or current.state.step is None:
+                owned.failures.pop(first, None)  # closed, or waits for news: nothing to retry
             self._schedule(owned, current, self.clock() + delay)
             return
         except Exception as exc:
@@ -1026,7 +1030,7 @@ class ReviewScheduler:
     def _apply(self, owned: _Partition, entry: Entry) -> None:
         """Make ``entry``, written and acknowledged, the partition's current state."""
         old = owned.ledger.entries.get(entry.first_name)
-        owned.ledger.entries[entry.first_name] = entry
+        owned.ledger.put(entry)
         was_open = old is not None and old.state.open
         was_waiting = old is not None and old.state.step is Step.START
         if (entry.state.step is Step.START) != was_waiting:
@@ -1037,7 +1041,7 @@ class ReviewScheduler:
             if was_open:
                 self._release()
         if entry.state is State.CLOSED:
-            owned.closed.append((entry.since_s, entry.first_name))
+            owned.closed.append(entry.first_name)
         if entry.state.step is not Step.START:
             owned.settling.pop(entry.first_name, None)
         self._schedule(owned, entry)
@@ -1087,15 +1091,27 @@ class ReviewScheduler:
         """Delete closed entries older than ``review.ledger_retention_s`` (a batch at a time)."""
         horizon = self.clock() - self.review.ledger_retention_s
         pruned = 0
-        while owned.closed and pruned < PRUNE_BATCH and owned.closed[0][0] <= horizon:
-            closed_s, first = owned.closed.popleft()
-            entry = owned.ledger.entries.get(first)
-            if entry is not None and entry.state is State.CLOSED and entry.since_s == closed_s:
-                await self.log.write(owned.ledger.partition, first, None)
-                del owned.ledger.entries[first]
-                pruned += 1
+        while pruned < PRUNE_BATCH:
+            closed_s = self._oldest_closed_s(owned)
+            if closed_s is None or closed_s > horizon:
+                break
+            first = owned.closed[0]
+            await self.log.write(owned.ledger.partition, first, None)
+            owned.closed.popleft()
+            del owned.ledger.closed[first]
+            pruned += 1
         if pruned:
             self.metrics.ledger_pruned.inc(pruned)
+
+    @staticmethod
+    def _oldest_closed_s(owned: _Partition) -> float | None:
+        """When the entry pruning deletes next closed; None: none is closed."""
+        while owned.closed:
+            closed_s = owned.ledger.closed.get(owned.closed[0])
+            if closed_s is not None:
+                return closed_s
+            owned.closed.popleft()  # not closed any more (only a foreign record does that)
+        return None
 
     def _publish_in_flight(self) -> None:
         self.metrics.in_flight.set(self.in_flight())

@@ -19,6 +19,11 @@ router's Kafka client (``int(time.time() * 1000)``) when it appends the record t
 then produces, i.e. once the decision is made and encoded, before the batch is sent and
 acknowledged. Truncation makes each figure 0-1 ms low (0.5 ms on average).
 
+The input topic keeps the broker's append time (``message.timestamp.type`` LogAppendTime), so
+each latency splits in two: the event's timestamp to its append (the pacer's client and the
+broker) and the append to the decision (the router's fetch, work and batching). The report
+gives both, for the run's first second and for the rest.
+
 A spike is a run of events slower than ``SPIKE_S`` whose intervals (event timestamp to create
 time) overlap. Each is set against what happened meanwhile: the broker JVM's collections (its
 GC log, ``-Xlog:gc`` with wall-clock milliseconds; each pause ends when its line is written)
@@ -142,6 +147,8 @@ class LatencyRun:
     router: dict[str, float] = field(default_factory=dict)
     #: Cores used while the pacer sent, by whom: router, broker, pacer, others (the machine).
     cores: dict[str, float] = field(default_factory=dict)
+    #: (timestamp, appended, decided) of each event whose append time the input topic has.
+    stages: list[tuple[float, float, float]] = field(default_factory=list)
 
     def latencies(self) -> list[float]:
         return sorted(decided - ts for ts, decided in self.events)
@@ -183,6 +190,7 @@ class LatencyRun:
             f"p10 {p10:.1f} ms, p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, "
             f"max {ms[-1]:.1f} ms; p99 / 20 ms = {p99 / 20:.2f}, p50 / 5 ms = {p50 / 5:.2f}",
             self._steady_line(),
+            *self._stage_lines(),
             "  cores busy while it was sent (of 2): "
             + ", ".join(f"{who} {used:.2f}" for who, used in self.cores.items()),
             f"  router: {batches / seconds:,.0f} batches/s (a fetch and a produce each) "
@@ -231,6 +239,32 @@ class LatencyRun:
             f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms; p99 / 20 ms = {p99 / 20:.2f}"
         )
 
+    def _stage_lines(self) -> list[str]:
+        """Where the time went, before and after ``STEADY_AFTER_S``: the event's timestamp to
+        the broker's append, and the append to the decision."""
+        if not self.stages:
+            return ["  stages: the input topic kept no append times"]
+        after = self.pacer["began"] + STEADY_AFTER_S
+        lines = []
+        for part, chosen in (
+            (f"first {STEADY_AFTER_S:g} s", [s for s in self.stages if s[0] < after]),
+            ("after it", [s for s in self.stages if s[0] >= after]),
+        ):
+            if not chosen:
+                continue
+            texts = []
+            for stage, pick in (
+                ("timestamp to append", lambda s: s[1] - s[0]),
+                ("append to decision", lambda s: s[2] - s[1]),
+            ):
+                ms = sorted(pick(s) * 1000 for s in chosen)
+                texts.append(
+                    f"{stage} p50 {percentile(ms, 0.5):.1f} / p99 {percentile(ms, 0.99):.1f} / "
+                    f"max {ms[-1]:.1f} ms"
+                )
+            lines.append(f"  stages, {part} ({len(chosen):,} events): " + "; ".join(texts))
+        return lines
+
     def _python_gc_line(self, generation: int, began: float, ended: float) -> str:
         took = [
             d * 1000
@@ -277,8 +311,9 @@ async def measure(
     ingest = config["ingest"]
     outputs = [ingest["output_topic"], ingest["review_requests_topic"]]
     await broker.create_topics(
-        [topic, warm, *outputs, ingest["dead_letter_topic"]], partitions=PARTITIONS
+        [topic], partitions=PARTITIONS, configs={"message.timestamp.type": "LogAppendTime"}
     )
+    await broker.create_topics([warm, *outputs, ingest["dead_letter_topic"]], partitions=PARTITIONS)
     config_path = work / f"router-{tag}.json"  # JSON is YAML
     config_path.write_text(json.dumps(config), encoding="utf-8")
     router_gc = work / f"router-gc-{tag}.json"
@@ -315,7 +350,12 @@ async def measure(
             run.cores = {who: value / seconds for who, value in {**used, "others": others}.items()}
             if await pacer.wait() != 0:
                 raise RuntimeError(f"the pacer exited with {pacer.returncode}")
-            run.events = await _decisions(bootstrap, outputs, int(run.pacer["sent"]))
+            decisions = await _decisions(bootstrap, outputs, int(run.pacer["sent"]))
+            run.events = [(ts, decided) for ts, decided, _ in decisions]
+            appended = await _appended(bootstrap, topic, int(run.pacer["sent"]))
+            run.stages = [
+                (ts, appended[key], decided) for ts, decided, key in decisions if key in appended
+            ]
             run.router = await _router_metrics(port)
         finally:
             if router.returncode is None:
@@ -365,24 +405,50 @@ async def _router_metrics(port: int) -> dict[str, float]:
     return found
 
 
+async def _appended(
+    bootstrap: str, topic: str, count: int, timeout_s: float = 60.0
+) -> dict[bytes, float]:
+    """The broker's append time of each of the first ``count`` events of ``topic``, by key
+    (none when the topic keeps create times: a broker that ignores the topic's setting)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        found: dict[bytes, float] = {}
+        read, deadline = 0, time.monotonic() + timeout_s
+        while read < count and time.monotonic() < deadline:
+            batch = await reader.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    read += 1
+                    if record.timestamp_type == 1 and record.key is not None:
+                        found[record.key] = record.timestamp / 1000
+        return found
+    finally:
+        await reader.stop()
+
+
 async def _decisions(
     bootstrap: str, topics: list[str], count: int, timeout_s: float = 120.0
-) -> list[tuple[float, float]]:
-    """``(event timestamp, create time)`` of the first ``count`` decisions on ``topics``."""
+) -> list[tuple[float, float, bytes | None]]:
+    """``(event timestamp, create time, key)`` of the first ``count`` decisions on
+    ``topics``."""
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
-        events: list[tuple[float, float]] = []
+        events: list[tuple[float, float, bytes | None]] = []
         deadline = time.monotonic() + timeout_s
         while len(events) < count and time.monotonic() < deadline:
             batch = await reader.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
                     event_ts = orjson.loads(record.value)["prediction"]["timestamp_s"]
-                    events.append((event_ts, record.timestamp / 1000))
+                    events.append((event_ts, record.timestamp / 1000, record.key))
         return events
     finally:
         await reader.stop()

@@ -7,6 +7,7 @@ import dataclasses
 import orjson
 import pytest
 
+from stream_router.review.audit import AuditSample
 from stream_router.review.ledger import (
     BUDGET_KEY,
     CorruptLedger,
@@ -71,6 +72,23 @@ def test_an_open_entry_without_its_request_is_corrupt() -> None:
     data["request"] = None
     with pytest.raises(CorruptLedger, match="without a request"):
         decode(orjson.dumps(data))
+
+
+def test_a_closed_entry_is_kept_as_its_name_and_time_with_its_sample_until_deleted() -> None:
+    ledger = PartitionLedger(0, next_offset=0)
+    entry = pending(review_request("e1"), NOW)
+    ledger.apply(entry.first_name, encode(entry))
+    sample = AuditSample(1, "1", "general", "cat", True)
+    closed = dataclasses.replace(entry.moved(State.CLOSED, NOW + 5, outcome="reviewed"),
+                                 audit=sample)  # fmt: skip
+    ledger.apply(entry.first_name, encode(closed))
+    assert ledger.entries == {}
+    assert ledger.closed == {entry.first_name: NOW + 5}
+    assert ledger.samples == {entry.first_name: sample}
+    assert ledger.knows(entry.first_name)
+    ledger.apply(entry.first_name, None)
+    assert (ledger.closed, ledger.samples) == ({}, {})
+    assert not ledger.knows(entry.first_name)
 
 
 def test_a_partition_applies_records_in_order_and_tombstones_delete() -> None:

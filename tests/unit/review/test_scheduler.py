@@ -790,6 +790,54 @@ async def test_a_ledger_without_a_position_resumes_from_the_groups_commit(
     await run.scheduler.close()
 
 
+async def test_closed_entries_are_kept_as_names_recognised_and_pruned_in_order() -> None:
+    """A CLOSED entry is held as its name and closing time only; a copy of its request is a
+    redelivery, before and after a restart; after ``review.ledger_retention_s`` the entries are
+    deleted (tombstones, in the order they closed) and forgotten."""
+    now = [1_000.0]
+    run = Run(0, events=6)
+    run.review = settings(budgets={"general": {"per_day": 0}}, ledger_retention_s=100)
+    await run.restart()
+    run.scheduler.clock = lambda: now[0]
+    run.write_requests()
+    records = run.world.requests[0]
+    assert await run.scheduler.take_requests(0, records)
+    firsts = {orjson.loads(r.value or b"")["loop_name"] for r in records if r.value != b"{not json"}
+    firsts -= run.forged
+    await run.world.until(lambda: len(outcomes_by_event(run.world)) == len(firsts), "closed")
+    ledger = run.scheduler.partitions[0].ledger
+    assert ledger.entries == {}
+    assert ledger.closed == dict.fromkeys(firsts, 1_000.0)
+    assert run.scheduler.stats().by_state[State.CLOSED] == len(firsts)
+    closed_order = [key for key, value in run.world.log[0] if not key.startswith("_")
+                    and value is not None and decode(value).state is State.CLOSED]  # fmt: skip
+
+    def copies() -> list[Record]:  # ingest wrote the requests again (at-least-once)
+        copied = [Record(len(records) + i, r.value) for i, r in enumerate(records[:4])]
+        records.extend(copied)
+        return copied
+
+    assert await run.scheduler.take_requests(0, copies())
+    assert run.scheduler.metrics.requests_duplicate._value.get() == 1 + 4
+    await run.restart()
+    run.scheduler.clock = lambda: now[0]
+    owned = run.scheduler.partitions[0]
+    await owned.loaded.wait()
+    assert set(owned.ledger.closed) == firsts
+    assert list(owned.closed) == closed_order
+    assert await run.scheduler.take_requests(0, copies())
+    assert run.scheduler.metrics.requests_duplicate._value.get() == 4
+    assert len(outcomes_by_event(run.world)) == len(firsts)
+    assert all(len(outcomes) == 1 for outcomes in outcomes_by_event(run.world).values())
+    now[0] += 100.0
+    owned.wake.set()
+    await run.world.until(lambda: not owned.closed, "pruned")
+    deleted = [key for key, value in run.world.log[0] if value is None]
+    assert deleted == closed_order
+    assert owned.ledger.closed == {}
+    await run.scheduler.close()
+
+
 async def test_a_restart_reads_the_ledger_and_starts_nothing_twice() -> None:
     run = Run(1, events=4)
     run.write_requests()
