@@ -314,7 +314,13 @@ async def main(kind: BrokerKind, state: Path, args: argparse.Namespace) -> None:
             rate = round(maximum * load, -2)
             for freeze in (True, False) if load in args.no_freeze_at else (True,):
                 run = await ingest_latency.measure(
-                    broker, gc_log, state, rate, args.latency_s, freeze=freeze
+                    broker,
+                    gc_log,
+                    state,
+                    rate,
+                    args.latency_s,
+                    freeze=freeze,
+                    prelude_s=args.prelude_s,
                 )
                 for line in run.report(f"{load:.0%} of the maximum"):
                     print(line, flush=True)
@@ -342,6 +348,12 @@ def cli() -> None:
         type=float,
         default=10.0,
         help="an unreported latency run first, at half the maximum (0: none)",
+    )
+    parser.add_argument(
+        "--prelude-s",
+        type=float,
+        default=0.0,
+        help="each latency run's router first decides this many seconds of events, unmeasured",
     )
     parser.add_argument(
         "--no-freeze-at", type=fractions, default=[0.5], help="loads also run without gc.freeze"

@@ -299,9 +299,18 @@ def _overlap(pauses: list[tuple[float, float]], began: float, ended: float) -> f
 
 
 async def measure(
-    broker: Broker, gc_log: Path, work: Path, rate: float, seconds: float, *, freeze: bool
+    broker: Broker,
+    gc_log: Path,
+    work: Path,
+    rate: float,
+    seconds: float,
+    *,
+    freeze: bool,
+    prelude_s: float = 0.0,
 ) -> LatencyRun:
-    """One latency run at ``rate``: see the module docstring."""
+    """One latency run at ``rate``: see the module docstring. ``prelude_s``: the router first
+    decides that many seconds of events at the same rate (a pacer of their own, not measured),
+    so the run measures a router that has been deciding, not one that just started."""
     bootstrap = broker.bootstrap_servers
     tag = uuid.uuid4().hex[:8]
     topic, warm = f"bench-lat-{tag}", f"bench-warm-{tag}"
@@ -326,17 +335,21 @@ async def measure(
         router = await asyncio.create_subprocess_exec(*role, env=env, stdout=log, stderr=log)
         try:
             await _ready(router, port, work / f"router-{tag}.log")
-            pacer = await asyncio.create_subprocess_exec(
-                *[sys.executable, str(HERE / "ingest_pacer.py"), bootstrap, topic, warm],
-                *[str(rate), str(seconds)],
-                env=env,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
+            earlier = 0
+            if prelude_s:  # its events are numbered after the measured ones (keys differ)
+                first = int(rate * seconds) + 1
+                prelude = await _pacer(env, bootstrap, topic, warm, rate, prelude_s, first)
+                assert prelude.stdin is not None
+                assert prelude.stdout is not None
+                prelude.stdin.write(b"go\n")
+                await prelude.stdin.drain()
+                earlier = int(json.loads(await prelude.stdout.readline())["sent"])
+                if await prelude.wait() != 0:
+                    raise RuntimeError(f"the prelude's pacer exited with {prelude.returncode}")
+                await _decisions(bootstrap, outputs, earlier)  # all decided: the router is idle
+            pacer = await _pacer(env, bootstrap, topic, warm, rate, seconds, 0)
             assert pacer.stdin is not None
             assert pacer.stdout is not None
-            if (await pacer.stdout.readline()).strip() != b"ready":
-                raise RuntimeError("the pacer did not start; see its output above")
             ours = {"router": router.pid, "broker": broker.process.pid}
             before = {who: process_jiffies(pid) for who, pid in ours.items()}
             busy, began = busy_jiffies(), time.monotonic()
@@ -350,9 +363,10 @@ async def measure(
             run.cores = {who: value / seconds for who, value in {**used, "others": others}.items()}
             if await pacer.wait() != 0:
                 raise RuntimeError(f"the pacer exited with {pacer.returncode}")
-            decisions = await _decisions(bootstrap, outputs, int(run.pacer["sent"]))
+            decisions = await _decisions(bootstrap, outputs, earlier + int(run.pacer["sent"]))
+            decisions = [d for d in decisions if d[0] >= run.pacer["began"]]
             run.events = [(ts, decided) for ts, decided, _ in decisions]
-            appended = await _appended(bootstrap, topic, int(run.pacer["sent"]))
+            appended = await _appended(bootstrap, topic, earlier + int(run.pacer["sent"]))
             run.stages = [
                 (ts, appended[key], decided) for ts, decided, key in decisions if key in appended
             ]
@@ -367,6 +381,29 @@ async def measure(
     run.frozen = report["frozen"]
     run.jvm = jvm_pauses(gc_log)
     return run
+
+
+async def _pacer(
+    env: dict[str, str],
+    bootstrap: str,
+    topic: str,
+    warm: str,
+    rate: float,
+    seconds: float,
+    first: int,
+) -> asyncio.subprocess.Process:
+    """A paced producer, ready: it has built its events and waits for a line to send them."""
+    pacer = await asyncio.create_subprocess_exec(
+        *[sys.executable, str(HERE / "ingest_pacer.py"), bootstrap, topic, warm],
+        *[str(rate), str(seconds), "--first", str(first)],
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert pacer.stdout is not None
+    if (await pacer.stdout.readline()).strip() != b"ready":
+        raise RuntimeError("the pacer did not start; see its output above")
+    return pacer
 
 
 async def _ready(router: asyncio.subprocess.Process, port: int, log: Path) -> None:

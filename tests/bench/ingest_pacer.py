@@ -1,6 +1,7 @@
 """The paced producer of ``bench_ingest.py``'s latency runs, in a process of its own.
 
     python tests/bench/ingest_pacer.py BOOTSTRAP TOPIC WARM_TOPIC RATE SECONDS [--seed N]
+        [--first N]
 
 Builds every event first (``ingest_events.event_template``: the JSON split around its
 timestamp), connects, produces one record to ``WARM_TOPIC`` (metadata and the connection to
@@ -53,11 +54,13 @@ def main() -> None:
     parser.add_argument("rate", type=float)
     parser.add_argument("seconds", type=float)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--first", type=int, default=0, help="the first event's number")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     count = int(args.rate * args.seconds)
-    events = [event_template(i, rng) for i in range(count)]
-    keys = [f"k{i}".encode() for i in range(count)]
+    numbers = range(args.first, args.first + count)
+    events = [event_template(i, rng) for i in numbers]
+    keys = [f"k{i}".encode() for i in numbers]
     producer = Producer(
         {
             "bootstrap.servers": args.bootstrap,
