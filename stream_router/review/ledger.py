@@ -224,7 +224,7 @@ def encode(entry: Entry) -> bytes:
         "flow": entry.flow,
         "recorded_s": entry.recorded_s,
         "since_s": entry.since_s,
-        "request": None if entry.request is None else entry.request.fields,
+        "request": None if entry.request is None else orjson.Fragment(entry.request.raw),
         "started_s": entry.started_s,
         "deadline_s": entry.deadline_s,
         "due_s": entry.due_s,

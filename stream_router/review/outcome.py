@@ -214,9 +214,10 @@ def is_correction(label: Answer | None, model_label: str) -> bool:
 
 
 def _carried(request: ReviewRequest) -> dict[str, Any]:
-    record = {name: request.fields[name] for name in CARRIED}
-    if "review_probability" in request.fields:  # absent from requests of an older ingest
-        record["review_probability"] = request.fields["review_probability"]
+    fields = request.fields
+    record = {name: fields[name] for name in CARRIED}
+    if "review_probability" in fields:  # absent from requests of an older ingest
+        record["review_probability"] = fields["review_probability"]
     return record
 
 

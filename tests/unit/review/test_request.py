@@ -8,11 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
+from stream_router.envelope import review_dead_letter
 from stream_router.envelope import review_request as ingest_review_request
 from stream_router.models import Prediction, SourceRef
 from stream_router.policies.routes import Decision
+from stream_router.review.ledger import State, decode, encode, pending
 from stream_router.review.request import (
     CARRIED,
+    MAX_DEPTH,
     UNCONFIGURED_ROUTE,
     MalformedRequest,
     ReviewRequest,
@@ -62,6 +65,47 @@ def test_fields_keep_the_request_as_written() -> None:
     assert request.fields["newer_field"] == {"x": 1}
     assert isinstance(request.requested_s, float)  # an integer is a number of seconds too
     assert ReviewRequest.from_fields(dict(request.fields)) == request
+
+
+def test_the_ledger_embeds_the_request_as_written_and_reads_back_its_fields() -> None:
+    raw = ingested(b"order-42").replace(b",", b", ")  # as another writer spaces it
+    request = ReviewRequest.parse(raw)
+    assert request.raw == raw
+    written = encode(pending(request, 1.0))
+    assert raw in written  # not encoded again
+    assert decode(written).request == ReviewRequest.from_fields(orjson.loads(raw))
+    assert decode(written).request.fields == orjson.loads(raw)  # type: ignore[union-attr]
+
+
+def deep(depth: int, where: str = "event") -> bytes:
+    """A valid request whose ``where`` field nests ``depth`` levels deep, the request counted."""
+    inner = b'{"a":' * (depth - 2) + b"1" + b"}" * (depth - 2)
+    return encoded(**{where: {}}).replace(f'"{where}":{{}}'.encode(), f'"{where}":{{"x":'.encode()
+                                          + inner + b"}")  # fmt: skip
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, MAX_DEPTH + 2, 600, 1024])
+def test_a_request_nested_deeper_than_its_ledger_entry_can_be_is_malformed(depth: int) -> None:
+    """A request ingest never writes (only another writer can) is refused before it is recorded:
+    its ledger entry or its outcome would not encode."""
+    with pytest.raises(MalformedRequest, match=f"nests deeper than {MAX_DEPTH} levels"):
+        ReviewRequest.parse(deep(depth))
+    with pytest.raises(MalformedRequest):
+        ReviewRequest.from_fields(orjson.loads(deep(depth)))
+
+
+def test_a_request_as_deep_as_ingest_writes_is_recorded_and_published() -> None:
+    request = ReviewRequest.parse(deep(MAX_DEPTH))
+    started = pending(request, 1.0).moved(State.STARTED, 2.0)
+    assert decode(encode(started)) == started
+    review_dead_letter(request.fields, "rejected", "no", 1.0)
+    with pytest.raises(orjson.JSONEncodeError):  # one level deeper would not encode
+        orjson.dumps([[orjson.loads(deep(MAX_DEPTH + 1))]])
+
+
+def test_a_request_with_many_containers_but_shallow_is_accepted() -> None:
+    wide = encoded(event={f"k{i}": {"v": [i]} for i in range(400)})
+    assert len(ReviewRequest.parse(wide).fields["event"]) == 400
 
 
 @pytest.mark.parametrize("missing", [*CARRIED, "loop_name", "review_flow", "requested_s"])

@@ -745,6 +745,32 @@ async def test_an_undecodable_range_is_dead_lettered_once_and_passed(gap: bool) 
     await run.scheduler.close()
 
 
+async def test_a_request_nested_too_deep_to_record_is_dead_lettered_and_the_partition_goes_on() -> (
+    None
+):
+    """Anything can write review-requests: a request nested deeper than its ledger entry can
+    encode once stopped the intake on every restart. It is a malformed request now."""
+    run = Run(0, events=4)
+    run.write_requests()
+    records = run.world.requests[0]
+    fields = dict(review_request("deep").fields)
+    fields["event"] = {"x": 1}
+    nest = b'{"a":' * 300 + b"1" + b"}" * 300
+    value = orjson.dumps(fields).replace(b'"event":{"x":1}', b'"event":{"x":' + nest + b"}")
+    records.insert(1, Record(1, value))
+    for offset, record in enumerate(records):
+        record.offset = offset
+    assert await run.scheduler.take_requests(0, records)
+    (letter,) = [o for o in run.world.outputs if o["topic"] == "dead-letter"]
+    assert letter["reason_class"] == "malformed_request"
+    assert "nests deeper" in letter["reason"]
+    assert run.world.position(0) == len(records)
+    recorded = {key for key, _ in run.world.log[0] if not key.startswith("_")}
+    names = {orjson.loads(r.value or b"")["loop_name"] for r in records}
+    assert recorded == names - {review_request("deep").loop_name}
+    await run.scheduler.close()
+
+
 def held(world: World) -> list[str]:
     return [name for name, e in world.entries().items() if e.state is State.HELD]
 
