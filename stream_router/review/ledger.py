@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -305,8 +306,9 @@ class PartitionLedger:
     written.
 
     ``entries`` holds every entry that is not CLOSED, whole; ``closed`` only the name of each
-    CLOSED one and when it closed (its ``since_s``), in the order they closed as far as the
-    topic shows it. A name is in one of the two at most.
+    CLOSED one and when it closed (its ``since_s`` rounded up to the second: the names closed
+    within a second share one float), in the order they closed as far as the topic shows it.
+    A name is in one of the two at most.
     """
 
     def __init__(self, partition: int, next_offset: int) -> None:
@@ -315,6 +317,7 @@ class PartitionLedger:
         self.next_offset = next_offset
         self.entries: dict[str, Entry] = {}
         self.closed: dict[str, float] = {}
+        self._second = 0.0  #: the closing second the last CLOSED entry put shares
         #: The audit samples of CLOSED entries read (``review/audit.py``'s ``recover`` folds the
         #: ones the tally has not counted yet); only the read keeps them.
         self.samples: dict[str, AuditSample] = {}
@@ -349,7 +352,10 @@ class PartitionLedger:
         name = entry.first_name
         if entry.state is State.CLOSED:
             self.entries.pop(name, None)
-            self.closed[name] = entry.since_s
+            second = float(math.ceil(entry.since_s))
+            if second != self._second:
+                self._second = second
+            self.closed[name] = self._second
         else:
             self.closed.pop(name, None)
             self.entries[name] = entry

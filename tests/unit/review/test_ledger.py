@@ -91,6 +91,18 @@ def test_a_closed_entry_is_kept_as_its_name_and_time_with_its_sample_until_delet
     assert not ledger.knows(entry.first_name)
 
 
+def test_closing_times_are_kept_to_the_second_above_and_shared_within_it() -> None:
+    """Pruning never comes early (a time rounds up), and names closed within one second hold
+    one float between them, not one each."""
+    ledger = PartitionLedger(0, next_offset=0)
+    for name, closed_s in (("e1", NOW + 0.2), ("e2", NOW + 0.9), ("e3", NOW + 1.5)):
+        entry = pending(review_request(name), NOW).moved(State.CLOSED, closed_s, outcome="x")
+        ledger.put(entry)
+    times = list(ledger.closed.values())
+    assert times == [NOW + 1, NOW + 1, NOW + 2]
+    assert times[0] is times[1]
+
+
 def test_a_partition_applies_records_in_order_and_tombstones_delete() -> None:
     ledger = PartitionLedger(0, next_offset=0)
     entry = pending(review_request("e1"), NOW)
