@@ -257,7 +257,9 @@ async def intake(sandbox: Sandbox, count: int) -> float | None:
                requests(count, info.flow_definition_arns[FLOW], tag))  # fmt: skip
     ledger = f"bench-{tag}-ledger"
     with tempfile.TemporaryDirectory() as tmp:
-        router = start_review(info, review_config(info, "a2i", tag, topics, 0.1, tmp), tmp)
+        config = review_config(info, "a2i", tag, topics, 0.1, tmp)
+        config["review"]["intake_max_waiting"] = count + 1  # the recording, not the bound
+        router = start_review(info, config, tmp)
         try:
             cpu: list[tuple[float, float]] = []
             recorded = await pending_times(info.bootstrap_servers, ledger, count, router, cpu)

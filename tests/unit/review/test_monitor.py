@@ -156,7 +156,7 @@ async def test_an_intake_paused_for_room_says_so(world: World) -> None:
     await monitor.measure()
     assert monitor.stuck == [
         "review-requests partition 1: intake stuck at 40 for 301 s with 10 record(s) above it "
-        "(paused: review.intake_max_waiting, 100000, requests wait to start)"
+        "(paused: review.intake_max_waiting, 20000, requests wait to start)"
     ]
 
 
