@@ -43,9 +43,12 @@ before and after, the cores the router, the broker, the pacer and everything els
 used while the events were sent (a 2-core machine shared with other work: a latency figure means
 little without them), the router's batches (rate, size, duration), and what each spike over 20
 ms overlapped: a pause of the broker's JVM (its GC log; Kafka only) or a collection of the
-router's Python garbage collector (``gc.callbacks``), the spikes by when they began, and the
-percentiles of the events sent after the first second (the first fraction of a second of
-each run holds a spike of varying size whose cause is not found). The router freezes its
+router's Python garbage collector (``gc.callbacks``), the spikes by when they began, the
+percentiles of the events sent after the first second, and each event's time split at the
+broker's append (the pacer and the broker before it, the router after it). Before each run a
+router decides ``--prelude-s`` seconds (3 by default) of events and is restarted: on partitions
+just created the broker answers slowly for about a second, and that, not the router, was the
+spike every run began with (``ingest_latency.py`` has the figures). The router freezes its
 start-up objects (``gc.freeze``); at the loads of ``--no-freeze-at`` it runs a second time
 without, to show what that changes.
 """
@@ -352,8 +355,9 @@ def cli() -> None:
     parser.add_argument(
         "--prelude-s",
         type=float,
-        default=0.0,
-        help="each latency run's router first decides this many seconds of events, unmeasured",
+        default=3.0,
+        help="before each latency run, a router decides this many seconds of events, unmeasured,"
+        " and is restarted (0: none, the run on new partitions)",
     )
     parser.add_argument(
         "--no-freeze-at", type=fractions, default=[0.5], help="loads also run without gc.freeze"

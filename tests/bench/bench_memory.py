@@ -46,12 +46,20 @@ Apache Kafka 4.4 of the sandbox; stream_router at 742da61):
   million events: flat (PASS);
 - review, 100,000 requests: recorded at 437/s, every outcome after 230 s (400 reviews started,
   the rest unreviewed by the fallback); RSS 122.8 MiB -> 189.9 MiB, linear, +544 bytes per
-  request over the second half: not flat (FAIL). What grows is the ledger's CLOSED entries,
+  request over the second half: not flat (FAIL). What grew was the ledger's CLOSED entries,
   kept in memory ``review.ledger_retention_s`` (7 days) for the dedupe of late copies: per entry
   537 bytes (the Entry dataclass and its ``__dict__`` 184, its ``first_name`` and ``flow``
   strings from the request's JSON 202, the ``(closed_s, name)`` tuple in ``_Partition.closed``
   64, the dict slot 38, two floats 48). With ``--ledger-retention-s 30`` the same flood levels
   off at 149.4 MiB (+12 bytes per request over the second half: PASS).
+
+Later the same day (load 1-2, stream_router at a86c2f0): a closed entry is its name and its
+closing second only (``PartitionLedger.closed``, about 135 bytes of objects), a waiting request
+its bytes as written (638 bytes with its entry, from 2,493), and ``review.intake_max_waiting``
+is 20,000 by default. The flood is recorded at 2,996/s (the bound paces it; 10,800/s with the
+bound at 100,000), every outcome after 38 s either way; RSS 105.0 -> 171.9 MiB, +158 bytes per
+request over the second half (+7.5 MiB): flat (PASS). With ``--intake-max-waiting 100000``:
+peak 279.2 MiB, +1,613 bytes per request while the flood is recorded (FAIL).
 
 ``--trace`` runs the role under tracemalloc (5 frames; slower, and its RSS then includes the
 traces, so the table is not the figure) and prints what grew between a snapshot half-way and one
