@@ -6,8 +6,9 @@ stream-router tail TOPIC                print a topic's records as JSON lines
 stream-router produce TOPIC < FILE      publish a file's lines, one record each
 stream-router topics create --config F  create the router's topics that are missing
 stream-router sandbox up [--broker kafka|tansu] [--config F] [--backend a2i|label-studio]
-                                        broker, moto and A2I emulator (and Label Studio) in
-                                        the foreground
+                         [--brokers 3]  broker, moto and A2I emulator (and Label Studio) in
+                                        the foreground; --brokers 3: a three-node Apache
+                                        Kafka cluster, topics replicated 3 times
 stream-router sandbox env               shell exports for the running sandbox
 """
 
@@ -46,6 +47,9 @@ async def _sandbox_up(args: argparse.Namespace) -> int:
     if broker == "kafka" and args.broker_storage != "memory":
         print("stream-router: --broker-storage is for --broker tansu", file=sys.stderr)
         return 2
+    if args.brokers != 1 and (broker != "kafka" or args.brokers < 1):
+        print("stream-router: --brokers N (N > 1) is for --broker kafka", file=sys.stderr)
+        return 2
     info_file = _info_file()
     refusal = _claim_info_file(info_file)
     if refusal:
@@ -65,6 +69,10 @@ async def _serve_sandbox(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"# broker: {_BROKER_REASON[broker, args.broker is not None]}", flush=True)
+    if args.brokers > 1:
+        replicas = min(args.brokers, 3)
+        print(f"# {args.brokers} nodes: topics replicated {replicas} times, 2 in sync required "
+              "(topics create reads it from the exports)", flush=True)  # fmt: skip
     if args.backend == "label-studio":
         print("# reviews: Label Studio (installed into its own environment on first use)")
     async with sandbox_type(
@@ -73,6 +81,7 @@ async def _serve_sandbox(
         broker_storage=args.broker_storage,
         state_dir=args.state_dir,
         backend=args.backend,
+        brokers=args.brokers,
     ) as sandbox:
         info = sandbox.info()
         _write_info_file(info_file, {"pid": os.getpid(), **dataclasses.asdict(info)})
@@ -477,6 +486,13 @@ def _add_sandbox_commands(commands: Any) -> None:
         default="a2i",
         help="label-studio also runs a real Label Studio with one project per flow definition "
         "and simulated annotators",
+    )
+    up.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="Apache Kafka nodes (3: a cluster as in production; topics replicated 3 times, "
+        "2 in sync required)",
     )
     up.add_argument("--state-dir", type=Path, help="keep emulator state and logs here")
     up.add_argument("--topic", action="append", default=[], help="create this topic (repeat)")

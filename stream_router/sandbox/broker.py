@@ -70,6 +70,10 @@ class Broker(ProcessService):
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def processes(self) -> list[ManagedProcess]:
+        """Every process the broker runs (a cluster runs one per node)."""
+        return [self.process]
+
     def probe_options(self) -> dict[str, Any]:
         """aiokafka options that reach the first listener (security settings, when secured)."""
         return {}

@@ -46,6 +46,7 @@ from stream_router.sandbox.broker import (
     TansuBroker,
 )
 from stream_router.sandbox.kafka import KafkaBroker, java_available
+from stream_router.sandbox.kafka.cluster import KafkaCluster
 from stream_router.sandbox.labelstudio.annotators import AnnotatorsProcess
 from stream_router.sandbox.labelstudio.server import LabelStudioServer
 from stream_router.sandbox.process import Lifecycle
@@ -83,6 +84,7 @@ class SandboxInfo:
     state_dir: str
     broker: str = "tansu"
     backend: str = "a2i"
+    brokers: int = 1  #: nodes of the broker (Apache Kafka runs 3 with ``--brokers 3``)
     label_studio_url: str | None = None
     label_studio_token: str | None = None
     label_studio_user: str | None = None  #: the admin's email and password, to log in
@@ -123,6 +125,9 @@ class SandboxInfo:
         Studio's), its URL and API token, for ``config/router-label-studio.yaml``.
         """
         env = self.env()
+        if self.brokers > 1:  # topics create then replicates as the cluster allows
+            env["STREAM_ROUTER_TOPICS__REPLICATION_FACTOR"] = str(min(self.brokers, 3))
+            env["STREAM_ROUTER_TOPICS__MIN_INSYNC_REPLICAS"] = "2"
         if self.backend == "label-studio" and self.label_studio_url and self.label_studio_token:
             env["STREAM_ROUTER_REVIEW__BACKEND__NAME"] = "label-studio"
             env["STREAM_ROUTER_REVIEW__BACKEND__URL"] = self.label_studio_url
@@ -144,6 +149,7 @@ class Sandbox(Lifecycle):
         broker_storage: BrokerStorage = "memory",
         state_dir: Path | None = None,
         backend: Backend = "a2i",
+        brokers: int = 1,
     ) -> None:
         self.settings = settings or SandboxSettings()
         self.broker_kind: BrokerKind = broker or default_broker_kind()
@@ -151,6 +157,11 @@ class Sandbox(Lifecycle):
             raise ValueError(
                 "broker_storage is Tansu's choice; Apache Kafka keeps its data in the state dir"
             )
+        if brokers != 1 and self.broker_kind != "kafka":
+            raise ValueError("a cluster of brokers is Apache Kafka's (--broker kafka)")
+        if brokers < 1:
+            raise ValueError(f"brokers must be at least 1, not {brokers}")
+        self.brokers = brokers
         self.broker_storage = broker_storage
         self.backend: Backend = backend
         self._own_state_dir = state_dir is None
@@ -216,7 +227,9 @@ class Sandbox(Lifecycle):
                     endpoint_url=self.moto.endpoint_url,
                     region=self.settings.aws.region,
                 )
-            if self.broker_kind == "kafka":
+            if self.broker_kind == "kafka" and self.brokers > 1:
+                self._broker = KafkaCluster(state_dir=self.state_dir / "kafka", size=self.brokers)
+            elif self.broker_kind == "kafka":
                 self._broker = KafkaBroker(state_dir=self.state_dir / "kafka")
             else:
                 self._broker = TansuBroker(s3_storage=storage, log_dir=self.state_dir)
@@ -297,6 +310,7 @@ class Sandbox(Lifecycle):
             state_dir=str(self.state_dir),
             broker=self.broker_kind,
             backend=self.backend,
+            brokers=self.brokers,
         )
         server = self._label_studio
         if server is None:
@@ -315,8 +329,8 @@ class Sandbox(Lifecycle):
 
     def resident_bytes(self) -> int:
         """Resident memory of the sandbox's processes (broker, moto, emulator)."""
-        processes = [self.moto.process]
-        for component in (self._broker, self._a2i, self._label_studio, self._annotators):
+        processes = [self.moto.process, *(self._broker.processes() if self._broker else [])]
+        for component in (self._a2i, self._label_studio, self._annotators):
             if component is not None:
                 processes.append(component.process)
         return sum(p.resident_bytes() for p in processes)

@@ -148,6 +148,12 @@ class KafkaBroker(Broker):
     ``extra_config`` adds or overrides ``server.properties`` entries; ``security`` adds a
     mutual-TLS and a SCRAM-over-TLS listener (:mod:`stream_router.sandbox.kafka.security`)
     beside the plaintext one, which the sandbox and the readiness probe use.
+
+    As one node of a cluster (:class:`~stream_router.sandbox.kafka.cluster.KafkaCluster`):
+    ``node_id``, the quorum's ``voters`` (``id@host:port`` of every controller), the cluster's
+    ``cluster_id`` (every node formats its storage with the same one) and ``replication``,
+    the replication factor of the broker's own topics and of topics created without one
+    (``min.insync.replicas`` is then 2).
     """
 
     def __init__(
@@ -161,6 +167,10 @@ class KafkaBroker(Broker):
         extra_config: Mapping[str, str] | None = None,
         security: BrokerSecurity | None = None,
         ready_timeout_s: float = 120.0,
+        node_id: int = 1,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        replication: int = 1,
     ) -> None:
         self.state_dir = state_dir
         self.port = port or free_port()
@@ -172,6 +182,10 @@ class KafkaBroker(Broker):
         self.extra_config = dict(extra_config or {})
         self.security = security
         self.ready_timeout_s = ready_timeout_s
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.cluster_id = cluster_id
+        self.replication = replication
         self.data_dir = state_dir / "kafka-data"
         self.config_path = state_dir / "kafka-server.properties"
         self.process = ManagedProcess(
@@ -183,17 +197,18 @@ class KafkaBroker(Broker):
         )
 
     def server_properties(self) -> dict[str, str]:
-        """The broker's configuration: one node, loopback only, sizes for a small machine."""
+        """The broker's configuration: loopback only, sizes for a small machine."""
         listener, controller = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.controller_port}"
         served = [f"PLAINTEXT://{listener}"]
         protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
         if self.security is not None:
             served += self.security.listeners()
             protocols += ["SSL:SSL", "SASL_SSL:SASL_SSL"]
+        replicas, insync = str(self.replication), str(min(2, self.replication))
         properties = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{controller}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters,
             "listeners": ",".join([*served, f"CONTROLLER://{controller}"]),
             "advertised.listeners": ",".join(served),
             "controller.listener.names": "CONTROLLER",
@@ -203,12 +218,14 @@ class KafkaBroker(Broker):
             "num.partitions": "1",
             # Topics are created on purpose, as on MSK and Confluent Cloud.
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": insync,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": insync,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": insync,
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "4",
@@ -273,7 +290,8 @@ class KafkaBroker(Broker):
             lib,
             "kafka.tools.StorageTool",
             "format",
-            f"--cluster-id={kafka_cluster_id()}",  # never starting with "-" (sandbox/tokens.py)
+            # Never starting with "-" (sandbox/tokens.py).
+            f"--cluster-id={self.cluster_id or kafka_cluster_id()}",
             "-c",
             str(self.config_path),
             *(self.security.format_arguments() if self.security else []),
