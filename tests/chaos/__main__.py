@@ -1,5 +1,5 @@
-"""``python -m tests.chaos [--long | --flood] [--seed N] [--backend a2i|label-studio]``: one
-chaos run, its figures, exit 1 if unclean."""
+"""``python -m tests.chaos [--long | --flood] [--seed N] [--backend a2i|label-studio]
+[--brokers 3]``: one chaos run, its figures, exit 1 if unclean."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=("a2i", "label-studio"), default="a2i")
+    parser.add_argument(
+        "--brokers", type=int, default=1,
+        help="Apache Kafka nodes: 3 runs on a cluster, with a cluster's faults",
+    )  # fmt: skip
     parser.add_argument("--keep", type=Path, help="keep the logs and state in this directory")
     args = parser.parse_args()
     if args.flood and args.backend != "a2i":
@@ -30,7 +34,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stream-router-chaos-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        report = asyncio.run(run(plan, work, seed=args.seed, backend=args.backend))
+        report = asyncio.run(
+            run(plan, work, seed=args.seed, backend=args.backend, brokers=args.brokers)
+        )
     for line in report.lines():
         print(line)
     return 0 if report.clean else 1

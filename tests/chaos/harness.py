@@ -33,8 +33,16 @@ of 300 reviews with the ``accept-unreviewed`` fallback, the same faults striking
 account it says how many reviews the backend holds against the budget (overspent must be 0)
 and how long after the stream ended the last outcome came.
 
-``scripts/chaos`` runs it (``--long`` for the on-demand length, ``--backend label-studio``);
-``tests/chaos/test_chaos.py`` runs a short one of each backend in CI.
+On a cluster (``brokers=3``, ``scripts/chaos --brokers 3``: three Apache Kafka nodes, the
+router's topics replicated 3 times with ``min.insync.replicas`` 2) the broker restart gives way
+to the faults of a cluster, one at a time: SIGKILL of the node leading most partitions of
+review-requests, the output topic and the ledger (back after 5 to 15 s); a rolling restart of
+all three nodes (each stopped, started, and back in sync before the next); one node down for
+``Plan.node_down_s``; and two nodes down for ``Plan.two_down_s``, when writes with
+``acks=all`` are refused.
+
+``scripts/chaos`` runs it (``--long`` for the on-demand length, ``--backend label-studio``,
+``--brokers 3``); ``tests/chaos/test_chaos.py`` runs a short one of each backend in CI.
 """
 
 from __future__ import annotations
@@ -60,11 +68,13 @@ import boto3
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from stream_router.labelstudio.client import LabelStudioClient
 from stream_router.labelstudio.tasks import NAME_FIELD
 from stream_router.naming import first_name_of
+from stream_router.sandbox.kafka.cluster import KafkaCluster
 from stream_router.sandbox.process import ManagedProcess, free_port
 from stream_router.sandbox.settings import FlowDefinition, Latency, Reviewers, SandboxSettings
 from stream_router.sandbox.stack import Backend, Sandbox, SandboxInfo
@@ -85,6 +95,8 @@ class Plan:
     settle_s: float = 300.0
     review_every: int = 3  #: one event in this many is unsure (sent to review)
     budget_per_day: int | None = None  #: the review route's budget (None: unlimited)
+    node_down_s: float = 20.0  #: on a cluster: how long one node stays down
+    two_down_s: float = 15.0  #: on a cluster: how long two nodes stay down together
 
     @classmethod
     def short(cls, backend: Backend = "a2i") -> Plan:
@@ -93,7 +105,8 @@ class Plan:
     @classmethod
     def long(cls, backend: Backend = "a2i") -> Plan:
         rate = _rate(30.0, backend)
-        return cls(duration_s=900.0, rate_per_s=rate, kills_per_role=10, settle_s=600.0)
+        return cls(duration_s=900.0, rate_per_s=rate, kills_per_role=10, settle_s=600.0,
+                   node_down_s=120.0, two_down_s=30.0)  # fmt: skip
 
     @classmethod
     def flood(cls) -> Plan:
@@ -401,6 +414,7 @@ class Faults:
         self.roles = roles
         self.rng = rng
         self.log: list[Fault] = []
+        self._nodes = asyncio.Lock()  #: a cluster's faults, one at a time
 
     async def _window(self, kind: str, begin: Callable[[], Awaitable[None]],
                       end: Callable[[], Awaitable[None]], length_s: float) -> None:  # fmt: skip
@@ -460,6 +474,70 @@ class Faults:
 
     async def broker_restart(self) -> None:
         await self._instant("broker restart", self.sandbox.broker.restart)
+
+    # -- a cluster's faults (one at a time: two at once could take all three nodes) ----------
+
+    @property
+    def cluster(self) -> KafkaCluster:
+        broker = self.sandbox.broker
+        assert isinstance(broker, KafkaCluster)
+        return broker
+
+    async def leader_kill(self, topics: list[str]) -> None:
+        """SIGKILL the node leading most partitions of ``topics``; it is back after 5-15 s."""
+        async with self._nodes:
+            leaders = await _leaders(self.cluster.bootstrap_servers, topics)
+            node = max(range(len(self.cluster.nodes)), key=lambda i: leaders[i + 1])
+
+            async def down() -> None:
+                await self.cluster.stop_node(node, kill=True)
+
+            async def up() -> None:
+                await self.cluster.start_node(node)
+
+            await self._window(f"kill leading node {node + 1}", down, up,
+                               self.rng.uniform(5.0, 15.0))  # fmt: skip
+
+    async def rolling_restart(self, topics: list[str]) -> None:
+        """Each node in turn stopped (SIGTERM) and started, and every replica of ``topics`` in
+        sync again before the next, as an upgrade does it."""
+        async with self._nodes:
+
+            async def roll() -> None:
+                for node in range(len(self.cluster.nodes)):
+                    await self.cluster.stop_node(node)
+                    await self.cluster.start_node(node)
+                    await _in_sync(self.cluster.bootstrap_servers, topics)
+
+            await self._instant("rolling restart", roll)
+
+    async def node_down(self, length_s: float) -> None:
+        """One node down (SIGKILL) for ``length_s``: its partitions run under-replicated."""
+        async with self._nodes:
+            node = self.rng.randrange(len(self.cluster.nodes))
+
+            async def down() -> None:
+                await self.cluster.stop_node(node, kill=True)
+
+            async def up() -> None:
+                await self.cluster.start_node(node)
+
+            await self._window("one node down", down, up, length_s)
+
+    async def two_down(self, length_s: float) -> None:
+        """Two nodes down (SIGKILL) for ``length_s``: fewer replicas in sync than
+        ``min.insync.replicas``, so every write with ``acks=all`` is refused meanwhile."""
+        async with self._nodes:
+            nodes = self.rng.sample(range(len(self.cluster.nodes)), 2)
+
+            async def down() -> None:
+                for node in nodes:
+                    await self.cluster.stop_node(node, kill=True)
+
+            async def up() -> None:
+                await asyncio.gather(*(self.cluster.start_node(node) for node in nodes))
+
+            await self._window("two nodes down", down, up, length_s)
 
     async def emulator_restart(self) -> None:
         await self._instant("emulator restart", self.sandbox.a2i.restart)
@@ -592,15 +670,19 @@ async def run(
     seed: int = 0,
     echo: Callable[[str], None] = print,
     backend: Backend = "a2i",
+    brokers: int = 1,
 ) -> Report:
     """One chaos run on a fresh sandbox (see the module docstring); returns the account."""
     rng = random.Random(seed)
     tag = uuid.uuid4().hex[:6]
     async with Sandbox(
-        sandbox_settings(), broker="kafka", state_dir=work / "sandbox", backend=backend
-    ) as sandbox:
+        sandbox_settings(), broker="kafka", state_dir=work / "sandbox", backend=backend,
+        brokers=brokers,
+    ) as sandbox:  # fmt: skip
         info = sandbox.info()
         raw = router_settings(info, tag, work, backend, plan.budget_per_day)
+        if brokers > 1:
+            raw["topics"].update(replication_factor=min(brokers, 3), min_insync_replicas=2)
         config = work / "router.yaml"
         config.write_text(yaml.safe_dump(raw))
         await create_topics(Settings.model_validate(raw))
@@ -616,7 +698,7 @@ async def run(
         supervising = asyncio.ensure_future(roles.supervise())
         reading = asyncio.ensure_future(_read_until(outcomes, producing, stream, plan))
         try:
-            await _schedule(faults, plan, info, backend)
+            await _schedule(faults, plan, info, backend, tag)
             await producing
             roles.ensure_running()
             echo(f"stream done: {len(stream.sent)} events; waiting for every outcome")
@@ -675,12 +757,22 @@ async def _paid_twice(info: SandboxInfo) -> int:
     return sum(1 for name, n in annotated.items() if n > 1 and not name.endswith("-a2"))
 
 
-async def _schedule(faults: Faults, plan: Plan, info: SandboxInfo, backend: Backend) -> None:
-    """Every fault at least once, kills ``kills_per_role`` times per role, overlapping."""
+async def _schedule(
+    faults: Faults, plan: Plan, info: SandboxInfo, backend: Backend, tag: str
+) -> None:
+    """Every fault at least once, kills ``kills_per_role`` times per role, overlapping (a
+    cluster's faults one at a time)."""
     steps: list[Callable[[], Awaitable[None]]] = []
     for name in ("ingest", "review-a", "review-b"):
         steps += [lambda n=name: faults.kill(n)] * plan.kills_per_role  # type: ignore[misc]
-    steps += [faults.broker_restart]
+    if info.brokers > 1:
+        busiest = [f"chaos-rr-{tag}", f"chaos-out-{tag}", f"chaos-review-{tag}-ledger"]
+        steps += [lambda: faults.leader_kill(busiest)] * max(2, plan.kills_per_role // 3)
+        steps += [lambda: faults.rolling_restart(busiest)]
+        steps += [lambda: faults.node_down(plan.node_down_s)]
+        steps += [lambda: faults.two_down(plan.two_down_s)]
+    else:
+        steps += [faults.broker_restart]
     if backend == "a2i":
         steps += [faults.storm] * max(4, plan.kills_per_role)
         steps += [faults.aws_silent] * max(1, plan.kills_per_role // 3)
@@ -697,6 +789,38 @@ async def _schedule(faults: Faults, plan: Plan, info: SandboxInfo, backend: Back
         await asyncio.sleep(faults.rng.uniform(0.3, 1.0) * gap * 2)  # the schedule's pacing
         running.append(asyncio.ensure_future(step()))
     await asyncio.gather(*running)
+
+
+async def _leaders(bootstrap: str, topics: list[str]) -> Counter[int]:
+    """How many partitions of ``topics`` each node leads."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return Counter(p["leader"] for topic in described for p in topic["partitions"])
+
+
+async def _in_sync(bootstrap: str, topics: list[str], timeout_s: float = 120.0) -> None:
+    """Until every partition of ``topics`` has all its replicas in sync (polled: the broker
+    says nothing when a follower catches up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            described = await admin.describe_topics(topics)
+            if all(len(p["isr"]) == len(p["replicas"])
+                   for topic in described for p in topic["partitions"]):  # fmt: skip
+                return
+        except KafkaError:
+            pass  # a node is starting: ask again
+        finally:
+            with contextlib.suppress(KafkaError):
+                await admin.close()
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"replicas of {topics} not in sync within {timeout_s:.0f} s")
 
 
 async def _read_until(outcomes: Outcomes, producing: asyncio.Future[None], stream: Stream,
