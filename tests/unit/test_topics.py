@@ -7,13 +7,13 @@ import socket
 import time
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from stream_router import topics
 from stream_router.errors import ConfigError
 from stream_router.settings import Settings
-from stream_router.topics import _problems, connected_admin, router_topics
+from stream_router.topics import _problems, check_topics, connected_admin, router_topics
 
 
 def settings(**sections: dict[str, object]) -> Settings:
@@ -130,3 +130,62 @@ async def test_a_refused_login_fails_start_up_at_once(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="refused the login"):
         await connected_admin(settings(kafka={"startup_wait_s": 30}))
     assert cluster.tries == 1
+
+
+class NodeDown:
+    """A connected admin client whose describe requests go to a node that is down for the
+    first ``failures`` tries (aiokafka raises NodeNotReadyError), then answer."""
+
+    def __init__(self, config: Settings, failures: int, error: type[Exception]) -> None:
+        self.specs = router_topics(config)
+        self.failures, self.error, self.tries = failures, error, 0
+
+    async def list_topics(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+    async def describe_topics(self, names: list[str]) -> list[dict[str, object]]:
+        self.tries += 1
+        if self.tries <= self.failures:
+            raise self.error("Attempt to send a request to node which is not ready (node id 1)")
+        partitions = {spec.name: spec.partitions for spec in self.specs}
+        return [{"topic": name, "error_code": 0, "partitions": [{}] * partitions[name]}
+                for name in names]  # fmt: skip
+
+    async def describe_configs(self, _: object) -> list[object]:
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("role", ["ingest", "review"])
+async def test_start_up_asks_again_while_a_node_of_the_cluster_is_down(
+    monkeypatch: pytest.MonkeyPatch, role: str
+) -> None:
+    config = settings(kafka={"startup_wait_s": 10})
+    cluster = NodeDown(config, failures=2, error=NodeNotReadyError)
+
+    async def connected(_: Settings) -> NodeDown:
+        return cluster
+
+    monkeypatch.setattr(topics, "connected_admin", connected)
+    await check_topics(config, role)
+    assert cluster.tries == 3
+
+
+async def test_what_will_not_pass_fails_start_up_at_once_and_waiting_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = settings(kafka={"startup_wait_s": 0.2})
+    refused = NodeDown(config, failures=99, error=TopicAuthorizationFailedError)
+    down = NodeDown(config, failures=99, error=NodeNotReadyError)
+    for cluster, error in ((refused, TopicAuthorizationFailedError), (down, NodeNotReadyError)):
+
+        async def connected(_: Settings, cluster: NodeDown = cluster) -> NodeDown:
+            return cluster
+
+        monkeypatch.setattr(topics, "connected_admin", connected)
+        with pytest.raises(error):
+            await check_topics(config, "all")
+    assert refused.tries == 1  # not retriable: at once
+    assert down.tries > 1  # retriable: asked again until kafka.startup_wait_s passed
