@@ -64,6 +64,7 @@ import dataclasses
 import logging
 import math
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -307,8 +308,10 @@ class PartitionLedger:
 
     ``entries`` holds every entry that is not CLOSED, whole; ``closed`` only the name of each
     CLOSED one and when it closed (its ``since_s`` rounded up to the second: the names closed
-    within a second share one float), in the order they closed as far as the topic shows it.
-    A name is in one of the two at most.
+    within a second share one float). A name is in one of the two at most.
+    :meth:`oldest_closed` is the one pruning deletes next: names are kept in the order they
+    closed as far as the topic shows it (a name deleted and closed again later keeps its first
+    place, so it and those after it are pruned late, never early).
     """
 
     def __init__(self, partition: int, next_offset: int) -> None:
@@ -318,6 +321,9 @@ class PartitionLedger:
         self.entries: dict[str, Entry] = {}
         self.closed: dict[str, float] = {}
         self._second = 0.0  #: the closing second the last CLOSED entry put shares
+        #: Names as they closed; a name no longer in ``closed`` is skipped (a dict's own order
+        #: would cost a scan past every deleted slot at each pruning).
+        self._closing: deque[str] = deque()
         #: The audit samples of CLOSED entries read (``review/audit.py``'s ``recover`` folds the
         #: ones the tally has not counted yet); only the read keeps them.
         self.samples: dict[str, AuditSample] = {}
@@ -356,9 +362,20 @@ class PartitionLedger:
             if second != self._second:
                 self._second = second
             self.closed[name] = self._second
+            self._closing.append(name)
         else:
             self.closed.pop(name, None)
             self.entries[name] = entry
+
+    def oldest_closed(self) -> tuple[str, float] | None:
+        """The CLOSED entry that closed first, and when; None when none is closed."""
+        closing = self._closing
+        while closing:
+            closed_s = self.closed.get(closing[0])
+            if closed_s is not None:
+                return closing[0], closed_s
+            closing.popleft()  # deleted since (pruned, or a tombstone read)
+        return None
 
     def knows(self, name: str) -> bool:
         """Whether ``name`` has an entry, in any state."""
@@ -368,6 +385,7 @@ class PartitionLedger:
         """Forget what was read (a read that failed is read again from the beginning)."""
         self.entries.clear()
         self.closed.clear()
+        self._closing.clear()
         self.samples.clear()
         self.position = None
 

@@ -89,7 +89,6 @@ import functools
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -255,9 +254,6 @@ class _Partition:
     #: Entries a running start step marked sent (:meth:`ReviewScheduler._mark_sent`): the
     #: version the step ended with, though it began with the unmarked one.
     marked: dict[str, Entry] = field(default_factory=dict)
-    #: The names of its CLOSED entries in the order they closed (``ledger.closed`` has each
-    #: one's time): what pruning deletes first.
-    closed: deque[str] = field(default_factory=deque)
     open: int = 0
     waiting: int = 0  #: entries whose step is start (pending, escalated, held)
     gone: bool = False  #: revoked, or its worker died: nothing more is recorded here
@@ -705,7 +701,6 @@ class ReviewScheduler:
         if tally != ledger.audit:
             await self._save_audit(owned, tally)
         ledger.samples.clear()
-        owned.closed.extend(ledger.closed)
         # Any start an earlier owner had under way was sent before this read began.
         now_s = self.clock()
         settled_s = now_s + self.backend.start_settle_s
@@ -747,9 +742,9 @@ class ReviewScheduler:
             due_s = owned.lanes.next_at()
             if due_s is not None:
                 timeout = max(0.0, due_s - self.clock())
-            closed_s = self._oldest_closed_s(owned)
-            if closed_s is not None:
-                prune_at = closed_s + self.review.ledger_retention_s - self.clock()
+            oldest = owned.ledger.oldest_closed()
+            if oldest is not None:
+                prune_at = oldest[1] + self.review.ledger_retention_s - self.clock()
                 timeout = max(0.0, prune_at) if timeout is None else min(timeout, prune_at)
             # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the cancellation
             # of a revoke that coincides with a wake-up, and the worker would never stop.
@@ -1040,8 +1035,6 @@ class ReviewScheduler:
             self._publish_in_flight()
             if was_open:
                 self._release()
-        if entry.state is State.CLOSED:
-            owned.closed.append(entry.first_name)
         if entry.state.step is not Step.START:
             owned.settling.pop(entry.first_name, None)
         self._schedule(owned, entry)
@@ -1092,26 +1085,14 @@ class ReviewScheduler:
         horizon = self.clock() - self.review.ledger_retention_s
         pruned = 0
         while pruned < PRUNE_BATCH:
-            closed_s = self._oldest_closed_s(owned)
-            if closed_s is None or closed_s > horizon:
+            oldest = owned.ledger.oldest_closed()
+            if oldest is None or oldest[1] > horizon:
                 break
-            first = owned.closed[0]
-            await self.log.write(owned.ledger.partition, first, None)
-            owned.closed.popleft()
-            del owned.ledger.closed[first]
+            await self.log.write(owned.ledger.partition, oldest[0], None)
+            owned.ledger.apply(oldest[0], None)
             pruned += 1
         if pruned:
             self.metrics.ledger_pruned.inc(pruned)
-
-    @staticmethod
-    def _oldest_closed_s(owned: _Partition) -> float | None:
-        """When the entry pruning deletes next closed; None: none is closed."""
-        while owned.closed:
-            closed_s = owned.ledger.closed.get(owned.closed[0])
-            if closed_s is not None:
-                return closed_s
-            owned.closed.popleft()  # not closed any more (only a foreign record does that)
-        return None
 
     def _publish_in_flight(self) -> None:
         self.metrics.in_flight.set(self.in_flight())

@@ -101,6 +101,10 @@ def test_closing_times_are_kept_to_the_second_above_and_shared_within_it() -> No
     times = list(ledger.closed.values())
     assert times == [NOW + 1, NOW + 1, NOW + 2]
     assert times[0] is times[1]
+    first, second, _ = ledger.closed
+    assert ledger.oldest_closed() == (first, NOW + 1)
+    ledger.apply(first, None)  # a tombstone: pruned, by this owner or an earlier one
+    assert ledger.oldest_closed() == (second, NOW + 1)
 
 
 def test_a_partition_applies_records_in_order_and_tombstones_delete() -> None:

@@ -850,14 +850,15 @@ async def test_closed_entries_are_kept_as_names_recognised_and_pruned_in_order()
     owned = run.scheduler.partitions[0]
     await owned.loaded.wait()
     assert set(owned.ledger.closed) == firsts
-    assert list(owned.closed) == closed_order
+    assert list(owned.ledger.closed) == closed_order
+    assert owned.ledger.oldest_closed() == (closed_order[0], 1_000.0)
     assert await run.scheduler.take_requests(0, copies())
     assert run.scheduler.metrics.requests_duplicate._value.get() == 4
     assert len(outcomes_by_event(run.world)) == len(firsts)
     assert all(len(outcomes) == 1 for outcomes in outcomes_by_event(run.world).values())
     now[0] += 100.0
     owned.wake.set()
-    await run.world.until(lambda: not owned.closed, "pruned")
+    await run.world.until(lambda: not owned.ledger.closed, "pruned")
     deleted = [key for key, value in run.world.log[0] if value is None]
     assert deleted == closed_order
     assert owned.ledger.closed == {}
