@@ -58,7 +58,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream_router.sandbox.broker import Broker
 from stream_router.sandbox.process import free_port
@@ -457,50 +457,44 @@ async def _router_metrics(port: int) -> dict[str, float]:
     return found
 
 
-async def _appended(
-    bootstrap: str, topic: str, count: int, timeout_s: float = 60.0
-) -> dict[bytes, float]:
+async def _appended(bootstrap: str, topic: str, count: int) -> dict[bytes, float]:
     """The broker's append time of each of the first ``count`` events of ``topic``, by key
     (none when the topic keeps create times: a broker that ignores the topic's setting)."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await reader.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        found: dict[bytes, float] = {}
-        read, deadline = 0, time.monotonic() + timeout_s
-        while read < count and time.monotonic() < deadline:
-            batch = await reader.getmany(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    read += 1
-                    if record.timestamp_type == 1 and record.key is not None:
-                        found[record.key] = record.timestamp / 1000
-        return found
-    finally:
-        await reader.stop()
+    return {
+        record.key: record.timestamp / 1000
+        for record in await _read(bootstrap, [topic], count, 60.0)
+        if record.timestamp_type == 1 and record.key is not None
+    }
 
 
 async def _decisions(
-    bootstrap: str, topics: list[str], count: int, timeout_s: float = 120.0
+    bootstrap: str, topics: list[str], count: int
 ) -> list[tuple[float, float, bytes | None]]:
     """``(event timestamp, create time, key)`` of the first ``count`` decisions on
     ``topics``."""
+    return [
+        (orjson.loads(record.value)["prediction"]["timestamp_s"], record.timestamp / 1000,
+         record.key)
+        for record in await _read(bootstrap, topics, count, 120.0)
+    ]  # fmt: skip
+
+
+async def _read(
+    bootstrap: str, topics: list[str], count: int, timeout_s: float
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The first ``count`` records of ``topics`` from their beginning (fewer if ``timeout_s``
+    passes first)."""
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
-        events: list[tuple[float, float, bytes | None]] = []
+        found: list[ConsumerRecord[bytes, bytes]] = []
         deadline = time.monotonic() + timeout_s
-        while len(events) < count and time.monotonic() < deadline:
+        while len(found) < count and time.monotonic() < deadline:
             batch = await reader.getmany(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    event_ts = orjson.loads(record.value)["prediction"]["timestamp_s"]
-                    events.append((event_ts, record.timestamp / 1000, record.key))
-        return events
+            found += [record for records in batch.values() for record in records]
+        return found
     finally:
         await reader.stop()

@@ -88,7 +88,7 @@ async def test_acknowledged_writes_survive_a_leader_killed_and_two_nodes_lost(
             others = [i for i in range(3) if i != leader - 1]
             await cluster.stop_node(others[0], kill=True)
             with pytest.raises((KafkaError, TimeoutError)):  # one node: not enough in sync
-                await asyncio.wait_for(producer.send_and_wait(topic, b"refused"), 20)
+                await asyncio.wait_for(producer.send_and_wait(topic, b"refused"), 10)
             await cluster.start_node(leader - 1)
             await cluster.start_node(others[0])
             await write(range(200, 300))

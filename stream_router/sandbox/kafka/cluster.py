@@ -55,6 +55,7 @@ class KafkaCluster(Broker):
             raise ValueError(f"a cluster has at least one node, not {size}")
         self.state_dir = state_dir
         self.ready_timeout_s = ready_timeout_s
+        self.replication = min(size, 3)
         controllers = [free_port() for _ in range(size)]
         voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controllers))
         cluster_id = kafka_cluster_id()
@@ -68,11 +69,10 @@ class KafkaCluster(Broker):
                 node_id=i + 1,
                 voters=voters,
                 cluster_id=cluster_id,
-                replication=min(size, 3),
+                replication=self.replication,
             )
             for i, port in enumerate(controllers)
         ]
-        self.replication = min(size, 3)
         self.port = self.nodes[0].port
         #: The first node's process (what a single broker's callers read); :meth:`processes`
         #: has every node's.
