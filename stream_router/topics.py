@@ -13,7 +13,10 @@ the setting that names it, its partitions and the topic configs that matter:
 - faust's leader topic of the review application (one partition).
 
 ``stream-router topics create --config F`` creates what is missing (:func:`create_topics`) and
-never alters an existing topic. Each role calls :func:`check_topics` before it consumes: a
+never alters an existing topic. It returns once every broker knows the topics
+(:func:`until_known`): on a cluster a broker applies a creation a moment after the controller
+answers, and a role started at once was told by that broker its topics did not exist (seen in
+tests/integration/test_kafka_cluster.py). Each role calls :func:`check_topics` before it consumes: a
 missing topic, a partition count that breaks the review role's co-partitioning, or a
 review-requests retention longer than the ledger's fails start-up with a
 :class:`~stream_router.errors.ConfigError` naming the topic, the setting and the fix.
@@ -38,6 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from stream_router.errors import ConfigError
 from stream_router.kafka_clients import client_options
@@ -224,6 +228,8 @@ async def create_topics(settings: Settings) -> dict[str, str]:
     try:
         new = [_new_topic(spec, settings) for spec in specs]
         reply = await _answered(settings, lambda: admin.create_topics(new), "creating topics")
+        if not any(code not in (0, _ALREADY_EXISTS) for _, code, _ in reply.topic_errors):
+            await until_known(admin, [spec.name for spec in specs], settings.kafka.startup_wait_s)
     finally:
         await admin.close()
     results: dict[str, str] = {}
@@ -276,6 +282,30 @@ async def check_topics(settings: Settings, role: str) -> None:
         await admin.close()
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+async def until_known(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """Until every broker of the cluster answers metadata for ``names`` with a leader for each
+    partition (polled: a broker says nothing when it applies a creation); TimeoutError after
+    ``timeout_s``. Asks each broker itself, through the admin client's connection to it."""
+    request = MetadataRequest(names)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            nodes = [broker.nodeId for broker in admin._client.cluster.brokers()]
+            replies = [(await admin._send_request(request, node)).to_object() for node in nodes]
+            if nodes and all(
+                topic["error_code"] == 0 and all(p["leader"] >= 0 for p in topic["partitions"])
+                for reply in replies
+                for topic in reply["topics"]
+            ):
+                return
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"not every broker knows the topics {names} after {timeout_s} s")
+        await asyncio.sleep(0.1)  # polling the brokers' metadata (see the docstring)
 
 
 async def _answered(settings: Settings, ask: Callable[[], Awaitable[T]], what: str) -> T:

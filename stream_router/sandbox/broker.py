@@ -32,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream_router.sandbox.process import ManagedProcess, ProcessService, free_port
+from stream_router.topics import until_known
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,13 @@ class Broker(ProcessService):
         configs: Mapping[str, str] | None = None,
     ) -> None:
         """Create topics (with these topic configs); ones that already exist are left as they
-        are."""
+        are. Returns once every broker knows them (``topics.until_known``)."""
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap_servers, **self.probe_options()
         )
         await admin.start()
         try:
+            names = list(names)
             for name in names:
                 try:
                     await admin.create_topics(
@@ -108,6 +110,7 @@ class Broker(ProcessService):
                     )
                 except TopicAlreadyExistsError:
                     logger.debug("topic %s already exists", name)
+            await until_known(admin, names, 60.0)
         finally:
             await admin.close()
 
