@@ -21,18 +21,50 @@ committed, so it is consumed and produced again after the restart (at-least-once
 These reach into aiokafka's internals (``_fetcher``, ``_client``, ``_sender``) because its
 public API has no way to abandon a close; ``pyproject.toml`` pins aiokafka below 0.15, and
 ``tests/unit/test_ingest_clients.py`` breaks if those names move.
+
+**What the producers promise on a cluster** (:class:`RetryingProducer`, :func:`producer_options`;
+ingest's producer and faust's, which writes the review role's ledger, loop events, outcomes and
+changelogs). A role hands a record to its producer and counts on one of two ends: the brokers
+take it, or the role stops before committing what the record answers for. The settings:
+
+- ``acks=all``: a write is acknowledged once every in-sync replica has it, and the topics keep
+  ``min.insync.replicas`` 2 on a cluster (``topics create``), so an acknowledged record
+  survives the loss of its leader. With two of three brokers down the brokers refuse every
+  write; the producer keeps trying (below).
+- **Idempotence** (``kafka.idempotence``, on by default): the brokers drop a batch they already
+  wrote, so a batch retried after a leader change or a lost answer is written once. Without it
+  such a retry writes the records twice (harmless to the promise, a duplicate to the
+  consumers downstream).
+- **No delivery timeout.** aiokafka gives a batch up ``request_timeout_ms`` after it was made:
+  a non-idempotent producer when a retriable error answers a send, any producer while the
+  partition has no leader. A given-up record leaves the role with a hole it can only fill by
+  starting over from its last commit, which is a process exit under the promise's rules, and,
+  for an idempotent producer, a sequence gap that kills the producer for good (the next batch
+  is refused as out of order). So the producer retries a retriable error until the brokers take
+  the batch; an error that is not retriable (an ACL, a record too large) still fails it. A
+  stuck cluster is bounded elsewhere: ingest stops consuming at ``ingest.max_in_flight_batches``
+  and reports not ready, the review role's intake at ``review.intake_max_waiting``, and a stop
+  gives up after ``ingest.drain_timeout_s`` (nothing committed, so nothing lost).
+- **In flight:** aiokafka sends one request at a time to each broker and leaves a partition's
+  next batch until the last one is answered (it mutes the partition), so retries cannot reorder
+  a partition: the compacted ledger's newest value for a key is the one written last. That is
+  Kafka's ``max.in.flight.requests.per.connection=1``; there is no setting to raise it.
+- ``request_timeout_s``: how long one request waits for its answer before it is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from stream_router.errors import ConfigError
 from stream_router.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +99,76 @@ def consumer_options(kafka: KafkaSettings) -> dict[str, Any]:
         "session_timeout_ms": int(kafka.session_timeout_s * 1000),
         "heartbeat_interval_ms": int(kafka.heartbeat_interval_s * 1000),
     }
+
+
+def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """:func:`client_options` and what both roles' producers promise (the module docstring)."""
+    return {
+        **client_options(kafka),
+        "acks": "all",
+        "enable_idempotence": kafka.idempotence,
+        "max_batch_size": kafka.producer_batch_max_bytes,
+        "compression_type": kafka.compression(),
+    }
+
+
+class RetryingProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """aiokafka's producer, retrying a retriable error until the brokers take the batch.
+
+    The module docstring says why there is no delivery timeout. The batch lifetime is the
+    accumulator's ``_batch_ttl`` (aiokafka internals, pinned like the others); every batch,
+    ``send`` and ``send_batch`` alike, takes it when it is made.
+
+    A broker that cannot do idempotent writes answers InitProducerId with an error, so
+    :meth:`start` fails; it fails as a :class:`~stream_router.errors.ConfigError` naming
+    ``kafka.idempotence``.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._message_accumulator._batch_ttl = math.inf
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except KafkaError as exc:
+            if self._txn_manager is None or exc.retriable or isinstance(exc, KafkaConnectionError):
+                raise
+            servers = self.client._bootstrap_servers
+            raise ConfigError(
+                f"kafka.idempotence: the brokers at {servers} refused an idempotent producer "
+                f"(InitProducerId: {type(exc).__name__}). Brokers without idempotent writes "
+                "(Tansu) need STREAM_ROUTER_KAFKA__IDEMPOTENCE=false; on Apache Kafka with "
+                "ACLs, the principal needs WRITE on the topics it produces to"
+            ) from exc
+
+
+async def acknowledged(
+    acks: Sequence[asyncio.Future[Any]], what: str, brokers: str, every_s: float
+) -> list[Any]:
+    """Wait for ``acks``; while they are outstanding, say so every ``every_s``.
+
+    The producer never gives a batch up on a retriable error (:class:`RetryingProducer`), so
+    a cluster that cannot take writes (two of three brokers down) holds the wait; the log says
+    what waits, and for how long. A failed ack raises, as ``asyncio.gather`` does.
+    """
+    gathered = asyncio.gather(*acks)
+    waited = 0.0
+    try:
+        while True:
+            done, _ = await asyncio.wait({gathered}, timeout=every_s)
+            if done:
+                return gathered.result()
+            waited += every_s
+            logger.warning(
+                "Kafka at %s has not acknowledged %s for %.0f s; the producer keeps trying",
+                brokers,
+                what,
+                waited,
+            )
+    except asyncio.CancelledError:
+        gathered.cancel()
+        raise
 
 
 def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:

@@ -43,7 +43,7 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -52,7 +52,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_router.backends import BackendContext, build_backend
 from stream_router.errors import ConfigError, UpstreamError
-from stream_router.kafka_clients import CLOSE_TIMEOUT_S, client_options, stop_consumer
+from stream_router.kafka_clients import (
+    CLOSE_TIMEOUT_S,
+    RetryingProducer,
+    client_options,
+    stop_consumer,
+)
 from stream_router.metrics import ReviewMetrics
 from stream_router.models import SourceRef
 from stream_router.naming import first_name_of
@@ -105,7 +110,32 @@ def faust_app(settings: Settings) -> faust.App:
         autodiscover=False,
     )
     app.transport.Consumer = _Consumer  # the kafka:// transport, closing its client as below
+    app.transport.Producer = _producer_class(kafka.idempotence)
     return app
+
+
+class _Producer(faust_aiokafka.Producer):  # type: ignore[misc]
+    """faust's producer, promising what ingest's does (``stream_router.kafka_clients``).
+
+    faust turns idempotence on only in its exactly-once mode, and its aiokafka producer gives a
+    batch up after ``broker_request_timeout``. This one is idempotent as ``kafka.idempotence``
+    says and retries a retriable error until the brokers take the batch
+    (:class:`~stream_router.kafka_clients.RetryingProducer`): the ledger, loop events, outcomes
+    and faust's own topics are all written through it.
+    """
+
+    idempotence = True
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "enable_idempotence": self.idempotence}
+
+    @property
+    def _producer_type(self) -> type[RetryingProducer]:
+        return RetryingProducer
+
+
+def _producer_class(idempotence: bool) -> type[_Producer]:
+    return type("Producer", (_Producer,), {"idempotence": idempotence})
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]

@@ -85,6 +85,13 @@ class KafkaSettings(Section):
         3.0, gt=0, description="Consumer heartbeat interval; below a third of the session."
     )
     request_timeout_s: float = Field(40.0, gt=0, description="Client request timeout.")
+    idempotence: bool = Field(
+        True,
+        description="Idempotent producers (both roles): a batch retried after a leader change "
+        "or a lost answer is written once. Brokers without idempotent writes (Tansu answers "
+        "InitProducerId with an error) need false; the roles then fail at start naming this "
+        "field.",
+    )
     startup_wait_s: float = Field(
         30.0,
         ge=0,

@@ -10,8 +10,9 @@ decode is stepped over and dead-lettered as one stand-in (``reason_class`` ``und
 with its offsets); when stepping over it is impossible (its framing is unreadable) or wrong (a
 codec library is missing from this installation), ingest counts it and exits with
 :class:`~stream_router.errors.UndecodableRecords` naming the partition and offset
-(``undecodable.py``). What does stop ingest is the infrastructure: a produce the broker refuses,
-a lost connection, a bug.
+(``undecodable.py``). What does stop ingest is the infrastructure: a produce the brokers refuse
+for good (an ACL; what is retriable is retried until they take it: ``kafka_clients.py``), a
+bug.
 
 One batch at a time::
 
@@ -70,8 +71,10 @@ from stream_router.ingest.dispatch import BatchOutcome, Counts, Dispatcher, Skip
 from stream_router.ingest.undecodable import Undecodable, describe, locate
 from stream_router.ingest.writer import BatchWriter
 from stream_router.kafka_clients import (
-    client_options,
+    RetryingProducer,
+    acknowledged,
     consumer_options,
+    producer_options,
     stop_consumer,
     stop_producer,
 )
@@ -144,12 +147,7 @@ class Ingest:
                 **consumer_options(kafka),
             )
         if producer is None:
-            producer = AIOKafkaProducer(
-                acks="all",
-                max_batch_size=kafka.producer_batch_max_bytes,
-                compression_type=kafka.compression(),
-                **client_options(kafka),
-            )
+            producer = RetryingProducer(**producer_options(kafka))
         self.consumer = consumer
         self.producer = producer
         self.writer = BatchWriter(self.producer)
@@ -371,11 +369,18 @@ class Ingest:
                 oldest = self._in_flight[0]
                 if not block and not all(ack.done() for ack in oldest.acks):
                     return
-                await asyncio.gather(*oldest.acks)  # a failed produce raises: nothing committed
-                acknowledged = self.clock()
+                # A failed produce raises: nothing committed. The producer retries what it can
+                # until the brokers take it (kafka_clients.py); meanwhile no fetch completes.
+                await acknowledged(
+                    oldest.acks,
+                    f"the outputs of a batch of {oldest.outcome.consumed} events",
+                    self.kafka.bootstrap_servers,
+                    self.kafka.request_timeout_s,
+                )
+                acknowledged_s = self.clock()
                 self._in_flight.popleft()
                 self._to_commit(oldest.outcome.committed)
-                self._record_completion(oldest, acknowledged)
+                self._record_completion(oldest, acknowledged_s)
                 block = False
 
     async def drain(self) -> None:

