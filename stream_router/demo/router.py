@@ -67,7 +67,7 @@ def router_config(
     config = _merge(
         config,
         {
-            "kafka": {"bootstrap_servers": info.bootstrap_servers, "idempotence": info.idempotence},
+            "kafka": info.kafka_config(),
             "aws": {"region": info.region},
             "metrics": {"enabled": True, "host": "127.0.0.1", "port": metrics_port},
             "review": {"data_dir": str(data_dir)},

@@ -66,6 +66,8 @@ class Broker(ProcessService):
     """A Kafka-protocol broker run as one child process on loopback."""
 
     port: int
+    #: Whether it takes idempotent producers (``kafka.idempotence``); Tansu does not.
+    idempotence = True
 
     @property
     def bootstrap_servers(self) -> str:
@@ -117,6 +119,8 @@ class Broker(ProcessService):
 
 class TansuBroker(Broker):
     """A Tansu broker on a free loopback port, started and stopped with the context."""
+
+    idempotence = False  # it answers InitProducerId with an error
 
     def __init__(
         self,

@@ -97,6 +97,13 @@ class SandboxInfo:
         InitProducerId with an error."""
         return self.broker != "tansu"
 
+    def kafka_config(self, **more: object) -> dict[str, object]:
+        """A router's ``kafka`` section on this sandbox (a configuration file's mapping, or
+        ``Settings``' keyword argument): its brokers, idempotence as the broker allows, and
+        ``more``. A section given whole replaces the environment's ``STREAM_ROUTER_KAFKA__*``."""
+        return {"bootstrap_servers": self.bootstrap_servers, "idempotence": self.idempotence,
+                **more}  # fmt: skip
+
     @property
     def sagemaker_endpoint_url(self) -> str:
         """SageMaker's control plane (DescribeFlowDefinition): the A2I emulator serves it."""

@@ -85,8 +85,8 @@ from tests.bench.quix_env import QuixUnavailable, quix_python, quix_run
 __all__ = ["PARTITIONS", "make_event", "settings_for"]
 
 
-def settings_for(bootstrap: str, topic: str, tag: str) -> Settings:
-    return Settings(**router_config(bootstrap, topic, tag))
+def settings_for(bootstrap: str, topic: str, tag: str, *, idempotence: bool = True) -> Settings:
+    return Settings(**router_config(bootstrap, topic, tag, idempotence=idempotence))
 
 
 async def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
@@ -164,9 +164,10 @@ async def plain_loop(bootstrap: str, topic: str, total: int) -> Rate:
         await producer.stop()
 
 
-async def ingest_path(bootstrap: str, topic: str, total: int) -> Rate:
+async def ingest_path(broker: Broker, topic: str, total: int) -> Rate:
     tag = uuid.uuid4().hex[:8]
-    ingest = build_ingest(settings_for(bootstrap, topic, tag), CollectorRegistry())
+    settings = settings_for(broker.bootstrap_servers, topic, tag, idempotence=broker.idempotence)
+    ingest = build_ingest(settings, CollectorRegistry())
     await ingest.start()
     seen = 0
     began: float | None = None
@@ -227,7 +228,7 @@ async def throughput(
             if side == "plain":
                 results[side].append(await plain_loop(bootstrap, topic, events))
             elif side == "ingest":
-                results[side].append(await ingest_path(bootstrap, topic, events))
+                results[side].append(await ingest_path(broker, topic, events))
             else:
                 assert quix is not None
                 results[side].append(await quix_side(quix, broker, topic, events))

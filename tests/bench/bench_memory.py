@@ -333,11 +333,11 @@ def feed_process(bootstrap: str, topic: str, group: str, total: int, window: int
     asyncio.run(feed(bootstrap, topic, group, total, window))
 
 
-def ingest_config(bootstrap: str, tag: str) -> dict[str, Any]:
+def ingest_config(bootstrap: str, tag: str, idempotence: bool) -> dict[str, Any]:
     """bench_ingest.py's settings (its three policies), as a configuration file says them."""
     return {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 6,
-                  "heartbeat_interval_s": 1},
+                  "heartbeat_interval_s": 1, "idempotence": idempotence},
         "ingest": {"input_topics": [f"mem-in-{tag}"], "output_topic": f"mem-out-{tag}",
                    "review_requests_topic": f"mem-rr-{tag}",
                    "dead_letter_topic": f"mem-dlq-{tag}", "group_id": f"mem-ingest-{tag}",
@@ -363,7 +363,7 @@ async def ingest_run(args: argparse.Namespace, env: dict[str, str], work: Path) 
     }
     async with KafkaBroker(state_dir=work / "kafka", extra_config=retained) as broker:
         tag = uuid.uuid4().hex[:6]
-        config = ingest_config(broker.bootstrap_servers, tag)
+        config = ingest_config(broker.bootstrap_servers, tag, broker.idempotence)
         settings = load_settings(_write(work / "check.yaml", config))
         await create_topics(settings)
         group, topic = settings.ingest.group_id, settings.ingest.input_topics[0]

@@ -102,8 +102,7 @@ def review_config(
     info: SandboxInfo, backend: str, tag: str, topics: dict[str, str], rate: float, tmp: str
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": info.bootstrap_servers, "session_timeout_s": 6,
-                  "heartbeat_interval_s": 1},
+        "kafka": info.kafka_config(session_timeout_s=6, heartbeat_interval_s=1),
         "ingest": {"review_requests_topic": topics["rr"], "output_topic": topics["out"],
                    "dead_letter_topic": topics["dlq"]},
         "review": {"app_id": f"bench-{tag}", "loop_events_topic": topics["le"],

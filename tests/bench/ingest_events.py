@@ -44,13 +44,17 @@ def event_template(i: int, rng: random.Random) -> tuple[bytes, bytes]:
     return head + b'"timestamp": ', tail
 
 
-def router_config(bootstrap: str, topic: str, tag: str) -> dict[str, Any]:
-    """The router's configuration (``Settings`` keyword arguments, or a YAML file's mapping)."""
+def router_config(
+    bootstrap: str, topic: str, tag: str, *, idempotence: bool = True
+) -> dict[str, Any]:
+    """The router's configuration (``Settings`` keyword arguments, or a YAML file's mapping);
+    ``idempotence`` as the broker allows (``Broker.idempotence``)."""
     return {
         "kafka": {
             "bootstrap_servers": bootstrap,
             "session_timeout_s": 6,
             "heartbeat_interval_s": 1,
+            "idempotence": idempotence,
         },
         "ingest": {
             "input_topics": [topic],

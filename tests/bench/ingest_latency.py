@@ -322,7 +322,7 @@ async def measure(
     bootstrap = broker.bootstrap_servers
     tag = uuid.uuid4().hex[:8]
     topic, warm = f"bench-lat-{tag}", f"bench-warm-{tag}"
-    config = router_config(bootstrap, topic, tag)
+    config = router_config(bootstrap, topic, tag, idempotence=broker.idempotence)
     port = free_port()
     config["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
     ingest = config["ingest"]

@@ -202,8 +202,7 @@ def router_settings(
 ) -> dict[str, Any]:
     flow = info.flow_definition_arns["chaos"] if backend == "a2i" else "chaos"
     config: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": info.bootstrap_servers, "session_timeout_s": 6,
-                  "heartbeat_interval_s": 1},
+        "kafka": info.kafka_config(session_timeout_s=6, heartbeat_interval_s=1),
         "ingest": {"input_topics": [f"chaos-in-{tag}"], "output_topic": f"chaos-out-{tag}",
                    "review_requests_topic": f"chaos-rr-{tag}",
                    "dead_letter_topic": f"chaos-dlq-{tag}", "group_id": f"chaos-ingest-{tag}",

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from stream_router.sandbox.kafka import KafkaBroker
 from stream_router.sandbox.stack import Sandbox
 from stream_router.settings import Settings
-from tests.integration.test_ingest import create_topics, ingest_until, settings_data
+from tests.integration.test_ingest import create_topics, ingest_until, on_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ async def test_every_codec_in_every_event_out_once_and_kcat_reads_the_output(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     bootstrap = sandbox.broker.bootstrap_servers
-    data = settings_data(bootstrap, tag)
+    data = on_sandbox(sandbox, tag)
     data["kafka"]["compression_type"] = output_codec
     outputs = await create_topics(sandbox, data)
     ids: list[str] = []

@@ -78,7 +78,7 @@ async def poll(
 
 
 def ingest_config(sandbox: Sandbox, tag: str, port: int, **ingest: Any) -> dict[str, Any]:
-    data = test_ingest.settings_data(sandbox.broker.bootstrap_servers, tag)
+    data = test_ingest.on_sandbox(sandbox, tag)
     data["ingest"].update(stall_after_s=2, **ingest)
     data["metrics"] = {"enabled": True, "port": port}
     data["logging"] = {"level": "INFO"}

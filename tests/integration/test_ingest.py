@@ -28,12 +28,19 @@ REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
 
 
-def settings_data(bootstrap: str, tag: str) -> dict[str, Any]:
+def on_sandbox(sandbox: Sandbox, tag: str) -> dict[str, Any]:
+    """:func:`settings_data` for the sandbox's broker (idempotence off on Tansu)."""
+    broker = sandbox.broker
+    return settings_data(broker.bootstrap_servers, tag, idempotence=broker.idempotence)
+
+
+def settings_data(bootstrap: str, tag: str, *, idempotence: bool = True) -> dict[str, Any]:
     return {
         "kafka": {
             "bootstrap_servers": bootstrap,
             "session_timeout_s": 6,
             "heartbeat_interval_s": 1,
+            "idempotence": idempotence,
         },
         "ingest": {
             "input_topics": [f"in-{tag}"],
@@ -161,7 +168,7 @@ async def ingest_until(
 
 async def test_mixed_events_end_exactly_where_expected(sandbox: Sandbox) -> None:
     tag = uuid.uuid4().hex[:8]
-    data = settings_data(sandbox.broker.bootstrap_servers, tag)
+    data = on_sandbox(sandbox, tag)
     outputs = await create_topics(sandbox, data)
     settings = Settings(**data)
     records, expected = mixed_events(500)
@@ -233,7 +240,7 @@ async def committed_offsets(bootstrap: str, data: dict[str, Any]) -> dict[int, i
 
 async def test_killed_ingest_loses_nothing_after_restart(sandbox: Sandbox, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
-    data = settings_data(sandbox.broker.bootstrap_servers, tag)
+    data = on_sandbox(sandbox, tag)
     # Small batches, each committed before the next: slow enough to be killed mid-stream.
     data["ingest"]["batch_max_records"] = 10
     data["ingest"]["max_in_flight_batches"] = 0
@@ -280,7 +287,7 @@ async def test_killed_ingest_loses_nothing_after_restart(sandbox: Sandbox, tmp_p
 
 async def test_two_instances_share_the_partitions(sandbox: Sandbox) -> None:
     tag = uuid.uuid4().hex[:8]
-    data = settings_data(sandbox.broker.bootstrap_servers, tag)
+    data = on_sandbox(sandbox, tag)
     data["ingest"]["batch_max_records"] = 50
     outputs = await create_topics(sandbox, data)
     settings = Settings(**data)
@@ -332,7 +339,7 @@ async def test_records_a_broker_would_refuse_or_that_crashed_encoding_end_once(
 ) -> None:
     """Over the wire: each of these crashed ingest or was refused by a real broker before."""
     tag = uuid.uuid4().hex[:8]
-    data = settings_data(sandbox.broker.bootstrap_servers, tag)
+    data = on_sandbox(sandbox, tag)
     data["ingest"]["mapping"] = {"classes": ["cat", "dog"]}
     data["policies"]["routes"] = []  # every prediction is accepted
     outputs = await create_topics(sandbox, data)

@@ -51,11 +51,7 @@ def config(
 ) -> dict[str, Any]:
     info = backend.info
     return {
-        "kafka": {
-            "bootstrap_servers": info.bootstrap_servers,
-            "session_timeout_s": 6,
-            "heartbeat_interval_s": 1,
-        },
+        "kafka": info.kafka_config(session_timeout_s=6, heartbeat_interval_s=1),
         "ingest": {
             "input_topics": [f"in-{tag}"],
             "output_topic": f"out-{tag}",

@@ -116,7 +116,7 @@ async def test_an_ingest_whose_input_topic_is_missing_closes_its_clients(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    data = test_ingest.settings_data(sandbox.broker.bootstrap_servers, tag)
+    data = test_ingest.on_sandbox(sandbox, tag)
     data["metrics"] = {"port": 0}
     await test_ingest.create_topics(sandbox, data)
     data["ingest"]["input_topics"] = [f"missing-{tag}"]

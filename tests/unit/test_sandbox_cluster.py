@@ -10,6 +10,7 @@ import pytest
 from stream_router import cli
 from stream_router.sandbox.kafka.cluster import KafkaCluster
 from stream_router.sandbox.stack import Sandbox, SandboxInfo
+from stream_router.settings import Settings
 
 
 def test_the_nodes_form_one_quorum_with_replication_three(tmp_path: Path) -> None:
@@ -37,9 +38,17 @@ def test_a_single_node_keeps_one_replica(tmp_path: Path) -> None:
     assert properties["min.insync.replicas"] == "1"
 
 
-def info(brokers: int) -> SandboxInfo:
+def info(brokers: int, broker: str = "kafka") -> SandboxInfo:
     return SandboxInfo("b:1", "http://aws", "http://a2i", "r", "bucket", "out", "q", "q2", {},
-                       "state", broker="kafka", brokers=brokers)  # fmt: skip
+                       "state", broker=broker, brokers=brokers)  # fmt: skip
+
+
+def test_idempotence_is_off_only_on_tansu_in_the_exports_and_the_kafka_section() -> None:
+    tansu, kafka = info(1, "tansu"), info(1)
+    assert tansu.router_env()["STREAM_ROUTER_KAFKA__IDEMPOTENCE"] == "false"
+    assert Settings(kafka=tansu.kafka_config()).kafka.idempotence is False  # type: ignore[arg-type]
+    assert "STREAM_ROUTER_KAFKA__IDEMPOTENCE" not in kafka.router_env()
+    assert Settings(kafka=kafka.kafka_config(client_id="x")).kafka.idempotence is True  # type: ignore[arg-type]
 
 
 def test_the_exports_make_topics_create_replicate_on_a_cluster() -> None:
