@@ -46,6 +46,11 @@ class Progress(Protocol):
         """Clock time a broker last answered a fetch of each owned partition, by name."""
         ...
 
+    def unacknowledged_since(self) -> float | None:
+        """Clock time the oldest batch still waiting for the brokers' acknowledgement was
+        produced (None: none waits)."""
+        ...
+
 
 def ingest_check(
     ingest: Progress, stall_after_s: float, clock: Callable[[], float] = time.time
@@ -54,7 +59,9 @@ def ingest_check(
     and a broker answered a fetch of each owned partition within ``stall_after_s``.
 
     A fetch completes even when it returns nothing, so an idle but healthy loop stays ready;
-    a loop stuck (on the broker, on acknowledgements, or wedged) stops completing fetches.
+    a loop stuck (on the broker, on acknowledgements, or wedged) stops completing fetches. When
+    it is stuck on acknowledgements (the brokers refuse writes: fewer replicas in sync than
+    ``min.insync.replicas``), the problem says so.
     A completed fetch does not mean a broker answered, though: with no broker reachable the
     loop's fetches keep completing, empty, after their timeout. What a broker answered is
     what the Kafka client recorded of its background fetches (``Ingest.fetches_answered``),
@@ -70,7 +77,15 @@ def ingest_check(
         now = clock()
         idle = now - last
         if idle > stall_after_s:
-            return f"no fetch completed for {idle:.0f} s (stall threshold {stall_after_s:g} s)"
+            stalled = f"no fetch completed for {idle:.0f} s (stall threshold {stall_after_s:g} s)"
+            since = ingest.unacknowledged_since()
+            if since is not None and now - since > stall_after_s:
+                stalled += (
+                    f": Kafka at {ingest.brokers} has not acknowledged ingest's outputs for "
+                    f"{now - since:.0f} s (writes refused or unanswered: fewer replicas in sync "
+                    "than min.insync.replicas, or no leader); the producer keeps trying"
+                )
+            return stalled
         answered = ingest.fetches_answered()
         silent = sorted(name for name, at in answered.items() if now - at > stall_after_s)
         if silent:

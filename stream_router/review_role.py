@@ -48,6 +48,7 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_router.backends import BackendContext, build_backend
@@ -76,6 +77,7 @@ from stream_router.review.starter import Starter
 from stream_router.review_topics import KafkaLedgerLog, PartitionReader, RequestFeed
 from stream_router.settings import KafkaSettings, Settings
 from stream_router.supervision import EXIT_DIED, Supervisor
+from stream_router.topics import answered
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,35 @@ def faust_app(settings: Settings) -> faust.App:
     )
     app.transport.Consumer = _Consumer  # the kafka:// transport, closing its client as below
     app.transport.Producer = _producer_class(kafka.idempotence)
+    app.transport._get_controller_node = _controller_node  # faust's, asking every node
     return app
+
+
+async def _controller_node(owner: Any, client: Any, timeout: int = 30_000) -> int | None:  # noqa: ASYNC109 (faust calls it so)
+    """The cluster's controller as faust's topic declaration looks it up, asking each broker.
+
+    faust asks only the first broker in its metadata, so a review role starting while that
+    broker is down failed (its leader assignor declares its topic at start, whether it exists
+    or not). This asks the brokers in turn, a broker not answering skipped, until one answers
+    or ``timeout`` (ms) has passed; a stopping worker gets None, as from faust's.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout / 1000
+    while True:
+        for node in [broker.nodeId for broker in client.cluster.brokers()]:
+            if owner.should_stop:
+                return None
+            try:
+                response = await client.send(node, MetadataRequest([]))
+            except KafkaError as exc:
+                if not exc.retriable or loop.time() >= deadline:
+                    raise
+                continue  # this broker is down or starting: the next one
+            return int(response.controller_id)
+        if loop.time() > deadline:
+            raise KafkaError(f"no broker answered within {timeout / 1000:g} s")
+        await asyncio.sleep(0.5)  # every broker refused: ask them again
+        await client.force_metadata_update()
 
 
 class _Producer(faust_aiokafka.Producer):  # type: ignore[misc]
@@ -347,11 +377,15 @@ class ReviewService:
         await self.reader.start()
         await self.feed.start()
         review = self.settings.review
-        created = await self.reader.ensure_topic(
-            self.topics.ledger,
-            review.topic_partitions,
-            self.settings.topics.replication_factor,
-            {"cleanup.policy": "compact"},
+        created = await answered(
+            self.settings.kafka.startup_wait_s,
+            lambda: self.reader.ensure_topic(
+                self.topics.ledger,
+                review.topic_partitions,
+                self.settings.topics.replication_factor,
+                {"cleanup.policy": "compact"},
+            ),
+            "creating the review ledger topic",
         )
         if created:
             logger.info("created the review ledger topic %s", self.topics.ledger)

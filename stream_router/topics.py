@@ -21,7 +21,7 @@ missing topic, a partition count that breaks the review role's co-partitioning, 
 review-requests retention longer than the ledger's fails start-up with a
 :class:`~stream_router.errors.ConfigError` naming the topic, the setting and the fix.
 
-Both ask again (:func:`_answered`) while the cluster answers with an error that may pass, for
+Both ask again (:func:`answered`) while the cluster answers with an error that may pass, for
 up to ``kafka.startup_wait_s``: on a cluster, a node may be down or a leader being elected
 when a role starts, and the admin client may have picked that node (on the sandbox's
 three-node cluster, every review instance started during a node fault exited at this check:
@@ -224,12 +224,13 @@ async def create_topics(settings: Settings) -> dict[str, str]:
     the broker count, a policy, an ACL).
     """
     specs = router_topics(settings)
+    wait_s = settings.kafka.startup_wait_s
     admin = await connected_admin(settings)
     try:
         new = [_new_topic(spec, settings) for spec in specs]
-        reply = await _answered(settings, lambda: admin.create_topics(new), "creating topics")
+        reply = await answered(wait_s, lambda: admin.create_topics(new), "creating topics")
         if not any(code not in (0, _ALREADY_EXISTS) for _, code, _ in reply.topic_errors):
-            await until_known(admin, [spec.name for spec in specs], settings.kafka.startup_wait_s)
+            await until_known(admin, [spec.name for spec in specs], wait_s)
     finally:
         await admin.close()
     results: dict[str, str] = {}
@@ -250,15 +251,16 @@ async def check_topics(settings: Settings, role: str) -> None:
     """Fail start-up of ``role`` (ingest, review or all) on what would break it later."""
     roles = {"ingest", "review"} if role == "all" else {role}
     specs = [spec for spec in router_topics(settings) if spec.roles & roles or spec.exact]
+    wait_s = settings.kafka.startup_wait_s
     admin = await connected_admin(settings)
     try:
         # Only existing topics are described: a metadata request naming a missing topic
         # creates it on a broker with auto.create.topics.enable (Kafka's default), with the
         # broker's partition count.
-        existing = set(await _answered(settings, admin.list_topics, "listing topics"))
+        existing = set(await answered(wait_s, admin.list_topics, "listing topics"))
         named = [spec.name for spec in specs if spec.name in existing]
         described = (
-            await _answered(settings, lambda: admin.describe_topics(named), "describing topics")
+            await answered(wait_s, lambda: admin.describe_topics(named), "describing topics")
             if named
             else []
         )
@@ -308,11 +310,11 @@ async def until_known(admin: AIOKafkaAdminClient, names: list[str], timeout_s: f
         await asyncio.sleep(0.1)  # polling the brokers' metadata (see the docstring)
 
 
-async def _answered(settings: Settings, ask: Callable[[], Awaitable[T]], what: str) -> T:
+async def answered(wait_s: float, ask: Callable[[], Awaitable[T]], what: str) -> T:
     """What ``ask()`` returns, asked again while it raises a Kafka error that may pass (a node
-    down, a leader being elected) until ``kafka.startup_wait_s`` has passed."""
+    down, a leader being elected) until ``wait_s`` (``kafka.startup_wait_s``) has passed."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.kafka.startup_wait_s
+    deadline = loop.time() + wait_s
     pause = 0.5
     while True:
         try:

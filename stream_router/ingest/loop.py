@@ -98,6 +98,7 @@ class _InFlight:
     #: Event timestamps of the batch's predictions (the events themselves are not kept).
     timestamps: list[float]
     started: float
+    produced_s: float  #: clock time its records were handed to the producer
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -292,6 +293,13 @@ class Ingest:
             )
         return answered
 
+    def unacknowledged_since(self) -> float | None:
+        """Clock time the oldest batch still waiting for acknowledgements was produced."""
+        for batch in self._in_flight:  # in order: the first one not acknowledged is the oldest
+            if not all(ack.done() for ack in batch.acks):
+                return batch.produced_s
+        return None
+
     async def fetch(self, timeout_ms: int) -> tuple[Fetched, list[Skipped]]:
         """The next records, and the undecodable offsets stepped over (see the module doc)."""
         try:
@@ -352,7 +360,7 @@ class Ingest:
             if collecting:
                 gc.enable()
         acks = await self.writer.flush()
-        self._in_flight.append(_InFlight(outcome, acks, outcome.timestamps, started))
+        self._in_flight.append(_InFlight(outcome, acks, outcome.timestamps, started, self.clock()))
         self._record_decisions(outcome.counts)
         await self.settle(block=len(self._in_flight) > self.settings.max_in_flight_batches)
         return outcome

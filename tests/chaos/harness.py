@@ -20,7 +20,9 @@ dead-letter topics whole and accounts for every input event by id:
 - no conflicting outcomes; no event with a second first loop (the emulator's loops by name);
   no loop without an outcome;
 - recovery time after each fault: from the fault's end to the next outcome published (for a
-  fault of the review path, the next outcome of a review: accepted events flow meanwhile).
+  fault of the review path, the next outcome of a review: accepted events flow meanwhile);
+- what each role's ``/readyz`` said during each fault of the broker (:class:`Readiness`, asked
+  every second; ingest's stall threshold is 10 s here, so a window of 15 s shows).
 
 With ``backend="label-studio"`` the reviews go to a real Label Studio with simulated
 annotators instead, and the backend's faults are its own: Label Studio restarted, Label Studio
@@ -52,6 +54,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import sys
@@ -148,6 +151,8 @@ class Report:
     budget: int | None = None  #: the route's reviews a day, when it has a budget
     reviews_started: int = 0  #: reviews the backend holds (every attempt)
     drained_s: float | None = None  #: from the stream's end to the last outcome
+    #: per broker fault, what the roles' /readyz said from its start to 30 s after its end
+    readiness: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [
@@ -170,6 +175,7 @@ class Report:
                 f"recovery after {kind} ({len(times)}): median {statistics.median(times):.1f} s, "
                 f"max {max(times):.1f} s"
             )
+        out += self.readiness
         if self.lost:
             out.append(f"lost (first 10): {self.lost[:10]}")
         if self.conflicting:
@@ -206,7 +212,7 @@ def router_settings(
         "ingest": {"input_topics": [f"chaos-in-{tag}"], "output_topic": f"chaos-out-{tag}",
                    "review_requests_topic": f"chaos-rr-{tag}",
                    "dead_letter_topic": f"chaos-dlq-{tag}", "group_id": f"chaos-ingest-{tag}",
-                   "fetch_wait_s": 0.05},
+                   "fetch_wait_s": 0.05, "stall_after_s": 10},
         "policies": {"version": "chaos", "routes": [{
             "name": "general", "review_flow": flow,
             "policy": {"type": "confidence", "below": 0.7}}]},
@@ -221,7 +227,8 @@ def router_settings(
         "watchers": {"reconcile_interval_s": 10, "reconcile_grace_s": 20},
         "topics": {"partitions": PARTITIONS},
         "aws": {"region": info.region},
-        "metrics": {"enabled": False},
+        # each role's port comes from its environment (Roles); /readyz is asked (Readiness)
+        "metrics": {"enabled": True, "host": "127.0.0.1"},
         "logging": {"level": "INFO"},
     }  # fmt: skip
     if budget is not None:
@@ -251,6 +258,8 @@ class Roles:
             if backend == "label-studio"
             else {}
         )
+        #: each instance's metrics port (/readyz), the same in every life
+        self.metrics_ports = {name: free_port() for name in ("ingest", "review-a", "review-b")}
         self.procs: dict[str, ManagedProcess] = {}
         self.kills: Counter[str] = Counter()
         self.exits: Counter[str] = Counter()  #: exits on their own (not killed)
@@ -260,7 +269,8 @@ class Roles:
     def _make(self, name: str) -> ManagedProcess:
         role = "ingest" if name == "ingest" else "review"
         data = self.config.parent / f"data-{name}"
-        env = {**self.env, "STREAM_ROUTER_REVIEW__DATA_DIR": str(data)}
+        env = {**self.env, "STREAM_ROUTER_REVIEW__DATA_DIR": str(data),
+               "STREAM_ROUTER_METRICS__PORT": str(self.metrics_ports[name])}  # fmt: skip
         if name in self.webhook_ports:
             env["STREAM_ROUTER_REVIEW__BACKEND__WEBHOOK__PORT"] = str(self.webhook_ports[name])
         return ManagedProcess(
@@ -306,6 +316,75 @@ class Roles:
     async def stop(self) -> None:
         for proc in self.procs.values():
             await proc.stop_async()
+
+
+@dataclass
+class Spell:
+    role: str
+    said: str  #: "ready", "no answer", or the problems (numbers as N, so a spell is one state)
+    started_s: float  #: monotonic
+    ended_s: float
+
+
+class Readiness:
+    """What each role's ``/readyz`` said through the run, as spells of one answer."""
+
+    BROKER_FAULTS = ("broker restart", "kill leading node", "rolling restart", "one node down",
+                     "two nodes down")  # fmt: skip
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.ports = ports
+        self.spells: list[Spell] = []
+        self._current: dict[str, Spell] = {}
+
+    async def watch(self, every_s: float = 1.0) -> None:
+        timeout = aiohttp.ClientTimeout(total=every_s)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                for role, port in self.ports.items():
+                    self._note(role, await _readyz(http, port))
+                await asyncio.sleep(every_s)  # a probe's period
+
+    def _note(self, role: str, said: str) -> None:
+        now = time.monotonic()
+        spell = self._current.get(role)
+        if spell is not None and spell.said == said:
+            spell.ended_s = now
+            return
+        spell = self._current[role] = Spell(role, said, now, now)
+        self.spells.append(spell)
+
+    def during(self, fault: Fault, after_s: float = 30.0) -> str:
+        """One line: each role's answers other than ready from the fault's start to
+        ``after_s`` after its end, with how long each lasted."""
+        assert fault.ended_s is not None
+        start, end = fault.started_s, fault.ended_s + after_s
+        said: dict[str, Counter[str]] = defaultdict(Counter)
+        for spell in self.spells:
+            overlap = min(end, spell.ended_s) - max(start, spell.started_s)
+            if overlap >= 0 and spell.said != "ready":
+                said[spell.role][spell.said] += max(overlap, 1.0)  # asked once a second
+        length = fault.ended_s - fault.started_s
+        parts = []
+        for role in self.ports:
+            if not said[role]:
+                parts.append(f"{role} ready throughout")
+                continue
+            answers = "; ".join(f"{s} ({t:.0f} s)" for s, t in said[role].most_common(3))
+            parts.append(f"{role}: {answers}")
+        return f"readyz during {fault.kind} ({length:.0f} s, to 30 s after): " + " | ".join(parts)
+
+
+async def _readyz(http: aiohttp.ClientSession, port: int) -> str:
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as answer:
+            body = await answer.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return "no answer"
+    if body.get("status") == "ready":
+        return "ready"
+    problems = body.get("problems") or [str(body.get("status"))]
+    return re.sub(r"\d+(\.\d+)?", "N", "; ".join(str(p) for p in problems))
 
 
 class Stream:
@@ -693,6 +772,8 @@ async def run(
         outcomes = Outcomes(info.bootstrap_servers, [f"chaos-out-{tag}", f"chaos-dlq-{tag}"])
         await outcomes.start()
         faults = Faults(sandbox, roles, rng, echo)
+        readiness = Readiness(roles.metrics_ports)
+        watching = asyncio.ensure_future(readiness.watch())
         producing = asyncio.ensure_future(stream.run(plan.duration_s))
         supervising = asyncio.ensure_future(roles.supervise())
         reading = asyncio.ensure_future(_read_until(outcomes, producing, stream, plan))
@@ -708,12 +789,18 @@ async def run(
             producing.cancel()
             reading.cancel()
             supervising.cancel()
+            watching.cancel()
             await roles.stop()
             await outcomes.stop()
         reviews = await _review_names(info, backend)
         paid_twice = await _paid_twice(info) if backend == "label-studio" else 0
     report = account(stream.sent, outcomes, reviews, roles.kills, roles.exits, faults.log)
     report.paid_twice = paid_twice
+    report.readiness = [
+        readiness.during(fault)
+        for fault in faults.log
+        if fault.ended_s is not None and fault.kind.startswith(Readiness.BROKER_FAULTS)
+    ]
     report.budget = plan.budget_per_day
     report.reviews_started = len(reviews)
     last = max((ts for _, ts, _ in outcomes.records), default=None)

@@ -25,9 +25,13 @@ class FakeProgress:
     last_progress_s: float | None = None
     brokers: str = "127.0.0.1:9092"
     answered: dict[str, float] = field(default_factory=dict)
+    produced_s: float | None = None
 
     def fetches_answered(self) -> dict[str, float]:
         return dict(self.answered)
+
+    def unacknowledged_since(self) -> float | None:
+        return self.produced_s
 
 
 class Clock:
@@ -76,6 +80,23 @@ def test_ingest_check_names_the_brokers_when_no_fetch_is_answered() -> None:
     progress.answered = {f"in[{p}]": clock.now - 30 for p in range(5)}
     assert check() is None  # at the threshold: still fine
     progress.last_progress_s = clock.now - 31  # the loop is stuck too: that is said first
+    assert check() == "no fetch completed for 31 s (stall threshold 30 s)"
+
+
+def test_ingest_check_says_when_the_loop_waits_for_acknowledgements() -> None:
+    progress, clock = FakeProgress(), Clock()
+    check = ingest_check(progress, stall_after_s=30, clock=clock)
+    progress.assigned.set()
+    progress.last_progress_s = progress.produced_s = clock.now
+    clock.now += 30
+    assert check() is None
+    clock.now += 1
+    assert check() == (
+        "no fetch completed for 31 s (stall threshold 30 s): Kafka at 127.0.0.1:9092 has not "
+        "acknowledged ingest's outputs for 31 s (writes refused or unanswered: fewer replicas "
+        "in sync than min.insync.replicas, or no leader); the producer keeps trying"
+    )
+    progress.produced_s = clock.now - 5  # a young batch waits: the stall is not the brokers'
     assert check() == "no fetch completed for 31 s (stall threshold 30 s)"
 
 

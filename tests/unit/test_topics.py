@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 
-from stream_router import topics
+from stream_router import review_role, topics
 from stream_router.errors import ConfigError
 from stream_router.settings import Settings
 from stream_router.topics import _problems, check_topics, connected_admin, router_topics
@@ -189,3 +190,39 @@ async def test_what_will_not_pass_fails_start_up_at_once_and_waiting_ends(
             await check_topics(config, "all")
     assert refused.tries == 1  # not retriable: at once
     assert down.tries > 1  # retriable: asked again until kafka.startup_wait_s passed
+
+
+class Brokers:
+    """An aiokafka client's view for faust's controller lookup: nodes, the first ``down``."""
+
+    def __init__(self, down: set[int]) -> None:
+        self.down = down
+        self.asked: list[int] = []
+        self.cluster = self
+
+    def brokers(self) -> list[Any]:
+        return [type("Node", (), {"nodeId": node})() for node in (1, 2, 3)]
+
+    async def send(self, node: int, request: object) -> Any:
+        self.asked.append(node)
+        if node in self.down:
+            raise NodeNotReadyError(f"node {node}")
+        return type("Reply", (), {"controller_id": 3})()
+
+    async def force_metadata_update(self) -> None:
+        self.down.discard(min(self.down))  # the next round finds a node back
+
+
+async def test_the_review_role_finds_the_controller_with_a_node_down() -> None:
+    """faust asked the first node only (its start failed while that node was down)."""
+    owner = type("Owner", (), {"should_stop": False})()
+    one_down = Brokers({1})
+    assert await review_role._controller_node(owner, one_down) == 3
+    assert one_down.asked == [1, 2]
+    all_down = Brokers({1, 2, 3})  # a round refused: asked again after a pause
+    assert await review_role._controller_node(owner, all_down) == 3
+    assert all_down.asked == [1, 2, 3, 1]
+    with pytest.raises(NodeNotReadyError):  # nobody answers: the wait ends
+        await review_role._controller_node(owner, Brokers({1, 2, 3, 4}), timeout=0)
+    app = review_role.faust_app(Settings())
+    assert app.transport._get_controller_node is review_role._controller_node
