@@ -493,6 +493,9 @@ class Faults:
         self.rng = rng
         self.log: list[Fault] = []
         self._nodes = asyncio.Lock()  #: a cluster's faults, one at a time
+        #: the emulator's storms and its restart, one at a time (a storm set while the emulator
+        #: restarts finds no one to set it: seen when a restart took 5 s on the cluster)
+        self._emulator = asyncio.Lock()
 
     async def _window(self, kind: str, begin: Callable[[], Awaitable[None]],
                       end: Callable[[], Awaitable[None]], length_s: float) -> None:  # fmt: skip
@@ -533,7 +536,8 @@ class Faults:
         async def end() -> None:
             await self.sandbox.a2i.set_faults(**calm)
 
-        await self._window(kind, begin, end, 10.0)
+        async with self._emulator:
+            await self._window(kind, begin, end, 10.0)
 
     async def aws_silent(self) -> None:
         await self._frozen("S3 and SQS silent", self.sandbox.moto.process.pid)
@@ -618,7 +622,8 @@ class Faults:
             await self._window("two nodes down", down, up, length_s)
 
     async def emulator_restart(self) -> None:
-        await self._instant("emulator restart", self.sandbox.a2i.restart)
+        async with self._emulator:
+            await self._instant("emulator restart", self.sandbox.a2i.restart)
 
     async def label_studio_restart(self) -> None:
         await self._instant("Label Studio restart", self.sandbox.label_studio.restart)
