@@ -321,7 +321,7 @@ class Roles:
 @dataclass
 class Spell:
     role: str
-    said: str  #: "ready", "no answer", or the problems (numbers as N, so a spell is one state)
+    said: str  #: "ready", "no answer", or the problems (durations as N s: a spell is one state)
     started_s: float  #: monotonic
     ended_s: float
 
@@ -384,7 +384,8 @@ async def _readyz(http: aiohttp.ClientSession, port: int) -> str:
     if body.get("status") == "ready":
         return "ready"
     problems = body.get("problems") or [str(body.get("status"))]
-    return re.sub(r"\d+(\.\d+)?", "N", "; ".join(str(p) for p in problems))
+    said = re.sub(r"\d+(\.\d+)? s\b", "N s", "; ".join(str(p) for p in problems))
+    return re.sub(r"Kafka at \S+", "Kafka", said)[:160]
 
 
 class Stream:
