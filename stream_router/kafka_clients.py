@@ -144,7 +144,7 @@ class RetryingProducer(AIOKafkaProducer):  # type: ignore[misc]
 
 
 async def acknowledged(
-    acks: Sequence[asyncio.Future[Any]], what: str, brokers: str, every_s: float
+    acks: Sequence[Awaitable[Any]], what: str, brokers: str, every_s: float
 ) -> list[Any]:
     """Wait for ``acks``; while they are outstanding, say so every ``every_s``.
 

@@ -153,6 +153,14 @@ class IngestMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.unacknowledged = Gauge(
+            "stream_router_ingest_unacknowledged_seconds",
+            "How long the oldest batch ingest produced has waited for the brokers' "
+            "acknowledgement (0: none waits). Past kafka.request_timeout_s the brokers refuse "
+            "or do not answer its writes (fewer replicas in sync than min.insync.replicas, a "
+            "partition without a leader); the producer keeps trying and nothing is committed.",
+            registry=registry,
+        )
 
     def count(self, counter: PromCounter, counts: Mapping[tuple[str, ...], int]) -> None:
         """Add aggregated counts: {label values: n}."""

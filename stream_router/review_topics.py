@@ -37,7 +37,12 @@ from aiokafka.errors import KafkaError
 
 from stream_router.errors import UndecodableRecords, UpstreamError
 from stream_router.ingest.undecodable import Undecodable, describe, locate
-from stream_router.kafka_clients import CLOSE_TIMEOUT_S, client_options, stop_consumer
+from stream_router.kafka_clients import (
+    CLOSE_TIMEOUT_S,
+    acknowledged,
+    client_options,
+    stop_consumer,
+)
 from stream_router.review.intake import Fetched
 from stream_router.review.ledger import Send
 from stream_router.review.scheduler import Skipped
@@ -110,19 +115,28 @@ class PartitionReader:
         its end offset when called), in order. Offsets without a record (compacted away,
         transaction markers) are passed over: the read ends when the position reaches ``stop``.
         """
+        async with contextlib.aclosing(self.read_batches(topic, partition, start, stop)) as read:
+            async for batch in read:
+                for record in batch:
+                    yield record
+
+    async def read_batches(
+        self, topic: str, partition: int, start: int | None, stop: int | None
+    ) -> AsyncGenerator[list[Any], None]:
+        """:meth:`read`, the records as the client fetched them (lists, in order)."""
         consumer = self._client()
         tp = TopicPartition(topic, partition)
         async with self._turn:
-            records = self._records(consumer, tp, start, stop)
+            batches = self._batches(consumer, tp, start, stop)
             with _translated(f"reading {topic}[{partition}]"):
-                async with contextlib.aclosing(records):
-                    async for record in records:
-                        yield record
+                async with contextlib.aclosing(batches):
+                    async for batch in batches:
+                        yield batch
 
     @staticmethod
-    async def _records(
+    async def _batches(
         consumer: AIOKafkaConsumer, tp: TopicPartition, start: int | None, stop: int | None
-    ) -> AsyncGenerator[Any, None]:
+    ) -> AsyncGenerator[list[Any], None]:
         consumer.assign([tp])
         if stop is None:
             stop = (await consumer.end_offsets([tp]))[tp]
@@ -131,11 +145,12 @@ class PartitionReader:
         else:
             consumer.seek(tp, start)
         while await consumer.position(tp) < stop:
-            batches = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
-            for record in batches.get(tp, []):
-                if record.offset >= stop:
-                    return
-                yield record
+            fetched = (await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)).get(tp, [])
+            if fetched and fetched[-1].offset >= stop:
+                yield [record for record in fetched if record.offset < stop]
+                return
+            if fetched:
+                yield fetched
 
     async def bounds(self, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(beginning, end) offsets of each partition."""
@@ -291,16 +306,26 @@ class KafkaLedgerLog:
         self._reader = reader
 
     async def write(self, partition: int, key: str, value: bytes | None) -> None:
-        await (await self._send(self.topic, partition, key.encode(), value))
+        delivered = await self._send(self.topic, partition, key.encode(), value)
+        await self._acknowledged([delivered], partition, 1)
 
     async def write_many(self, partition: int, records: Sequence[tuple[str, bytes | None]]) -> None:
         # Every record is with the producer before the first acknowledgement is awaited: they
         # travel in as few requests as the producer's batches allow.
         topic, send = self.topic, self._send
         delivered = [await send(topic, partition, key.encode(), value) for key, value in records]
-        await asyncio.gather(*delivered)
+        await self._acknowledged(delivered, partition, len(records))
 
-    async def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
-        async for record in self._reader.read(self.topic, partition, None, None):
-            if record.key is not None:
-                yield record.key.decode(), record.value
+    async def _acknowledged(self, delivered: list[Any], partition: int, count: int) -> None:
+        """The producer retries until the brokers take the writes (``kafka_clients.py``); the
+        log says what waits meanwhile."""
+        kafka = self._reader.kafka
+        what = f"{count} ledger write(s) to {self.topic}[{partition}]"
+        await acknowledged(delivered, what, kafka.bootstrap_servers, kafka.request_timeout_s)
+
+    async def read(self, partition: int) -> AsyncIterator[list[tuple[str, bytes | None]]]:
+        async with contextlib.aclosing(
+            self._reader.read_batches(self.topic, partition, None, None)
+        ) as batches:
+            async for batch in batches:
+                yield [(r.key.decode(), r.value) for r in batch if r.key is not None]

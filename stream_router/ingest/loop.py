@@ -152,6 +152,7 @@ class Ingest:
         self.consumer = consumer
         self.producer = producer
         self.writer = BatchWriter(self.producer)
+        metrics.unacknowledged.set_function(self._unacknowledged_s)
         self.dispatcher = Dispatcher(
             settings, kafka.max_record_bytes, routes, self.writer, clock=clock
         )
@@ -292,6 +293,10 @@ class Ingest:
                 since if at_ms is None else max(since, at_ms / 1000)
             )
         return answered
+
+    def _unacknowledged_s(self) -> float:
+        since = self.unacknowledged_since()
+        return 0.0 if since is None else max(0.0, self.clock() - since)
 
     def unacknowledged_since(self) -> float | None:
         """Clock time the oldest batch still waiting for acknowledgements was produced."""

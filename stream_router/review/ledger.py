@@ -32,7 +32,8 @@ the same)::
 - ``ESCALATED``: like PENDING, for attempt 2 and later;
 - ``CLOSED``: the outcome (``outcome``) is published. Closed entries are kept
   ``review.ledger_retention_s`` (a late notice or a copy of the request then finds them and
-  does nothing), then deleted; they drop the request to stay small. An audited review counted
+  does nothing), then deleted; they drop the request, the end and the times to stay small
+  (:meth:`Entry.moved`). An audited review counted
   by the audit monitor keeps its sample (``audit``) here: the write that closes it counts it.
   In memory a closed entry is only its name and when it closed (:attr:`PartitionLedger.closed`):
   that is all a redelivery, a late notice and pruning ask of it, and a week of closed reviews
@@ -196,15 +197,18 @@ class Entry:
         return attempt_name(self.first_name, self.attempt)
 
     def moved(self, state: State, now_s: float, **changes: Any) -> Entry:
-        """The entry in ``state`` from ``now_s`` (a CLOSED entry drops its request); raises
-        :class:`IllegalMove` for a move :data:`TRANSITIONS` does not have."""
+        """The entry in ``state`` from ``now_s``; raises :class:`IllegalMove` for a move
+        :data:`TRANSITIONS` does not have. A CLOSED entry drops its request, its end and its
+        times: the ledger keeps a week of them, and nothing reads them back (a closed entry
+        is its name, closing time, outcome and audit sample)."""
         if (self.state, state) not in TRANSITIONS:
             raise IllegalMove(
                 f"review {self.name}: no move from {self.state} to {state} in the ledger's "
                 "TRANSITIONS (a bug); the entry stays as written"
             )
         if state is State.CLOSED:
-            changes.setdefault("request", None)
+            for dropped in ("request", "started_s", "deadline_s", "due_s", "end"):
+                changes.setdefault(dropped, None)
         if changes.get("attempt", self.attempt) != self.attempt:
             changes.setdefault("sent", False)
         return dataclasses.replace(self, state=state, since_s=now_s, **changes)
@@ -241,10 +245,40 @@ def encode(entry: Entry) -> bytes:
 
 def decode(value: bytes) -> Entry:
     """The entry a ledger record holds; raises :class:`CorruptLedger`."""
+    return _entry(_fields(value))
+
+
+def _fields(value: bytes) -> dict[str, Any]:
+    """A ledger record's JSON object, of this format; raises :class:`CorruptLedger`."""
     try:
         data = orjson.loads(value)
-        if data.get("v") != FORMAT_VERSION:
-            raise CorruptLedger(f"ledger format {data.get('v')!r}, expected {FORMAT_VERSION}")
+    except orjson.JSONDecodeError as exc:
+        raise CorruptLedger(f"ledger record does not decode: {exc!r}") from exc
+    if not isinstance(data, dict):
+        raise CorruptLedger(f"ledger record is {type(data).__name__}, not an object")
+    if data.get("v") != FORMAT_VERSION:
+        raise CorruptLedger(f"ledger format {data.get('v')!r}, expected {FORMAT_VERSION}")
+    return data
+
+
+def _closed(data: dict[str, Any]) -> tuple[str, float, AuditSample | None] | None:
+    """A CLOSED record's name, closing time and audit sample: all a closed entry is in memory
+    (the rest of it is not built: reading a week of them is most of a takeover). None for a
+    record in any other state; raises :class:`CorruptLedger` for a closed one that lacks them.
+    """
+    if data.get("state") != State.CLOSED.value:
+        return None
+    name, since_s, audit = data.get("first_name"), data.get("since_s"), data.get("audit")
+    if not isinstance(name, str) or not isinstance(since_s, (float, int)):
+        raise CorruptLedger(f"closed ledger entry without its name or time: {str(data)[:200]}")
+    try:
+        return name, float(since_s), None if audit is None else AuditSample.from_json(audit)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CorruptLedger(f"closed ledger entry {name}: its audit sample: {exc!r}") from exc
+
+
+def _entry(data: dict[str, Any]) -> Entry:
+    try:
         raw_request, raw_end, raw_audit = data["request"], data["end"], data.get("audit")
         request = None if raw_request is None else ReviewRequest.from_fields(raw_request)
         entry = Entry(
@@ -264,10 +298,7 @@ def decode(value: bytes) -> Entry:
             # Written before the mark existed: its start may have been sent.
             sent=bool(data.get("sent", True)),
         )
-    except CorruptLedger:
-        raise
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError,
-            MalformedRequest) as exc:  # fmt: skip
+    except (AttributeError, KeyError, TypeError, ValueError, MalformedRequest) as exc:
         raise CorruptLedger(f"ledger record does not decode: {exc!r}") from exc
     if entry.request is None and entry.state is not State.CLOSED:
         raise CorruptLedger(f"ledger entry {entry.first_name} is {entry.state} without a request")
@@ -348,24 +379,34 @@ class PartitionLedger:
             self.closed.pop(key, None)
             self.samples.pop(key, None)
         else:
-            entry = decode(value)
-            self.put(entry)
-            if entry.audit is not None:
-                self.samples[key] = entry.audit
+            data = _fields(value)
+            closed = _closed(data)
+            if closed is None:
+                entry = _entry(data)
+                self.put(entry)
+                audit = entry.audit
+            else:
+                name, since_s, audit = closed
+                self._close(name, since_s)
+            if audit is not None:
+                self.samples[key] = audit
 
     def put(self, entry: Entry) -> None:
         """Make ``entry`` its name's current state (a CLOSED one kept as its name and time)."""
         name = entry.first_name
         if entry.state is State.CLOSED:
-            self.entries.pop(name, None)
-            second = float(math.ceil(entry.since_s))
-            if second != self._second:
-                self._second = second
-            self.closed[name] = self._second
-            self._closing.append(name)
+            self._close(name, entry.since_s)
         else:
             self.closed.pop(name, None)
             self.entries[name] = entry
+
+    def _close(self, name: str, since_s: float) -> None:
+        self.entries.pop(name, None)
+        second = float(math.ceil(since_s))
+        if second != self._second:
+            self._second = second
+        self.closed[name] = self._second
+        self._closing.append(name)
 
     def oldest_closed(self) -> tuple[str, float] | None:
         """The CLOSED entry that closed first, and when; None when none is closed."""
@@ -393,8 +434,9 @@ class PartitionLedger:
 class LedgerLog(Protocol):
     """Where the ledger is kept: a compacted topic partitioned like review-requests."""
 
-    def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
-        """Every (key, value) of ``partition`` from its beginning to its end offset now."""
+    def read(self, partition: int) -> AsyncIterator[Sequence[tuple[str, bytes | None]]]:
+        """Every (key, value) of ``partition`` from its beginning to its end offset now, in
+        order, a batch at a time (a takeover reads millions: a step per record costs)."""
         ...
 
     async def write(self, partition: int, key: str, value: bytes | None) -> None:

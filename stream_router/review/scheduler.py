@@ -683,8 +683,9 @@ class ReviewScheduler:
         ledger, failures = owned.ledger, 0
         while True:
             try:
-                async for key, value in self.log.read(ledger.partition):
-                    ledger.apply(key, value)
+                async for records in self.log.read(ledger.partition):
+                    for key, value in records:
+                        ledger.apply(key, value)
                 start = await self.requests.start_offset(ledger.partition, ledger.position)
                 ledger.next_offset = start
                 break

@@ -9,8 +9,8 @@ request is recognised and never starts a second review: at 10 reviews a second t
 million entries a partition-week, at 100 a second 60 million.
 
 For each size, a fresh one-partition ledger topic on the sandbox's Apache Kafka gets that many
-CLOSED entries, as the scheduler writes them (``ledger.encode``: a Completed review, its end
-and outcome), ``--open`` entries still waiting (PENDING, with a request), and the partition's
+CLOSED entries, as the scheduler writes them (a Completed review closed: ``Entry.moved``,
+``ledger.encode``), ``--open`` entries still waiting (PENDING, with a request), and the partition's
 budget, audit and intake records. Then a child process (so its memory is its own) reads the
 partition as ``_load`` does, through ``KafkaLedgerLog`` and ``PartitionReader``, and reports:
 
@@ -70,10 +70,11 @@ def closed_record(number: int, now: float, total: int) -> tuple[bytes, bytes]:
     name = closed_name(number)
     closed_s = now - WEEK_S + WEEK_S * number / total  # spread over the week, in order
     end = End("Completed", f"s3://bucket/a2i/{name}/output.json", source="eventbridge")
-    entry = Entry(name, State.CLOSED, 1, FLOW, closed_s - 60, closed_s, None,
+    ended = Entry(name, State.ENDED, 1, FLOW, closed_s - 60, closed_s - 1, None,
                   started_s=closed_s - 50, deadline_s=closed_s + 86400, end=end,
-                  outcome="reviewed", sent=True)  # fmt: skip
-    return name.encode(), encode(entry)
+                  sent=True)  # fmt: skip
+    # Closed as the scheduler closes it (whatever a CLOSED entry keeps is Entry.moved's).
+    return name.encode(), encode(ended.moved(State.CLOSED, closed_s, outcome="reviewed"))
 
 
 def open_record(number: int, now: float) -> tuple[bytes, bytes]:
@@ -162,9 +163,10 @@ async def read(bootstrap: str, topic: str, closed: int, opened: int) -> dict[str
     ledger = PartitionLedger(0, 0)
     records = 0
     try:
-        async for key, value in log.read(0):
-            ledger.apply(key, value)
-            records += 1
+        async for batch in log.read(0):
+            for key, value in batch:
+                ledger.apply(key, value)
+            records += len(batch)
     finally:
         await reader.stop()
     took = time.perf_counter() - began

@@ -154,3 +154,28 @@ async def test_a_failed_commit_stops_ingest_at_its_next_settle() -> None:
     with pytest.raises(ConnectionError):
         await ingest.drain()
     assert consumer.commits == []
+
+
+async def test_readiness_learns_since_when_the_oldest_batch_waits_for_the_brokers() -> None:
+    """``Ingest.unacknowledged_since``: what /readyz names when the brokers refuse writes."""
+    consumer = Consumer([A])
+    consumer.respond(A, good(0, 3))
+    ingest, producer = ingest_over(consumer, drain_timeout_s=0.1)
+    now = [1234.5]
+    ingest.clock = lambda: now[0]
+    registry = ingest.metrics.registry
+    waited = "stream_router_ingest_unacknowledged_seconds"
+    assert ingest.unacknowledged_since() is None
+    assert registry.get_sample_value(waited) == 0
+    stop = asyncio.Event()
+    running = asyncio.create_task(ingest.run(stop))
+    await producer.sent.wait()  # produced, not acknowledged
+    assert ingest.unacknowledged_since() == 1234.5
+    now[0] += 75
+    assert registry.get_sample_value(waited) == 75  # what StreamRouterKafkaWritesRefused reads
+    for ack in producer.acks:
+        ack.set_result(None)
+    stop.set()
+    await running
+    assert ingest.unacknowledged_since() is None
+    assert registry.get_sample_value(waited) == 0

@@ -91,6 +91,34 @@ def test_a_closed_entry_is_kept_as_its_name_and_time_with_its_sample_until_delet
     assert not ledger.knows(entry.first_name)
 
 
+def test_reading_a_closed_record_takes_only_what_a_closed_entry_is_and_checks_that() -> None:
+    """A takeover reads a week of CLOSED records: their name, time and sample are taken without
+    building the entry (the rest of the record is not needed, so not required); a closed record
+    without those is corrupt, as is one in another state that does not decode."""
+    sample = AuditSample(1, "1", "general", "cat", True)
+    closed = pending(review_request("e1"), NOW).moved(State.CLOSED, NOW + 5, outcome="reviewed")
+    slim = {"v": 2, "first_name": closed.first_name, "state": "closed", "since_s": NOW + 5,
+            "audit": sample.to_json()}  # fmt: skip
+    read, built = PartitionLedger(0, next_offset=0), PartitionLedger(0, next_offset=0)
+    read.apply(closed.first_name, orjson.dumps(slim))
+    built.put(dataclasses.replace(closed, audit=sample))
+    assert (read.closed, read.entries) == (built.closed, {})
+    assert read.samples == {closed.first_name: sample}
+    for broken, why in (
+        ({**slim, "since_s": "soon"}, "without its name or time"),
+        ({**slim, "first_name": 7}, "without its name or time"),
+        ({k: v for k, v in slim.items() if k != "since_s"}, "without its name or time"),
+        ({**slim, "audit": {"number": "x"}}, "its audit sample"),
+        ({**slim, "v": 1}, "ledger format 1"),
+        ({**slim, "state": "started"}, "does not decode"),
+    ):
+        with pytest.raises(CorruptLedger, match=why):
+            PartitionLedger(0, next_offset=0).apply(closed.first_name, orjson.dumps(broken))
+    for not_an_object in (b"[1, 2]", b"null", b"{not json"):
+        with pytest.raises(CorruptLedger):
+            PartitionLedger(0, next_offset=0).apply("e1", not_an_object)
+
+
 def test_closing_times_are_kept_to_the_second_above_and_shared_within_it() -> None:
     """Pruning never comes early (a time rounds up), and names closed within one second hold
     one float between them, not one each."""

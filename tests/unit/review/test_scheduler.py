@@ -88,9 +88,10 @@ class World:
     topic: str = "review-requests"
 
     # LedgerLog
-    async def read(self, partition: int) -> AsyncIterator[tuple[str, bytes | None]]:
-        for key, value in list(self.log.get(partition, [])):
-            yield key, value
+    async def read(self, partition: int) -> AsyncIterator[list[tuple[str, bytes | None]]]:
+        records = list(self.log.get(partition, []))
+        for first in range(0, len(records), 7):  # in batches, as the client fetches them
+            yield records[first : first + 7]
 
     async def write(self, partition: int, key: str, value: bytes | None) -> None:
         if self.rng.random() < self.write_failure_rate or (
