@@ -1,5 +1,5 @@
-"""``python -m tests.chaos [--long | --flood] [--seed N] [--backend a2i|label-studio]
-[--brokers 3]``: one chaos run, its figures, exit 1 if unclean."""
+"""``python -m tests.chaos [--long | --flood | --soak SECONDS] [--seed N]
+[--backend a2i|label-studio] [--brokers 3]``: one chaos run, its figures, exit 1 if unclean."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from tests.chaos.harness import Plan, run
+from tests.chaos.soak import plot
 
 
 def main() -> int:
@@ -18,6 +19,11 @@ def main() -> int:
     parser.add_argument(
         "--flood", action="store_true",
         help="every prediction to review for a minute, against a budget and its fallback (A2I)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--soak", type=float, metavar="SECONDS",
+        help="a steady stream this long, faults spread through it (no kills), memory, file "
+        "descriptors, the ledger's size, lag and backlog sampled; a table and soak.png",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=("a2i", "label-studio"), default="a2i")
@@ -29,8 +35,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.flood and args.backend != "a2i":
         parser.error("--flood runs on A2I")
-    plan = (Plan.flood() if args.flood else Plan.long(args.backend) if args.long
-            else Plan.short(args.backend))  # fmt: skip
+    plan = (Plan.flood() if args.flood else Plan.soak(args.soak) if args.soak
+            else Plan.long(args.backend) if args.long else Plan.short(args.backend))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="stream-router-chaos-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -39,6 +45,12 @@ def main() -> int:
         )
     for line in report.lines():
         print(line)
+    if report.samples:
+        picture = (args.keep or Path.cwd()) / "soak.png"
+        if plot(report.samples, picture):
+            print(f"soak samples drawn in {picture}")
+        else:
+            print("soak.png not drawn: matplotlib is not installed (the analysis extra)")
     return 0 if report.clean else 1
 
 

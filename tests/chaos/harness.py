@@ -83,6 +83,7 @@ from stream_router.sandbox.settings import FlowDefinition, Latency, Reviewers, S
 from stream_router.sandbox.stack import Backend, Sandbox, SandboxInfo
 from stream_router.settings import Settings
 from stream_router.topics import create_topics
+from tests.chaos.soak import Sample, Sampler, table
 
 PARTITIONS = 4
 LABELS = ["cat", "dog", "bird", "other"]
@@ -100,6 +101,7 @@ class Plan:
     budget_per_day: int | None = None  #: the review route's budget (None: unlimited)
     node_down_s: float = 20.0  #: on a cluster: how long one node stays down
     two_down_s: float = 15.0  #: on a cluster: how long two nodes stay down together
+    sample_every_s: float | None = None  #: the soak samples memory, fds, ledger, lag, backlog
 
     @classmethod
     def short(cls, backend: Backend = "a2i") -> Plan:
@@ -110,6 +112,14 @@ class Plan:
         rate = _rate(30.0, backend)
         return cls(duration_s=900.0, rate_per_s=rate, kills_per_role=10, settle_s=600.0,
                    node_down_s=120.0, two_down_s=30.0)  # fmt: skip
+
+    @classmethod
+    def soak(cls, duration_s: float = 3600.0) -> Plan:
+        """A steady stream for ``duration_s`` with the faults spread through it, sampled every
+        30 s (``tests/chaos/soak.py``). No process is killed: what a process holds is the
+        question, and a kill would start it afresh (the long run is where kills are)."""
+        return cls(duration_s=duration_s, rate_per_s=20.0, kills_per_role=0, settle_s=600.0,
+                   node_down_s=120.0, two_down_s=30.0, sample_every_s=30.0)  # fmt: skip
 
     @classmethod
     def flood(cls) -> Plan:
@@ -153,6 +163,7 @@ class Report:
     drained_s: float | None = None  #: from the stream's end to the last outcome
     #: per broker fault, what the roles' /readyz said from its start to 30 s after its end
     readiness: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)  #: the soak's (Plan.sample_every_s)
 
     def lines(self) -> list[str]:
         out = [
@@ -176,6 +187,8 @@ class Report:
                 f"max {max(times):.1f} s"
             )
         out += self.readiness
+        if self.samples:
+            out += table(self.samples)
         if self.lost:
             out.append(f"lost (first 10): {self.lost[:10]}")
         if self.conflicting:
@@ -780,6 +793,10 @@ async def run(
         faults = Faults(sandbox, roles, rng, echo)
         readiness = Readiness(roles.metrics_ports)
         watching = asyncio.ensure_future(readiness.watch())
+        sampler = Sampler(lambda: roles.procs, roles.metrics_ports,
+                          lambda: _partition_dirs(sandbox, f"chaos-review-{tag}-ledger"),
+                          plan.sample_every_s or 30.0)  # fmt: skip
+        sampling = asyncio.ensure_future(sampler.run() if plan.sample_every_s else _never())
         producing = asyncio.ensure_future(stream.run(plan.duration_s))
         supervising = asyncio.ensure_future(roles.supervise())
         reading = asyncio.ensure_future(_read_until(outcomes, producing, stream, plan))
@@ -796,12 +813,14 @@ async def run(
             reading.cancel()
             supervising.cancel()
             watching.cancel()
+            sampling.cancel()
             await roles.stop()
             await outcomes.stop()
         reviews = await _review_names(info, backend)
         paid_twice = await _paid_twice(info) if backend == "label-studio" else 0
     report = account(stream.sent, outcomes, reviews, roles.kills, roles.exits, faults.log)
     report.paid_twice = paid_twice
+    report.samples = sampler.samples
     report.readiness = [
         readiness.during(fault)
         for fault in faults.log
@@ -881,6 +900,22 @@ async def _schedule(
         await asyncio.sleep(faults.rng.uniform(0.3, 1.0) * gap * 2)  # the schedule's pacing
         running.append(asyncio.ensure_future(step()))
     await asyncio.gather(*running)
+
+
+async def _never() -> None:
+    await asyncio.Event().wait()
+
+
+def _partition_dirs(sandbox: Sandbox, topic: str) -> list[Path]:
+    """Every node's directories of ``topic``'s partitions (``<topic>-<partition>``)."""
+    broker = sandbox.broker
+    nodes = broker.nodes if isinstance(broker, KafkaCluster) else [broker]
+    found: list[Path] = []
+    for node in nodes:
+        data = getattr(node, "data_dir", None)
+        if isinstance(data, Path) and data.is_dir():
+            found += [d for d in data.iterdir() if d.name.rsplit("-", 1)[0] == topic]
+    return found
 
 
 async def _leaders(bootstrap: str, topics: list[str]) -> Counter[int]:
