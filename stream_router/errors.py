@@ -65,6 +65,11 @@ class UndecodableRecords(StreamRouterError):
     """
 
 
+class OutputTopicGone(StreamRouterError):
+    """A topic ingest writes to no longer exists: its writes would wait forever. The role
+    exits; at the restart, start-up names the missing topic."""
+
+
 class UpstreamError(StreamRouterError):
     """A dependency (Kafka, AWS) failed."""
 

@@ -76,16 +76,17 @@ def ingest_check(
             return "no fetch completed yet"
         now = clock()
         idle = now - last
+        since = ingest.unacknowledged_since()
+        unacknowledged = (
+            f"Kafka at {ingest.brokers} has not acknowledged ingest's outputs for "
+            f"{now - since:.0f} s (writes refused or unanswered: fewer replicas in sync than "
+            "min.insync.replicas, or no leader); the producer keeps trying"
+            if since is not None and now - since > stall_after_s
+            else None
+        )
         if idle > stall_after_s:
             stalled = f"no fetch completed for {idle:.0f} s (stall threshold {stall_after_s:g} s)"
-            since = ingest.unacknowledged_since()
-            if since is not None and now - since > stall_after_s:
-                stalled += (
-                    f": Kafka at {ingest.brokers} has not acknowledged ingest's outputs for "
-                    f"{now - since:.0f} s (writes refused or unanswered: fewer replicas in sync "
-                    "than min.insync.replicas, or no leader); the producer keeps trying"
-                )
-            return stalled
+            return stalled if unacknowledged is None else f"{stalled}: {unacknowledged}"
         answered = ingest.fetches_answered()
         silent = sorted(name for name, at in answered.items() if now - at > stall_after_s)
         if silent:
@@ -98,7 +99,7 @@ def ingest_check(
                 f"(stall threshold {stall_after_s:g} s): the brokers are unreachable or these "
                 "partitions have no leader"
             )
-        return None
+        return unacknowledged  # fetching goes on (nothing more to decide), writes unanswered
 
     return check
 

@@ -58,7 +58,7 @@ import asyncio
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -144,9 +144,14 @@ class RetryingProducer(AIOKafkaProducer):  # type: ignore[misc]
 
 
 async def acknowledged(
-    acks: Sequence[Awaitable[Any]], what: str, brokers: str, every_s: float
+    acks: Sequence[Awaitable[Any]],
+    what: str,
+    brokers: str,
+    every_s: float,
+    check: Callable[[], None] | None = None,
 ) -> list[Any]:
-    """Wait for ``acks``; while they are outstanding, say so every ``every_s``.
+    """Wait for ``acks``; while they are outstanding, say so every ``every_s``, and call
+    ``check`` (whose error ends the wait: a topic deleted is not a cluster down).
 
     The producer never gives a batch up on a retriable error (:class:`RetryingProducer`), so
     a cluster that cannot take writes (two of three brokers down) holds the wait; the log says
@@ -166,7 +171,9 @@ async def acknowledged(
                 what,
                 waited,
             )
-    except asyncio.CancelledError:
+            if check is not None:
+                check()
+    except BaseException:
         gathered.cancel()
         raise
 

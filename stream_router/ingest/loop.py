@@ -66,7 +66,7 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError
 
-from stream_router.errors import UndecodableRecords
+from stream_router.errors import OutputTopicGone, UndecodableRecords
 from stream_router.ingest.dispatch import BatchOutcome, Counts, Dispatcher, Skipped
 from stream_router.ingest.undecodable import Undecodable, describe, locate
 from stream_router.ingest.writer import BatchWriter
@@ -174,6 +174,8 @@ class Ingest:
         #: Acknowledged offsets not committed yet, and the task committing them.
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        self._missing: set[str] = set()  #: output topics the last check did not find
+        self._checked_s = 0.0  #: clock time of the last check of an unblocked wait
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Partitions are no longer ours: stop reporting their lag."""
@@ -294,6 +296,37 @@ class Ingest:
             )
         return answered
 
+    def _overdue(self, oldest: _InFlight) -> None:
+        """While the oldest batch waits unblocked (nothing more to decide), what a blocked
+        wait does every ``kafka.request_timeout_s``: say so, and check the outputs exist."""
+        now, every_s = self.clock(), self.kafka.request_timeout_s
+        if now - oldest.produced_s < every_s or now - self._checked_s < every_s:
+            return
+        self._checked_s = now
+        logger.warning(
+            "Kafka at %s has not acknowledged the outputs of a batch of %d events for %.0f s; "
+            "the producer keeps trying",
+            self.kafka.bootstrap_servers,
+            oldest.outcome.consumed,
+            now - oldest.produced_s,
+        )
+        self._outputs_exist()
+
+    def _outputs_exist(self) -> None:
+        """Raise :class:`OutputTopicGone` when an output topic was missing from the producer's
+        metadata at two checks in a row (checks come ``kafka.request_timeout_s`` apart while
+        a batch waits). A deleted topic's writes would wait forever; a cluster that is down
+        keeps its topics in the metadata the producer last had."""
+        cluster = getattr(self.producer, "client", None)
+        known = cluster.cluster.partitions_for_topic if cluster is not None else None
+        missing = {t for t in self._output_topics if known is not None and known(t) is None}
+        gone, self._missing = missing & self._missing, missing
+        if gone:
+            raise OutputTopicGone(
+                f"ingest's output topic(s) {', '.join(sorted(gone))} no longer exist on Kafka at "
+                f"{self.kafka.bootstrap_servers}; recreate them (stream-router topics create)"
+            )
+
     def _unacknowledged_s(self) -> float:
         since = self.unacknowledged_since()
         return 0.0 if since is None else max(0.0, self.clock() - since)
@@ -381,6 +414,7 @@ class Ingest:
             while self._in_flight:
                 oldest = self._in_flight[0]
                 if not block and not all(ack.done() for ack in oldest.acks):
+                    self._overdue(oldest)
                     return
                 # A failed produce raises: nothing committed. The producer retries what it can
                 # until the brokers take it (kafka_clients.py); meanwhile no fetch completes.
@@ -389,6 +423,7 @@ class Ingest:
                     f"the outputs of a batch of {oldest.outcome.consumed} events",
                     self.kafka.bootstrap_servers,
                     self.kafka.request_timeout_s,
+                    self._outputs_exist,
                 )
                 acknowledged_s = self.clock()
                 self._in_flight.popleft()

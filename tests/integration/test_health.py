@@ -168,7 +168,8 @@ async def test_a_dead_ingest_task_takes_the_process_down(
     exits 1 so the orchestrator restarts it."""
     tag = uuid.uuid4().hex[:8]
     data = crash_config(sandbox, tag, tmp_path, role)
-    data["kafka"]["request_timeout_s"] = 6  # a produce to the deleted topic gives up soon
+    # Its batch waits for the deleted topic: ingest looks for its outputs after this long.
+    data["kafka"]["request_timeout_s"] = 6
     if role == "ingest":
         outputs = await test_ingest.create_topics(sandbox, data)
     else:

@@ -98,6 +98,13 @@ def test_ingest_check_says_when_the_loop_waits_for_acknowledgements() -> None:
     )
     progress.produced_s = clock.now - 5  # a young batch waits: the stall is not the brokers'
     assert check() == "no fetch completed for 31 s (stall threshold 30 s)"
+    progress.last_progress_s = clock.now  # fetches complete (nothing more came to decide)...
+    progress.produced_s = clock.now - 45  # ...while the one batch in hand is never answered
+    assert check() == (
+        "Kafka at 127.0.0.1:9092 has not acknowledged ingest's outputs for 45 s (writes refused "
+        "or unanswered: fewer replicas in sync than min.insync.replicas, or no leader); the "
+        "producer keeps trying"
+    )
 
 
 @pytest_asyncio.fixture
