@@ -12,6 +12,7 @@ Importing this package is cheap: no Kafka, AWS or analysis library is loaded
 
 from stream_router.errors import (
     ConfigError,
+    OutputTopicGone,
     PoisonEvent,
     PolicyLoadError,
     ReviewCapacityExceeded,
@@ -31,6 +32,7 @@ __all__ = [
     "Builder",
     "ConfigError",
     "EventPolicy",
+    "OutputTopicGone",
     "PoisonEvent",
     "Policy",
     "PolicyLoadError",
