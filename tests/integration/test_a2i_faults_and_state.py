@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -19,7 +20,7 @@ import pytest
 
 from stream_router.sandbox.a2i.launcher import A2IEmulator, SandboxAdminError
 from stream_router.sandbox.pytest_plugin import EmulatorFactory
-from stream_router.sandbox.stack import SandboxInfo
+from stream_router.sandbox.stack import Sandbox, SandboxInfo
 from tests.integration.conftest import A2IClient, wait_for_events
 
 pytestmark = pytest.mark.integration
@@ -134,6 +135,38 @@ async def test_state_survives_restart(
     assert events[finishing][0]["detail"]["humanLoopStatus"] == "Completed"
     listed = client.list_human_loops(FlowDefinitionArn=slow)["HumanLoopSummaries"]
     assert waiting in {s["HumanLoopName"] for s in listed}
+
+
+async def test_a_stop_does_not_wait_for_an_aws_call_that_gets_no_answer(
+    a2i_emulator_factory: EmulatorFactory,
+    sandbox: Sandbox,
+    sandbox_info: SandboxInfo,
+    sqs: Any,
+    clients: Any,
+    unique_name: Names,
+) -> None:
+    """SIGTERM stops the emulator while its output.json write waits on a frozen moto (it used
+    to wait for the call, until it was killed), and the next start writes the effect again."""
+    emulator = await a2i_emulator_factory()
+    client = clients("sagemaker-a2i-runtime", emulator.endpoint_url)
+    name = unique_name("frozen")
+    moto = sandbox.moto.process.pid
+    assert moto is not None
+    client.start_human_loop(**start_kwargs(name, sandbox_info.flow_definition_arns["fast"]))
+    os.kill(moto, signal.SIGSTOP)
+    try:
+        async with asyncio.timeout(30):  # the loop's end: its write to S3 waits now
+            while (await emulator.stats())["aws_calls_under_way"] == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # the emulator's stats are only read by asking
+        code = await emulator.process.stop_async()
+    finally:
+        os.kill(moto, signal.SIGCONT)
+    assert code == 0  # -9: it outlived the grace period and was killed
+    assert "AWS call(s) under way" in (emulator.state_dir / "a2i-emulator.log").read_text()
+
+    await emulator.start()
+    events = await wait_for_events(sqs, sandbox_info.event_queue_url, [name])
+    assert events[name][0]["detail"]["humanLoopStatus"] == "Completed"
 
 
 async def test_raw_http_error_shape(sandbox_info: SandboxInfo) -> None:

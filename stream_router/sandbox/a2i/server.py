@@ -38,6 +38,7 @@ import heapq
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -127,11 +128,25 @@ class AwsEffects:
         self._s3 = client("s3", endpoint_url, region)
         self._events = client("events", endpoint_url, region)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="a2i-aws")
+        self._lock = threading.Lock()
+        #: Calls running in a worker thread now (a cancelled await does not stop its call).
+        self.under_way = 0
+
+    async def _call(self, call: Callable[[], Any]) -> Any:
+        def counted() -> Any:
+            with self._lock:
+                self.under_way += 1
+            try:
+                return call()
+            finally:
+                with self._lock:
+                    self.under_way -= 1
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, counted)
 
     async def put_json(self, bucket: str, key: str, document: dict[str, Any]) -> None:
         body = json.dumps(document).encode()
-        await asyncio.get_running_loop().run_in_executor(
-            self._pool,
+        await self._call(
             lambda: self._s3.put_object(
                 Bucket=bucket, Key=key, Body=body, ContentType="application/json"
             ),
@@ -155,9 +170,7 @@ class AwsEffects:
             "Resources": [loop.arn],
             "Time": datetime.now(UTC),
         }
-        response = await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: self._events.put_events(Entries=[entry])
-        )
+        response = await self._call(lambda: self._events.put_events(Entries=[entry]))
         if response.get("FailedEntryCount"):
             raise RuntimeError(f"EventBridge rejected the event: {response['Entries']}")
 
@@ -169,8 +182,11 @@ class AwsEffects:
         )
         return url
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Stop taking calls; returns how many are still under way (their threads are not
+        waited for)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        return self.under_way
 
 
 class Emulator:
@@ -443,12 +459,15 @@ class Emulator:
                 "loops": loops,
                 "active_loops": self.store.count_active(),
                 "portal_submissions": self.portal.submitted,
+                "aws_calls_under_way": self.effects.under_way,
             }
         )
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Stop; returns the AWS calls still under way (``AwsEffects.close``)."""
         for task in self._tasks:
             task.cancel()
-        self.effects.close()
+        under_way = self.effects.close()
         self.resources.close()
         self.store.close()
+        return under_way
