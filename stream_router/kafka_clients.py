@@ -58,6 +58,7 @@ import asyncio
 import logging
 import math
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -143,15 +144,52 @@ class RetryingProducer(AIOKafkaProducer):  # type: ignore[misc]
             ) from exc
 
 
+class Waits:
+    """The waits for acknowledgements under way, by when each began: what a gauge shows as
+    the age of the oldest (a cluster refusing writes holds them; see :func:`acknowledged`)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._began: dict[int, float] = {}  # insertion order: the first is the oldest
+        self._next = 0
+
+    def begin(self) -> int:
+        self._next += 1
+        self._began[self._next] = self.clock()
+        return self._next
+
+    def end(self, token: int) -> None:
+        self._began.pop(token, None)
+
+    def oldest_s(self) -> float:
+        """How long the oldest wait under way has lasted; 0 when none is."""
+        for began in self._began.values():
+            return max(0.0, self.clock() - began)
+        return 0.0
+
+
+def say_unacknowledged(brokers: str, what: str, waited_s: float) -> None:
+    """The warning of a write the brokers have not acknowledged yet (both roles say it so)."""
+    logger.warning(
+        "Kafka at %s has not acknowledged %s for %.0f s; the producer keeps trying",
+        brokers,
+        what,
+        waited_s,
+    )
+
+
 async def acknowledged(
     acks: Sequence[Awaitable[Any]],
     what: str,
     brokers: str,
     every_s: float,
+    *,
     check: Callable[[], None] | None = None,
+    waits: Waits | None = None,
 ) -> list[Any]:
     """Wait for ``acks``; while they are outstanding, say so every ``every_s``, and call
-    ``check`` (whose error ends the wait: a topic deleted is not a cluster down).
+    ``check`` (whose error ends the wait: a topic deleted is not a cluster down). ``waits``
+    holds the wait while it lasts.
 
     The producer never gives a batch up on a retriable error (:class:`RetryingProducer`), so
     a cluster that cannot take writes (two of three brokers down) holds the wait; the log says
@@ -159,23 +197,23 @@ async def acknowledged(
     """
     gathered = asyncio.gather(*acks)
     waited = 0.0
+    token = None if waits is None else waits.begin()
     try:
         while True:
             done, _ = await asyncio.wait({gathered}, timeout=every_s)
             if done:
                 return gathered.result()
             waited += every_s
-            logger.warning(
-                "Kafka at %s has not acknowledged %s for %.0f s; the producer keeps trying",
-                brokers,
-                what,
-                waited,
-            )
+            say_unacknowledged(brokers, what, waited)
             if check is not None:
                 check()
     except BaseException:
         gathered.cancel()
         raise
+    finally:
+        if token is not None:
+            assert waits is not None
+            waits.end(token)
 
 
 def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:

@@ -234,6 +234,8 @@ class ReviewMetrics:
     - ``stream_router_review_ledger_entries{state}``: ledger entries of owned partitions
     - ``stream_router_review_ledger_pruned_total``: closed ledger entries deleted after their
       retention
+    - ``stream_router_review_ledger_unacknowledged_seconds``: how long the oldest ledger write
+      under way has waited for the brokers (0: none waits); every step waits for its write
 
     The audit monitor (``review/audit.py``), per configured route and model label (the first
     ``review.audit.max_labels`` of each partition, later ones ``(other)``; ``(all)`` is the
@@ -362,6 +364,15 @@ class ReviewMetrics:
         self.ledger_pruned = PromCounter(
             "stream_router_review_ledger_pruned",
             "Closed ledger entries deleted after review.ledger_retention_s.",
+            registry=registry,
+        )
+        self.ledger_unacknowledged = Gauge(
+            "stream_router_review_ledger_unacknowledged_seconds",
+            "How long the oldest ledger write under way has waited for the brokers' "
+            "acknowledgement (0: none waits). Every step of a review waits for its write; past "
+            "kafka.request_timeout_s the brokers refuse or do not answer writes (fewer replicas "
+            "in sync than min.insync.replicas, a partition without a leader); the producer keeps "
+            "trying and no review moves meanwhile.",
             registry=registry,
         )
         self.requests_duplicate = PromCounter(

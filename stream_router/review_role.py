@@ -247,6 +247,8 @@ class ReviewService:
         self._intake_idle = asyncio.Event()  #: the intake is not running (or has ended)
         self._intake_idle.set()
         routes = ReviewRoutes.from_settings(settings.policies, review)
+        self.ledger_log = KafkaLedgerLog(topics.ledger, self._send_to, self.reader)
+        metrics.ledger_unacknowledged.set_function(self.ledger_log.waits.oldest_s)
         auditor = Auditor(review.audit, settings.policies.version)
         self.audit_report = AuditReport(metrics, auditor, routes)
         self.scheduler = ReviewScheduler(
@@ -255,7 +257,7 @@ class ReviewService:
             starter=Starter(self.backend, self.limiter, projection=list(review.projection)),
             completer=Completer(self.backend, review, clock=clock),
             limiter=self.limiter,
-            log=KafkaLedgerLog(topics.ledger, self._send_to, self.reader),
+            log=self.ledger_log,
             requests=self.reader,
             routes=routes,
             shares=shares,

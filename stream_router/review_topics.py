@@ -39,6 +39,7 @@ from stream_router.errors import UndecodableRecords, UpstreamError
 from stream_router.ingest.undecodable import Undecodable, describe, locate
 from stream_router.kafka_clients import (
     CLOSE_TIMEOUT_S,
+    Waits,
     acknowledged,
     client_options,
     stop_consumer,
@@ -304,6 +305,8 @@ class KafkaLedgerLog:
         self.topic = topic
         self._send = send
         self._reader = reader
+        #: Writes waiting for the brokers (``stream_router_review_ledger_unacknowledged_seconds``).
+        self.waits = Waits()
 
     async def write(self, partition: int, key: str, value: bytes | None) -> None:
         delivered = await self._send(self.topic, partition, key.encode(), value)
@@ -321,7 +324,9 @@ class KafkaLedgerLog:
         log says what waits meanwhile."""
         kafka = self._reader.kafka
         what = f"{count} ledger write(s) to {self.topic}[{partition}]"
-        await acknowledged(delivered, what, kafka.bootstrap_servers, kafka.request_timeout_s)
+        await acknowledged(
+            delivered, what, kafka.bootstrap_servers, kafka.request_timeout_s, waits=self.waits
+        )
 
     async def read(self, partition: int) -> AsyncIterator[list[tuple[str, bytes | None]]]:
         async with contextlib.aclosing(

@@ -75,6 +75,7 @@ from stream_router.kafka_clients import (
     acknowledged,
     consumer_options,
     producer_options,
+    say_unacknowledged,
     stop_consumer,
     stop_producer,
 )
@@ -99,6 +100,11 @@ class _InFlight:
     timestamps: list[float]
     started: float
     produced_s: float  #: clock time its records were handed to the producer
+
+    @property
+    def outputs(self) -> str:
+        """What waits, as the warning of an unacknowledged write names it."""
+        return f"the outputs of a batch of {self.outcome.consumed} events"
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -303,13 +309,7 @@ class Ingest:
         if now - oldest.produced_s < every_s or now - self._checked_s < every_s:
             return
         self._checked_s = now
-        logger.warning(
-            "Kafka at %s has not acknowledged the outputs of a batch of %d events for %.0f s; "
-            "the producer keeps trying",
-            self.kafka.bootstrap_servers,
-            oldest.outcome.consumed,
-            now - oldest.produced_s,
-        )
+        say_unacknowledged(self.kafka.bootstrap_servers, oldest.outputs, now - oldest.produced_s)
         self._outputs_exist()
 
     def _outputs_exist(self) -> None:
@@ -420,10 +420,10 @@ class Ingest:
                 # until the brokers take it (kafka_clients.py); meanwhile no fetch completes.
                 await acknowledged(
                     oldest.acks,
-                    f"the outputs of a batch of {oldest.outcome.consumed} events",
+                    oldest.outputs,
                     self.kafka.bootstrap_servers,
                     self.kafka.request_timeout_s,
-                    self._outputs_exist,
+                    check=self._outputs_exist,
                 )
                 acknowledged_s = self.clock()
                 self._in_flight.popleft()

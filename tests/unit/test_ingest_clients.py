@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,7 +26,8 @@ from stream_router import kafka_clients as clients
 from stream_router.app import build_ingest
 from stream_router.kafka_clients import RetryingProducer, stop_consumer, stop_producer
 from stream_router.review_role import faust_app
-from stream_router.settings import Settings
+from stream_router.review_topics import KafkaLedgerLog
+from stream_router.settings import KafkaSettings, Settings
 
 
 class FakeClient:
@@ -205,3 +208,50 @@ async def test_acknowledged_says_what_waits_and_returns_or_raises_as_gather(
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert held.cancelled()  # as gather does: the caller's cancellation reaches the acks
+
+
+async def test_waits_hold_each_wait_for_acknowledgements_while_it_lasts() -> None:
+    now = [100.0]
+    waits = clients.Waits(lambda: now[0])
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    older = asyncio.ensure_future(clients.acknowledged([first], "a", "k:9092", 60, waits=waits))
+    await asyncio.sleep(0)
+    now[0] = 130.0
+    newer = asyncio.ensure_future(clients.acknowledged([second], "b", "k:9092", 60, waits=waits))
+    await asyncio.sleep(0)
+    now[0] = 140.0
+    assert waits.oldest_s() == 40.0
+    first.set_result(None)
+    await older
+    assert waits.oldest_s() == 10.0  # the newer one is the oldest now
+    newer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await newer
+    assert waits.oldest_s() == 0.0  # a wait cancelled is over too
+
+
+async def test_a_ledger_write_is_held_in_the_ledgers_waits_until_acknowledged() -> None:
+    """What ``stream_router_review_ledger_unacknowledged_seconds`` reads (review_role.py)."""
+    loop = asyncio.get_running_loop()
+    acks: list[asyncio.Future[None]] = []
+    both_sent = asyncio.Event()
+
+    async def send(topic: str, partition: int, key: bytes, value: bytes | None) -> Any:
+        acks.append(loop.create_future())
+        if len(acks) == 2:
+            both_sent.set()
+        return acks[-1]
+
+    reader = SimpleNamespace(kafka=KafkaSettings(bootstrap_servers="k:9092"))
+    log = KafkaLedgerLog("app-ledger", send, reader)  # type: ignore[arg-type]
+    now = [10.0]
+    log.waits.clock = lambda: now[0]
+    write = asyncio.ensure_future(log.write_many(0, [("a", b"1"), ("b", b"2")]))
+    await both_sent.wait()
+    now[0] = 25.0
+    assert log.waits.oldest_s() == 15.0
+    for ack in acks:
+        ack.set_result(None)
+    await write
+    assert log.waits.oldest_s() == 0.0
