@@ -77,7 +77,7 @@ from stream_router.review.starter import Starter
 from stream_router.review_topics import KafkaLedgerLog, PartitionReader, RequestFeed
 from stream_router.settings import KafkaSettings, Settings
 from stream_router.supervision import EXIT_DIED, Supervisor
-from stream_router.topics import answered
+from stream_router.topics import answered, creation_configs, ledger_configs
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ class ReviewService:
                 self.topics.ledger,
                 review.topic_partitions,
                 self.settings.topics.replication_factor,
-                {"cleanup.policy": "compact"},
+                creation_configs(ledger_configs(review), self.settings),
             ),
             "creating the review ledger topic",
         )

@@ -465,6 +465,13 @@ class ReviewSettings(Section):
         "arriving later would start it again, so keep this at least the review-requests "
         "topic's retention.",
     )
+    ledger_segment_s: float = Field(
+        3_600.0,
+        ge=60,
+        description="How often the ledger topic starts a new segment (its segment.ms, set when "
+        "the topic is created). Kafka compacts only closed segments: with its default of 7 days "
+        "(or 1 GiB) the ledger grows by every record written for a week before any is cleaned.",
+    )
     monitor_interval_s: float = Field(
         10.0,
         gt=0,

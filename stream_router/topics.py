@@ -45,7 +45,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from stream_router.errors import ConfigError
 from stream_router.kafka_clients import client_options
-from stream_router.settings import KafkaSettings, Settings
+from stream_router.settings import KafkaSettings, ReviewSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,13 @@ class TopicSpec:
     configs: Mapping[str, str] = field(default_factory=dict)
     #: Created by ``topics create`` only when missing, and only checked for existence.
     foreign: bool = False
+
+
+def ledger_configs(review: ReviewSettings) -> dict[str, str]:
+    """The ledger topic's configs: compacted, with a segment closed every
+    ``review.ledger_segment_s`` (Kafka compacts closed segments only; measured in a soak with
+    the default of 7 days: +130 MiB an hour per copy, none of it cleaned)."""
+    return {"cleanup.policy": "compact", "segment.ms": str(int(review.ledger_segment_s * 1000))}
 
 
 def router_topics(settings: Settings) -> list[TopicSpec]:
@@ -108,7 +115,7 @@ def router_topics(settings: Settings) -> list[TopicSpec]:
             review.topic_partitions,
             frozenset(),  # the review role creates it when missing; checked when present
             exact=True,
-            configs=compacted,
+            configs=ledger_configs(review),
         )
     )
     specs.append(
@@ -123,10 +130,17 @@ def router_topics(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
-def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
-    configs = dict(spec.configs)
+def creation_configs(configs: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    """A topic's configs as the router creates it: its own, and ``topics.min_insync_replicas``
+    when set (``topics create`` and the review role's own creation of its ledger)."""
+    configs = dict(configs)
     if settings.topics.min_insync_replicas is not None:
         configs["min.insync.replicas"] = str(settings.topics.min_insync_replicas)
+    return configs
+
+
+def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
+    configs = creation_configs(spec.configs, settings)
     return NewTopic(
         spec.name, spec.partitions, settings.topics.replication_factor, topic_configs=configs
     )

@@ -233,6 +233,8 @@ def router_settings(
                    "topic_partitions": PARTITIONS, "rate_per_s": 20, "burst": 5,
                    "data_dir": str(work / "review-data"), "monitor_interval_s": 5,
                    "catch_up_after_s": 15,
+                   # segments close every 2 minutes: Kafka compacts the ledger while it is read
+                   "ledger_segment_s": 120,
                    # the run measures faults, not budgets: no limit, said explicitly
                    "budgets": {"general": {"unlimited": True}},
                    "backend": {"name": "a2i", "event_queue_url": info.event_queue_url,

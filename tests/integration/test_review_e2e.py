@@ -28,6 +28,7 @@ from tests.envelope_schema import envelope_validator
 from tests.integration.kafka_helpers import TopicReader, json_record, produce
 from tests.integration.review_backends import BACKENDS, Backend
 from tests.integration.router_process import router
+from tests.integration.test_kafka_broker import topic_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
@@ -218,6 +219,11 @@ async def test_every_event_ends_exactly_once(
 ) -> None:
     reader, fate, tag = await run_until_done(sandbox, backend, sandbox_env, tmp_path, 45)
     results = await check_exactly_once(reader, fate, tag, backend)
+    if sandbox.broker_kind == "kafka":  # the review role created its ledger (Tansu: no configs)
+        ledger = f"review-{tag}-ledger"
+        bootstrap = sandbox.broker.bootstrap_servers
+        assert await topic_config(bootstrap, ledger, "segment.ms") == "3600000"
+        assert await topic_config(bootstrap, ledger, "cleanup.policy") == "compact"
     assert len([e for e in reader.values(f"dlq-{tag}") if "reason_class" in e]) == 1
     reviewed = [e for e in results if e["decision"] == "reviewed"]
     assert len(reviewed) == sum(1 for f in fate.values() if f == "review")

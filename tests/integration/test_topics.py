@@ -53,6 +53,8 @@ async def test_create_then_check_and_what_start_up_refuses(tmp_path: Path) -> No
         bootstrap = broker.bootstrap_servers
         assert await topic_config(bootstrap, f"rr-{tag}", "retention.ms") == "3600000"
         assert await topic_config(bootstrap, f"app-{tag}-ledger", "cleanup.policy") == ("compact")
+        # Compaction cleans closed segments only: the ledger closes one an hour.
+        assert await topic_config(bootstrap, f"app-{tag}-ledger", "segment.ms") == "3600000"
 
         # Another deployment of the same review app with other partitions is refused.
         other = settings.model_copy(update={"review": settings.review.model_copy(

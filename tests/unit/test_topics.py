@@ -37,7 +37,7 @@ def test_every_topic_the_router_uses_is_listed_with_what_matters() -> None:
     requests = specs["stream-router-review-requests"]
     assert (requests.partitions, requests.exact) == (6, True)
     assert requests.configs == {"retention.ms": "3600000"}
-    assert specs["rv-ledger"].configs == {"cleanup.policy": "compact"}
+    assert specs["rv-ledger"].configs == {"cleanup.policy": "compact", "segment.ms": "3600000"}
     assert (specs["rv-ledger"].partitions, specs["rv-ledger"].exact) == (6, True)
 
 
