@@ -22,7 +22,8 @@ round (the broker slows as its log grows, so a fixed order would favour the firs
   that environment cannot be made).
 
 plain and ingest use the same client settings: consumer ``max_poll_records`` and ``getmany``
-1000 records with a 50 ms wait, producer ``acks=all``, no linger, no compression, the same
+1000 records with a 50 ms wait, producer ``acks=all`` and idempotent (on Apache Kafka; Tansu
+refuses idempotent producers), no linger, no compression, the same
 largest batch (``kafka.producer_batch_max_bytes``); quix runs with Quix's defaults. Each looks
 up its output topics' partitions before it consumes; each is timed from its first record to
 the commit of the last one (group joins, look-ups and process start-up excluded). CPU per
@@ -117,7 +118,7 @@ def rate(total: int, began_wall: float, began_cpu: float) -> Rate:
     return result
 
 
-async def plain_loop(bootstrap: str, topic: str, total: int) -> Rate:
+async def plain_loop(bootstrap: str, topic: str, total: int, idempotence: bool) -> Rate:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -128,10 +129,14 @@ async def plain_loop(bootstrap: str, topic: str, total: int) -> Rate:
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
     )
-    # The ingest producer's settings: acks=all, no linger, the same largest batch.
+    # The ingest producer's settings: acks=all, idempotent where the broker allows it (as
+    # ingest's), no linger, the same largest batch.
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     producer = AIOKafkaProducer(
-        acks="all", max_batch_size=kafka.producer_batch_max_bytes, **client_options(kafka)
+        acks="all",
+        enable_idempotence=idempotence,
+        max_batch_size=kafka.producer_batch_max_bytes,
+        **client_options(kafka),
     )
     out = f"bench-plain-out-{uuid.uuid4().hex[:6]}"
     await producer.start()
@@ -226,7 +231,7 @@ async def throughput(
         order = sides[shift:] + sides[:shift]
         for side in order:
             if side == "plain":
-                results[side].append(await plain_loop(bootstrap, topic, events))
+                results[side].append(await plain_loop(bootstrap, topic, events, broker.idempotence))
             elif side == "ingest":
                 results[side].append(await ingest_path(broker, topic, events))
             else:
