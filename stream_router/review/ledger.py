@@ -35,9 +35,9 @@ the same)::
   does nothing), then deleted; they drop the request, the end and the times to stay small
   (:meth:`Entry.moved`). An audited review counted
   by the audit monitor keeps its sample (``audit``) here: the write that closes it counts it.
-  In memory a closed entry is only its name and when it closed (:attr:`PartitionLedger.closed`):
-  that is all a redelivery, a late notice and pruning ask of it, and a week of closed reviews
-  is what the review role holds most of.
+  In memory a closed entry is only its name and when it closed (:attr:`PartitionLedger.closed`,
+  kept compactly by ``review/closed.py``): that is all a redelivery, a late notice and pruning
+  ask of it, and a week of closed reviews is what the review role holds most of.
 
 Reading is not moving: :func:`decode` takes an entry in any state (only its format is checked),
 and only a move the review role makes is held to the table.
@@ -65,7 +65,6 @@ import dataclasses
 import logging
 import math
 import sys
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -77,6 +76,7 @@ import orjson
 from stream_router.errors import StreamRouterError
 from stream_router.naming import attempt_name
 from stream_router.review.audit import AuditSample, AuditTally
+from stream_router.review.closed import ClosedNames
 from stream_router.review.request import MalformedRequest, ReviewRequest
 
 logger = logging.getLogger(__name__)
@@ -338,11 +338,9 @@ class PartitionLedger:
     written.
 
     ``entries`` holds every entry that is not CLOSED, whole; ``closed`` only the name of each
-    CLOSED one and when it closed (its ``since_s`` rounded up to the second: the names closed
-    within a second share one float). A name is in one of the two at most.
-    :meth:`oldest_closed` is the one pruning deletes next: names are kept in the order they
-    closed as far as the topic shows it (a name deleted and closed again later keeps its first
-    place, so it and those after it are pruned late, never early).
+    CLOSED one and when it closed (its ``since_s`` rounded up to the second), compactly
+    (``review/closed.py``). A name is in one of the two at most. :meth:`oldest_closed` is the one
+    pruning deletes next: names are kept in the order they closed as far as the topic shows it.
     """
 
     def __init__(self, partition: int, next_offset: int) -> None:
@@ -350,11 +348,7 @@ class PartitionLedger:
         #: The review-requests offset the next request to record has (requests are contiguous).
         self.next_offset = next_offset
         self.entries: dict[str, Entry] = {}
-        self.closed: dict[str, float] = {}
-        self._second = 0.0  #: the closing second the last CLOSED entry put shares
-        #: Names as they closed; a name no longer in ``closed`` is skipped (a dict's own order
-        #: would cost a scan past every deleted slot at each pruning).
-        self._closing: deque[str] = deque()
+        self.closed = ClosedNames()
         #: The audit samples of CLOSED entries read (``review/audit.py``'s ``recover`` folds the
         #: ones the tally has not counted yet); only the read keeps them.
         self.samples: dict[str, AuditSample] = {}
@@ -375,8 +369,8 @@ class PartitionLedger:
             logger.info("ledger %d: key %s is not known to this version; skipped",
                         self.partition, key[:40])  # fmt: skip
         elif value is None:
-            self.entries.pop(key, None)
-            self.closed.pop(key, None)
+            if self.entries.pop(key, None) is None:
+                self.closed.discard(key)
             self.samples.pop(key, None)
         else:
             data = _fields(value)
@@ -397,26 +391,17 @@ class PartitionLedger:
         if entry.state is State.CLOSED:
             self._close(name, entry.since_s)
         else:
-            self.closed.pop(name, None)
+            if name not in self.entries:
+                self.closed.discard(name)
             self.entries[name] = entry
 
     def _close(self, name: str, since_s: float) -> None:
         self.entries.pop(name, None)
-        second = float(math.ceil(since_s))
-        if second != self._second:
-            self._second = second
-        self.closed[name] = self._second
-        self._closing.append(name)
+        self.closed.close(name, float(math.ceil(since_s)))
 
     def oldest_closed(self) -> tuple[str, float] | None:
         """The CLOSED entry that closed first, and when; None when none is closed."""
-        closing = self._closing
-        while closing:
-            closed_s = self.closed.get(closing[0])
-            if closed_s is not None:
-                return closing[0], closed_s
-            closing.popleft()  # deleted since (pruned, or a tombstone read)
-        return None
+        return self.closed.oldest()
 
     def knows(self, name: str) -> bool:
         """Whether ``name`` has an entry, in any state."""
@@ -426,7 +411,6 @@ class PartitionLedger:
         """Forget what was read (a read that failed is read again from the beginning)."""
         self.entries.clear()
         self.closed.clear()
-        self._closing.clear()
         self.samples.clear()
         self.position = None
 

@@ -1,6 +1,7 @@
 """Benchmark: taking over a review partition whose ledger holds a week of finished reviews.
 
     .venv/bin/python tests/bench/bench_takeover.py [--entries 1000000,10000000] [--open 1000]
+        [--baseline CHECKOUT]
 
 A review instance reads a partition's ledger whole when the partition is assigned (a rebalance,
 a restart): ``ReviewScheduler._load`` applies every record to a ``PartitionLedger``. The ledger
@@ -19,6 +20,9 @@ partition as ``_load`` does, through ``KafkaLedgerLog`` and ``PartitionReader``,
   would slow the read; the RSS difference is the figure);
 - that every CLOSED name is known afterwards (a sample of 1,000) and the open ones are whole.
 
+With ``--baseline``, a checkout's ``stream_router`` (another commit's worktree) reads each
+ledger too, first, and the ratios of this tree to it are printed.
+
 The goal (issue 24): under a minute at 10 million entries.
 """
 
@@ -34,6 +38,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -181,28 +186,52 @@ async def read(bootstrap: str, topic: str, closed: int, opened: int) -> dict[str
             "position": ledger.position}  # fmt: skip
 
 
-async def main(sizes: list[int], opened: int) -> None:
+async def main(sizes: list[int], opened: int, baseline: Path | None) -> None:
+    sides: list[tuple[str, dict[str, str]]] = [("this tree", dict(os.environ))]
+    if baseline is not None:  # it reads first
+        sides.insert(0, (f"baseline {baseline}", {**os.environ, "PYTHONPATH": str(baseline)}))
     with tempfile.TemporaryDirectory(prefix="bench-takeover-") as tmp:
         async with KafkaBroker(state_dir=Path(tmp) / "kafka") as broker:
             bootstrap = broker.bootstrap_servers
-            print("entries | fill | read | records/s | CPU | RSS before → after | all known")
+            print("entries | side | fill | read | records/s | CPU | RSS before → after | all known")
             for size in sizes:
                 topic = f"bench-ledger-{uuid.uuid4().hex[:6]}"
                 filled = await fill(bootstrap, topic, size, opened)
-                child = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, str(Path(__file__)), "--child", bootstrap, topic,
-                     str(size), str(opened)],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
-                got = json.loads(child.stdout.strip().splitlines()[-1])
-                known = got["unknown_in_sample"] == 0 and got["open_whole"] == opened
-                print(f"{size:,} | {filled:.0f} s | {got['seconds']:.1f} s | "
-                      f"{got['records'] / got['seconds']:,.0f} | {got['cpu_s']:.1f} s | "
-                      f"{got['rss_before_mib']:.0f} → {got['rss_after_mib']:.0f} MiB "
-                      f"(+{(got['rss_after_mib'] - got['rss_before_mib']) / size * 2**20:.0f} "
-                      f"B an entry) | {'yes' if known else 'NO: ' + json.dumps(got)}",
-                      flush=True)  # fmt: skip
+                reads = []
+                for side, env in sides:
+                    child = await asyncio.to_thread(
+                        subprocess.run,
+                        [sys.executable, str(Path(__file__)), "--child", bootstrap, topic,
+                         str(size), str(opened)],
+                        capture_output=True, text=True, check=True, env=env,
+                    )  # fmt: skip
+                    got = json.loads(child.stdout.strip().splitlines()[-1])
+                    reads.append(got)
+                    print(row(size, side, filled, got, opened), flush=True)
+                if len(reads) == 2:
+                    print(f"{size:,} | this tree / baseline: {ratios(*reads)}", flush=True)
+
+
+def grown(got: dict[str, float]) -> float:
+    return got["rss_after_mib"] - got["rss_before_mib"]
+
+
+def row(size: int, side: str, filled: float, got: dict[str, Any], opened: int) -> str:
+    known = got["unknown_in_sample"] == 0 and got["open_whole"] == opened
+    return (
+        f"{size:,} | {side} | {filled:.0f} s | {got['seconds']:.1f} s | "
+        f"{got['records'] / got['seconds']:,.0f} | {got['cpu_s']:.1f} s | "
+        f"{got['rss_before_mib']:.0f} → {got['rss_after_mib']:.0f} MiB "
+        f"(+{grown(got) / size * 2**20:.0f} B an entry) | "
+        f"{'yes' if known else 'NO: ' + json.dumps(got)}"
+    )
+
+
+def ratios(old: dict[str, float], new: dict[str, float]) -> str:
+    return (
+        f"read {new['seconds'] / old['seconds']:.2f}, CPU {new['cpu_s'] / old['cpu_s']:.2f}, "
+        f"memory grown {grown(new) / grown(old):.2f}"
+    )
 
 
 if __name__ == "__main__":
@@ -214,5 +243,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     parser.add_argument("--entries", default="1000000,10000000")
     parser.add_argument("--open", type=int, default=1000)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout whose stream_router reads each ledger too, first (PYTHONPATH)",
+    )
     args = parser.parse_args()
-    asyncio.run(main([int(n) for n in args.entries.split(",")], args.open))
+    asyncio.run(main([int(n) for n in args.entries.split(",")], args.open, args.baseline))

@@ -834,7 +834,7 @@ async def test_closed_entries_are_kept_as_names_recognised_and_pruned_in_order()
     await run.world.until(lambda: len(outcomes_by_event(run.world)) == len(firsts), "closed")
     ledger = run.scheduler.partitions[0].ledger
     assert ledger.entries == {}
-    assert ledger.closed == dict.fromkeys(firsts, 1_000.0)
+    assert dict(ledger.closed.items()) == dict.fromkeys(firsts, 1_000.0)
     assert run.scheduler.stats().by_state[State.CLOSED] == len(firsts)
     closed_order = [key for key, value in run.world.log[0] if not key.startswith("_")
                     and value is not None and decode(value).state is State.CLOSED]  # fmt: skip
@@ -859,10 +859,10 @@ async def test_closed_entries_are_kept_as_names_recognised_and_pruned_in_order()
     assert all(len(outcomes) == 1 for outcomes in outcomes_by_event(run.world).values())
     now[0] += 100.0
     owned.wake.set()
-    await run.world.until(lambda: not owned.ledger.closed, "pruned")
+    await run.world.until(lambda: len(owned.ledger.closed) == 0, "pruned")
     deleted = [key for key, value in run.world.log[0] if value is None]
     assert deleted == closed_order
-    assert owned.ledger.closed == {}
+    assert len(owned.ledger.closed) == 0
     await run.scheduler.close()
 
 
