@@ -7,6 +7,7 @@ ends in exactly one outcome); the rest are its parts:
   record anything can write starts with);
 - ``ledger``: the typed entry of each request, its one wire format and the table of the moves
   it may make (the ledger topic and direct reads of Kafka are ``review_topics.py``'s);
+  ``closed``: the names of closed reviews, kept compactly for a week;
 - ``starter``: one start: budget, rate limit, one backend call; ``retry``: the one retry policy;
 - ``budget`` and ``shares``: reviews per route per hour and day, split over partitions;
 - ``limiter``: the shared token-bucket rate limiter;
