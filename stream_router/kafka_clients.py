@@ -197,7 +197,7 @@ async def acknowledged(
     """
     gathered = asyncio.gather(*acks)
     waited = 0.0
-    token = None if waits is None else waits.begin()
+    token = waits.begin() if waits is not None else 0
     try:
         while True:
             done, _ = await asyncio.wait({gathered}, timeout=every_s)
@@ -211,8 +211,7 @@ async def acknowledged(
         gathered.cancel()
         raise
     finally:
-        if token is not None:
-            assert waits is not None
+        if waits is not None:
             waits.end(token)
 
 
